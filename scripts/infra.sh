@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Installs and starts what the services need on a machine without Docker:
+# RabbitMQ from Debian's packages and FerretDB v1.24.2 (SQLite storage) built
+# from its Go module. Idempotent: what is installed or running is left alone.
+# Usage: scripts/infra.sh install|start|stop|status
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+VAR="$ROOT/var"
+RUN="$VAR/run"
+FERRET_VERSION=v1.24.2
+CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/qms"
+FERRET_BIN="$CACHE/ferretdb-$FERRET_VERSION"
+MONGO_PORT="${QMS_MONGO_PORT:-27017}"
+FERRET_DEBUG_PORT="${QMS_FERRET_DEBUG_PORT:-8088}"
+AMQP_PORT=5672
+WAIT_SECONDS="${QMS_INFRA_WAIT:-180}"
+
+say() { printf '[infra] %s\n' "$*"; }
+die() { printf '[infra] ERROR: %s\n' "$*" >&2; exit 1; }
+
+# Who holds a TCP port on loopback (empty when free).
+port_holder() {
+  ss -Hltnp "sport = :$1" 2>/dev/null | sed -n 's/.*users:(("\([^"]*\)",pid=\([0-9]*\).*/\1 (pid \2)/p' | head -n1
+}
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+need_root_or_sudo() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@";
+  else die "'$*' needs root: run as root or install sudo"; fi
+}
+
+install_rabbitmq() {
+  if command -v rabbitmq-server >/dev/null 2>&1 || [ -x /usr/sbin/rabbitmq-server ]; then return; fi
+  say "installing rabbitmq-server from Debian's packages"
+  need_root_or_sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive need_root_or_sudo apt-get install -y -qq rabbitmq-server >/dev/null
+  # Debian starts the broker from systemd where it can; we manage it ourselves.
+}
+
+install_ferretdb() {
+  if [ -x "$FERRET_BIN" ]; then return; fi
+  command -v go >/dev/null || die "Go is needed to build FerretDB (apt-get install golang or see go.dev)"
+  say "building FerretDB $FERRET_VERSION from its Go module (once; cached in $FERRET_BIN)"
+  local src dir
+  src=$(go mod download -json "github.com/FerretDB/FerretDB@$FERRET_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  [ -d "$src" ] || die "go mod download gave no source folder for FerretDB"
+  dir=$(mktemp -d)
+  cp -r "$src/." "$dir/" && chmod -R u+w "$dir"
+  # The module lacks build/version/version.txt (git-ignored upstream); without it
+  # the binary panics at start.
+  echo "$FERRET_VERSION" > "$dir/build/version/version.txt"
+  mkdir -p "$CACHE"
+  (cd "$dir" && go build -o "$FERRET_BIN.tmp" ./cmd/ferretdb) || die "FerretDB build failed"
+  mv "$FERRET_BIN.tmp" "$FERRET_BIN"
+  rm -rf "$dir"
+}
+
+rabbit_running() { rabbitmqctl -q status >/dev/null 2>&1; }
+
+start_rabbitmq() {
+  if rabbit_running; then say "RabbitMQ already running"; return; fi
+  local holder; holder=$(port_holder $AMQP_PORT)
+  [ -z "$holder" ] || die "port $AMQP_PORT (AMQP) is taken by $holder, which is not a RabbitMQ we can manage"
+  rabbitmq-plugins enable --offline rabbitmq_management rabbitmq_prometheus >/dev/null
+  say "starting RabbitMQ"
+  rabbitmq-server -detached >/dev/null 2>&1 || true
+  timeout "$WAIT_SECONDS" rabbitmqctl -q await_startup >/dev/null 2>&1 \
+    || die "RabbitMQ did not start within ${WAIT_SECONDS}s (see /var/log/rabbitmq/)"
+  mkdir -p "$RUN" && touch "$RUN/rabbitmq.ours"
+}
+
+start_ferretdb() {
+  if [ -f "$RUN/ferretdb.pid" ] && kill -0 "$(cat "$RUN/ferretdb.pid")" 2>/dev/null; then
+    say "FerretDB already running"; return
+  fi
+  local holder; holder=$(port_holder "$MONGO_PORT")
+  if [ -n "$holder" ]; then
+    die "port $MONGO_PORT (MongoDB wire) is taken by $holder; stop it or set QMS_MONGO_PORT"
+  fi
+  mkdir -p "$VAR/ferretdb/data" "$VAR/ferretdb/state" "$RUN" "$VAR/log"
+  say "starting FerretDB $FERRET_VERSION on 127.0.0.1:$MONGO_PORT (SQLite under var/ferretdb)"
+  FERRETDB_TELEMETRY=disable nohup "$FERRET_BIN" --handler=sqlite \
+    --sqlite-url="file:$VAR/ferretdb/data/" --state-dir="$VAR/ferretdb/state" \
+    --listen-addr="127.0.0.1:$MONGO_PORT" --debug-addr="127.0.0.1:$FERRET_DEBUG_PORT" \
+    --telemetry=disable --log-level=warn >"$VAR/log/ferretdb.log" 2>&1 &
+  echo $! > "$RUN/ferretdb.pid"
+  local deadline=$((SECONDS + WAIT_SECONDS))
+  until port_open "$MONGO_PORT"; do
+    kill -0 "$(cat "$RUN/ferretdb.pid")" 2>/dev/null || die "FerretDB exited; see var/log/ferretdb.log"
+    [ $SECONDS -lt $deadline ] || die "FerretDB did not listen on $MONGO_PORT within ${WAIT_SECONDS}s"
+    sleep 0.2
+  done
+}
+
+stop_all() {
+  if [ -f "$RUN/ferretdb.pid" ]; then
+    local pid; pid=$(cat "$RUN/ferretdb.pid")
+    if kill -0 "$pid" 2>/dev/null; then say "stopping FerretDB"; kill "$pid"; fi
+    rm -f "$RUN/ferretdb.pid"
+  fi
+  if [ -f "$RUN/rabbitmq.ours" ]; then
+    say "stopping RabbitMQ"
+    rabbitmqctl -q stop >/dev/null 2>&1 || true
+    rm -f "$RUN/rabbitmq.ours"
+  fi
+}
+
+case "${1:-}" in
+  install) install_rabbitmq; install_ferretdb ;;
+  start) install_rabbitmq; install_ferretdb; start_rabbitmq; start_ferretdb
+         say "RabbitMQ amqp://127.0.0.1:$AMQP_PORT (management http://127.0.0.1:15672), FerretDB mongodb://127.0.0.1:$MONGO_PORT" ;;
+  stop) stop_all ;;
+  *) die "usage: $0 install|start|stop" ;;
+esac

@@ -1,0 +1,1 @@
+"""Intake (Sales): the Customer Feedback Register: every feedback, its channel, classification, evidence, replies and satisfaction."""

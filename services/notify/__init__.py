@@ -1,0 +1,1 @@
+"""Notify: notifications to people and plant systems, and complaints arriving by e-mail and fax."""

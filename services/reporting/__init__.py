@@ -1,0 +1,1 @@
+"""Reporting: read models built only from events: the register, the monthly statistics table, trends."""

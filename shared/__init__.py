@@ -1,0 +1,1 @@
+"""The kit every service stands on: contracts, messaging, storage, HTTP plumbing."""

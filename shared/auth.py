@@ -1,0 +1,125 @@
+"""Bearer JWT on every route but health and metrics.
+
+Development: HS256 with `QMS_JWT_SECRET`. Production: RS256 verified against
+the identity provider's keys at `QMS_JWKS_URL`. Claims: sub, name, roles, unit, exp.
+"""
+
+import argparse
+import time
+from collections.abc import Callable
+from typing import Annotated
+
+import jwt
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field, ValidationError
+
+from shared.errors import Forbidden, Unauthorized
+from shared.events import Actor
+from shared.settings import InfraSettings
+
+ROLES = ("sales", "quality", "unit", "manager", "ops", "auditor")
+READERS = ("manager", "auditor")  # read everything, change nothing
+
+
+class Principal(BaseModel):
+    """The caller, as the token says."""
+
+    sub: str = Field(..., min_length=1)
+    name: str | None = None
+    roles: list[str] = Field(default_factory=list)
+    unit: str | None = None
+
+    def has_any(self, roles: tuple[str, ...]) -> bool:
+        return any(r in self.roles for r in roles)
+
+    def as_actor(self) -> Actor:
+        return Actor(sub=self.sub, name=self.name, roles=tuple(self.roles), unit=self.unit)
+
+
+class TokenVerifier:
+    def __init__(self, settings: InfraSettings):
+        self._secret = settings.jwt_secret.get_secret_value()
+        self._audience = settings.jwt_audience
+        self._jwks = jwt.PyJWKClient(settings.jwks_url) if settings.jwks_url else None
+
+    def verify(self, token: str) -> Principal:
+        try:
+            if self._jwks:
+                key = self._jwks.get_signing_key_from_jwt(token).key
+                claims = jwt.decode(token, key, algorithms=["RS256"], audience=self._audience,
+                                    options={"require": ["exp", "sub"]})
+            else:
+                claims = jwt.decode(token, self._secret, algorithms=["HS256"],
+                                    audience=self._audience, options={"require": ["exp", "sub"]})
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthorized("The token has expired; sign in again.") from exc
+        except jwt.PyJWTError as exc:
+            raise Unauthorized(f"The bearer token is not valid: {exc}") from exc
+        try:
+            principal = Principal.model_validate(claims)
+        except ValidationError as exc:
+            raise Unauthorized("The token's claims are incomplete (sub, roles).") from exc
+        if "unit" in principal.roles and not principal.unit:
+            raise Unauthorized("A token with role 'unit' must name its responsible unit.")
+        return principal
+
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def current_principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthorized("Missing bearer token: send 'Authorization: Bearer <JWT>'.")
+    verifier: TokenVerifier = request.app.state.token_verifier
+    principal = verifier.verify(credentials.credentials)
+    request.state.principal = principal
+    return principal
+
+
+def require(*roles: str) -> Callable[..., Principal]:
+    """Dependency: the caller must hold one of `roles`, else 403 (and nothing changes)."""
+
+    def check(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+        if not principal.has_any(roles):
+            raise Forbidden(
+                f"This action needs role {' or '.join(repr(r) for r in roles)}; "
+                f"you have {principal.roles or 'none'}."
+            )
+        return principal
+
+    return check
+
+
+def make_token(secret: str, sub: str, roles: list[str], name: str | None = None,
+               unit: str | None = None, ttl_s: int = 12 * 3600) -> str:
+    """A development token (HS256)."""
+    claims = {"sub": sub, "name": name or sub, "roles": roles, "exp": int(time.time()) + ttl_s}
+    if unit:
+        claims["unit"] = unit
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Print a development JWT (HS256).")
+    parser.add_argument("--role", required=True, help=f"comma-separated, of {', '.join(ROLES)}")
+    parser.add_argument("--sub", default="dev.user")
+    parser.add_argument("--name")
+    parser.add_argument("--unit")
+    parser.add_argument("--hours", type=int, default=12)
+    args = parser.parse_args()
+    roles = [r.strip() for r in args.role.split(",") if r.strip()]
+    bad = [r for r in roles if r not in ROLES]
+    if bad:
+        parser.error(f"unknown role(s) {bad}; use {', '.join(ROLES)}")
+    if "unit" in roles and not args.unit:
+        parser.error("role 'unit' needs UNIT=<responsible unit>, e.g. UNIT=production")
+    secret = InfraSettings().jwt_secret.get_secret_value()
+    print(make_token(secret, args.sub, roles, args.name, args.unit, args.hours * 3600))
+
+
+if __name__ == "__main__":
+    main()

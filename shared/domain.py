@@ -1,0 +1,64 @@
+"""Pure building blocks for aggregates: no broker, no database, no web framework.
+
+An aggregate is a pydantic model with a `version` (optimistic concurrency), an
+append-only `history` (records control, P-5.4.2: who, what, when, what changed),
+the ids of the events it has applied (the idempotent inbox), and the events a
+change produced, which the repository writes in the same document update.
+"""
+
+from datetime import datetime
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+from shared.events import Actor, Contract, Envelope, make_event, utcnow
+
+
+class HistoryEntry(BaseModel):
+    at: datetime = Field(default_factory=utcnow)
+    actor: Actor
+    action: str = Field(..., examples=["registered"])
+    changes: dict[str, Any] = Field(default_factory=dict, description="field -> new value")
+    note: str | None = None
+    event_id: str | None = Field(None, description="The event this change caused or applied")
+
+
+class Aggregate(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, validate_assignment=False)
+
+    producer: ClassVar[str] = "unknown"  # the service that emits this aggregate's events
+
+    id: str = Field(..., alias="_id")
+    version: int = 0
+    history: list[HistoryEntry] = Field(default_factory=list)
+    applied_events: list[str] = Field(default_factory=list)
+    _pending: list[Envelope] = PrivateAttr(default_factory=list)
+
+    @property
+    def correlation_id(self) -> str:
+        """The feedback id every event of this story carries; aggregates override."""
+        return self.id
+
+    @property
+    def pending_events(self) -> list[Envelope]:
+        return list(self._pending)
+
+    def has_applied(self, event_id: str) -> bool:
+        return event_id in self.applied_events
+
+    def mark_applied(self, event_id: str) -> None:
+        self.applied_events.append(event_id)
+
+    def log(self, actor: Actor, action: str, changes: dict[str, Any] | None = None,
+            note: str | None = None, event_id: str | None = None) -> None:
+        self.history.append(HistoryEntry(actor=actor, action=action, changes=changes or {},
+                                         note=note, event_id=event_id))
+
+    def emit(self, payload: Contract, actor: Actor, causation_id: str | None = None) -> Envelope:
+        event = make_event(payload, producer=self.producer, correlation_id=self.correlation_id,
+                           actor=actor, causation_id=causation_id)
+        self._pending.append(event)
+        return event
+
+    def to_document(self) -> dict[str, Any]:
+        return self.model_dump(mode="python", by_alias=True)

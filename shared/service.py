@@ -1,0 +1,235 @@
+"""The composition every service shares: settings → Mongo → broker → consumer, relay, HTTP.
+
+A service module builds one `Service`, registers its collections and event
+handlers, adds its HTTP routers, and `create_app` turns it into a FastAPI app
+whose lifespan starts and stops everything. Nothing connects at import time.
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from faststream.rabbit.prometheus import RabbitPrometheusMiddleware
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client import generate_latest
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared.auth import TokenVerifier
+from shared.domain import Aggregate
+from shared.errors import error_response, install_error_handlers
+from shared.logs import set_correlation
+from shared.messaging import ConsumerMetrics, EventConsumer, EventPublisher, Topology, new_broker
+from shared.outbox import OutboxRelay
+from shared.settings import ServiceSettings
+from shared.store import Repository, WriteLocks, database, mongo_client
+
+log = logging.getLogger("qms.service")
+A = TypeVar("A", bound=Aggregate)
+
+
+class Service:
+    def __init__(self, name: str, settings: ServiceSettings):
+        self.name = name
+        self.settings = settings
+        infra = settings.infra
+        self.registry = CollectorRegistry()
+        self.topology = Topology(infra.namespace, name, infra.retry_delay_ms)
+        self.broker = new_broker(
+            infra.amqp_url.get_secret_value(),
+            middlewares=[RabbitPrometheusMiddleware(registry=self.registry, app_name=name)],
+        )
+        self.publisher = EventPublisher(self.broker, self.topology.exchange)
+        self.consumer = EventConsumer(name, self.topology, self.broker, infra.max_attempts,
+                                      ConsumerMetrics(self.registry))
+        self.extra_bindings: list[str] = []
+        self.mongo: AsyncMongoClient | None = None
+        self.db: AsyncDatabase | None = None
+        self.relay: OutboxRelay | None = None
+        self._models: dict[str, type[Aggregate]] = {}
+        self._repos: dict[str, Repository] = {}
+        self.on_start: list[Callable[[], Awaitable[None]]] = []
+        self.on_stop: list[Callable[[], Awaitable[None]]] = []
+        self.routers: list[APIRouter] = []
+        self.started = False
+
+    # -- composition -----------------------------------------------------
+    def collection(self, name: str, model: type[A]) -> None:
+        """Declare an aggregate collection; its repository exists once the service starts."""
+        self._models[name] = model
+
+    def repo(self, name: str) -> Repository:
+        return self._repos[name]
+
+    def background(self, coro_fn: Callable[[], Awaitable[None]]) -> None:
+        """A loop that runs while the service is up (e.g. the 3-day deadline checker)."""
+        tasks: list[asyncio.Task] = []
+
+        async def start() -> None:
+            tasks.append(asyncio.create_task(coro_fn(), name=f"{self.name}-{coro_fn.__name__}"))
+
+        async def stop() -> None:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        self.on_start.append(start)
+        self.on_stop.insert(0, stop)
+
+    # -- lifecycle ---------------------------------------------------------
+    async def start(self) -> None:
+        infra = self.settings.infra
+        self.mongo = mongo_client(infra.mongo_url.get_secret_value())
+        self.db = database(self.mongo, infra.namespace, self.name)
+        self.locks = WriteLocks()
+        self.relay = OutboxRelay(self.name, [], self.publisher, infra.relay_interval_s,
+                                 self.registry, self.locks)
+        for name, model in self._models.items():
+            repo = Repository(self.db[name], model, on_events=self.relay.notify, locks=self.locks)
+            await repo.ensure_indexes()
+            self._repos[name] = repo
+            self.relay.collections.append(repo.collection)
+        await self.broker.connect()
+        await self.topology.declare(self.broker,
+                                    self.consumer.routing_keys + self.extra_bindings)
+        if self.consumer.handlers or self.extra_bindings:
+            self.consumer.subscribe()
+        await self.broker.start()
+        self.relay.start()
+        for hook in self.on_start:
+            await hook()
+        self.started = True
+        log.info("%s started", self.name)
+
+    async def stop(self) -> None:
+        """Stop consuming, finish in-flight work, flush the outbox, then disconnect."""
+        for hook in self.on_stop:
+            await hook()
+        for sub in self.broker.subscribers:
+            await sub.stop()
+        if self.relay:
+            await self.relay.stop()
+        await self.broker.stop()
+        if self.mongo:
+            await self.mongo.close()
+        self.started = False
+
+    async def ready(self) -> dict[str, str]:
+        checks = {"broker": "down", "database": "down"}
+        try:
+            if await self.broker.ping(timeout=2.0):
+                checks["broker"] = "ok"
+        except Exception as exc:  # noqa: BLE001 - readiness reports, it doesn't raise
+            checks["broker"] = f"down: {exc}"
+        try:
+            if self.db is not None:
+                await asyncio.wait_for(self.db.command("ping"), timeout=2.0)
+                checks["database"] = "ok"
+        except Exception as exc:  # noqa: BLE001
+            checks["database"] = f"down: {exc}"
+        return checks
+
+
+class BodySizeLimit:
+    """413 for a request body larger than the limit, whether it says its length or not."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int,
+                 overrides: Callable[[str], int | None] | None = None):
+        self.app = app
+        self.max_bytes = max_bytes
+        self.overrides = overrides or (lambda path: None)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit = self.overrides(scope["path"]) or self.max_bytes
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            return await self._too_large(scope, receive, send, limit)
+        seen = 0
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise _TooLarge()
+            return message
+
+        try:
+            await self.app(scope, counting_receive, send)
+        except _TooLarge:
+            await self._too_large(scope, receive, send, limit)
+
+    @staticmethod
+    async def _too_large(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        response = error_response(413, "too_large",
+                                  f"The request body is larger than {limit} bytes.")
+        await response(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _http_metrics(app: FastAPI, service: str, registry: CollectorRegistry) -> None:
+    requests = Counter("qms_http_requests_total", "HTTP requests by route template",
+                       ["service", "method", "route", "status"], registry=registry)
+    latency = Histogram("qms_http_request_seconds", "HTTP latency by route template",
+                        ["service", "method", "route"], registry=registry)
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next):
+        set_correlation(request.headers.get("x-correlation-id"))
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        requests.labels(service, request.method, route, str(response.status_code)).inc()
+        latency.labels(service, request.method, route).observe(time.perf_counter() - started)
+        return response
+
+
+def create_app(service: Service, *, title: str, description: str,
+               upload_limit: Callable[[str], int | None] | None = None,
+               openapi_tags: list[dict[str, Any]] | None = None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan,
+                  openapi_tags=openapi_tags)
+    app.state.service = service
+    app.state.token_verifier = TokenVerifier(service.settings.infra)
+    install_error_handlers(app)
+    _http_metrics(app, service.name, service.registry)
+    app.add_middleware(BodySizeLimit, max_bytes=service.settings.infra.max_body_bytes,
+                       overrides=upload_limit)
+
+    @app.get("/healthz", tags=["ops"], summary="The process is alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "service": service.name}
+
+    @app.get("/readyz", tags=["ops"], summary="Broker and database reachable")
+    async def readyz(response: Response) -> dict[str, Any]:
+        checks = await service.ready()
+        ok = service.started and all(v == "ok" for v in checks.values())
+        response.status_code = 200 if ok else 503
+        return {"status": "ready" if ok else "not ready", "service": service.name,
+                "checks": checks}
+
+    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics", response_class=Response)
+    async def metrics() -> Response:
+        return Response(generate_latest(service.registry), media_type=CONTENT_TYPE_LATEST)
+
+    for router in service.routers:
+        app.include_router(router)
+    return app

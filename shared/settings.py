@@ -1,0 +1,36 @@
+"""Typed settings: infrastructure under `QMS_`, each service's own under `QMS_<SERVICE>_`."""
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class InfraSettings(BaseSettings):
+    """What every service shares: where the broker and database are, and the auth secret."""
+
+    model_config = SettingsConfigDict(env_prefix="QMS_", extra="ignore")
+
+    amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
+    mongo_url: SecretStr = SecretStr("mongodb://127.0.0.1:27017/")
+    namespace: str = Field(
+        "qms",
+        pattern=r"^[a-z][a-z0-9_]{0,30}$",
+        description="Prefix of the exchange, queues and databases; tests use a unique one.",
+    )
+    jwt_secret: SecretStr = SecretStr("qms-development-secret-change-me-0123456789")
+    jwks_url: str | None = Field(None, description="Production: verify RS256 tokens here.")
+    jwt_audience: str | None = None
+    max_attempts: int = Field(5, ge=1, description="Deliveries of an event before the DLQ.")
+    retry_delay_ms: int = Field(2000, ge=10, description="Wait before a failed event is retried.")
+    relay_interval_s: float = Field(1.0, gt=0, description="Outbox sweep for what a crash left.")
+    max_body_bytes: int = Field(1_000_000, ge=1024)
+    log_level: str = "INFO"
+
+
+class ServiceSettings(BaseSettings):
+    """Base of a service's settings; subclasses set `env_prefix` to `QMS_<SERVICE>_`."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    infra: InfraSettings = Field(default_factory=InfraSettings)

@@ -1,0 +1,164 @@
+"""MongoDB storage: aggregates with optimistic concurrency and the outbox in the document.
+
+A save writes the new state and the events it produced in ONE single-document
+update, matched on `version` (atomic on MongoDB and FerretDB alike; no
+multi-document transactions). The relay (`shared.outbox`) publishes `outbox`
+entries and pulls them once the broker has confirmed them.
+"""
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, TypeVar
+
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+from pymongo.read_concern import ReadConcern
+from pymongo.write_concern import WriteConcern
+
+from shared.domain import Aggregate
+from shared.errors import NotFound
+from shared.events import Envelope
+
+A = TypeVar("A", bound=Aggregate)
+
+OUTBOX = "outbox"
+PENDING = "outbox_pending"  # indexed flag, so the relay finds pending events without a scan
+
+
+class WriteLocks:
+    """Serialises writes to one document within this process.
+
+    FerretDB v1's SQLite handler runs an update's read and write in separate
+    steps (upstream FerretDB#3040): two concurrent updates of one document can
+    both "match" the old version and one is silently lost, even with `$inc`.
+    Holding a per-document lock around every write keeps one process correct;
+    on MongoDB the version check alone would do. Striped, so memory stays bounded.
+    """
+
+    def __init__(self, stripes: int = 256):
+        self._locks = [asyncio.Lock() for _ in range(stripes)]
+
+    def __call__(self, collection: str, doc_id: object) -> asyncio.Lock:
+        return self._locks[hash((collection, str(doc_id))) % len(self._locks)]
+
+
+class ConcurrencyConflict(Exception):
+    """Someone saved the document since we read it: reload and try again."""
+
+
+class AlreadyExists(Exception):
+    pass
+
+
+def mongo_client(url: str) -> AsyncMongoClient:
+    # Majority writes on a replica set (MongoDB 7); FerretDB accepts and ignores it.
+    return AsyncMongoClient(url, tz_aware=True, serverSelectionTimeoutMS=5000,
+                            w="majority", uuidRepresentation="standard")
+
+
+def database(client: AsyncMongoClient, namespace: str, service: str) -> AsyncDatabase:
+    return client.get_database(f"{namespace}_{service}",
+                               write_concern=WriteConcern(w="majority"),
+                               read_concern=ReadConcern("majority"))
+
+
+def _events(events: list[Envelope]) -> list[dict[str, Any]]:
+    return [e.model_dump(mode="json") for e in events]
+
+
+class Repository(Generic[A]):
+    """Loads and saves one kind of aggregate in its own collection."""
+
+    def __init__(self, collection: AsyncCollection, model: type[A],
+                 on_events: Callable[[], None] | None = None, locks: WriteLocks | None = None):
+        self.collection = collection
+        self.model = model
+        self._on_events = on_events or (lambda: None)
+        self.locks = locks or WriteLocks()
+
+    def lock(self, doc_id: object) -> asyncio.Lock:
+        return self.locks(self.collection.name, doc_id)
+
+    async def get(self, id: str) -> A | None:
+        doc = await self.collection.find_one({"_id": id}, projection={OUTBOX: 0, PENDING: 0})
+        return self.model.model_validate(doc) if doc else None
+
+    async def ensure_indexes(self) -> None:
+        await self.collection.create_index(PENDING)
+
+    async def get_or_raise(self, id: str, what: str | None = None) -> A:
+        agg = await self.get(id)
+        if agg is None:
+            raise NotFound(f"{what or self.model.__name__} {id!r} does not exist.")
+        return agg
+
+    async def add(self, agg: A) -> A:
+        """Insert a new aggregate with its events; AlreadyExists if the id is taken."""
+        events = _events(agg.pending_events)
+        doc = agg.to_document() | {"version": 1, OUTBOX: events, PENDING: bool(events)}
+        try:
+            async with self.lock(agg.id):
+                await self.collection.insert_one(doc)
+        except DuplicateKeyError as exc:
+            raise AlreadyExists(agg.id) from exc
+        return self._saved(agg, 1)
+
+    async def save(self, agg: A) -> A:
+        """Write state and new events in one update, if nobody saved since we read."""
+        state = agg.to_document()
+        state.pop("_id")
+        expected = state.pop("version")
+        update: dict[str, Any] = {"$set": state | {"version": expected + 1}}
+        if agg.pending_events:
+            update["$push"] = {OUTBOX: {"$each": _events(agg.pending_events)}}
+            update["$set"][PENDING] = True
+        async with self.lock(agg.id):
+            result = await self.collection.update_one({"_id": agg.id, "version": expected}, update)
+        if result.matched_count == 0:
+            raise ConcurrencyConflict(f"{self.model.__name__} {agg.id} changed since version "
+                                      f"{expected}")
+        return self._saved(agg, expected + 1)
+
+    def _saved(self, agg: A, version: int) -> A:
+        had_events = bool(agg.pending_events)
+        saved = self.model.model_validate(agg.to_document() | {"version": version})
+        if had_events:
+            self._on_events()
+        return saved
+
+    async def change(self, id: str, apply: Callable[[A], Awaitable[bool | None] | bool | None],
+                     *, attempts: int = 8, what: str | None = None) -> A:
+        """Load, apply, save; on a concurrent save, reload and apply again (never lost)."""
+        for attempt in range(attempts):
+            agg = await self.get_or_raise(id, what)
+            result = apply(agg)
+            if asyncio.iscoroutine(result):
+                result = await result
+            if result is False:  # the change decided there is nothing to write
+                return agg
+            try:
+                return await self.save(agg)
+            except ConcurrencyConflict:
+                await asyncio.sleep(0.01 * (attempt + 1))
+        raise ConcurrencyConflict(f"{what or self.model.__name__} {id} is too busy; try again")
+
+    async def apply_event(self, id: str, event: Envelope,
+                          apply: Callable[[A], Awaitable[None] | None]) -> A | None:
+        """Idempotent consumer: the effect and the event id are written in one update.
+
+        Returns None when the aggregate does not exist (the caller decides)."""
+
+        async def once(agg: A) -> bool | None:
+            if agg.has_applied(event.id):
+                return False
+            result = apply(agg)
+            if asyncio.iscoroutine(result):
+                await result
+            agg.mark_applied(event.id)
+            return None
+
+        if await self.collection.count_documents({"_id": id}, limit=1) == 0:
+            return None
+        return await self.change(id, once)

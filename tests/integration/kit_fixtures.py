@@ -1,0 +1,85 @@
+"""A toy pair of services built only from the kit, to test the kit itself on real servers.
+
+`ledger` owns Counter documents and emits `kit.counter_bumped`; `tally` consumes it
+and keeps a Tally per counter, applying each event exactly once.
+"""
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import ClassVar
+
+from pydantic import Field
+
+from shared.domain import Aggregate
+from shared.events import Actor, Contract, Envelope, contract
+from shared.service import Service
+from shared.settings import InfraSettings, ServiceSettings
+
+
+@contract("kit.counter_bumped")
+class CounterBumped(Contract):
+    counter_id: str
+    by: int = Field(1, ge=1)
+    fail_times: int = Field(0, description="test hook: the consumer fails this many times")
+
+
+class Counter(Aggregate):
+    producer: ClassVar[str] = "ledger"
+    value: int = 0
+
+    def bump(self, by: int, actor: Actor, fail_times: int = 0) -> None:
+        self.value += by
+        self.log(actor, "bumped", {"value": self.value})
+        self.emit(CounterBumped(counter_id=self.id, by=by, fail_times=fail_times), actor)
+
+
+class Tally(Aggregate):
+    producer: ClassVar[str] = "tally"
+    total: int = 0
+
+
+def ledger_service(infra: InfraSettings) -> Service:
+    svc = Service("ledger", ServiceSettings(infra=infra))
+    svc.collection("counters", Counter)
+    return svc
+
+
+def tally_service(infra: InfraSettings, *, before_apply: Callable[[Envelope], Awaitable[None]]
+                  | None = None) -> Service:
+    svc = Service("tally", ServiceSettings(infra=infra))
+    svc.collection("tallies", Tally)
+    failures: dict[str, int] = {}
+
+    @svc.consumer.on("kit.counter_bumped")
+    async def on_bumped(event: Envelope, payload: CounterBumped) -> None:
+        if failures.get(event.id, 0) < payload.fail_times:
+            failures[event.id] = failures.get(event.id, 0) + 1
+            raise RuntimeError(f"tally refuses this event (failure {failures[event.id]})")
+        if before_apply:
+            await before_apply(event)
+        repo = svc.repo("tallies")
+        if await repo.get(payload.counter_id) is None:
+            try:
+                from shared.store import AlreadyExists
+                await repo.add(Tally(_id=payload.counter_id))
+            except AlreadyExists:
+                pass
+
+        def add(t: Tally) -> None:
+            t.total += payload.by
+
+        await repo.apply_event(payload.counter_id, event, add)
+
+    return svc
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0,
+                     what: str = "condition") -> None:
+    """Poll with a deadline instead of sleeping."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

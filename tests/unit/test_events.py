@@ -1,0 +1,39 @@
+"""Event contracts: an event is valid against its registered contract, or refused with a reason."""
+
+import pytest
+from pydantic import Field
+
+from shared.events import (Actor, Contract, Envelope, MalformedEvent, UnknownEvent, contract,
+                           make_event, parse_event)
+
+
+@contract("unit.sample_happened", version=2)
+class SampleHappened(Contract):
+    what: str = Field(..., min_length=1)
+
+
+ACTOR = Actor(sub="li.wei", roles=("quality",))
+
+
+def test_event_round_trips_through_json_with_its_contract():
+    env = make_event(SampleHappened(what="x"), producer="unit", correlation_id="f1", actor=ACTOR)
+    parsed, payload = parse_event(env.model_dump_json())
+    assert parsed == env
+    assert payload == SampleHappened(what="x")
+    assert parsed.type == "unit.sample_happened" and parsed.version == 2
+
+
+def test_unknown_version_is_refused_naming_the_known_ones():
+    env = Envelope(type="unit.sample_happened", version=1, producer="u", correlation_id="f",
+                   actor=ACTOR, payload={"what": "x"})
+    with pytest.raises(UnknownEvent, match=r"version 1 \(known versions: \[2\]\)"):
+        parse_event(env.model_dump_json())
+
+
+def test_payload_breaking_its_contract_is_malformed_with_the_field():
+    env = Envelope(type="unit.sample_happened", version=2, producer="u", correlation_id="f",
+                   actor=ACTOR, payload={"what": ""})
+    with pytest.raises(MalformedEvent, match="payload: what"):
+        parse_event(env.model_dump_json())
+    with pytest.raises(MalformedEvent, match="not a valid event envelope"):
+        parse_event(b"{}")
