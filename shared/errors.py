@@ -66,8 +66,11 @@ def _loc(loc: tuple) -> str:
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
-    async def domain_error(_: Request, exc: DomainError):
+    async def domain_error(request: Request, exc: DomainError):
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        on_refusal = getattr(request.app.state, "on_refusal", None)
+        if exc.status == 403 and on_refusal is not None:
+            await on_refusal(request, exc)
         return error_response(exc.status, exc.code, exc.message, exc.details, headers)
 
     @app.exception_handler(RequestValidationError)

@@ -20,6 +20,7 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.api import audit_router, record_refusal
 from shared.auth import TokenVerifier
 from shared.domain import Aggregate
 from shared.errors import error_response, install_error_handlers
@@ -209,6 +210,7 @@ def create_app(service: Service, *, title: str, description: str,
                   openapi_tags=openapi_tags)
     app.state.service = service
     app.state.token_verifier = TokenVerifier(service.settings.infra)
+    app.state.on_refusal = record_refusal
     install_error_handlers(app)
     _http_metrics(app, service.name, service.registry)
     app.add_middleware(BodySizeLimit, max_bytes=service.settings.infra.max_body_bytes,
@@ -230,6 +232,6 @@ def create_app(service: Service, *, title: str, description: str,
     async def metrics() -> Response:
         return Response(generate_latest(service.registry), media_type=CONTENT_TYPE_LATEST)
 
-    for router in service.routers:
+    for router in [*service.routers, audit_router()]:
         app.include_router(router)
     return app

@@ -4,8 +4,6 @@
 and keeps a Tally per counter, applying each event exactly once.
 """
 
-import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from typing import ClassVar
 
@@ -15,6 +13,7 @@ from shared.domain import Aggregate
 from shared.events import Actor, Contract, Envelope, contract
 from shared.service import Service
 from shared.settings import InfraSettings, ServiceSettings
+from tests.support import eventually  # noqa: F401 - re-exported for the kit tests
 
 
 @contract("kit.counter_bumped")
@@ -72,14 +71,3 @@ def tally_service(infra: InfraSettings, *, before_apply: Callable[[Envelope], Aw
         await repo.apply_event(payload.counter_id, event, add)
 
     return svc
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0,
-                     what: str = "condition") -> None:
-    """Poll with a deadline instead of sleeping."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

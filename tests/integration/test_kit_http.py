@@ -80,6 +80,10 @@ async def test_wrong_role_is_403_naming_the_role_needed(client):
                              headers=bearer(client.secret, ["sales"]))
     err = assert_error_shape(resp, 403, "forbidden")
     assert "'quality'" in err["message"]
+    # The refusal is the only trace, and auditors can read it.
+    audit = await client.get("/audit/refusals", headers=bearer(client.secret, ["auditor"]))
+    [refusal] = audit.json()["items"]
+    assert refusal["sub"] == "li.wei" and refusal["path"] == "/things/a"
 
 
 async def test_unit_role_token_without_unit_is_refused(client):

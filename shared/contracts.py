@@ -1,0 +1,332 @@
+"""Every event of the complaint procedure: the public, versioned interface.
+
+Routing key = event type. Plant systems bind their own queue to the exchange
+and read these payloads; a breaking change gets a new version, never an edit.
+Every event's envelope carries `correlation_id` = the feedback id.
+"""
+
+from datetime import datetime
+
+from pydantic import Field
+
+from shared.events import Contract, contract
+from shared.vocabulary import (AttachmentMeta, Category, Channel, Customer, DispositionType, Head,
+                               LongText, Money, Product, ReturnedSample, Severity, ShortText,
+                               UnitName)
+
+# ---------------------------------------------------------------- intake (Sales)
+
+
+class FeedbackFacts(Contract):
+    """What Sales registered about a feedback (shared by several events)."""
+
+    feedback_id: str = Field(..., description="Internal id (UUID)")
+    register_no: str = Field(..., examples=["CF-2026-000123"], description="Said on the phone")
+    customer: Customer
+    channel: Channel
+    received_at: datetime
+    category: Category
+    severity: Severity
+    product: Product | None = None
+    quantity_affected: int | None = Field(None, ge=0)
+    description: LongText
+    estimated_loss: Money | None = None
+
+
+@contract("feedback.registered")
+class FeedbackRegistered(FeedbackFacts):
+    """P-F.1, P-5.1, P-5.2, P-5.4.1: a feedback entered the Customer Feedback Register."""
+
+    is_complaint: bool = Field(..., description="False for a suggestion")
+
+
+@contract("feedback.evidence_added")
+class EvidenceAdded(Contract):
+    """P-5.3.1: a photo/document or a returned sample was added to the record."""
+
+    feedback_id: str
+    register_no: str
+    attachment: AttachmentMeta | None = None
+    sample: ReturnedSample | None = None
+
+
+@contract("feedback.replied_directly")
+class RepliedDirectly(Contract):
+    """P-F.2 yes, P-5.3.3: Sales handled it and answered the customer without a form."""
+
+    feedback_id: str
+    register_no: str
+    category: Category
+    reply: LongText
+
+
+@contract("complaint.escalated")
+class ComplaintEscalated(FeedbackFacts):
+    """P-F.2 no, P-5.3.1: Sales opened a Complaint Handling Form for Quality."""
+
+    attachments: list[AttachmentMeta] = Field(default_factory=list)
+    samples: list[ReturnedSample] = Field(default_factory=list)
+    note: LongText | None = Field(None, description="What Sales asks of Quality")
+
+
+@contract("feedback.customer_replied")
+class CustomerReplied(Contract):
+    """P-F.4: Sales sent the reply (built on Quality's record) to the customer."""
+
+    feedback_id: str
+    register_no: str
+    reply: LongText
+    replied_at: datetime
+
+
+@contract("feedback.satisfaction_recorded")
+class SatisfactionRecorded(Contract):
+    """P-F.4: the customer's answer to the reply."""
+
+    feedback_id: str
+    register_no: str
+    satisfied: bool
+    comment: LongText | None = None
+
+
+@contract("feedback.closed")
+class FeedbackClosed(Contract):
+    """P-F.4 yes: the customer is satisfied; records are kept, the case closes."""
+
+    feedback_id: str
+    register_no: str
+    closed_at: datetime
+    had_form: bool
+
+
+@contract("complaint.reopened")
+class ComplaintReopened(Contract):
+    """P-F.4 no: the customer is not satisfied; back to handling."""
+
+    feedback_id: str
+    register_no: str
+    comment: LongText | None = None
+    reopen_count: int = Field(..., ge=1)
+    had_form: bool = Field(..., description="True: back to Quality; False: back to Sales")
+
+
+@contract("feedback.withdrawn")
+class FeedbackWithdrawn(Contract):
+    """P-5.4.2: nothing is deleted; a record registered in error is withdrawn with a reason."""
+
+    feedback_id: str
+    register_no: str
+    reason: LongText
+
+
+# ---------------------------------------------------------------- quality
+
+
+@contract("complaint.accepted")
+class ComplaintAccepted(Contract):
+    """P-F.5: Quality received the form; the 3-day clock starts (again, on a reopen)."""
+
+    feedback_id: str
+    register_no: str
+    round: int = Field(..., ge=1, description="1, then +1 on each reopen")
+    received_at: datetime
+    due_at: datetime
+    at_risk_at: datetime
+    severity: Severity
+
+
+@contract("complaint.major_alert")
+class MajorAlert(Contract):
+    """P-5.3.5: a major complaint; these heads are summoned now to review it."""
+
+    feedback_id: str
+    register_no: str
+    customer: Customer
+    product: Product | None = None
+    description: LongText
+    heads: list[Head]
+
+
+@contract("complaint.responsibility_assigned")
+class ResponsibilityAssigned(Contract):
+    """P-F.3, P-3.2: cause analysis done; the responsible units and what is asked of them."""
+
+    feedback_id: str
+    register_no: str
+    round: int
+    preliminary_cause: LongText
+    defect_code: str
+    customer_id: str
+    product_code: str | None = None
+    units: list["UnitRequest"]
+
+
+class UnitRequest(Contract):
+    unit: UnitName
+    request: LongText = Field(..., description="What Quality asks of this unit")
+    action_id: str = Field(..., description="Id of the action request capa opens for it")
+
+
+ResponsibilityAssigned.model_rebuild()
+
+
+@contract("complaint.countermeasures_verified")
+class CountermeasuresVerified(Contract):
+    """Quality accepted a unit's countermeasures."""
+
+    feedback_id: str
+    action_id: str
+    unit: UnitName
+    note: LongText | None = None
+
+
+@contract("complaint.countermeasures_rejected")
+class CountermeasuresRejected(Contract):
+    """Quality rejected a unit's countermeasures; the request goes back to the unit."""
+
+    feedback_id: str
+    action_id: str
+    unit: UnitName
+    reason: LongText
+
+
+class UnitOutcome(Contract):
+    unit: UnitName
+    action_id: str
+    root_cause: LongText
+    countermeasures: list[LongText]
+    disposition: "Disposition | None" = None
+
+
+class Disposition(Contract):
+    """P-5.3.2: what happens to the goods, how many, at what cost."""
+
+    type: DispositionType
+    quantity: int = Field(..., ge=0)
+    cost: Money | None = None
+    note: ShortText | None = None
+
+
+UnitOutcome.model_rebuild()
+
+
+@contract("complaint.resolution_ready")
+class ResolutionReady(Contract):
+    """The quality record handed to Sales (P-5.3.1); stops the 3-day clock (P-F.5)."""
+
+    feedback_id: str
+    register_no: str
+    round: int
+    cause: LongText
+    defect_code: str
+    outcomes: list[UnitOutcome]
+    summary: LongText = Field(..., description="Quality's conclusion for Sales")
+    received_at: datetime
+    resolved_at: datetime
+    due_at: datetime
+    met_deadline: bool
+
+
+@contract("complaint.sla_at_risk")
+class SlaAtRisk(Contract):
+    """P-F.5: the 3-day deadline is near and the quality record is not with Sales yet."""
+
+    feedback_id: str
+    register_no: str
+    round: int
+    due_at: datetime
+    severity: Severity
+
+
+@contract("complaint.sla_breached")
+class SlaBreached(Contract):
+    """P-F.5: the 3-day deadline passed while the case was open."""
+
+    feedback_id: str
+    register_no: str
+    round: int
+    due_at: datetime
+    severity: Severity
+
+
+@contract("complaint.recurrence_detected")
+class RecurrenceDetected(Contract):
+    """P-5.3.4: the same kind of complaint came back (or stays unimproved): open a CAPA."""
+
+    kind: str = Field(..., examples=["customer:C-1001|defect:D03"])
+    reason: str = Field(..., examples=["recurred", "unimproved"])
+    feedback_ids: list[str]
+    defect_code: str
+    customer_id: str | None = None
+    product_code: str | None = None
+
+
+# ---------------------------------------------------------------- capa
+
+
+@contract("action.requested")
+class ActionRequested(Contract):
+    """P-3.3: an action request opened for a responsible unit."""
+
+    action_id: str
+    feedback_id: str
+    register_no: str
+    unit: UnitName
+    request: LongText
+    round: int
+
+
+@contract("action.countermeasures_proposed")
+class CountermeasuresProposed(Contract):
+    """P-3.3, P-5.3.2: the unit's investigation and proposed countermeasures."""
+
+    action_id: str
+    feedback_id: str
+    unit: UnitName
+    containment: LongText
+    root_cause: LongText
+    root_cause_category: str = Field(..., examples=["method"], description="4M/6M")
+    corrective: list[LongText]
+    preventive: list[LongText]
+    disposition: Disposition | None = None
+
+
+@contract("action.completed")
+class ActionCompleted(Contract):
+    """The unit carried out every corrective and preventive action."""
+
+    action_id: str
+    feedback_id: str
+    unit: UnitName
+    completed_at: datetime
+
+
+@contract("capa.opened")
+class CapaOpened(Contract):
+    """P-5.3.4: a formal CAPA under the Corrective and Preventive Action Control Procedure."""
+
+    capa_id: str
+    number: str = Field(..., examples=["CAPA-2026-0007"])
+    source: str = Field(..., examples=["recurrence", "manual"])
+    kind: str | None = None
+    feedback_ids: list[str]
+    title: ShortText
+    owner_unit: UnitName | None = None
+
+
+@contract("capa.effectiveness_verified")
+class CapaEffectivenessVerified(Contract):
+    capa_id: str
+    effective: bool
+    criteria: LongText
+    evaluation: LongText
+    verifier: str
+    feedback_ids: list[str]
+
+
+@contract("capa.closed")
+class CapaClosed(Contract):
+    capa_id: str
+    kind: str | None = None
+    feedback_ids: list[str]
+    closed_at: datetime

@@ -1,0 +1,127 @@
+"""The procedure's shared vocabulary: value types used by contracts and services alike.
+
+Text fields are validated so a customer's text cannot break storage (no NUL,
+bounded length) and money is a decimal string in a currency (no float drift).
+"""
+
+from datetime import date, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+def Text(max_length: int = 200, min_length: int = 0):  # noqa: N802 - reads like a type
+    return Annotated[str, Field(min_length=min_length, max_length=max_length),
+                     AfterValidator(_no_nul)]
+
+
+ShortText = Text(200)
+Name = Text(200, 1)
+LongText = Text(20_000)
+Code = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-/]*$")]
+UnitName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_\-]*$",
+                                description="A responsible unit, e.g. `production`, `supplier-acme`")]
+Amount = Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=2),
+                   PlainSerializer(lambda d: str(d), return_type=str, when_used="json")]
+
+
+class Category(StrEnum):
+    """P-5.2: how a feedback is classified."""
+
+    PRODUCT_QUALITY = "product_quality"  # P-5.2.1
+    DELIVERY = "delivery"                # P-5.2.2
+    SERVICE = "service_documents"        # P-5.2.3
+    OTHER = "other"
+    SUGGESTION = "suggestion"            # not a complaint
+
+
+class Channel(StrEnum):
+    """P-5.1: how the feedback reached us."""
+
+    PHONE = "phone"
+    FAX = "fax"
+    EMAIL = "email"
+    LETTER = "letter"
+    VISIT = "visit"
+    PROACTIVE = "proactive"  # raised by a salesperson
+    WEB = "web"
+
+
+class Severity(StrEnum):
+    NORMAL = "normal"
+    MAJOR = "major"  # P-5.3.5: affects the customer's production or functional safety
+
+
+class Language(StrEnum):
+    ZH = "zh"
+    EN = "en"
+
+
+class DispositionType(StrEnum):
+    """P-5.3.2: what happens to the goods."""
+
+    RETURN = "return"
+    REWORK = "rework"
+    SORTING = "sorting"
+    SCRAP = "scrap"
+    CONCESSION = "concession"
+
+
+class Value(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Money(Value):
+    amount: Amount = Field(..., examples=["1250.00"])
+    currency: str = Field("CNY", pattern=r"^[A-Z]{3}$", examples=["CNY"])
+
+
+class Customer(Value):
+    id: Code = Field(..., examples=["C-1001"])
+    name: Name = Field(..., examples=["Shenzhen Bright Motors Co."])
+    contact_person: ShortText | None = Field(None, examples=["Zhang Min"])
+    email: Annotated[str, Field(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")] | None = \
+        Field(None, examples=["zhang.min@brightmotors.example"])
+    phone: Annotated[str, Field(max_length=40, pattern=r"^[0-9+()\-\s]{3,40}$")] | None = \
+        Field(None, examples=["+86 755 1234 5678"])
+    language: Language = Language.ZH
+
+
+class Product(Value):
+    code: Code = Field(..., examples=["HSG-220"])
+    name: ShortText | None = Field(None, examples=["Motor housing 220"])
+    lot: Code | None = Field(None, examples=["L2026-11-03"])
+    order_no: Code | None = Field(None, examples=["SO-88123"])
+    delivery_note: Code | None = Field(None, examples=["DN-55190"])
+
+
+class AttachmentMeta(Value):
+    sha256: str = Field(..., pattern=r"^[0-9a-f]{64}$")
+    filename: ShortText
+    content_type: str
+    size: int = Field(..., ge=0)
+    uploaded_by: str
+    uploaded_at: datetime
+
+
+class ReturnedSample(Value):
+    quantity: int = Field(..., ge=1, examples=[12])
+    received_on: date = Field(..., examples=["2026-11-20"])
+    location: ShortText = Field(..., min_length=1, examples=["QA lab shelf B3"])
+    note: ShortText | None = None
+
+
+class Head(Value):
+    """A unit head to summon for a major complaint (P-5.3.5)."""
+
+    unit: UnitName
+    name: Name
+    email: str | None = None

@@ -1,0 +1,128 @@
+"""The whole system as real processes (`python -m services.<name>`) on the real servers.
+
+Each `System` gets its own namespace (exchange, queues, databases) and free
+ports, so systems with different settings can run side by side.
+"""
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from shared.auth import make_token
+from shared.settings import InfraSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+LOGS = ROOT / "reports" / "e2e-logs"
+SERVICES = ("intake", "quality", "capa", "reporting", "notify")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class System:
+    def __init__(self, namespace: str, env: dict[str, str] | None = None,
+                 services: tuple[str, ...] = SERVICES):
+        self.namespace = namespace
+        self.services = services
+        self.ports = {name: free_port() for name in services}
+        self.env = {
+            "QMS_NAMESPACE": namespace,
+            "QMS_RETRY_DELAY_MS": "300",
+            "QMS_MAX_ATTEMPTS": "3",
+            "QMS_RELAY_INTERVAL_S": "0.3",
+            "QMS_INTAKE_ATTACHMENT_DIR": str(ROOT / "var" / "test-attachments" / namespace),
+            "PYTHONUNBUFFERED": "1",
+        } | (env or {})
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.secret = InfraSettings().jwt_secret.get_secret_value()
+
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.ports[service]}"
+
+    async def start(self, deadline_s: float = 60) -> "System":
+        LOGS.mkdir(parents=True, exist_ok=True)
+        for name in self.services:
+            self._spawn(name)
+        for name in self.services:
+            await self.wait_ready(name, deadline_s)
+        return self
+
+    def _spawn(self, name: str) -> None:
+        env = os.environ | self.env | {f"QMS_{name.upper()}_HTTP_PORT": str(self.ports[name])}
+        log = open(LOGS / f"{self.namespace}-{name}.log", "ab")  # noqa: SIM115 - lives with proc
+        self.procs[name] = subprocess.Popen([sys.executable, "-m", f"services.{name}"], cwd=ROOT,
+                                            env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    async def wait_ready(self, name: str, deadline_s: float = 60) -> None:
+        deadline = time.monotonic() + deadline_s
+        async with httpx.AsyncClient(timeout=2) as http:
+            while time.monotonic() < deadline:
+                if self.procs[name].poll() is not None:
+                    raise RuntimeError(f"{name} exited with {self.procs[name].returncode}; see "
+                                       f"{LOGS / f'{self.namespace}-{name}.log'}")
+                try:
+                    if (await http.get(f"{self.url(name)}/readyz")).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.2)
+        raise RuntimeError(f"{name} not ready after {deadline_s}s")
+
+    async def restart(self, name: str, *, kill: bool = False) -> None:
+        """Stop one service (SIGKILL when `kill`, else graceful) and start it again."""
+        proc = self.procs[name]
+        proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        await asyncio.to_thread(proc.wait, 30)
+        self._spawn(name)
+        await self.wait_ready(name)
+
+    async def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                await asyncio.to_thread(proc.wait, 25)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    def token(self, role: str | list[str], sub: str = "tester", unit: str | None = None,
+              name: str | None = None) -> str:
+        roles = [role] if isinstance(role, str) else role
+        return make_token(self.secret, sub, roles, name=name, unit=unit)
+
+    def client(self, service: str, role: str | list[str] | None, sub: str = "tester",
+               unit: str | None = None, **kw: Any) -> httpx.AsyncClient:
+        """An HTTP client for one service, signed in with `role` (None: no token)."""
+        headers = {} if role is None else {
+            "Authorization": f"Bearer {self.token(role, sub, unit)}"}
+        return httpx.AsyncClient(base_url=self.url(service), headers=headers, timeout=20, **kw)
+
+
+class Actors:
+    """The people of the procedure, each an HTTP client on the service they use."""
+
+    def __init__(self, system: System):
+        self.system = system
+        self.sales = system.client("intake", "sales", sub="wang.fang")
+        self.quality = system.client("quality", "quality", sub="li.wei")
+        self.capa_quality = system.client("capa", "quality", sub="li.wei")
+        self.manager_intake = system.client("intake", "manager", sub="chen.jie")
+        self.auditor_intake = system.client("intake", "auditor", sub="zhou.yu")
+
+    def unit(self, unit: str, sub: str | None = None) -> httpx.AsyncClient:
+        return self.system.client("capa", "unit", sub=sub or f"{unit}.lead", unit=unit)
+
+    def as_role(self, service: str, role: str, **kw: Any) -> httpx.AsyncClient:
+        return self.system.client(service, role, **kw)
