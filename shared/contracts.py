@@ -330,3 +330,27 @@ class CapaClosed(Contract):
     kind: str | None = None
     feedback_ids: list[str]
     closed_at: datetime
+
+
+# ---------------------------------------------------------------- notify (inbound mail)
+
+
+@contract("mail.received")
+class MailReceived(Contract):
+    """P-5.1: a mail (or a fax forwarded by a fax-to-mail gateway) reached the complaints box.
+
+    Intake registers it as a feedback (channel email or fax), or, when the subject
+    names an existing register number, adds it to that record's history."""
+
+    mail_id: str = Field(..., description="Id of the stored raw message in notify")
+    from_address: str
+    from_name: str | None = None
+    subject: LongText
+    body: LongText = Field(..., description="Text body (HTML reduced to text)")
+    received_at: datetime
+    is_fax: bool = False
+    customer: Customer | None = Field(None, description="Matched by address or domain; None: "
+                                      "an unidentified customer for Sales to assign")
+    register_no: str | None = Field(None, description="A register number found in the subject")
+    attachments: list[AttachmentMeta] = Field(default_factory=list)
+    malformed: bool = Field(False, description="Could not be parsed fully; raw kept in notify")

@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
@@ -162,3 +162,14 @@ class Repository(Generic[A]):
         if await self.collection.count_documents({"_id": id}, limit=1) == 0:
             return None
         return await self.change(id, once)
+
+
+async def next_number(db: AsyncDatabase, sequence: str, locks: WriteLocks) -> int:
+    """The next value of a named sequence (e.g. `CF-2026`), starting at 1.
+
+    Under the write lock because FerretDB's `$inc` is not atomic under concurrency."""
+    coll = db["sequences"]
+    async with locks(coll.name, sequence):
+        doc = await coll.find_one_and_update({"_id": sequence}, {"$inc": {"value": 1}},
+                                             upsert=True, return_document=ReturnDocument.AFTER)
+    return int(doc["value"])

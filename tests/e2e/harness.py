@@ -17,6 +17,8 @@ from typing import Any
 import httpx
 
 from shared.auth import make_token
+from shared.events import Actor, Contract, Envelope, make_event
+from shared.messaging import EventPublisher, Topology, new_broker
 from shared.settings import InfraSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,6 +98,22 @@ class System:
                 await asyncio.to_thread(proc.wait, 25)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+    async def publish(self, payload: Contract, *, correlation_id: str,
+                      actor: Actor | None = None, producer: str = "test") -> Envelope:
+        """Publish an event on this system's exchange as if an upstream service had."""
+        event = make_event(payload, producer=producer, correlation_id=correlation_id,
+                           actor=actor or Actor(sub="tester", roles=("sales",)))
+        await self.publish_envelope(event)
+        return event
+
+    async def publish_envelope(self, event: Envelope) -> None:
+        broker = new_broker(InfraSettings().amqp_url.get_secret_value())
+        await broker.connect()
+        try:
+            await EventPublisher(broker, Topology(self.namespace, "test").exchange).publish(event)
+        finally:
+            await broker.stop()
 
     def token(self, role: str | list[str], sub: str = "tester", unit: str | None = None,
               name: str | None = None) -> str:
