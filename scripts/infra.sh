@@ -38,6 +38,14 @@ install_rabbitmq() {
   # Debian starts the broker from systemd where it can; we manage it ourselves.
 }
 
+install_promtool() {
+  # promtool checks and unit-tests the Prometheus alert rules in `make test`.
+  if command -v promtool >/dev/null 2>&1; then return; fi
+  say "installing promtool (Debian's prometheus package)"
+  need_root_or_sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive need_root_or_sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+}
+
 install_ferretdb() {
   if [ -x "$FERRET_BIN" ]; then return; fi
   command -v go >/dev/null || die "Go is needed to build FerretDB (apt-get install golang or see go.dev)"
@@ -107,8 +115,8 @@ stop_all() {
 }
 
 case "${1:-}" in
-  install) install_rabbitmq; install_ferretdb ;;
-  start) install_rabbitmq; install_ferretdb; start_rabbitmq; start_ferretdb
+  install) install_rabbitmq; install_promtool; install_ferretdb ;;
+  start) install_rabbitmq; install_promtool; install_ferretdb; start_rabbitmq; start_ferretdb
          say "RabbitMQ amqp://127.0.0.1:$AMQP_PORT (management http://127.0.0.1:15672), FerretDB mongodb://127.0.0.1:$MONGO_PORT" ;;
   stop) stop_all ;;
   *) die "usage: $0 install|start|stop" ;;
