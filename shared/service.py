@@ -42,7 +42,7 @@ class Service:
         self.registry = CollectorRegistry()
         self.topology = Topology(infra.namespace, name, infra.retry_delay_ms)
         self.broker = new_broker(
-            infra.amqp_url.get_secret_value(),
+            settings.broker_url,
             middlewares=[RabbitPrometheusMiddleware(registry=self.registry, app_name=name)],
         )
         self.publisher = EventPublisher(self.broker, self.topology.exchange)
@@ -85,7 +85,7 @@ class Service:
     # -- lifecycle ---------------------------------------------------------
     async def start(self) -> None:
         infra = self.settings.infra
-        self.mongo = mongo_client(infra.mongo_url.get_secret_value())
+        self.mongo = mongo_client(self.settings.database_url)
         self.db = database(self.mongo, infra.namespace, self.name)
         self.locks = WriteLocks()
         self.relay = OutboxRelay(self.name, [], self.publisher, infra.relay_interval_s,

@@ -33,4 +33,16 @@ class ServiceSettings(BaseSettings):
 
     http_host: str = "127.0.0.1"
     http_port: int = 8000
+    amqp_url: SecretStr | None = Field(None, description="This service's own broker user "
+                                       "(least privilege); default: QMS_AMQP_URL")
+    mongo_url: SecretStr | None = Field(None, description="This service's own database user; "
+                                        "default: QMS_MONGO_URL")
     infra: InfraSettings = Field(default_factory=InfraSettings)
+
+    @property
+    def broker_url(self) -> str:
+        return (self.amqp_url or self.infra.amqp_url).get_secret_value()
+
+    @property
+    def database_url(self) -> str:
+        return (self.mongo_url or self.infra.mongo_url).get_secret_value()
