@@ -67,6 +67,9 @@ class ComplaintEscalated(FeedbackFacts):
     attachments: list[AttachmentMeta] = Field(default_factory=list)
     samples: list[ReturnedSample] = Field(default_factory=list)
     note: LongText | None = Field(None, description="What Sales asks of Quality")
+    form_opened_at: datetime | None = Field(
+        None, description="When Sales opened the form (a paper form may be entered later); "
+        "the 3-day clock starts here. Absent: when the event occurred.")
 
 
 @contract("feedback.customer_replied")
