@@ -6,7 +6,9 @@ the ids of the events it has applied (the idempotent inbox), and the events a
 change produced, which the repository writes in the same document update.
 """
 
-from datetime import datetime
+from datetime import date, datetime
+from decimal import Decimal
+from enum import Enum
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
@@ -61,4 +63,22 @@ class Aggregate(BaseModel):
         return event
 
     def to_document(self) -> dict[str, Any]:
-        return self.model_dump(mode="python", by_alias=True)
+        return bson_safe(self.model_dump(mode="python", by_alias=True))
+
+
+def bson_safe(value: Any) -> Any:
+    """BSON has neither `date` nor `Decimal`: store ISO dates and decimal strings.
+
+    Both validate back into the model unchanged (money never becomes a float);
+    datetimes stay native so range queries and sorting work."""
+    if isinstance(value, dict):
+        return {k: bson_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [bson_safe(v) for v in value]
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value.isoformat()
+    return value

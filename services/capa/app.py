@@ -2,17 +2,58 @@
 
 from fastapi import FastAPI
 
+from services.capa import handlers
+from services.capa.api import actions_router, capas_router
+from services.capa.domain import ActionRequest, Capa
+from services.capa.handlers import ACTIONS, CAPAS
 from services.capa.settings import Settings
 from shared.service import Service, create_app
 
 NAME = "capa"
 
+DESCRIPTION = """\
+Action requests to responsible units and formal CAPAs.
+
+* **Action requests** (P-3.3, P-5.3.2): one per responsible unit when Quality assigns
+  responsibility. The unit (role `unit`, its own unit's requests only) records containment,
+  a 5-why root cause with its 4M/6M category, corrective and preventive actions (owner, due
+  date) and the disposition (return, rework, sorting, scrap, concession; quantity, cost),
+  submits them to Quality, and marks each action done once Quality has verified them.
+* **Formal CAPA** (P-5.3.4): opened automatically on a recurrence or by Quality by hand;
+  root cause, action plan, implementation, effectiveness check. It cannot close without an
+  effective verification; an ineffective one reopens the plan.
+
+Every record keeps an append-only history (`…/history`, P-5.4.2).
+"""
+
 
 def build(settings: Settings) -> Service:
-    return Service(NAME, settings)
+    service = Service(NAME, settings)
+    service.collection(ACTIONS, ActionRequest)
+    service.collection(CAPAS, Capa)
+    handlers.register(service, settings)
+    service.routers += [actions_router(), capas_router()]
+
+    async def indexes() -> None:
+        actions = service.repo(ACTIONS).collection
+        for field in ("unit", "status", "feedback_id", "requested_at"):
+            await actions.create_index(field)
+        capas = service.repo(CAPAS).collection
+        await capas.create_index("number", unique=True)
+        for field in ("status", "source", "kind", "feedback_ids", "owner_unit", "opened_at",
+                      "applied_events"):
+            await capas.create_index(field)
+
+    service.on_start.append(indexes)
+    return service
 
 
 def create(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     return create_app(build(settings), title="CAPA (responsible units and Quality)",
-                      description=__import__("services.capa", fromlist=["x"]).__doc__ or "")
+                      description=DESCRIPTION, openapi_tags=[
+                          {"name": "action requests",
+                           "description": "What Quality asks of a responsible unit (P-3.3)"},
+                          {"name": "formal CAPA",
+                           "description": "Corrective and Preventive Action Control (P-5.3.4)"},
+                      ])

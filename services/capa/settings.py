@@ -1,5 +1,6 @@
 """Settings of the capa service (environment prefix `QMS_CAPA_`)."""
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ServiceSettings
@@ -9,3 +10,6 @@ class Settings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="QMS_CAPA_", extra="ignore")
 
     http_port: int = 8003
+    link_recurrence_to_open_capa: bool = Field(
+        True, description="A recurrence of a kind whose CAPA is not closed yet links its "
+                          "complaints to that CAPA instead of opening a second one.")

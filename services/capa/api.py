@@ -1,0 +1,311 @@
+"""HTTP API of capa: routes only translate (parse, load, call the domain, save, answer).
+
+Roles (P-3): a `unit` user sees and acts on its own unit's action requests only;
+`quality` reads everything and runs formal CAPAs; `manager` and `auditor` read.
+"""
+
+import re
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import uuid4
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.capa.domain import (ActionItem, ActionRequest, ActionStatus, Capa, CapaAction,
+                                  CapaCreate, CapaPlan, CapaRootCause, CapaSource, CapaStatus,
+                                  EffectivenessCheck, EffectivenessInput, Implementation,
+                                  InvestigationDraft, ItemKind, Rejection, RootCause)
+from services.capa.handlers import ACTIONS, CAPAS, allocate_number
+from shared.api import Page, PageParams, page_params, service_of
+from shared.auth import Principal, require
+from shared.contracts import Disposition
+from shared.domain import HistoryEntry
+from shared.errors import Forbidden, NotFound
+from shared.store import OUTBOX, PENDING, Repository
+from shared.vocabulary import LongText, ShortText
+
+READ_ALL = ("quality", "manager", "auditor")
+UNIT_NAME = r"^[a-z][a-z0-9_\-]*$"
+CAPA_NUMBER = re.compile(r"^CAPA-\d{4}-\d{4,}$")
+LIST_PROJECTION = {OUTBOX: 0, PENDING: 0, "history": 0, "applied_events": 0}
+
+Reader = Annotated[Principal, Depends(require("unit", *READ_ALL))]
+UnitUser = Annotated[Principal, Depends(require("unit"))]
+Quality = Annotated[Principal, Depends(require("quality"))]
+CapaEditor = Annotated[Principal, Depends(require("quality", "unit"))]
+Paging = Annotated[PageParams, Depends(page_params)]
+
+
+def sees_all(principal: Principal) -> bool:
+    return principal.has_any(READ_ALL)
+
+
+def scoped_unit(principal: Principal, asked: str | None) -> str | None:
+    """A unit user's lists are its own unit's; asking for another unit's is refused."""
+    if sees_all(principal):
+        return asked
+    if asked is not None and asked != principal.unit:
+        raise Forbidden(f"You see unit {principal.unit!r}'s records only, not {asked!r}'s.")
+    return principal.unit
+
+
+async def page_of(repo: Repository, query: dict[str, Any], paging: PageParams, sort: str,
+                  view: Any) -> Page:
+    docs = await repo.collection.find(query, projection=LIST_PROJECTION).sort(sort, -1) \
+        .skip(paging.skip).limit(paging.page_size).to_list(None)
+    return Page(items=[view.of(repo.model.model_validate(d)) for d in docs],
+                total=await repo.collection.count_documents(query),
+                page=paging.page, page_size=paging.page_size)
+
+
+# ================================================================== action requests
+
+
+class Missing(BaseModel):
+    loc: str = Field(..., examples=["root_cause.category"])
+    msg: str = Field(..., examples=["the root cause category (4M/6M) is missing"])
+
+
+class ActionRequestView(BaseModel):
+    """An action request to a responsible unit (P-3.3, P-5.3.2)."""
+
+    id: str = Field(..., description="The action id Quality chose", examples=["4b7e2c1a-93f4-4d0e-b8a1-6f2d9c3e5a70"])
+    version: int
+    feedback_id: str = Field(..., description="The complaint (feedback) it belongs to")
+    register_no: str = Field(..., examples=["CF-2026-000123"])
+    unit: str = Field(..., examples=["production"])
+    request: str = Field(..., description="What Quality asks of the unit")
+    round: int = Field(..., description="The complaint's handling round (1, +1 on a reopen)")
+    status: ActionStatus
+    containment: str | None = Field(None, description="The immediate (containment) action")
+    root_cause: RootCause
+    corrective: list[ActionItem]
+    preventive: list[ActionItem]
+    disposition: Disposition | None = None
+    rejections: list[Rejection] = Field(..., description="Quality's reasons, newest last")
+    missing: list[Missing] = Field(..., description="What the unit must still fill in to submit")
+    requested_at: datetime
+    updated_at: datetime
+    submitted_at: datetime | None = None
+    accepted_at: datetime | None = None
+    completed_at: datetime | None = None
+
+    @classmethod
+    def of(cls, action: ActionRequest) -> "ActionRequestView":
+        return cls.model_validate(action.model_dump() | {"missing": action.missing()})
+
+
+class ItemDone(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"note": "Insert replaced; first-article check OK (report FA-2291)"}]})
+
+    note: ShortText | None = Field(None, description="Evidence that it was done")
+
+
+def actions_router() -> APIRouter:
+    router = APIRouter(prefix="/actions", tags=["action requests"])
+
+    def repo(request: Request) -> Repository:
+        return service_of(request).repo(ACTIONS)
+
+    async def visible(request: Request, action_id: str, principal: Principal) -> ActionRequest:
+        """Another unit's request does not exist for a unit user (404, nothing leaks)."""
+        action = await repo(request).get_or_raise(action_id, "Action request")
+        if not sees_all(principal) and action.unit != principal.unit:
+            raise NotFound(f"Action request {action_id!r} does not exist.")
+        return action
+
+    async def change(request: Request, action_id: str, apply: Any) -> ActionRequestView:
+        saved = await repo(request).change(action_id, apply, what="Action request")
+        return ActionRequestView.of(saved)
+
+    @router.get("", response_model=Page[ActionRequestView],
+                summary="Action requests, newest first (a unit sees its own only)")
+    async def list_actions(
+        request: Request, principal: Reader, paging: Paging,
+        unit: Annotated[str | None, Query(pattern=UNIT_NAME, max_length=64)] = None,
+        status: ActionStatus | None = None,
+        feedback_id: Annotated[str | None, Query(max_length=64)] = None,
+    ) -> Page[ActionRequestView]:
+        query: dict[str, Any] = {}
+        if (unit := scoped_unit(principal, unit)) is not None:
+            query["unit"] = unit
+        if status is not None:
+            query["status"] = status.value
+        if feedback_id is not None:
+            query["feedback_id"] = feedback_id
+        return await page_of(repo(request), query, paging, "requested_at", ActionRequestView)
+
+    @router.get("/{action_id}", response_model=ActionRequestView, summary="One action request")
+    async def get_action(request: Request, action_id: str,
+                         principal: Reader) -> ActionRequestView:
+        return ActionRequestView.of(await visible(request, action_id, principal))
+
+    @router.get("/{action_id}/history", response_model=list[HistoryEntry],
+                summary="Append-only history: who did what, when (P-5.4.2)")
+    async def action_history(request: Request, action_id: str,
+                             principal: Reader) -> list[HistoryEntry]:
+        return (await visible(request, action_id, principal)).history
+
+    @router.put("/{action_id}/investigation", response_model=ActionRequestView,
+                summary="The unit saves its investigation draft (only the fields sent change)")
+    async def save_investigation(request: Request, action_id: str, body: InvestigationDraft,
+                                 principal: UnitUser) -> ActionRequestView:
+        return await change(request, action_id,
+                            lambda a: a.draft(body, principal.as_actor()))
+
+    @router.post("/{action_id}/submit", response_model=ActionRequestView,
+                 summary="The unit submits its countermeasures to Quality (409 lists what is "
+                         "missing)")
+    async def submit(request: Request, action_id: str, principal: UnitUser) -> ActionRequestView:
+        return await change(request, action_id, lambda a: a.submit(principal.as_actor()))
+
+    @router.post("/{action_id}/items/{kind}/{no}/done", response_model=ActionRequestView,
+                 summary="The unit marks a corrective/preventive action done (after Quality "
+                         "verified); the last one completes the request")
+    async def item_done(request: Request, action_id: str, kind: ItemKind,
+                        no: Annotated[int, Path(ge=1, le=1000)], principal: UnitUser,
+                        body: ItemDone | None = None) -> ActionRequestView:
+        note = body.note if body else None
+        return await change(request, action_id,
+                            lambda a: a.complete_item(kind, no, note, principal.as_actor()))
+
+    return router
+
+
+# ================================================================== formal CAPA
+
+
+class CapaView(BaseModel):
+    """A formal CAPA (P-5.3.4)."""
+
+    id: str
+    version: int
+    number: str = Field(..., examples=["CAPA-2026-0007"])
+    source: CapaSource
+    title: str
+    description: str
+    kind: str | None = Field(None, examples=["customer:C-1001|defect:D03"])
+    reason: str | None = Field(None, examples=["recurred"])
+    defect_code: str | None = None
+    customer_id: str | None = None
+    product_code: str | None = None
+    feedback_ids: list[str]
+    owner_unit: str | None = None
+    status: CapaStatus
+    root_cause: CapaRootCause | None = None
+    actions: list[CapaAction]
+    implementations: list[Implementation]
+    verifications: list[EffectivenessCheck] = Field(
+        ..., description="Every effectiveness check, ineffective ones included")
+    opened_at: datetime
+    updated_at: datetime
+    closed_at: datetime | None = None
+
+    @classmethod
+    def of(cls, capa: Capa) -> "CapaView":
+        return cls.model_validate(capa.model_dump())
+
+
+class ImplementedInput(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"note": "Wear check added to PM plans of 42 moulds; training done 2027-01-20."}]})
+
+    note: Annotated[LongText, Field(min_length=1)]
+
+
+def capas_router() -> APIRouter:
+    router = APIRouter(prefix="/capas", tags=["formal CAPA"])
+
+    def repo(request: Request) -> Repository:
+        return service_of(request).repo(CAPAS)
+
+    async def find(request: Request, ref: str) -> Capa:
+        """By id, or by number (`CAPA-2026-0007`)."""
+        if CAPA_NUMBER.match(ref):
+            doc = await repo(request).collection.find_one({"number": ref},
+                                                          projection={OUTBOX: 0, PENDING: 0})
+            if doc is not None:
+                return Capa.model_validate(doc)
+        return await repo(request).get_or_raise(ref, "CAPA")
+
+    async def visible(request: Request, ref: str, principal: Principal) -> Capa:
+        capa = await find(request, ref)
+        if not sees_all(principal) and capa.owner_unit != principal.unit:
+            raise NotFound(f"CAPA {ref!r} does not exist.")
+        return capa
+
+    async def change(request: Request, ref: str, apply: Any) -> CapaView:
+        capa = await find(request, ref)
+        return CapaView.of(await repo(request).change(capa.id, apply, what="CAPA"))
+
+    @router.get("", response_model=Page[CapaView],
+                summary="Formal CAPAs, newest first (a unit sees those it owns)")
+    async def list_capas(
+        request: Request, principal: Reader, paging: Paging,
+        status: CapaStatus | None = None, source: CapaSource | None = None,
+        feedback_id: Annotated[str | None, Query(max_length=64,
+                                                 description="CAPAs linked to a complaint")] = None,
+        owner_unit: Annotated[str | None, Query(pattern=UNIT_NAME, max_length=64)] = None,
+    ) -> Page[CapaView]:
+        query: dict[str, Any] = {}
+        if (owner_unit := scoped_unit(principal, owner_unit)) is not None:
+            query["owner_unit"] = owner_unit
+        if status is not None:
+            query["status"] = status.value
+        if source is not None:
+            query["source"] = source.value
+        if feedback_id is not None:
+            query["feedback_ids"] = feedback_id
+        return await page_of(repo(request), query, paging, "opened_at", CapaView)
+
+    @router.post("", response_model=CapaView, status_code=201,
+                 summary="Quality opens a CAPA by hand")
+    async def open_capa(request: Request, body: CapaCreate, principal: Quality) -> CapaView:
+        number = await allocate_number(service_of(request))
+        capa = Capa.by_hand(str(uuid4()), number, body, principal.as_actor())
+        return CapaView.of(await repo(request).add(capa))
+
+    @router.get("/{ref}", response_model=CapaView, summary="One CAPA, by id or number")
+    async def get_capa(request: Request, ref: str, principal: Reader) -> CapaView:
+        return CapaView.of(await visible(request, ref, principal))
+
+    @router.get("/{ref}/history", response_model=list[HistoryEntry],
+                summary="Append-only history: who did what, when (P-5.4.2)")
+    async def capa_history(request: Request, ref: str, principal: Reader) -> list[HistoryEntry]:
+        return (await visible(request, ref, principal)).history
+
+    @router.put("/{ref}/root-cause", response_model=CapaView,
+                summary="Root cause (Quality or the owner unit)")
+    async def set_root_cause(request: Request, ref: str, body: CapaRootCause,
+                             principal: CapaEditor) -> CapaView:
+        return await change(request, ref, lambda c: c.set_root_cause(body, principal.as_actor()))
+
+    @router.put("/{ref}/plan", response_model=CapaView,
+                summary="Action plan (Quality or the owner unit); with a root cause → planned")
+    async def set_plan(request: Request, ref: str, body: CapaPlan,
+                       principal: CapaEditor) -> CapaView:
+        return await change(request, ref, lambda c: c.set_plan(body, principal.as_actor()))
+
+    @router.post("/{ref}/implemented", response_model=CapaView,
+                 summary="The plan was carried out (409 unless planned)")
+    async def implemented(request: Request, ref: str, body: ImplementedInput,
+                          principal: CapaEditor) -> CapaView:
+        return await change(request, ref, lambda c: c.implemented(body.note,
+                                                                  principal.as_actor()))
+
+    @router.post("/{ref}/effectiveness", response_model=CapaView,
+                 summary="Quality verifies effectiveness: effective → may close; ineffective → "
+                         "the plan reopens")
+    async def effectiveness(request: Request, ref: str, body: EffectivenessInput,
+                            principal: Quality) -> CapaView:
+        return await change(request, ref,
+                            lambda c: c.verify_effectiveness(body, principal.as_actor()))
+
+    @router.post("/{ref}/close", response_model=CapaView,
+                 summary="Quality closes the CAPA (409 without an effective verification)")
+    async def close(request: Request, ref: str, principal: Quality) -> CapaView:
+        return await change(request, ref, lambda c: c.close(principal.as_actor()))
+
+    return router

@@ -1,0 +1,106 @@
+"""Events capa consumes from Quality, each applied once whatever the redeliveries.
+
+- `complaint.responsibility_assigned` → one action request per responsible unit
+  (ids chosen by Quality, so a redelivery finds them and creates nothing);
+- `complaint.countermeasures_verified` / `_rejected` → accepted / returned;
+- `complaint.recurrence_detected` → a formal CAPA (id derived from the event id).
+"""
+
+import asyncio
+import logging
+from collections.abc import Callable
+from uuid import NAMESPACE_URL, uuid5
+
+from services.capa.domain import ActionRequest, Capa, CapaStatus
+from services.capa.settings import Settings
+from shared.contracts import (CountermeasuresRejected, CountermeasuresVerified, RecurrenceDetected,
+                              ResponsibilityAssigned)
+from shared.errors import Conflict
+from shared.events import Contract, Envelope, utcnow
+from shared.service import Service
+from shared.store import AlreadyExists, next_number
+
+log = logging.getLogger("qms.capa")
+
+ACTIONS = "actions"
+CAPAS = "capas"
+CAPA_IDS = uuid5(NAMESPACE_URL, "qms:capa:recurrence")
+
+
+class UnknownActionRequest(Exception):
+    """Quality decided on an action request capa never opened: retry, then the DLQ for ops."""
+
+
+def capa_id_for(event_id: str) -> str:
+    """The CAPA a recurrence event opens: the same id however often the event arrives."""
+    return str(uuid5(CAPA_IDS, event_id))
+
+
+async def allocate_number(service: Service) -> str:
+    """`CAPA-<year>-<4 digits>`, from the service's own sequence."""
+    year = utcnow().year
+    assert service.db is not None
+    return f"CAPA-{year}-{await next_number(service.db, f'CAPA-{year}', service.locks):04d}"
+
+
+def register(service: Service, settings: Settings) -> None:
+    recurrence_lock = asyncio.Lock()  # rare events: one at a time, so one CAPA per kind
+
+    @service.consumer.on("complaint.responsibility_assigned")
+    async def on_responsibility_assigned(event: Envelope, payload: Contract) -> None:
+        assert isinstance(payload, ResponsibilityAssigned)
+        repo = service.repo(ACTIONS)
+        for unit in payload.units:
+            if await repo.get(unit.action_id) is not None:
+                continue  # a redelivery: this unit's request exists already
+            try:
+                await repo.add(ActionRequest.open(unit, payload, event.actor, event.id))
+            except AlreadyExists:
+                pass
+
+    async def decide(event: Envelope, action_id: str,
+                     apply: Callable[[ActionRequest], None]) -> None:
+        try:
+            applied = await service.repo(ACTIONS).apply_event(action_id, event, apply)
+        except Conflict as exc:
+            # Retrying cannot change the state (e.g. Quality decided twice): keep the record
+            # as it is and say so in the log.
+            log.warning("%s on action request %s ignored: %s", event.type, action_id, exc)
+            return
+        if applied is None:
+            raise UnknownActionRequest(f"action request {action_id} does not exist")
+
+    @service.consumer.on("complaint.countermeasures_verified")
+    async def on_verified(event: Envelope, payload: Contract) -> None:
+        assert isinstance(payload, CountermeasuresVerified)
+        await decide(event, payload.action_id,
+                     lambda action: action.accept(payload.note, event.actor, event.id))
+
+    @service.consumer.on("complaint.countermeasures_rejected")
+    async def on_rejected(event: Envelope, payload: Contract) -> None:
+        assert isinstance(payload, CountermeasuresRejected)
+        await decide(event, payload.action_id,
+                     lambda action: action.reject(payload.reason, event.actor, event.id))
+
+    @service.consumer.on("complaint.recurrence_detected")
+    async def on_recurrence(event: Envelope, payload: Contract) -> None:
+        assert isinstance(payload, RecurrenceDetected)
+        repo = service.repo(CAPAS)
+        capa_id = capa_id_for(event.id)
+        async with recurrence_lock:
+            if await repo.collection.count_documents({"applied_events": event.id}, limit=1):
+                return  # a redelivery: the CAPA was opened (or linked) already
+            if settings.link_recurrence_to_open_capa:
+                open_one = await repo.collection.find_one(
+                    {"kind": payload.kind, "status": {"$ne": CapaStatus.CLOSED.value}},
+                    projection={"_id": 1})
+                if open_one is not None:
+                    await repo.apply_event(open_one["_id"], event,
+                                           lambda c: c.link(payload, event.actor, event.id))
+                    return
+            number = await allocate_number(service)
+            try:
+                await repo.add(Capa.from_recurrence(capa_id, number, payload, event.actor,
+                                                    event.id))
+            except AlreadyExists:
+                pass

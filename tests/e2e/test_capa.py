@@ -1,0 +1,478 @@
+"""capa end to end: responsible units answer Quality's requests; Quality runs formal CAPAs.
+
+The tests play Quality's side by publishing its events on the exchange, act as
+the units and Quality through capa's HTTP API, and watch what capa publishes
+through a queue of their own bound to the exchange.
+"""
+
+import re
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+from faststream.rabbit import RabbitQueue
+
+from shared.contracts import (CountermeasuresRejected, CountermeasuresVerified, RecurrenceDetected,
+                              ResponsibilityAssigned, UnitRequest)
+from shared.events import Actor, Envelope, make_event
+from shared.messaging import Topology, new_broker
+from shared.settings import InfraSettings
+from tests.e2e.harness import Actors, System
+from tests.support import eventually
+
+QUALITY = Actor(sub="li.wei", name="Li Wei", roles=("quality",))
+
+COMPLETE_INVESTIGATION: dict[str, Any] = {
+    "containment": "Shipments of lot L2026-11-03 stopped; stock sorted 100%.",
+    "root_cause": {"five_whys": ["Housing cracks at the boss", "Wall too thin at the rib",
+                                 "Cavity 2 of mould M-17 worn"],
+                   "category": "machine",
+                   "statement": "Worn cavity 2 of mould M-17 gives a thin wall at the rib."},
+    "corrective": [{"description": "Replace the insert of cavity 2", "owner": "Zhao Lei",
+                    "due_date": "2026-12-15"}],
+    "preventive": [{"description": "Add cavity wear to the mould PM checklist",
+                    "owner": "Sun Mei", "due_date": "2026-12-31"}],
+}
+
+
+def ok(resp: httpx.Response, status: int = 200) -> dict[str, Any]:
+    assert resp.status_code == status, f"{resp.request.method} {resp.request.url}: " \
+                                       f"{resp.status_code} {resp.text}"
+    return resp.json()
+
+
+def refused(resp: httpx.Response, status: int) -> dict[str, Any]:
+    assert resp.status_code == status, f"expected {status}, got {resp.status_code} {resp.text}"
+    return resp.json()["error"]
+
+
+# ------------------------------------------------------------------ fixtures
+
+
+class EventTap:
+    """A test's own queue on the exchange: what capa published, as a plant system sees it."""
+
+    def __init__(self, queue: Any):
+        self.queue = queue
+        self.seen: list[Envelope] = []
+
+    async def _drain(self) -> None:
+        while (message := await self.queue.get(no_ack=True, fail=False)) is not None:
+            self.seen.append(Envelope.model_validate_json(message.body))
+
+    async def events(self, type_: str, **payload: Any) -> list[Envelope]:
+        await self._drain()
+        return [e for e in self.seen if e.type == type_
+                and all(e.payload.get(k) == v for k, v in payload.items())]
+
+    async def wait(self, type_: str, count: int = 1, **payload: Any) -> list[Envelope]:
+        async def arrived() -> list[Envelope] | None:
+            found = await self.events(type_, **payload)
+            return found if len(found) >= count else None
+        return await eventually(arrived, what=f"{count} x {type_} {payload}")
+
+
+@pytest.fixture
+async def tap(system: System) -> AsyncIterator[EventTap]:
+    broker = new_broker(InfraSettings().amqp_url.get_secret_value())
+    await broker.connect()
+    try:
+        exchange = await broker.declare_exchange(Topology(system.namespace, "test").exchange)
+        queue = await broker.declare_queue(RabbitQueue(
+            f"{system.namespace}.tap.{uuid.uuid4().hex[:8]}", durable=False, exclusive=True,
+            auto_delete=True))
+        for key in ("action.#", "capa.#"):
+            await queue.bind(exchange, routing_key=key)
+        yield EventTap(queue)
+    finally:
+        await broker.stop()
+
+
+@pytest.fixture
+async def unit(actors: Actors) -> AsyncIterator[Callable[[str], httpx.AsyncClient]]:
+    """`unit("production")`: a signed-in person of that responsible unit, on capa."""
+    clients: list[httpx.AsyncClient] = []
+
+    def client(name: str) -> httpx.AsyncClient:
+        clients.append(actors.unit(name))
+        return clients[-1]
+
+    yield client
+    for c in clients:
+        await c.aclose()
+
+
+@pytest.fixture
+async def capa_as(system: System) -> AsyncIterator[Callable[[str], httpx.AsyncClient]]:
+    """`capa_as("manager")`: a client on capa with that role."""
+    clients: list[httpx.AsyncClient] = []
+
+    def client(role: str) -> httpx.AsyncClient:
+        clients.append(system.client("capa", role, sub=f"{role}.tester"))
+        return clients[-1]
+
+    yield client
+    for c in clients:
+        await c.aclose()
+
+
+# ------------------------------------------------------------------ Quality's side
+
+
+async def assign(system: System, *units: str) -> tuple[str, dict[str, str]]:
+    """Quality assigns responsibility for a new complaint; returns its id and the action ids."""
+    feedback_id = str(uuid.uuid4())
+    actions = {u: str(uuid.uuid4()) for u in units}
+    await system.publish(ResponsibilityAssigned(
+        feedback_id=feedback_id, register_no=f"CF-2026-{uuid.uuid4().int % 10**6:06d}",
+        round=1, preliminary_cause="Cracks at the mounting boss", defect_code="D03",
+        customer_id=f"C-{uuid.uuid4().hex[:6]}", product_code="HSG-220",
+        units=[UnitRequest(unit=u, request=f"{u}: find the root cause and contain",
+                           action_id=a) for u, a in actions.items()],
+    ), correlation_id=feedback_id, actor=QUALITY, producer="quality")
+    return feedback_id, actions
+
+
+async def arrived(client: httpx.AsyncClient, action_id: str, **expect: Any) -> dict[str, Any]:
+    async def check() -> dict[str, Any] | None:
+        resp = await client.get(f"/actions/{action_id}")
+        body = resp.json() if resp.status_code == 200 else {}
+        return body if body and all(body.get(k) == v for k, v in expect.items()) else None
+    return await eventually(check, what=f"action request {action_id} {expect}")
+
+
+async def quality_decides(system: System, feedback_id: str, action_id: str, unit: str,
+                          reason: str | None = None) -> None:
+    payload = (CountermeasuresRejected(feedback_id=feedback_id, action_id=action_id, unit=unit,
+                                       reason=reason) if reason else
+               CountermeasuresVerified(feedback_id=feedback_id, action_id=action_id, unit=unit,
+                                       note="Verified on site"))
+    await system.publish(payload, correlation_id=feedback_id, actor=QUALITY, producer="quality")
+
+
+async def handled(system: System, event_type: str) -> float:
+    """How many events of this type capa has applied (its Prometheus counter)."""
+    async with httpx.AsyncClient(base_url=system.url("capa")) as http:
+        text = (await http.get("/metrics")).text
+    wanted = ('outcome="applied"', f'type="{event_type}"')
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("qms_events_consumed_total{")
+               and all(w in line for w in wanted))
+
+
+def recurrence(feedback_ids: list[str]) -> RecurrenceDetected:
+    customer = f"C-{uuid.uuid4().hex[:6]}"
+    return RecurrenceDetected(kind=f"customer:{customer}|defect:D03", reason="recurred",
+                              feedback_ids=feedback_ids, defect_code="D03", customer_id=customer)
+
+
+async def capas_of(client: httpx.AsyncClient, feedback_id: str) -> list[dict[str, Any]]:
+    return ok(await client.get("/capas", params={"feedback_id": feedback_id}))["items"]
+
+
+async def recurrence_capa(system: System, client: httpx.AsyncClient) -> dict[str, Any]:
+    ids = [str(uuid.uuid4()) for _ in range(3)]
+    await system.publish(recurrence(ids), correlation_id=ids[-1], actor=QUALITY,
+                         producer="quality")
+    [capa] = await eventually(lambda: capas_of(client, ids[-1]), what="the CAPA to open")
+    return capa
+
+
+# ------------------------------------------------------------------ P-3.3
+
+
+async def test_p_3_3_unit_investigates_and_proposes_countermeasures_to_quality(
+        system, actors, unit, capa_as, tap):
+    feedback_id, actions = await assign(system, "production", "logistics")
+    production, logistics = unit("production"), unit("logistics")
+    action_id = actions["production"]
+
+    # One request per responsible unit, each announced.
+    requested = await tap.wait("action.requested", 2, feedback_id=feedback_id)
+    assert {e.payload["unit"] for e in requested} == {"production", "logistics"}
+    assert {e.correlation_id for e in requested} == {feedback_id}
+    action = await arrived(production, action_id, status="requested")
+    assert action["request"].startswith("production:") and action["register_no"]
+
+    # A unit sees its own requests only.
+    mine = ok(await production.get("/actions", params={"feedback_id": feedback_id}))
+    assert [a["id"] for a in mine["items"]] == [action_id]
+    assert (await production.get(f"/actions/{actions['logistics']}")).status_code == 404
+    refused(await production.get("/actions", params={"unit": "logistics"}), 403)
+    everything = ok(await actors.capa_quality.get("/actions", params={"feedback_id": feedback_id}))
+    assert everything["total"] == 2
+
+    # Another unit, Quality or a manager cannot touch it: 403 and nothing changes.
+    for other in (logistics, actors.capa_quality, capa_as("manager")):
+        refused(await other.put(f"/actions/{action_id}/investigation",
+                                json={"containment": "not ours"}), 403)
+        refused(await other.post(f"/actions/{action_id}/submit"), 403)
+    untouched = ok(await production.get(f"/actions/{action_id}"))
+    assert untouched["containment"] is None and untouched["version"] == action["version"]
+
+    # The unit investigates and proposes.
+    ok(await production.put(f"/actions/{action_id}/investigation", json=COMPLETE_INVESTIGATION))
+    proposed = ok(await production.post(f"/actions/{action_id}/submit"))
+    assert proposed["status"] == "proposed" and proposed["missing"] == []
+
+    [event] = await tap.wait("action.countermeasures_proposed", action_id=action_id)
+    assert event.correlation_id == feedback_id and event.actor.sub == "production.lead"
+    assert event.payload["root_cause_category"] == "machine"
+    assert event.payload["corrective"] == ["Replace the insert of cavity 2 (Zhao Lei, 2026-12-15)"]
+    assert event.payload["preventive"] == [
+        "Add cavity wear to the mould PM checklist (Sun Mei, 2026-12-31)"]
+
+    # The record says who did what (P-5.4.2); a manager and an auditor read it all.
+    history = ok(await capa_as("auditor").get(f"/actions/{action_id}/history"))
+    assert [(h["action"], h["actor"]["sub"]) for h in history] == [
+        ("requested", "li.wei"), ("investigation_drafted", "production.lead"),
+        ("countermeasures_proposed", "production.lead")]
+    assert ok(await capa_as("manager").get(f"/actions/{action_id}"))["status"] == "proposed"
+
+
+async def test_p_3_3_redelivered_assignment_opens_no_second_request(system, actors, unit):
+    feedback_id, actions = await assign(system, "production")
+    await arrived(actors.capa_quality, actions["production"])
+    before = await handled(system, "complaint.responsibility_assigned")
+    event = make_event(ResponsibilityAssigned(
+        feedback_id=feedback_id, register_no="CF-2026-000999", round=1,
+        preliminary_cause="x", defect_code="D03", customer_id="C-1",
+        units=[UnitRequest(unit="production", request="again", action_id=actions["production"])],
+    ), producer="quality", correlation_id=feedback_id, actor=QUALITY)
+    await system.publish_envelope(event)
+    await system.publish_envelope(event)
+
+    async def both_handled() -> bool:
+        return await handled(system, "complaint.responsibility_assigned") >= before + 2
+    await eventually(both_handled, what="capa to handle both deliveries")
+    page = ok(await actors.capa_quality.get("/actions", params={"feedback_id": feedback_id}))
+    assert page["total"] == 1
+    assert page["items"][0]["request"] == "production: find the root cause and contain"
+
+
+# ------------------------------------------------------------------ P-5.3.2
+
+
+async def test_p_5_3_2_disposition_recorded_and_rejected_proposal_comes_back_with_reason(
+        system, unit, tap):
+    feedback_id, actions = await assign(system, "production")
+    production, action_id = unit("production"), actions["production"]
+    await arrived(production, action_id)
+    disposition = {"type": "rework", "quantity": 480,
+                   "cost": {"amount": "3600.00", "currency": "CNY"},
+                   "note": "Rework at the customer's site"}
+    # A partial draft first: what is still missing is shown.
+    draft = ok(await production.put(f"/actions/{action_id}/investigation",
+                                    json={"disposition": disposition}))
+    assert draft["disposition"] == disposition
+    assert {m["loc"] for m in draft["missing"]} >= {"containment", "corrective"}
+    ok(await production.put(f"/actions/{action_id}/investigation", json=COMPLETE_INVESTIGATION))
+    ok(await production.post(f"/actions/{action_id}/submit"))
+    [first] = await tap.wait("action.countermeasures_proposed", action_id=action_id)
+    assert first.payload["disposition"] == disposition
+
+    # Quality rejects: the unit sees the reason, revises and submits again.
+    await quality_decides(system, feedback_id, action_id, "production",
+                          reason="Containment misses the WIP on line 3")
+    returned = await arrived(production, action_id, status="returned")
+    assert returned["rejections"][0]["reason"] == "Containment misses the WIP on line 3"
+    assert returned["rejections"][0]["by"] == "li.wei"
+    assert returned["disposition"] == disposition
+    ok(await production.put(f"/actions/{action_id}/investigation", json={
+        "containment": "Stock, transit and WIP on line 3 sorted 100%."}))
+    again = ok(await production.post(f"/actions/{action_id}/submit"))
+    assert again["status"] == "proposed"
+    await tap.wait("action.countermeasures_proposed", 2, action_id=action_id)
+
+    # Quality verifies; the unit carries the actions out; the last one completes it.
+    await quality_decides(system, feedback_id, action_id, "production")
+    await arrived(production, action_id, status="accepted")
+    ok(await production.post(f"/actions/{action_id}/items/corrective/1/done",
+                             json={"note": "Insert replaced; FA report FA-2291"}))
+    done = ok(await production.post(f"/actions/{action_id}/items/preventive/1/done"))
+    assert done["status"] == "completed"
+    assert done["corrective"][0]["status"] == "done"
+    assert done["corrective"][0]["note"] == "Insert replaced; FA report FA-2291"
+    [completed] = await tap.wait("action.completed", action_id=action_id)
+    assert completed.correlation_id == feedback_id
+
+
+# ------------------------------------------------------------------ P-5.3.4
+
+
+async def test_p_5_3_4_recurrence_opens_one_capa_even_if_the_event_is_redelivered(
+        system, actors, tap):
+    ids = [str(uuid.uuid4()) for _ in range(3)]
+    before = await handled(system, "complaint.recurrence_detected")
+    event = make_event(recurrence(ids), producer="quality", correlation_id=ids[-1], actor=QUALITY)
+    await system.publish_envelope(event)
+    await system.publish_envelope(event)
+
+    async def both_handled() -> bool:
+        return await handled(system, "complaint.recurrence_detected") >= before + 2
+    await eventually(both_handled, what="capa to handle both deliveries")
+    [capa] = await capas_of(actors.capa_quality, ids[0])
+    assert re.fullmatch(r"CAPA-\d{4}-\d{4}", capa["number"])
+    assert capa["source"] == "recurrence" and capa["status"] == "open"
+    assert capa["feedback_ids"] == ids and "D03" in capa["title"]
+    opened = await tap.wait("capa.opened", capa_id=capa["id"])
+    assert len(opened) == 1 and opened[0].correlation_id == ids[-1]
+    by_number = ok(await actors.capa_quality.get(f"/capas/{capa['number']}"))
+    assert by_number["id"] == capa["id"]
+
+
+async def test_p_5_3_4_capa_closes_only_after_an_effective_verification(system, actors, tap):
+    quality = actors.capa_quality
+    capa = await recurrence_capa(system, quality)
+    cid = capa["id"]
+    refused_close = refused(await quality.post(f"/capas/{cid}/close"), 409)
+    assert "cannot close without an effective verification" in refused_close["message"]
+
+    ok(await quality.put(f"/capas/{cid}/root-cause", json={
+        "statement": "Mould wear is not in the PM plan", "category": "method",
+        "five_whys": ["Cracks", "Thin wall", "Worn cavity", "Wear not checked"]}))
+    planned = ok(await quality.put(f"/capas/{cid}/plan", json={"actions": [
+        {"description": "Wear check in all PM plans", "owner": "Sun Mei",
+         "due_date": "2027-01-31"}]}))
+    assert planned["status"] == "planned"
+    ok(await quality.post(f"/capas/{cid}/implemented", json={"note": "PM plans updated"}))
+    refused(await quality.post(f"/capas/{cid}/close"), 409)
+
+    # Ineffective: the plan reopens, the check stays on record.
+    check = {"criteria": "No D03 from this customer for 90 days", "window_from": "2027-02-01",
+             "window_to": "2027-04-30"}
+    reopened = ok(await quality.post(f"/capas/{cid}/effectiveness", json=check | {
+        "evaluation": "Recurred in March", "effective": False}))
+    assert reopened["status"] == "planned"
+    assert [v["effective"] for v in reopened["verifications"]] == [False]
+    refused(await quality.post(f"/capas/{cid}/close"), 409)
+    ok(await quality.put(f"/capas/{cid}/plan", json={"actions": [
+        {"description": "Wear check in all PM plans", "owner": "Sun Mei",
+         "due_date": "2027-01-31"},
+        {"description": "Cavity pressure sensor with alarm", "owner": "Zhao Lei",
+         "due_date": "2027-05-31"}]}))
+    ok(await quality.post(f"/capas/{cid}/implemented", json={"note": "Sensors installed"}))
+    ok(await quality.post(f"/capas/{cid}/effectiveness", json=check | {
+        "window_from": "2027-06-01", "window_to": "2027-08-31",
+        "evaluation": "No recurrence in the window", "effective": True}))
+    closed = ok(await quality.post(f"/capas/{cid}/close"))
+    assert closed["status"] == "closed" and closed["closed_at"]
+    assert len(closed["verifications"]) == 2 and len(closed["implementations"]) == 2
+
+    [event] = await tap.wait("capa.closed", capa_id=cid)
+    assert event.payload["feedback_ids"] == capa["feedback_ids"]
+    verified = await tap.wait("capa.effectiveness_verified", 2, capa_id=cid)
+    assert [e.payload["effective"] for e in verified] == [False, True]
+    history = [h["action"] for h in ok(await quality.get(f"/capas/{cid}/history"))]
+    assert history[0] == "opened" and history[-1] == "closed"
+    assert history.count("effectiveness_verified") == 2
+
+
+# ------------------------------------------------------------------ P-3.2
+
+
+async def test_p_3_2_only_quality_opens_capas_and_verifies_their_effectiveness(
+        system, actors, unit, capa_as):
+    quality, production = actors.capa_quality, unit("production")
+    for role in ("manager", "auditor", "unit"):
+        client = production if role == "unit" else capa_as(role)
+        refused(await client.post("/capas", json={"title": "not mine"}), 403)
+    capa = ok(await quality.post("/capas", json={
+        "title": "Cracked housings at several customers", "owner_unit": "production",
+        "description": "Three customers in Q4"}), 201)
+    cid = capa["id"]
+    assert capa["source"] == "manual" and capa["status"] == "open"
+
+    # The owner unit plans and implements; another unit may not.
+    refused(await unit("logistics").put(f"/capas/{cid}/root-cause", json={
+        "statement": "x", "category": "man"}), 403)
+    ok(await production.put(f"/capas/{cid}/root-cause", json={
+        "statement": "No wear check", "category": "method"}))
+    ok(await production.put(f"/capas/{cid}/plan", json={"actions": [
+        {"description": "Wear check", "owner": "Sun Mei", "due_date": "2027-01-31"}]}))
+    implemented = ok(await production.post(f"/capas/{cid}/implemented", json={"note": "done"}))
+    assert [c["id"] for c in ok(await production.get("/capas"))["items"]].count(cid) == 1
+
+    check = {"criteria": "No recurrence in 90 days", "window_from": "2027-02-01",
+             "window_to": "2027-04-30", "evaluation": "None", "effective": True}
+    for client in (production, capa_as("manager")):
+        refused(await client.post(f"/capas/{cid}/effectiveness", json=check), 403)
+    refused(await production.post(f"/capas/{cid}/close"), 403)
+    after = ok(await quality.get(f"/capas/{cid}"))
+    assert after["status"] == "implemented" and after["verifications"] == []
+    assert after["version"] == implemented["version"]
+
+    verified = ok(await quality.post(f"/capas/{cid}/effectiveness", json=check))
+    assert verified["status"] == "effective"
+    assert verified["verifications"][0]["verifier"] == "li.wei"
+
+
+# ------------------------------------------------------------------ bad input, wrong state
+
+
+@pytest.mark.parametrize(("body", "loc"), [
+    ({"corrective": [{"description": "x", "owner": "y", "due_date": "soon"}]},
+     "body.corrective.0.due_date"),
+    ({"root_cause": {"category": "luck"}}, "body.root_cause.category"),
+    ({"root_cause": {"five_whys": ["w"] * 6}}, "body.root_cause.five_whys"),
+    ({"disposition": {"type": "burn", "quantity": 1}}, "body.disposition.type"),
+    ({"disposition": {"type": "scrap", "quantity": -3}}, "body.disposition.quantity"),
+    ({"containment": "bad\u0000text"}, "body.containment"),
+    ({"surprise": 1}, "body.surprise"),
+])
+async def test_p_3_3_bad_investigation_input_gets_422_with_its_location_and_writes_nothing(
+        system, unit, body, loc):
+    feedback_id, actions = await assign(system, "production")
+    production, action_id = unit("production"), actions["production"]
+    before = await arrived(production, action_id)
+    error = refused(await production.put(f"/actions/{action_id}/investigation", json=body), 422)
+    assert error["code"] == "invalid" and loc in [d["loc"] for d in error["details"]]
+    after = ok(await production.get(f"/actions/{action_id}"))
+    assert after["version"] == before["version"]
+
+
+async def test_p_5_3_4_bad_capa_input_gets_422_with_its_location(system, actors):
+    quality = actors.capa_quality
+    error = refused(await quality.post("/capas", json={"title": ""}), 422)
+    assert error["details"][0]["loc"] == "body.title"
+    capa = await recurrence_capa(system, quality)
+    cid = capa["id"]
+    error = refused(await quality.put(f"/capas/{cid}/plan", json={"actions": []}), 422)
+    assert error["details"][0]["loc"] == "body.actions"
+    ok(await quality.put(f"/capas/{cid}/root-cause", json={"statement": "s", "category": "man"}))
+    ok(await quality.put(f"/capas/{cid}/plan", json={"actions": [
+        {"description": "d", "owner": "o", "due_date": "2027-01-31"}]}))
+    ok(await quality.post(f"/capas/{cid}/implemented", json={"note": "done"}))
+    error = refused(await quality.post(f"/capas/{cid}/effectiveness", json={
+        "criteria": "c", "window_from": "2027-05-01", "window_to": "2027-04-01",
+        "evaluation": "e", "effective": True}), 422)
+    assert error["details"][0]["loc"] == "body.window_to"
+    assert "window" in error["message"]
+    refused(await quality.get("/capas", params={"status": "someday"}), 422)
+    assert ok(await quality.get(f"/capas/{cid}"))["status"] == "implemented"
+
+
+async def test_p_3_3_wrong_state_gets_409_with_the_reason(system, unit):
+    feedback_id, actions = await assign(system, "production")
+    production, action_id = unit("production"), actions["production"]
+    await arrived(production, action_id)
+    ok(await production.put(f"/actions/{action_id}/investigation",
+                            json={"containment": "Stock quarantined"}))
+    error = refused(await production.post(f"/actions/{action_id}/submit"), 409)
+    assert [d["loc"] for d in error["details"]] == [
+        "root_cause.statement", "root_cause.category", "root_cause.five_whys", "corrective",
+        "preventive"]
+    assert "corrective action" in error["message"]
+    error = refused(await production.post(f"/actions/{action_id}/items/corrective/1/done"), 409)
+    assert "'requested'" in error["message"]
+
+    ok(await production.put(f"/actions/{action_id}/investigation", json=COMPLETE_INVESTIGATION))
+    ok(await production.post(f"/actions/{action_id}/submit"))
+    error = refused(await production.put(f"/actions/{action_id}/investigation",
+                                         json={"containment": "late change"}), 409)
+    assert "'proposed'" in error["message"]
+    refused(await production.post(f"/actions/{action_id}/submit"), 409)
+    refused(await production.post(f"/actions/{action_id}/items/sideways/1/done"), 422)
+    assert (await production.get("/actions/no-such-action")).status_code == 404

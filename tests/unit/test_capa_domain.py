@@ -1,0 +1,231 @@
+"""The capa domain, pure: the action request and CAPA state machines, the completeness check."""
+
+from datetime import date
+from decimal import Decimal
+
+import pytest
+from pydantic import ValidationError
+
+from services.capa.domain import (ActionRequest, ActionStatus, Capa, CapaCreate, CapaPlan,
+                                  CapaRootCause, CapaStatus, EffectivenessInput,
+                                  InvestigationDraft, ItemKind, ItemStatus)
+from shared.contracts import RecurrenceDetected, ResponsibilityAssigned, UnitRequest
+from shared.errors import Conflict, Forbidden, NotFound
+from shared.domain import bson_safe
+from shared.events import Actor
+
+QUALITY = Actor(sub="li.wei", roles=("quality",))
+PRODUCTION = Actor(sub="zhao.lei", roles=("unit",), unit="production")
+LOGISTICS = Actor(sub="he.ping", roles=("unit",), unit="logistics")
+MANAGER = Actor(sub="chen.jie", roles=("manager",))
+
+COMPLETE = {
+    "containment": "Shipment stopped; stock sorted.",
+    "root_cause": {"five_whys": ["Cracked", "Thin wall", "Worn cavity"], "category": "machine",
+                   "statement": "Worn cavity 2 of mould M-17."},
+    "corrective": [{"description": "Replace insert", "owner": "Zhao Lei",
+                    "due_date": "2026-12-15"}],
+    "preventive": [{"description": "Wear check in PM plan", "owner": "Sun Mei",
+                    "due_date": "2026-12-31"},
+                   {"description": "Train setters", "owner": "Sun Mei",
+                    "due_date": "2027-01-15"}],
+    "disposition": {"type": "rework", "quantity": 480,
+                    "cost": {"amount": "3600.00", "currency": "CNY"}},
+}
+
+
+def new_action(unit: str = "production") -> ActionRequest:
+    assigned = ResponsibilityAssigned(
+        feedback_id="fb-1", register_no="CF-2026-000001", round=1,
+        preliminary_cause="thin wall", defect_code="D03", customer_id="C-1",
+        units=[UnitRequest(unit=unit, request="Find the cause", action_id="act-1")])
+    return ActionRequest.open(assigned.units[0], assigned, QUALITY, "evt-assigned")
+
+
+def proposed_action() -> ActionRequest:
+    action = new_action()
+    action.draft(InvestigationDraft.model_validate(COMPLETE), PRODUCTION)
+    action.submit(PRODUCTION)
+    return action
+
+
+# ------------------------------------------------------------------ action request
+
+
+def test_opening_records_the_request_and_emits_action_requested_on_the_feedback():
+    action = new_action()
+    assert action.status is ActionStatus.REQUESTED
+    assert action.applied_events == ["evt-assigned"]
+    [event] = action.pending_events
+    assert event.type == "action.requested"
+    assert event.correlation_id == "fb-1" and event.causation_id == "evt-assigned"
+    assert event.payload["unit"] == "production"
+
+
+def test_completeness_check_lists_exactly_what_is_missing():
+    action = new_action()
+    assert [m["loc"] for m in action.missing()] == [
+        "containment", "root_cause.statement", "root_cause.category", "root_cause.five_whys",
+        "corrective", "preventive"]
+    action.draft(InvestigationDraft(containment="Stop shipment",
+                                    root_cause={"statement": "Worn cavity"}), PRODUCTION)
+    with pytest.raises(Conflict) as refused:
+        action.submit(PRODUCTION)
+    assert [d["loc"] for d in refused.value.details] == [
+        "root_cause.category", "root_cause.five_whys", "corrective", "preventive"]
+    assert "corrective" in refused.value.message
+    assert action.status is ActionStatus.REQUESTED
+
+
+def test_draft_changes_only_the_fields_sent():
+    action = new_action()
+    action.draft(InvestigationDraft.model_validate(COMPLETE), PRODUCTION)
+    action.draft(InvestigationDraft(containment="Quarantine all stock"), PRODUCTION)
+    assert action.containment == "Quarantine all stock"
+    assert action.root_cause.statement == "Worn cavity 2 of mould M-17."
+    assert [i.no for i in action.preventive] == [1, 2]
+    assert action.disposition.cost.amount == Decimal("3600.00")
+
+
+def test_submit_emits_countermeasures_as_description_owner_due_date():
+    action = proposed_action()
+    assert action.status is ActionStatus.PROPOSED
+    event = action.pending_events[-1]
+    assert event.type == "action.countermeasures_proposed"
+    assert event.payload["corrective"] == ["Replace insert (Zhao Lei, 2026-12-15)"]
+    assert event.payload["root_cause_category"] == "machine"
+    assert event.payload["disposition"]["quantity"] == 480
+
+
+def test_another_unit_or_quality_cannot_act_on_a_units_request():
+    action = new_action()
+    for actor in (LOGISTICS, QUALITY, MANAGER):
+        with pytest.raises(Forbidden):
+            action.draft(InvestigationDraft(containment="x"), actor)
+    assert action.containment is None and len(action.history) == 1
+
+
+def test_rejected_proposal_returns_with_reason_and_can_be_resubmitted():
+    action = proposed_action()
+    with pytest.raises(Conflict):  # proposed: the unit waits for Quality
+        action.draft(InvestigationDraft(containment="y"), PRODUCTION)
+    action.reject("Root cause not proven", QUALITY, "evt-rej")
+    assert action.status is ActionStatus.RETURNED
+    assert action.rejections[0].reason == "Root cause not proven"
+    action.draft(InvestigationDraft(root_cause={**COMPLETE["root_cause"],
+                                                "statement": "Proven by CMM"}), PRODUCTION)
+    action.submit(PRODUCTION)
+    assert action.status is ActionStatus.PROPOSED
+
+
+def test_items_are_done_only_after_acceptance_and_the_last_one_completes():
+    action = proposed_action()
+    with pytest.raises(Conflict):
+        action.complete_item(ItemKind.CORRECTIVE, 1, None, PRODUCTION)
+    action.accept("Good", QUALITY, "evt-ok")
+    with pytest.raises(Conflict):
+        action.accept("Again", QUALITY, "evt-ok-2")
+    with pytest.raises(NotFound):
+        action.complete_item(ItemKind.CORRECTIVE, 9, None, PRODUCTION)
+    action.complete_item(ItemKind.CORRECTIVE, 1, "done", PRODUCTION)
+    with pytest.raises(Conflict):
+        action.complete_item(ItemKind.CORRECTIVE, 1, None, PRODUCTION)
+    action.complete_item(ItemKind.PREVENTIVE, 1, None, PRODUCTION)
+    assert action.status is ActionStatus.ACCEPTED
+    action.complete_item(ItemKind.PREVENTIVE, 2, None, PRODUCTION)
+    assert action.status is ActionStatus.COMPLETED
+    assert action.corrective[0].status is ItemStatus.DONE
+    assert action.pending_events[-1].type == "action.completed"
+
+
+def test_document_is_bson_safe_and_reads_back():
+    action = proposed_action()
+    doc = action.to_document()
+    assert doc["corrective"][0]["due_date"] == "2026-12-15"
+    assert doc["disposition"]["cost"]["amount"] == "3600.00"
+    assert bson_safe({"d": date(2026, 1, 2)}) == {"d": "2026-01-02"}
+    again = ActionRequest.model_validate(doc)
+    assert again.corrective[0].due_date == date(2026, 12, 15)
+
+
+# ------------------------------------------------------------------ formal CAPA
+
+ROOT = CapaRootCause(statement="No wear check in the PM plan", category="method")
+PLAN = CapaPlan(actions=[{"description": "Add wear check", "owner": "Sun Mei",
+                          "due_date": "2027-01-31"}])
+
+
+def check(effective: bool) -> EffectivenessInput:
+    return EffectivenessInput(criteria="No recurrence for 3 months", window_from="2027-02-01",
+                              window_to="2027-04-30", evaluation="see data", effective=effective)
+
+
+def manual_capa(owner: str | None = "production") -> Capa:
+    return Capa.by_hand("capa-1", "CAPA-2026-0001",
+                        CapaCreate(title="Cracked housings", owner_unit=owner), QUALITY)
+
+
+def test_recurrence_capa_links_the_complaints_and_correlates_with_the_last():
+    capa = Capa.from_recurrence("capa-r", "CAPA-2026-0002", RecurrenceDetected(
+        kind="customer:C-1|defect:D03", reason="recurred", feedback_ids=["f1", "f2", "f3"],
+        defect_code="D03", customer_id="C-1"), QUALITY, "evt-rec")
+    [event] = capa.pending_events
+    assert event.type == "capa.opened" and event.correlation_id == "f3"
+    assert event.payload["source"] == "recurrence" and "D03" in capa.title
+    assert capa.applied_events == ["evt-rec"]
+
+
+def test_capa_is_planned_with_a_root_cause_and_an_action_in_either_order():
+    capa = manual_capa()
+    capa.set_plan(PLAN, PRODUCTION)
+    assert capa.status is CapaStatus.OPEN
+    capa.set_root_cause(ROOT, QUALITY)
+    assert capa.status is CapaStatus.PLANNED
+
+
+def test_capa_cannot_be_implemented_before_it_is_planned():
+    capa = manual_capa()
+    with pytest.raises(Conflict, match="root cause"):
+        capa.implemented("done", QUALITY)
+
+
+def test_only_quality_or_the_owner_unit_edits_and_only_quality_verifies_and_closes():
+    capa = manual_capa()
+    with pytest.raises(Forbidden):
+        capa.set_root_cause(ROOT, LOGISTICS)
+    capa.set_root_cause(ROOT, PRODUCTION)
+    capa.set_plan(PLAN, PRODUCTION)
+    capa.implemented("done", PRODUCTION)
+    with pytest.raises(Forbidden):
+        capa.verify_effectiveness(check(True), PRODUCTION)
+    assert capa.status is CapaStatus.IMPLEMENTED and not capa.verifications
+
+
+def test_capa_cannot_close_without_effective_result_and_ineffective_reopens_plan():
+    capa = manual_capa()
+    capa.set_root_cause(ROOT, QUALITY)
+    capa.set_plan(PLAN, QUALITY)
+    capa.implemented("done", QUALITY)
+    with pytest.raises(Conflict, match="cannot close without an effective verification"):
+        capa.close(QUALITY)
+    capa.verify_effectiveness(check(False), QUALITY)
+    assert capa.status is CapaStatus.PLANNED
+    assert [v.effective for v in capa.verifications] == [False]
+    with pytest.raises(Conflict):
+        capa.verify_effectiveness(check(True), QUALITY)  # implement the revised plan first
+    capa.set_plan(PLAN, QUALITY)
+    capa.implemented("revised plan done", QUALITY)
+    capa.verify_effectiveness(check(True), QUALITY)
+    capa.close(QUALITY)
+    assert capa.status is CapaStatus.CLOSED
+    assert [e.type for e in capa.pending_events][-1] == "capa.closed"
+    assert len(capa.implementations) == 2 and len(capa.verifications) == 2
+    with pytest.raises(Conflict):
+        capa.set_plan(PLAN, QUALITY)
+
+
+def test_effectiveness_window_must_not_end_before_it_starts():
+    with pytest.raises(ValidationError) as bad:
+        EffectivenessInput(criteria="c", window_from="2027-02-01", window_to="2027-01-01",
+                           evaluation="e", effective=True)
+    assert bad.value.errors()[0]["loc"] == ("window_to",)
