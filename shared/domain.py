@@ -52,9 +52,11 @@ class Aggregate(BaseModel):
         self.applied_events.append(event_id)
 
     def log(self, actor: Actor, action: str, changes: dict[str, Any] | None = None,
-            note: str | None = None, event_id: str | None = None) -> None:
+            note: str | None = None, event_id: str | None = None,
+            at: datetime | None = None) -> None:
+        """Append to the history; `at` lets an entry carry the command's own time."""
         self.history.append(HistoryEntry(actor=actor, action=action, changes=changes or {},
-                                         note=note, event_id=event_id))
+                                         note=note, event_id=event_id, at=at or utcnow()))
 
     def emit(self, payload: Contract, actor: Actor, causation_id: str | None = None) -> Envelope:
         event = make_event(payload, producer=self.producer, correlation_id=self.correlation_id,
@@ -67,10 +69,11 @@ class Aggregate(BaseModel):
 
 
 def bson_safe(value: Any) -> Any:
-    """BSON has neither `date` nor `Decimal`: store ISO dates and decimal strings.
+    """BSON has neither `date` nor `Decimal`, and keeps milliseconds only.
 
-    Both validate back into the model unchanged (money never becomes a float);
-    datetimes stay native so range queries and sorting work."""
+    Store ISO dates and decimal strings (they validate back unchanged; money never
+    becomes a float) and datetimes truncated to milliseconds, so what a command
+    returns is what a later read shows. Datetimes stay native for range queries."""
     if isinstance(value, dict):
         return {k: bson_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -79,6 +82,8 @@ def bson_safe(value: Any) -> Any:
         return str(value)
     if isinstance(value, Enum):
         return value.value
+    if isinstance(value, datetime):
+        return value.replace(microsecond=value.microsecond // 1000 * 1000)
     if isinstance(value, date) and not isinstance(value, datetime):
         return value.isoformat()
     return value

@@ -1,18 +1,47 @@
 """Composition root of the intake service."""
 
+import re
+
 from fastapi import FastAPI
 
+import services.intake as package
+from services.intake import api, handlers
+from services.intake.domain import Feedback
 from services.intake.settings import Settings
 from shared.service import Service, create_app
 
 NAME = "intake"
+ATTACHMENT_PATH = re.compile(r"^/feedback/[^/]+/attachments/?$")
+MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around the file itself
 
 
 def build(settings: Settings) -> Service:
-    return Service(NAME, settings)
+    service = Service(NAME, settings)
+    service.collection(api.FEEDBACK, Feedback)
+    handlers.register(service)
+    service.routers.append(api.router(settings))
+
+    async def indexes() -> None:
+        coll = service.repo(api.FEEDBACK).collection
+        await coll.create_index("register_no", unique=True)  # said on the phone: one record
+        await coll.create_index([("received_at", -1), ("_id", -1)])  # the register's order
+        for field in ("status", "customer.id", "product.code"):
+            await coll.create_index(field)
+
+    service.on_start.append(indexes)
+    return service
 
 
 def create(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    limit = settings.max_attachment_bytes + MULTIPART_OVERHEAD
+
+    def upload_limit(path: str) -> int | None:
+        # Evidence files may be far larger than the JSON body limit; only on that path.
+        return limit if ATTACHMENT_PATH.match(path) else None
+
     return create_app(build(settings), title="Intake (Sales)",
-                      description=__import__("services.intake", fromlist=["x"]).__doc__ or "")
+                      description=package.__doc__ or "", upload_limit=upload_limit,
+                      openapi_tags=[
+                          {"name": "feedback", "description": "The Customer Feedback Register"},
+                          {"name": "evidence", "description": "Photos, documents, samples"}])

@@ -1,0 +1,494 @@
+"""HTTP API of the Customer Feedback Register (Sales). Routes only translate.
+
+Writes need role `sales` (P-3.1: Sales is the single window to the customer);
+reads are open to sales, quality, manager and auditor. `{ref}` is the internal
+id or the register number people say on the phone (`CF-2026-000123`).
+"""
+
+import asyncio
+import codecs
+import hashlib
+import json
+import os
+import re
+import tempfile
+import unicodedata
+import zipfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any, BinaryIO
+from uuid import UUID, uuid4, uuid5
+
+from fastapi import APIRouter, Depends, File, Header, Path as PathParam, Query, Request
+from fastapi import Response, UploadFile
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.intake.domain import (Feedback, FeedbackStatus, NewFeedback, QualityRecord, Reply,
+                                    RequiredText, Satisfaction, check_registration)
+from services.intake.settings import Settings
+from shared.api import Page, PageParams, page_params, service_of
+from shared.auth import Principal, require
+from shared.domain import HistoryEntry
+from shared.errors import Conflict, DomainError, Invalid, NotFound
+from shared.events import utcnow
+from shared.store import AlreadyExists, Repository, WriteLocks, next_number
+from shared.vocabulary import (AttachmentMeta, Category, Channel, Customer, LongText, Money,
+                               Product, ReturnedSample, Severity)
+
+FEEDBACK = "feedback"
+SALES = ("sales",)
+READERS = ("sales", "quality", "manager", "auditor")
+REGISTER_NO = re.compile(r"^CF-\d{4}-\d{6,}$")
+# Ids derived from Idempotency-Key: the same caller and key always name the same record.
+IDEMPOTENCY_NS = UUID("5b0f3f4e-6c1d-4f0e-9a53-1d8b2c7e9a10")
+
+Ref = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9-]{1,64}$",
+                               description="Feedback id, or its register number",
+                               examples=["CF-2026-000123"])]
+Sha = Annotated[str, PathParam(pattern=r"^[0-9a-f]{64}$", description="sha256 of the file")]
+
+
+class TooLarge(DomainError):
+    status, code = 413, "too_large"
+
+
+class UnsupportedType(DomainError):
+    status, code = 415, "unsupported_media_type"
+
+
+# ---------------------------------------------------------------- models
+
+
+class FeedbackRead(BaseModel):
+    """One entry of the Customer Feedback Register (its history: `/feedback/{ref}/history`)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str = Field(..., description="Internal id (UUID)")
+    register_no: str = Field(..., examples=["CF-2026-000123"])
+    version: int
+    status: FeedbackStatus
+    customer: Customer
+    channel: Channel
+    received_at: datetime
+    category: Category
+    severity: Severity
+    is_complaint: bool = Field(..., description="False for a suggestion")
+    product: Product | None
+    quantity_affected: int | None
+    description: LongText
+    estimated_loss: Money | None
+    attachments: list[AttachmentMeta]
+    samples: list[ReturnedSample]
+    has_form: bool = Field(..., description="A Complaint Handling Form was opened (P-5.3.1)")
+    form_opened_at: datetime | None
+    quality_due_at: datetime | None = Field(..., description="P-F.5: Quality's 3-day deadline")
+    direct_reply: Reply | None = Field(..., description="P-F.2 yes, P-5.3.3")
+    quality_record: QualityRecord | None = Field(..., description="Quality's record (P-5.3.1)")
+    customer_reply: Reply | None = Field(..., description="P-F.4: the reply built on it")
+    satisfaction: Satisfaction | None
+    reopen_count: int
+    withdrawn_reason: LongText | None
+    registered_by: str
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, fb: Feedback) -> "FeedbackRead":
+        return cls.model_validate(fb.model_dump())
+
+
+class ReplyBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reply: RequiredText = Field(..., description="The text sent to the customer", examples=[
+        "The shipment was held by customs; it leaves today and arrives Friday."])
+
+
+class EscalateBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    note: LongText | None = Field(None, description="What Sales asks of Quality", examples=[
+        "Customer stopped line 3; please analyse the returned housings."])
+
+
+class SatisfactionBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    satisfied: bool = Field(..., examples=[False])
+    comment: LongText | None = Field(None, examples=["Cracks still found in lot L2026-11-09."])
+
+
+class WithdrawBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: RequiredText = Field(..., examples=["Registered twice by mistake; see CF-2026-000124."])
+
+
+# ---------------------------------------------------------------- attachment store
+
+DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+HEIC_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"}
+ALIASES = {"image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg", "image/x-png": "image/png",
+           "image/heif": "image/heic", "image/tif": "image/tiff"}
+GENERIC = {"", "application/octet-stream", "binary/octet-stream"}
+ZIP_TYPES = {"application/zip", "application/x-zip-compressed"}
+ALLOWED = "JPEG, PNG, TIFF, GIF, WebP, HEIC, PDF, plain text (UTF-8), DOCX, XLSX"
+
+
+def _sniff(head: bytes, path: Path) -> str | None:
+    """The file's type from its content (magic bytes), not from what the client says."""
+    if head.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "image/tiff"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    if head[4:8] == b"ftyp" and head[8:12] in HEIC_BRANDS:
+        return "image/heic"
+    if head.startswith(b"%PDF-"):
+        return "application/pdf"
+    if head.startswith(b"PK\x03\x04"):
+        return _office_type(path)
+    return "text/plain" if _is_text(path) else None
+
+
+def _office_type(path: Path) -> str | None:
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = set(z.namelist())
+    except zipfile.BadZipFile:
+        return None
+    if "word/document.xml" in names:
+        return DOCX
+    if "xl/workbook.xml" in names:
+        return XLSX
+    return None  # any other zip: not an allowed type
+
+
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f]")
+
+
+def _is_text(path: Path) -> bool:
+    """UTF-8 without control characters other than tab, newlines and form feed."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    with open(path, "rb") as f:
+        try:
+            while chunk := f.read(1 << 20):
+                if CONTROL.search(decoder.decode(chunk)):
+                    return False
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            return False
+    return True
+
+
+def _declared_fits(declared: str, detected: str) -> bool:
+    declared = ALIASES.get(declared, declared)
+    if declared in GENERIC or declared == detected:
+        return True
+    if detected in (DOCX, XLSX):
+        return declared in ZIP_TYPES
+    return detected == "text/plain" and declared.startswith("text/")
+
+
+class AttachmentStore:
+    """Evidence files on a filesystem volume, by content hash: `<dir>/<sha[:2]>/<sha>`."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def path(self, sha: str) -> Path:
+        return self.root / sha[:2] / sha
+
+    def put(self, src: BinaryIO, max_bytes: int, declared: str) -> tuple[str, int, str]:
+        """Copy, hash and check a file; returns (sha256, size, content type). Blocking."""
+        tmp_dir = self.root / "tmp"
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=tmp_dir)
+        tmp = Path(name)
+        try:
+            sha, size, head = self._copy(src, fd, max_bytes)
+            detected = _sniff(head, tmp)
+            if detected is None:
+                raise UnsupportedType(f"This file type is not accepted as evidence; allowed: "
+                                      f"{ALLOWED}.")
+            if not _declared_fits(declared, detected):
+                raise UnsupportedType(f"The file was declared as {declared!r} but its content "
+                                      f"is {detected!r}; send it with its real type.")
+            final = self.path(sha)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, final)  # atomic: a reader sees the whole file or none
+            return sha, size, detected
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    @staticmethod
+    def _copy(src: BinaryIO, fd: int, max_bytes: int) -> tuple[str, int, bytes]:
+        digest, size, head = hashlib.sha256(), 0, b""
+        with os.fdopen(fd, "wb") as out:
+            while chunk := src.read(1 << 20):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise TooLarge(f"The file is larger than the limit of {max_bytes} bytes.")
+                digest.update(chunk)
+                out.write(chunk)
+                if len(head) < 64:
+                    head += chunk[:64 - len(head)]
+            out.flush()
+            os.fsync(out.fileno())
+        if size == 0:
+            raise Invalid("The file is empty.", [{"loc": "body.file", "msg": "empty file"}])
+        return digest.hexdigest(), size, head
+
+
+def _safe_filename(raw: str | None) -> str:
+    """The name as shown to people: no path, no control characters, bounded."""
+    name = (raw or "").replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(c for c in name if unicodedata.category(c)[0] != "C").strip()
+    return name[:200] or "attachment"
+
+
+# ---------------------------------------------------------------- routes
+
+
+def _repo(request: Request) -> Repository[Feedback]:
+    return service_of(request).repo(FEEDBACK)
+
+
+async def _resolve(repo: Repository[Feedback], ref: str) -> str:
+    """The internal id behind a register number (or the id itself)."""
+    if not REGISTER_NO.match(ref):
+        return ref
+    doc = await repo.collection.find_one({"register_no": ref}, projection={"_id": 1})
+    if doc is None:
+        raise NotFound(f"Feedback {ref!r} does not exist.")
+    return str(doc["_id"])
+
+
+async def _load(request: Request, ref: str) -> Feedback:
+    repo = _repo(request)
+    return await repo.get_or_raise(await _resolve(repo, ref), "Feedback")
+
+
+async def _change(request: Request, ref: str, apply: Any) -> Feedback:
+    repo = _repo(request)
+    return await repo.change(await _resolve(repo, ref), apply, what="Feedback")
+
+
+def _fingerprint(body: NewFeedback) -> str:
+    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _check_filters(**filters: str | None) -> None:
+    """Free-text filters go into database queries, which cannot hold NUL."""
+    for name, value in filters.items():
+        if value is not None and "\x00" in value:
+            raise Invalid(f"Invalid request: query.{name}: must not contain NUL characters",
+                          [{"loc": f"query.{name}", "msg": "must not contain NUL characters"}])
+
+
+def router(settings: Settings) -> APIRouter:
+    api = APIRouter(tags=["feedback"])
+    store = AttachmentStore(settings.attachment_dir)
+    skew = timedelta(seconds=settings.clock_skew_s)
+    idempotency_locks = WriteLocks()  # its own stripes: never shares a lock with the repo's
+
+    async def _register(request: Request, body: NewFeedback, who: Principal, fid: str,
+                        fingerprint: str | None) -> Feedback:
+        now = utcnow()
+        check_registration(body, now, skew)  # before a register number is used up
+        year = (body.received_at or now).astimezone(UTC).year
+        service = service_of(request)
+        number = await next_number(service.db, f"CF-{year}", service.locks)
+        fb = Feedback.register(id=fid, register_no=f"CF-{year}-{number:06d}", new=body,
+                               actor=who.as_actor(), now=now, skew=skew,
+                               fingerprint=fingerprint)
+        return await _repo(request).add(fb)
+
+    @api.post("/feedback", response_model=FeedbackRead, status_code=201,
+              summary="Register a feedback in the Customer Feedback Register (P-F.1, P-5.1, "
+                      "P-5.2)",
+              description="Severity `major` (P-5.3.5) opens the Complaint Handling Form at once "
+                          "(`complaint.escalated` with `feedback.registered`). With an "
+                          "`Idempotency-Key`, a retry returns the first record with **200** and "
+                          "`Idempotent-Replayed: true` (the first call answered 201); the same "
+                          "key with a different body is refused with 409.",
+              responses={200: {"description": "A retry with the same Idempotency-Key"},
+                         409: {"description": "Idempotency-Key reused with another body"}})
+    async def register(
+        request: Request, response: Response, body: NewFeedback,
+        who: Annotated[Principal, Depends(require(*SALES))],
+        idempotency_key: Annotated[str | None, Header(
+            alias="Idempotency-Key", pattern=r"^[\x21-\x7e]{1,200}$",
+            description="Any unique string per intended registration (e.g. a UUID)")] = None,
+    ) -> FeedbackRead:
+        if idempotency_key is None:
+            return FeedbackRead.of(await _register(request, body, who, str(uuid4()), None))
+        fid = str(uuid5(IDEMPOTENCY_NS, f"{who.sub}\n{idempotency_key}"))
+        fingerprint = _fingerprint(body)
+        async with idempotency_locks("idempotency", fid):  # two retries at once: one number
+            existing = await _repo(request).get(fid)
+            if existing is None:
+                try:
+                    return FeedbackRead.of(await _register(request, body, who, fid, fingerprint))
+                except AlreadyExists:  # another instance won the race
+                    existing = await _repo(request).get_or_raise(fid, "Feedback")
+        if existing.request_fingerprint != fingerprint:
+            raise Conflict(f"Idempotency-Key {idempotency_key!r} was already used for "
+                           f"{existing.register_no} with a different request body; use a new "
+                           "key for a new feedback.")
+        response.status_code = 200
+        response.headers["Idempotent-Replayed"] = "true"
+        return FeedbackRead.of(existing)
+
+    @api.get("/feedback", response_model=Page[FeedbackRead],
+             summary="The Customer Feedback Register, filtered and paged (P-5.4.1)",
+             description="Newest received first. `q` searches description, customer name, "
+                         "register number and product code (case-insensitive, literal).")
+    async def list_feedback(
+        request: Request, _: Annotated[Principal, Depends(require(*READERS))],
+        paging: Annotated[PageParams, Depends(page_params)],
+        status: FeedbackStatus | None = None, category: Category | None = None,
+        channel: Channel | None = None, severity: Severity | None = None,
+        customer_id: Annotated[str | None, Query(max_length=64)] = None,
+        product_code: Annotated[str | None, Query(max_length=64)] = None,
+        received_from: Annotated[datetime | None, Query(
+            description="Received at or after (ISO 8601; no offset means UTC)")] = None,
+        received_to: Annotated[datetime | None, Query(description="Received at or before")] = None,
+        q: Annotated[str | None, Query(max_length=200, description="Free text")] = None,
+    ) -> Page[FeedbackRead]:
+        _check_filters(customer_id=customer_id, product_code=product_code, q=q)
+        query: dict[str, Any] = {}
+        for field, value in (("status", status), ("category", category),
+                             ("channel", channel), ("severity", severity)):
+            if value is not None:
+                query[field] = value.value
+        if customer_id:
+            query["customer.id"] = customer_id
+        if product_code:
+            query["product.code"] = product_code
+        if received_from or received_to:
+            query["received_at"] = {k: v for k, v in (("$gte", received_from),
+                                                      ("$lte", received_to)) if v}
+        if q:
+            pattern = {"$regex": re.escape(q), "$options": "i"}  # user text is literal
+            query["$or"] = [{"description": pattern}, {"customer.name": pattern},
+                            {"register_no": pattern}, {"product.code": pattern}]
+        coll = _repo(request).collection
+        docs = await coll.find(query, projection={"history": 0, "applied_events": 0,
+                                                  "outbox": 0, "outbox_pending": 0}) \
+            .sort([("received_at", -1), ("_id", -1)]) \
+            .skip(paging.skip).limit(paging.page_size).to_list(None)
+        items = [FeedbackRead.of(Feedback.model_validate(d)) for d in docs]
+        return Page(items=items, total=await coll.count_documents(query), page=paging.page,
+                    page_size=paging.page_size)
+
+    @api.get("/feedback/{ref}", response_model=FeedbackRead, summary="One feedback")
+    async def get_feedback(request: Request, ref: Ref,
+                           _: Annotated[Principal, Depends(require(*READERS))]) -> FeedbackRead:
+        return FeedbackRead.of(await _load(request, ref))
+
+    @api.get("/feedback/{ref}/history", response_model=list[HistoryEntry],
+             summary="The append-only history: who did what, when (P-5.4.2)")
+    async def history(request: Request, ref: Ref,
+                      _: Annotated[Principal, Depends(require(*READERS))]) -> list[HistoryEntry]:
+        return (await _load(request, ref)).history
+
+    @api.post("/feedback/{ref}/attachments", response_model=AttachmentMeta, status_code=201,
+              tags=["evidence"],
+              summary="Attach a photo or document (P-5.3.1)",
+              description=f"Multipart field `file`. Allowed: {ALLOWED} (checked by content). "
+                          f"Limit: {settings.max_attachment_bytes} bytes (413). The same file "
+                          "again returns its entry with 200 and adds nothing.",
+              responses={200: {"description": "This file is already attached"},
+                         413: {"description": "Too large"}, 415: {"description": "Type"}})
+    async def add_attachment(
+        request: Request, response: Response, ref: Ref,
+        file: Annotated[UploadFile, File(description="The evidence file")],
+        who: Annotated[Principal, Depends(require(*SALES))],
+    ) -> AttachmentMeta:
+        await _load(request, ref)  # 404 before storing anything
+        sha, size, ctype = await asyncio.to_thread(
+            store.put, file.file, settings.max_attachment_bytes,
+            (file.content_type or "").split(";")[0].strip().lower())
+        meta = AttachmentMeta(sha256=sha, filename=_safe_filename(file.filename),
+                              content_type=ctype, size=size, uploaded_by=who.sub,
+                              uploaded_at=utcnow())
+        added: list[bool] = []
+
+        def apply(fb: Feedback) -> bool:
+            added.append(fb.add_attachment(meta, who.as_actor()))
+            return added[-1]
+
+        fb = await _change(request, ref, apply)
+        if not added[-1]:
+            response.status_code = 200
+        return next(a for a in fb.attachments if a.sha256 == sha)
+
+    @api.get("/feedback/{ref}/attachments/{sha256}", response_class=FileResponse,
+             tags=["evidence"], summary="Download an attachment's bytes",
+             responses={200: {"content": {"application/octet-stream": {}},
+                              "description": "The file, with its content type"}})
+    async def get_attachment(request: Request, ref: Ref, sha256: Sha,
+                             _: Annotated[Principal, Depends(require(*READERS))]) -> FileResponse:
+        fb = await _load(request, ref)
+        meta = next((a for a in fb.attachments if a.sha256 == sha256), None)
+        if meta is None:
+            raise NotFound(f"{fb.register_no} has no attachment {sha256}.")
+        path = store.path(sha256)
+        if not path.is_file():
+            raise NotFound(f"The file {sha256} is missing from the attachment store.")
+        return FileResponse(path, media_type=meta.content_type, filename=meta.filename)
+
+    @api.post("/feedback/{ref}/samples", response_model=FeedbackRead, status_code=201,
+              tags=["evidence"], summary="Note returned nonconforming samples (P-5.3.1)")
+    async def add_sample(request: Request, ref: Ref, body: ReturnedSample,
+                         who: Annotated[Principal, Depends(require(*SALES))]) -> FeedbackRead:
+        return FeedbackRead.of(await _change(
+            request, ref, lambda fb: fb.add_sample(body, who.as_actor())))
+
+    @api.post("/feedback/{ref}/direct-reply", response_model=FeedbackRead,
+              summary="Answer the customer directly, no form (P-F.2 yes, P-5.3.3)",
+              responses={409: {"description": "Product quality needs a form; or not registered"}})
+    async def direct_reply(request: Request, ref: Ref, body: ReplyBody,
+                           who: Annotated[Principal, Depends(require(*SALES))]) -> FeedbackRead:
+        return FeedbackRead.of(await _change(
+            request, ref, lambda fb: fb.reply_directly(body.reply, who.as_actor())))
+
+    @api.post("/feedback/{ref}/escalate", response_model=FeedbackRead,
+              summary="Open the Complaint Handling Form for Quality (P-F.2 no, P-5.3.1)",
+              responses={409: {"description": "Not registered, or a suggestion"}})
+    async def escalate(request: Request, ref: Ref, who: Annotated[Principal, Depends(
+            require(*SALES))], body: EscalateBody | None = None) -> FeedbackRead:
+        note = body.note if body else None
+        return FeedbackRead.of(await _change(
+            request, ref, lambda fb: fb.escalate(who.as_actor(), note)))
+
+    @api.post("/feedback/{ref}/reply", response_model=FeedbackRead,
+              summary="Send the reply built on Quality's record (P-F.4)",
+              responses={409: {"description": "Quality's record is not ready"}})
+    async def reply(request: Request, ref: Ref, body: ReplyBody,
+                    who: Annotated[Principal, Depends(require(*SALES))]) -> FeedbackRead:
+        return FeedbackRead.of(await _change(
+            request, ref, lambda fb: fb.reply_to_customer(body.reply, who.as_actor())))
+
+    @api.post("/feedback/{ref}/satisfaction", response_model=FeedbackRead,
+              summary="Record the customer's answer: satisfied closes, not satisfied reopens "
+                      "(P-F.4)")
+    async def satisfaction(request: Request, ref: Ref, body: SatisfactionBody,
+                           who: Annotated[Principal, Depends(require(*SALES))]) -> FeedbackRead:
+        return FeedbackRead.of(await _change(request, ref, lambda fb: fb.record_satisfaction(
+            body.satisfied, body.comment, who.as_actor())))
+
+    @api.post("/feedback/{ref}/withdraw", response_model=FeedbackRead,
+              summary="Withdraw a record registered in error; it is kept (P-5.4.2)")
+    async def withdraw(request: Request, ref: Ref, body: WithdrawBody,
+                       who: Annotated[Principal, Depends(require(*SALES))]) -> FeedbackRead:
+        return FeedbackRead.of(await _change(
+            request, ref, lambda fb: fb.withdraw(body.reason, who.as_actor())))
+
+    return api

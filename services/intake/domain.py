@@ -1,0 +1,350 @@
+"""The Customer Feedback Register (P-F.1, P-5.1, P-5.2, P-5.4): the `Feedback` aggregate.
+
+Pure: no web framework, broker or database. Each command checks the procedure's
+rule for the record's current status, changes the state, writes the history
+entry (P-5.4.2) and emits the event, all of which the repository saves in one
+document update.
+
+    registered ──direct reply──▶ replied ──satisfied──▶ closed
+        │                          ▲  │
+        └─escalate─▶ with_quality ─┘  └─not satisfied─▶ with_quality (had a form)
+                        │  ▲                           ▶ registered   (no form)
+          resolution_ready │
+                        ▼  │
+              quality_record_ready ─reply─▶ replied
+    any status but closed ──withdraw──▶ withdrawn
+"""
+
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+
+from shared.contracts import (ComplaintAccepted, ComplaintEscalated, ComplaintReopened,
+                              CustomerReplied, EvidenceAdded, FeedbackClosed, FeedbackRegistered,
+                              FeedbackWithdrawn, RepliedDirectly, ResolutionReady,
+                              SatisfactionRecorded, UnitOutcome)
+from shared.domain import Aggregate
+from shared.errors import Conflict, Invalid
+from shared.events import Actor, Envelope, utcnow
+from shared.vocabulary import (AttachmentMeta, Category, Channel, Customer, LongText, Money,
+                               Product, ReturnedSample, Severity)
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+RequiredText = Annotated[str, Field(min_length=1, max_length=20_000),
+                         AfterValidator(_not_blank)]
+
+
+class FeedbackStatus(StrEnum):
+    REGISTERED = "registered"                      # P-F.1: in the register, Sales to decide
+    WITH_QUALITY = "with_quality"                  # P-F.2 no: Complaint Handling Form open
+    QUALITY_RECORD_READY = "quality_record_ready"  # P-5.3.1: Quality handed its record back
+    REPLIED = "replied"                            # P-F.4: the customer has our answer
+    CLOSED = "closed"                              # P-F.4 yes: satisfied, records kept
+    WITHDRAWN = "withdrawn"                        # P-5.4.2: registered in error, kept
+
+
+class NewFeedback(BaseModel):
+    """What Sales enters to register a feedback (P-F.1, P-5.1, P-5.2)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "customer": {"id": "C-1001", "name": "Shenzhen Bright Motors Co.",
+                     "contact_person": "Zhang Min", "email": "zhang.min@brightmotors.example",
+                     "phone": "+86 755 1234 5678", "language": "zh"},
+        "channel": "phone", "received_at": "2026-11-20T09:30:00+08:00",
+        "category": "product_quality", "severity": "normal",
+        "product": {"code": "HSG-220", "name": "Motor housing 220", "lot": "L2026-11-03",
+                    "order_no": "SO-88123", "delivery_note": "DN-55190"},
+        "quantity_affected": 40,
+        "description": "Housings crack at the mounting boss after the customer's torque test.",
+        "estimated_loss": {"amount": "1250.00", "currency": "CNY"}}]})
+
+    customer: Customer
+    channel: Channel = Field(..., description="P-5.1: how the feedback reached us")
+    received_at: AwareDatetime | None = Field(
+        None, description="When the customer raised it (with a UTC offset); default now; "
+                          "never in the future", examples=["2026-11-20T09:30:00+08:00"])
+    category: Category = Field(..., description="P-5.2 classification")
+    severity: Severity = Field(Severity.NORMAL, description="`major` (P-5.3.5): affects the "
+                               "customer's production or functional safety; escalated at once")
+    product: Product | None = None
+    quantity_affected: int | None = Field(None, ge=0, examples=[40])
+    description: RequiredText = Field(..., examples=[
+        "Housings crack at the mounting boss after the customer's torque test."])
+    estimated_loss: Money | None = None
+
+
+class Reply(BaseModel):
+    text: LongText
+    replied_at: datetime
+    by: str = Field(..., description="Who sent it (user id)")
+
+
+class Satisfaction(BaseModel):
+    satisfied: bool
+    comment: LongText | None = None
+    at: datetime
+
+
+class QualityRecord(BaseModel):
+    """Quality's record for Sales (P-5.3.1), from `complaint.resolution_ready`."""
+
+    round: int
+    cause: LongText
+    defect_code: str
+    outcomes: list[UnitOutcome] = Field(default_factory=list)
+    summary: LongText
+    resolved_at: datetime
+    met_deadline: bool
+
+
+def check_registration(new: NewFeedback, now: datetime, skew: timedelta = timedelta(0)) -> None:
+    """Rules a registration must meet before it takes a register number."""
+    if new.received_at is not None and new.received_at > now + skew:
+        raise Invalid("received_at is in the future: a feedback is registered after it arrives.",
+                      [{"loc": "body.received_at", "msg": "must not be in the future"}])
+    if new.category is Category.SUGGESTION and new.severity is Severity.MAJOR:
+        # P-5.3.5 defines major by its effect on the customer's production or safety:
+        # a suggestion is not a complaint (P-5.2), so it has no severity to escalate.
+        raise Invalid("A suggestion is not a complaint and cannot be major (P-5.2, P-5.3.5).",
+                      [{"loc": "body.severity", "msg": "a suggestion cannot be major"}])
+
+
+class Feedback(Aggregate):
+    """One entry of the Customer Feedback Register."""
+
+    producer: ClassVar[str] = "intake"
+
+    register_no: str = Field(..., examples=["CF-2026-000123"])
+    status: FeedbackStatus = FeedbackStatus.REGISTERED
+    customer: Customer
+    channel: Channel
+    received_at: datetime
+    category: Category
+    severity: Severity = Severity.NORMAL
+    is_complaint: bool
+    product: Product | None = None
+    quantity_affected: int | None = None
+    description: LongText
+    estimated_loss: Money | None = None
+    attachments: list[AttachmentMeta] = Field(default_factory=list)
+    samples: list[ReturnedSample] = Field(default_factory=list)
+    has_form: bool = False
+    form_opened_at: datetime | None = None
+    quality_round: int | None = None
+    quality_due_at: datetime | None = None
+    direct_reply: Reply | None = None
+    quality_record: QualityRecord | None = None
+    customer_reply: Reply | None = None
+    satisfaction: Satisfaction | None = None
+    reopen_count: int = 0
+    withdrawn_reason: LongText | None = None
+    registered_by: str
+    created_at: datetime
+    updated_at: datetime
+    request_fingerprint: str | None = Field(
+        None, description="Hash of the registering request, for the Idempotency-Key check")
+
+    # -- registration ------------------------------------------------------
+    @classmethod
+    def register(cls, *, id: str, register_no: str, new: NewFeedback, actor: Actor,
+                 now: datetime | None = None, skew: timedelta = timedelta(0),
+                 fingerprint: str | None = None) -> "Feedback":
+        """P-F.1: enter it in the register; a major complaint goes to Quality at once."""
+        now = now or utcnow()
+        check_registration(new, now, skew)
+        fb = cls(id=id, register_no=register_no, customer=new.customer, channel=new.channel,
+                 received_at=new.received_at or now, category=new.category,
+                 severity=new.severity, is_complaint=new.category is not Category.SUGGESTION,
+                 product=new.product, quantity_affected=new.quantity_affected,
+                 description=new.description, estimated_loss=new.estimated_loss,
+                 registered_by=actor.sub, created_at=now, updated_at=now,
+                 request_fingerprint=fingerprint)
+        event = fb.emit(FeedbackRegistered(**fb._facts(), is_complaint=fb.is_complaint), actor)
+        fb.log(actor, "registered", new.model_dump(mode="json") | {
+            "register_no": register_no, "received_at": fb.received_at.isoformat(),
+            "status": fb.status.value}, event_id=event.id, at=now)
+        if fb.severity is Severity.MAJOR:  # P-5.3.5: no waiting for Sales to decide
+            fb._open_form(actor, now, "Major complaint (P-5.3.5): escalated at registration.",
+                          causation_id=event.id)
+        return fb
+
+    # -- evidence (P-5.3.1) ------------------------------------------------
+    def add_attachment(self, meta: AttachmentMeta, actor: Actor) -> bool:
+        """Add a photo or document; the same file (sha256) twice is one entry. False: known."""
+        self._require_open("add evidence to")
+        if any(a.sha256 == meta.sha256 for a in self.attachments):
+            return False
+        self.attachments.append(meta)
+        event = self.emit(EvidenceAdded(feedback_id=self.id, register_no=self.register_no,
+                                        attachment=meta), actor)
+        self._changed(actor, "attachment_added", {"attachment": meta.model_dump(mode="json")},
+                      event_id=event.id)
+        return True
+
+    def add_sample(self, sample: ReturnedSample, actor: Actor) -> None:
+        """Note nonconforming samples the customer returned."""
+        self._require_open("add evidence to")
+        self.samples.append(sample)
+        event = self.emit(EvidenceAdded(feedback_id=self.id, register_no=self.register_no,
+                                        sample=sample), actor)
+        self._changed(actor, "sample_added", {"sample": sample.model_dump(mode="json")},
+                      event_id=event.id)
+
+    # -- Sales decides (P-F.2) ---------------------------------------------
+    def reply_directly(self, reply: str, actor: Actor, now: datetime | None = None) -> None:
+        """P-F.2 yes, P-5.3.3: Sales handles it with the customer, no form."""
+        if self.category is Category.PRODUCT_QUALITY:
+            raise Conflict("A product-quality complaint needs a Complaint Handling Form "
+                           "(P-5.3.1): escalate it to Quality instead of replying directly.")
+        self._require(FeedbackStatus.REGISTERED, "reply directly to")
+        now = now or utcnow()
+        self.direct_reply = Reply(text=reply, replied_at=now, by=actor.sub)
+        self.status = FeedbackStatus.REPLIED
+        event = self.emit(RepliedDirectly(feedback_id=self.id, register_no=self.register_no,
+                                          category=self.category, reply=reply), actor)
+        self._changed(actor, "replied_directly", {"status": self.status.value, "reply": reply},
+                      event_id=event.id, now=now)
+
+    def escalate(self, actor: Actor, note: str | None = None,
+                 now: datetime | None = None) -> None:
+        """P-F.2 no, P-5.3.1: open the Complaint Handling Form for Quality (any complaint)."""
+        if not self.is_complaint:
+            # A form starts Quality's 3-day clock and the recurrence count on a *complaint*;
+            # a suggestion (P-5.2) has no defect to analyse: Sales answers it directly.
+            raise Conflict("A suggestion is not a complaint (P-5.2): there is no Complaint "
+                           "Handling Form for it; reply to the customer directly (P-F.2).")
+        self._require(FeedbackStatus.REGISTERED, "escalate")
+        self._open_form(actor, now or utcnow(), note)
+
+    # -- reply and satisfaction (P-F.4) -------------------------------------
+    def reply_to_customer(self, reply: str, actor: Actor, now: datetime | None = None) -> None:
+        """P-F.4: Sales reviewed Quality's record and sends the answer to the customer."""
+        if self.status is not FeedbackStatus.QUALITY_RECORD_READY:
+            raise Conflict(f"Quality's record is not ready for {self.register_no} (status "
+                           f"{self.status.value}): Sales replies once Quality has handed "
+                           "its record back (P-5.3.1, P-F.4).")
+        now = now or utcnow()
+        self.customer_reply = Reply(text=reply, replied_at=now, by=actor.sub)
+        self.status = FeedbackStatus.REPLIED
+        event = self.emit(CustomerReplied(feedback_id=self.id, register_no=self.register_no,
+                                          reply=reply, replied_at=now), actor)
+        self._changed(actor, "customer_replied", {"status": self.status.value, "reply": reply},
+                      event_id=event.id, now=now)
+
+    def record_satisfaction(self, satisfied: bool, comment: str | None, actor: Actor,
+                            now: datetime | None = None) -> None:
+        """P-F.4: satisfied closes (records kept); not satisfied goes back to handling."""
+        self._require(FeedbackStatus.REPLIED, "record the customer's satisfaction for")
+        now = now or utcnow()
+        self.satisfaction = Satisfaction(satisfied=satisfied, comment=comment, at=now)
+        recorded = self.emit(SatisfactionRecorded(
+            feedback_id=self.id, register_no=self.register_no, satisfied=satisfied,
+            comment=comment), actor)
+        if satisfied:
+            self.status = FeedbackStatus.CLOSED
+            follow = self.emit(FeedbackClosed(feedback_id=self.id, register_no=self.register_no,
+                                              closed_at=now, had_form=self.has_form),
+                               actor, causation_id=recorded.id)
+        else:
+            self.reopen_count += 1
+            # With a form the case goes back to Quality; without, Sales handles it again.
+            self.status = (FeedbackStatus.WITH_QUALITY if self.has_form
+                           else FeedbackStatus.REGISTERED)
+            follow = self.emit(ComplaintReopened(
+                feedback_id=self.id, register_no=self.register_no, comment=comment,
+                reopen_count=self.reopen_count, had_form=self.has_form),
+                actor, causation_id=recorded.id)
+        self._changed(actor, "closed" if satisfied else "reopened", {
+            "satisfied": satisfied, "comment": comment, "status": self.status.value,
+            "reopen_count": self.reopen_count}, note=comment, event_id=follow.id, now=now)
+
+    # -- records control (P-5.4.2) -------------------------------------------
+    def withdraw(self, reason: str, actor: Actor, now: datetime | None = None) -> None:
+        """Nothing is deleted: a record registered in error is withdrawn with a reason."""
+        if self.status is FeedbackStatus.CLOSED:
+            raise Conflict(f"{self.register_no} is closed; a closed record is kept as it is "
+                           "(P-5.4.2) and cannot be withdrawn.")
+        if self.status is FeedbackStatus.WITHDRAWN:
+            raise Conflict(f"{self.register_no} is already withdrawn.")
+        self.status = FeedbackStatus.WITHDRAWN
+        self.withdrawn_reason = reason
+        event = self.emit(FeedbackWithdrawn(feedback_id=self.id, register_no=self.register_no,
+                                            reason=reason), actor)
+        self._changed(actor, "withdrawn", {"status": self.status.value, "reason": reason},
+                      note=reason, event_id=event.id, now=now)
+
+    # -- Quality's events -----------------------------------------------------
+    def quality_accepted(self, payload: ComplaintAccepted, event: Envelope) -> None:
+        """P-F.5: Quality received the form; show its due time on the record."""
+        if self.quality_round is not None and payload.round < self.quality_round:
+            return  # an older round's acceptance arriving late changes nothing
+        self.quality_round = payload.round
+        self.quality_due_at = payload.due_at
+        self._changed(event.actor, "quality_accepted", {
+            "round": payload.round, "quality_due_at": payload.due_at.isoformat()},
+            event_id=event.id)
+
+    def quality_record_ready(self, payload: ResolutionReady, event: Envelope) -> None:
+        """P-5.3.1: Quality's record is with Sales; only for the case that is with Quality."""
+        if self.status is not FeedbackStatus.WITH_QUALITY:
+            return  # a duplicate, or the record was withdrawn meanwhile
+        if self.quality_record is not None and payload.round <= self.quality_record.round:
+            return  # a stale round (before the latest reopen) changes nothing
+        self.quality_record = QualityRecord(
+            round=payload.round, cause=payload.cause, defect_code=payload.defect_code,
+            outcomes=list(payload.outcomes), summary=payload.summary,
+            resolved_at=payload.resolved_at, met_deadline=payload.met_deadline)
+        self.status = FeedbackStatus.QUALITY_RECORD_READY
+        self._changed(event.actor, "quality_record_received", {
+            "status": self.status.value, "round": payload.round,
+            "defect_code": payload.defect_code, "met_deadline": payload.met_deadline},
+            event_id=event.id)
+
+    # -- helpers ----------------------------------------------------------------
+    def _open_form(self, actor: Actor, now: datetime, note: str | None,
+                   causation_id: str | None = None) -> None:
+        self.status = FeedbackStatus.WITH_QUALITY
+        self.has_form = True
+        self.form_opened_at = now
+        event = self.emit(ComplaintEscalated(**self._facts(), attachments=list(self.attachments),
+                                             samples=list(self.samples), note=note),
+                          actor, causation_id=causation_id)
+        self._changed(actor, "escalated", {"status": self.status.value, "has_form": True,
+                                           "form_opened_at": now.isoformat()},
+                      note=note, event_id=event.id, now=now)
+
+    def _facts(self) -> dict[str, Any]:
+        return dict(feedback_id=self.id, register_no=self.register_no, customer=self.customer,
+                    channel=self.channel, received_at=self.received_at, category=self.category,
+                    severity=self.severity, product=self.product,
+                    quantity_affected=self.quantity_affected, description=self.description,
+                    estimated_loss=self.estimated_loss)
+
+    def _require(self, status: FeedbackStatus, action: str) -> None:
+        if self.status is not status:
+            raise Conflict(f"Cannot {action} {self.register_no}: it is {self.status.value}, "
+                           f"and this needs status {status.value}.")
+
+    def _require_open(self, action: str) -> None:
+        if self.status in (FeedbackStatus.CLOSED, FeedbackStatus.WITHDRAWN):
+            raise Conflict(f"Cannot {action} {self.register_no}: it is {self.status.value}; "
+                           "its records are kept as they are (P-5.4.2).")
+
+    def _changed(self, actor: Actor, action: str, changes: dict[str, Any], *,
+                 note: str | None = None, event_id: str | None = None,
+                 now: datetime | None = None) -> None:
+        now = now or utcnow()
+        self.updated_at = now
+        self.log(actor, action, changes, note=note, event_id=event_id, at=now)
+

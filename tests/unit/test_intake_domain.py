@@ -1,0 +1,190 @@
+"""The Customer Feedback Register's rules, on the pure `Feedback` aggregate."""
+
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+
+from services.intake.domain import Feedback, FeedbackStatus, NewFeedback
+from shared.contracts import ComplaintAccepted, ResolutionReady
+from shared.errors import Conflict, Invalid
+from shared.events import Actor, make_event
+from shared.vocabulary import AttachmentMeta, ReturnedSample
+
+SALES = Actor(sub="wang.fang", roles=("sales",))
+QUALITY = Actor(sub="li.wei", roles=("quality",))
+NOW = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+
+
+def new(**kw) -> NewFeedback:
+    data = {"customer": {"id": "C-1001", "name": "Bright Motors"}, "channel": "phone",
+            "category": "product_quality", "description": "Housings crack at the boss.",
+            "estimated_loss": {"amount": "1250.00", "currency": "CNY"}} | kw
+    return NewFeedback.model_validate(data)
+
+
+def register(**kw) -> Feedback:
+    return Feedback.register(id="f-1", register_no="CF-2026-000001", new=new(**kw), actor=SALES,
+                             now=NOW)
+
+
+def types(fb: Feedback) -> list[str]:
+    return [e.type for e in fb.pending_events]
+
+
+def resolution(round_: int = 1) -> ResolutionReady:
+    return ResolutionReady(feedback_id="f-1", register_no="CF-2026-000001", round=round_,
+                           cause="Worn die", defect_code="D03", outcomes=[], summary="Die replaced",
+                           received_at=NOW, resolved_at=NOW + timedelta(days=1),
+                           due_at=NOW + timedelta(days=3), met_deadline=True)
+
+
+def quality_ready(fb: Feedback, round_: int = 1) -> None:
+    payload = resolution(round_)
+    event = make_event(payload, producer="quality", correlation_id=fb.id, actor=QUALITY)
+    fb.quality_record_ready(payload, event)
+
+
+def test_p_f_1_registration_emits_registered_and_logs_who():
+    fb = register()
+    assert fb.status is FeedbackStatus.REGISTERED and fb.received_at == NOW
+    assert types(fb) == ["feedback.registered"]
+    assert fb.pending_events[0].correlation_id == "f-1"
+    assert fb.history[0].actor.sub == "wang.fang" and fb.history[0].action == "registered"
+    assert fb.registered_by == "wang.fang"
+
+
+def test_p_5_2_suggestion_is_not_a_complaint_and_cannot_be_major():
+    assert register(category="suggestion").is_complaint is False
+    assert register(category="delivery").is_complaint is True
+    with pytest.raises(Invalid, match="suggestion"):
+        register(category="suggestion", severity="major")
+
+
+def test_received_at_in_the_future_is_invalid():
+    with pytest.raises(Invalid) as err:
+        register(received_at=(NOW + timedelta(hours=1)).isoformat())
+    assert err.value.details[0]["loc"] == "body.received_at"
+
+
+def test_p_5_3_5_major_is_escalated_in_the_same_change():
+    fb = register(severity="major")
+    assert fb.status is FeedbackStatus.WITH_QUALITY and fb.has_form
+    assert types(fb) == ["feedback.registered", "complaint.escalated"]
+    assert fb.pending_events[1].causation_id == fb.pending_events[0].id
+
+
+def test_p_5_3_3_direct_reply_for_delivery_but_not_for_product_quality():
+    fb = register(category="delivery")
+    fb.reply_directly("Ships Friday", SALES)
+    assert fb.status is FeedbackStatus.REPLIED and fb.direct_reply.text == "Ships Friday"
+    with pytest.raises(Conflict, match="Complaint Handling Form"):
+        register().reply_directly("Sorry", SALES)
+
+
+def test_p_f_2_escalate_only_from_registered_and_never_a_suggestion():
+    fb = register(category="delivery")
+    fb.escalate(SALES, "please look")
+    assert fb.status is FeedbackStatus.WITH_QUALITY and fb.form_opened_at is not None
+    with pytest.raises(Conflict, match="registered"):
+        fb.escalate(SALES)
+    with pytest.raises(Conflict, match="suggestion"):
+        register(category="suggestion").escalate(SALES)
+
+
+def test_p_5_3_1_escalation_carries_the_evidence():
+    fb = register()
+    meta = AttachmentMeta(sha256="a" * 64, filename="crack.jpg", content_type="image/jpeg",
+                          size=10, uploaded_by="wang.fang", uploaded_at=NOW)
+    assert fb.add_attachment(meta, SALES) is True
+    assert fb.add_attachment(meta, SALES) is False  # same file: one entry, no event
+    fb.add_sample(ReturnedSample(quantity=3, received_on=date(2026, 11, 21), location="QA B3"),
+                  SALES)
+    fb.escalate(SALES)
+    escalated = fb.pending_events[-1]
+    assert escalated.type == "complaint.escalated"
+    assert len(escalated.payload["attachments"]) == 1 and len(escalated.payload["samples"]) == 1
+    assert types(fb).count("feedback.evidence_added") == 2
+
+
+def test_p_f_4_reply_needs_quality_record_and_stale_rounds_change_nothing():
+    fb = register()
+    with pytest.raises(Conflict, match="Quality's record is not ready"):
+        fb.reply_to_customer("Here is our analysis", SALES)
+    quality_ready(fb)  # not with Quality yet: ignored
+    assert fb.status is FeedbackStatus.REGISTERED and fb.quality_record is None
+    fb.escalate(SALES)
+    quality_ready(fb)
+    assert fb.status is FeedbackStatus.QUALITY_RECORD_READY and fb.quality_record.round == 1
+    fb.reply_to_customer("Here is our analysis", SALES)
+    assert fb.status is FeedbackStatus.REPLIED
+
+
+def test_p_f_4_satisfied_closes():
+    fb = register(category="delivery")
+    fb.reply_directly("Ships Friday", SALES)
+    fb.record_satisfaction(True, None, SALES)
+    assert fb.status is FeedbackStatus.CLOSED
+    assert types(fb)[-2:] == ["feedback.satisfaction_recorded", "feedback.closed"]
+    assert fb.pending_events[-1].payload["had_form"] is False
+    with pytest.raises(Conflict):
+        fb.record_satisfaction(False, "changed my mind", SALES)
+
+
+def test_p_f_4_not_satisfied_reopens_to_whoever_handled_it():
+    direct = register(category="delivery")
+    direct.reply_directly("Ships Friday", SALES)
+    direct.record_satisfaction(False, "Still late", SALES)
+    assert direct.status is FeedbackStatus.REGISTERED and direct.reopen_count == 1
+
+    fb = register()
+    fb.escalate(SALES)
+    quality_ready(fb, 1)
+    fb.reply_to_customer("Die replaced", SALES)
+    fb.record_satisfaction(False, "Cracks again", SALES)
+    assert fb.status is FeedbackStatus.WITH_QUALITY and fb.reopen_count == 1
+    reopened = fb.pending_events[-1]
+    assert reopened.type == "complaint.reopened"
+    assert reopened.payload["had_form"] is True and reopened.payload["reopen_count"] == 1
+    quality_ready(fb, 1)  # the old round again: changes nothing
+    assert fb.status is FeedbackStatus.WITH_QUALITY
+    quality_ready(fb, 2)
+    assert fb.status is FeedbackStatus.QUALITY_RECORD_READY and fb.quality_record.round == 2
+
+
+def test_p_f_5_acceptance_shows_due_time_and_ignores_older_rounds():
+    fb = register()
+    fb.escalate(SALES)
+    for round_, due in ((2, NOW + timedelta(days=5)), (1, NOW + timedelta(days=3))):
+        payload = ComplaintAccepted(feedback_id="f-1", register_no="CF-2026-000001",
+                                    round=round_, received_at=NOW, due_at=due,
+                                    at_risk_at=due - timedelta(days=1), severity="normal")
+        fb.quality_accepted(payload, make_event(payload, producer="quality",
+                                                correlation_id="f-1", actor=QUALITY))
+    assert fb.quality_round == 2 and fb.quality_due_at == NOW + timedelta(days=5)
+
+
+def test_p_5_4_2_withdraw_keeps_the_record_but_not_once_closed():
+    fb = register()
+    fb.withdraw("Registered twice", SALES)
+    assert fb.status is FeedbackStatus.WITHDRAWN and fb.withdrawn_reason == "Registered twice"
+    assert [h.action for h in fb.history] == ["registered", "withdrawn"]
+    with pytest.raises(Conflict, match="already withdrawn"):
+        fb.withdraw("again", SALES)
+    with pytest.raises(Conflict, match="withdrawn"):
+        fb.add_sample(ReturnedSample(quantity=1, received_on=date(2026, 11, 21), location="B3"),
+                      SALES)
+    closed = register(category="delivery")
+    closed.reply_directly("Ships Friday", SALES)
+    closed.record_satisfaction(True, None, SALES)
+    with pytest.raises(Conflict, match="closed"):
+        closed.withdraw("oops", SALES)
+
+
+def test_document_is_storable_and_round_trips():
+    fb = register()
+    fb.add_sample(ReturnedSample(quantity=2, received_on=date(2026, 11, 21), location="B3"), SALES)
+    doc = fb.to_document()
+    assert doc["estimated_loss"]["amount"] == "1250.00"  # no Decimal in BSON
+    assert doc["samples"][0]["received_on"] == "2026-11-21"  # no date in BSON
+    again = Feedback.model_validate(doc)
+    assert again.estimated_loss == fb.estimated_loss and again.samples == fb.samples
