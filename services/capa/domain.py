@@ -13,7 +13,6 @@ raise `Conflict`/`Forbidden`/`NotFound`, log history and emit events.
 """
 
 from datetime import date, datetime
-from decimal import Decimal
 from enum import StrEnum
 from typing import Any, ClassVar
 

@@ -15,8 +15,7 @@ document update.
     any status but closed ──withdraw──▶ withdrawn
 """
 
-from datetime import date, datetime, timedelta
-from decimal import Decimal
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar
 

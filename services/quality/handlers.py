@@ -1,0 +1,162 @@
+"""Events Quality reacts to. Every handler is idempotent: the effect and the event id
+are written in one document update (`repo.apply_event`) or the id is deterministic.
+
+Recurrence counting (P-5.3.4) consumes Quality's own `complaint.responsibility_assigned`,
+so assigning responsibility writes one document and the kinds follow from the event,
+one idempotent update each: a crash in between only means a redelivery.
+"""
+
+import logging
+from collections.abc import Callable
+
+from services.quality.clock import now_ms
+from services.quality.domain import Case, kinds_of
+from services.quality.recurrence import Kind, KindEntry, parse_kind
+from services.quality.settings import Settings
+from services.quality.sla import policy_of
+from shared.contracts import (ActionCompleted, CapaClosed, CapaOpened, ComplaintEscalated,
+                              ComplaintReopened, CountermeasuresProposed, EvidenceAdded,
+                              FeedbackClosed, FeedbackWithdrawn, ResponsibilityAssigned)
+from shared.events import Envelope
+from shared.service import Service
+from shared.store import AlreadyExists, Repository
+
+log = logging.getLogger("qms.quality")
+
+
+class CaseNotYetKnown(Exception):
+    """An event about a case that is not here (yet): retried, then dead-lettered."""
+
+
+def register(service: Service, settings: Settings) -> None:
+    policy = policy_of(settings)
+    heads = settings.heads_to_summon()
+
+    def cases() -> Repository[Case]:
+        return service.repo("cases")
+
+    def kinds() -> Repository[Kind]:
+        return service.repo("kinds")
+
+    async def on_case(feedback_id: str, event: Envelope, apply: Callable[[Case], None],
+                      *, required: bool) -> Case | None:
+        case = await cases().apply_event(feedback_id, event, apply)
+        if case is None and required:
+            raise CaseNotYetKnown(f"no case for feedback {feedback_id} ({event.type})")
+        return case
+
+    # -- from Sales ----------------------------------------------------------------
+    @service.consumer.on("complaint.escalated")
+    async def form_arrived(event: Envelope, form: ComplaintEscalated) -> None:
+        case = Case.receive(form, event_id=event.id, actor=event.actor, now=now_ms(),
+                            policy=policy, heads=heads)
+        try:
+            await cases().add(case)
+        except AlreadyExists:
+            log.info("form %s already received; event %s ignored", form.register_no, event.id)
+
+    @service.consumer.on("feedback.evidence_added")
+    async def evidence_added(event: Envelope, p: EvidenceAdded) -> None:
+        # Evidence on a feedback without a form is Sales' business only.
+        await on_case(p.feedback_id, event,
+                      lambda c: c.add_evidence(p, actor=event.actor, event_id=event.id),
+                      required=False)
+
+    @service.consumer.on("complaint.reopened")
+    async def reopened(event: Envelope, p: ComplaintReopened) -> None:
+        if not p.had_form:
+            return  # back to Sales, not to Quality
+        await on_case(p.feedback_id, event,
+                      lambda c: c.reopen(p, actor=event.actor, now=now_ms(), policy=policy,
+                                         event_id=event.id), required=True)
+
+    @service.consumer.on("feedback.closed")
+    async def closed(event: Envelope, p: FeedbackClosed) -> None:
+        if not p.had_form:
+            return
+        await on_case(p.feedback_id, event,
+                      lambda c: c.close(p, actor=event.actor, event_id=event.id), required=True)
+
+    @service.consumer.on("feedback.withdrawn")
+    async def withdrawn(event: Envelope, p: FeedbackWithdrawn) -> None:
+        await on_case(p.feedback_id, event,
+                      lambda c: c.withdraw(p, actor=event.actor, now=now_ms(),
+                                           event_id=event.id), required=False)
+
+    # -- from the responsible units (capa) ------------------------------------------------
+    @service.consumer.on("action.countermeasures_proposed")
+    async def proposed(event: Envelope, p: CountermeasuresProposed) -> None:
+        await on_case(p.feedback_id, event,
+                      lambda c: c.record_proposal(p, actor=event.actor, now=now_ms(),
+                                                  event_id=event.id), required=True)
+
+    @service.consumer.on("action.completed")
+    async def completed(event: Envelope, p: ActionCompleted) -> None:
+        await on_case(p.feedback_id, event,
+                      lambda c: c.record_completion(p, actor=event.actor, event_id=event.id),
+                      required=True)
+
+    # -- recurrence (P-5.3.4) ------------------------------------------------------------
+    async def on_kind(key: str, event: Envelope, apply: Callable[[Kind], None],
+                      *, create: bool) -> Kind | None:
+        kind = await kinds().apply_event(key, event, apply)
+        if kind is not None or not create:
+            return kind
+        new = Kind.new(key)
+        apply(new)
+        new.mark_applied(event.id)
+        try:
+            return await kinds().add(new)
+        except AlreadyExists:  # created by a concurrent event meanwhile
+            return await kinds().apply_event(key, event, apply)
+
+    @service.consumer.on("complaint.responsibility_assigned")
+    async def count_kinds(event: Envelope, p: ResponsibilityAssigned) -> None:
+        now = now_ms()
+        entry = KindEntry(feedback_id=p.feedback_id, register_no=p.register_no, round=p.round,
+                          customer_id=p.customer_id, product_code=p.product_code, counted_at=now)
+        covered: tuple[str, set[str]] | None = None
+        for key in kinds_of(p.customer_id, p.product_code, p.defect_code):
+            def count(kind: Kind, cover: tuple[str, set[str]] | None = covered) -> None:
+                kind.count_complaint(entry, threshold=settings.recurrence_count, now=now,
+                                     causation_id=event.id, covered=cover)
+            kind = await on_kind(key, event, count, create=True)
+            if kind is not None and kind.detected_ids and covered is None:
+                covered = (key, kind.detected_ids)
+
+    @service.consumer.on("capa.opened")
+    async def capa_opened(event: Envelope, p: CapaOpened) -> None:
+        now = now_ms()
+        keys: set[str] = {p.kind} if p.kind and _is_kind(p.kind) else set()
+        for feedback_id in p.feedback_ids:
+            case = await on_case(feedback_id, event,
+                                 lambda c: c.link_capa(p, actor=event.actor, now=now,
+                                                       event_id=event.id), required=False)
+            if case is not None:
+                keys.update(case.kinds)  # the CAPA covers every kind its complaints count in
+        for key in sorted(keys):
+            await on_kind(key, event, lambda k: k.capa_opened(p.capa_id, p.number,
+                                                              actor=event.actor, now=now),
+                          create=True)
+
+    @service.consumer.on("capa.closed")
+    async def capa_closed(event: Envelope, p: CapaClosed) -> None:
+        linked = await kinds().collection.find({"capa_ids": p.capa_id}, {"_id": 1}) \
+            .to_list(None)
+        for key in sorted({d["_id"] for d in linked}):
+            await on_kind(key, event, lambda k: k.capa_closed(p.capa_id, actor=event.actor,
+                                                              closed_at=p.closed_at),
+                          create=False)
+        for feedback_id in p.feedback_ids:
+            await on_case(feedback_id, event,
+                          lambda c: c.capa_closed(p, actor=event.actor, event_id=event.id),
+                          required=False)
+
+
+def _is_kind(key: str) -> bool:
+    try:
+        parse_kind(key)
+    except ValueError:
+        log.warning("capa names kind %r, which is not a complaint kind; not tracked", key)
+        return False
+    return True
