@@ -98,7 +98,7 @@ class Service:
         await self.broker.connect()
         await self.topology.declare(self.broker,
                                     self.consumer.routing_keys + self.extra_bindings)
-        if self.consumer.handlers or self.extra_bindings:
+        if self.consumer.handlers or self.consumer.any_handler or self.extra_bindings:
             self.consumer.subscribe()
         await self.broker.start()
         self.relay.start()

@@ -44,6 +44,8 @@ class System:
             "QMS_MAX_ATTEMPTS": "3",
             "QMS_RELAY_INTERVAL_S": "0.3",
             "QMS_INTAKE_ATTACHMENT_DIR": str(ROOT / "var" / "test-attachments" / namespace),
+            "QMS_NOTIFY_ATTACHMENT_DIR": str(ROOT / "var" / "test-attachments" / namespace),
+            "QMS_NOTIFY_INBOUND_PORT": str(free_port()),
             "PYTHONUNBUFFERED": "1",
         } | (env or {})
         self.procs: dict[str, subprocess.Popen] = {}

@@ -1,0 +1,153 @@
+"""Channel plugins: every way notify reaches someone, behind one interface.
+
+A channel makes one attempt to deliver one notification and says how it went:
+it returns `Delivered`, or raises `DeliveryFailed` (transient: retried with
+backoff; `permanent`: parked at once). Retries, records and metrics are the
+dispatcher's business, so a new channel (SMS, WeCom…) is one small class.
+"""
+
+import hashlib
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import format_datetime, formataddr, parseaddr
+
+import aiosmtplib
+import httpx
+
+from services.notify.domain import ChannelName, Notification, Subscription, webhook_signature
+from services.notify.settings import Settings, SmtpSecurity
+from shared.events import utcnow
+
+
+@dataclass(frozen=True)
+class Delivered:
+    detail: str | None = None
+    status_code: int | None = None
+
+
+class DeliveryFailed(Exception):
+    def __init__(self, message: str, *, permanent: bool = False, status_code: int | None = None):
+        super().__init__(message)
+        self.permanent = permanent
+        self.status_code = status_code
+
+
+class Channel(ABC):
+    name: ChannelName
+
+    @abstractmethod
+    async def send(self, notification: Notification) -> Delivered:
+        """One attempt. Raise DeliveryFailed when it did not get through."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections at shutdown."""
+
+
+# ---------------------------------------------------------------- e-mail
+
+
+class EmailChannel(Channel):
+    """SMTP through aiosmtplib: plain, STARTTLS or implicit TLS, optional login."""
+
+    name = ChannelName.EMAIL
+
+    def __init__(self, settings: Settings):
+        self.s = settings
+        self.from_name, self.from_address = parseaddr(settings.mail_from)
+        self.domain = self.from_address.rsplit("@", 1)[-1] or "qms.local"
+
+    def message(self, n: Notification) -> EmailMessage:
+        msg = EmailMessage()
+        msg["From"] = formataddr((self.from_name, self.from_address))
+        msg["To"] = formataddr((n.recipient_name or "", n.recipient))
+        msg["Subject"] = n.subject or ""
+        msg["Date"] = format_datetime(utcnow())
+        # Stable per notification: a resend after a crash is recognisable as the same mail.
+        digest = hashlib.sha256(n.id.encode()).hexdigest()[:32]
+        msg["Message-ID"] = f"<{digest}@{self.domain}>"
+        msg["X-QMS-Event-Id"] = n.event_id
+        msg["X-QMS-Event-Type"] = n.event_type
+        msg["X-QMS-Notification-Id"] = n.id
+        if n.register_no:
+            msg["X-QMS-Register-No"] = n.register_no
+        if n.purpose == "customer_reply":
+            msg["Reply-To"] = self.s.complaints_mailbox  # answers come back to the register
+        else:
+            msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: no auto-replies to us
+        msg.set_content(n.body, charset="utf-8")
+        if n.language:  # after set_content, which replaces every Content-* header
+            msg["Content-Language"] = n.language.value
+        return msg
+
+    async def send(self, n: Notification) -> Delivered:
+        s = self.s
+        try:
+            errors, answer = await aiosmtplib.send(
+                self.message(n), sender=self.from_address, recipients=[n.recipient],
+                hostname=s.smtp_host, port=s.smtp_port, username=s.smtp_username,
+                password=s.smtp_password.get_secret_value() if s.smtp_password else None,
+                use_tls=s.smtp_security == SmtpSecurity.TLS,
+                start_tls=s.smtp_security == SmtpSecurity.STARTTLS,
+                validate_certs=s.smtp_validate_certs, timeout=s.smtp_timeout_s)
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            codes = [r.code for r in exc.recipients]
+            raise DeliveryFailed(f"recipient refused: {exc}", status_code=codes[0] if codes
+                                 else None, permanent=all(c >= 500 for c in codes)) from exc
+        except aiosmtplib.SMTPResponseException as exc:
+            raise DeliveryFailed(f"SMTP {exc.code}: {exc.message}", status_code=exc.code) from exc
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            raise DeliveryFailed(f"SMTP server {s.smtp_host}:{s.smtp_port} unreachable: "
+                                 f"{type(exc).__name__}: {exc}") from exc
+        if errors:
+            refused = "; ".join(f"{k}: {v.code} {v.message}" for k, v in errors.items())
+            raise DeliveryFailed(f"recipient refused: {refused}", permanent=True)
+        return Delivered(detail=answer[:300])
+
+
+# ---------------------------------------------------------------- webhooks
+
+
+SubscriptionLookup = Callable[[str], Awaitable[Subscription | None]]
+
+
+class WebhookChannel(Channel):
+    """POSTs the event envelope, signed: HMAC-SHA256 over `<timestamp>.<body>`."""
+
+    name = ChannelName.WEBHOOK
+
+    def __init__(self, lookup: SubscriptionLookup, timeout_s: float):
+        self.lookup = lookup
+        self.client = httpx.AsyncClient(timeout=timeout_s, follow_redirects=False,
+                                        headers={"User-Agent": "qms-notify/1.0"})
+
+    async def send(self, n: Notification) -> Delivered:
+        sub = await self.lookup(n.recipient)
+        if sub is None:
+            raise DeliveryFailed(f"subscription {n.recipient} does not exist", permanent=True)
+        if not sub.active:
+            raise DeliveryFailed(f"subscription {sub.name!r} is inactive", permanent=True)
+        body = n.body.encode()
+        timestamp = str(int(time.time()))
+        headers = {
+            "Content-Type": "application/json",
+            "X-QMS-Timestamp": timestamp,
+            "X-QMS-Signature": webhook_signature(sub.secret, timestamp, body),
+            "X-QMS-Event-Id": n.event_id,
+            "X-QMS-Event-Type": n.event_type,
+            "X-QMS-Delivery-Id": n.id,
+        }
+        try:
+            response = await self.client.post(sub.url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            raise DeliveryFailed(f"{type(exc).__name__}: {exc or 'no answer'}") from exc
+        if 200 <= response.status_code < 300:
+            return Delivered(detail=f"HTTP {response.status_code}",
+                             status_code=response.status_code)
+        raise DeliveryFailed(f"HTTP {response.status_code}: {response.text[:200]}",
+                             status_code=response.status_code)
+
+    async def close(self) -> None:
+        await self.client.aclose()

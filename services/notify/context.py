@@ -1,0 +1,134 @@
+"""What notify's handlers, API and loops share: repositories, channels, the dispatcher.
+
+Created in `app.build` (nothing connects then); `start()` runs in the service's
+lifespan once the database is there: indexes, the directory seed, the channels.
+"""
+
+import asyncio
+import logging
+
+from services.notify.channels import Channel, EmailChannel, WebhookChannel
+from services.notify.dispatcher import Dispatcher
+from services.notify.domain import (SYSTEM, CaseView, ChannelName, CustomerEntry,
+                                    DirectoryEntry, InboundMail, Notification, RetryPolicy,
+                                    Subscription)
+from services.notify.metrics import NotifyMetrics
+from services.notify.settings import Settings
+from services.notify.templates import Renderer
+from shared.service import Service
+from shared.store import AlreadyExists, Repository
+
+log = logging.getLogger("qms.notify")
+
+NOTIFICATIONS = "notifications"
+SUBSCRIPTIONS = "webhook_subscriptions"
+DIRECTORY = "directory"
+CUSTOMERS = "customers"
+MAIL = "inbound_mail"
+CASES = "cases"
+META = "meta"
+SEEDED = "directory_seeded"
+
+
+class Notify:
+    def __init__(self, service: Service, settings: Settings):
+        self.service = service
+        self.settings = settings
+        self.metrics = NotifyMetrics(service.registry)
+        self.renderer = Renderer(settings.display_timezone)
+        self.ready = asyncio.Event()
+        self.channels: dict[ChannelName, Channel] = {}
+        self._dispatcher: Dispatcher | None = None
+        for name, model in ((NOTIFICATIONS, Notification), (SUBSCRIPTIONS, Subscription),
+                            (DIRECTORY, DirectoryEntry), (CUSTOMERS, CustomerEntry),
+                            (MAIL, InboundMail), (CASES, CaseView)):
+            service.collection(name, model)
+
+    # -- repositories (they exist once the service has started) -------------
+    @property
+    def notifications(self) -> Repository[Notification]:
+        return self.service.repo(NOTIFICATIONS)
+
+    @property
+    def subscriptions(self) -> Repository[Subscription]:
+        return self.service.repo(SUBSCRIPTIONS)
+
+    @property
+    def directory(self) -> Repository[DirectoryEntry]:
+        return self.service.repo(DIRECTORY)
+
+    @property
+    def customers(self) -> Repository[CustomerEntry]:
+        return self.service.repo(CUSTOMERS)
+
+    @property
+    def mail(self) -> Repository[InboundMail]:
+        return self.service.repo(MAIL)
+
+    @property
+    def cases(self) -> Repository[CaseView]:
+        return self.service.repo(CASES)
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        assert self._dispatcher is not None, "notify has not started"
+        return self._dispatcher
+
+    def policies(self) -> dict[ChannelName, RetryPolicy]:
+        s = self.settings
+        return {
+            ChannelName.EMAIL: RetryPolicy(s.email_max_attempts, s.email_backoff_base_s,
+                                           s.email_backoff_max_s),
+            ChannelName.WEBHOOK: RetryPolicy(s.webhook_max_attempts, s.webhook_backoff_base_s,
+                                             s.webhook_backoff_max_s),
+        }
+
+    # -- lifecycle -----------------------------------------------------------
+    async def start(self) -> None:
+        await self._indexes()
+        await self._seed_directory()
+        s = self.settings
+        self.channels = {
+            ChannelName.EMAIL: EmailChannel(s),
+            ChannelName.WEBHOOK: WebhookChannel(self.subscriptions.get, s.webhook_timeout_s),
+        }
+        self._dispatcher = Dispatcher(self.notifications, self.channels, self.policies(),
+                                      self.metrics, interval_s=s.dispatch_interval_s,
+                                      batch=s.dispatch_batch, concurrency=s.dispatch_concurrency,
+                                      lease_s=s.dispatch_lease_s)
+        self._dispatcher.start()
+        self.ready.set()
+
+    async def stop(self) -> None:
+        if self._dispatcher is not None:
+            await self._dispatcher.stop()
+        for channel in self.channels.values():
+            await channel.close()
+
+    async def _indexes(self) -> None:
+        n = self.notifications.collection
+        await n.create_index([("status", 1), ("next_attempt_at", 1)])
+        for field in ("feedback_id", "event_id", "recipient", "created_at"):
+            await n.create_index(field)
+        await self.directory.collection.create_index("groups")
+        await self.customers.collection.create_index("emails")
+        await self.customers.collection.create_index("domains")
+        for field in ("received_at", "customer.id", "malformed", "register_no"):
+            await self.mail.collection.create_index(field)
+
+    async def _seed_directory(self) -> None:
+        """At first start only: later edits through the API are never overwritten."""
+        meta = self.service.db[META]
+        if await meta.find_one({"_id": SEEDED}):
+            return
+        for seed in self.settings.directory_seed:
+            entry = DirectoryEntry.create(email=seed.email, name=seed.name,
+                                          language=seed.language, groups=seed.groups,
+                                          actor=SYSTEM)
+            try:
+                await self.directory.add(entry)
+            except AlreadyExists:
+                pass
+        await meta.update_one({"_id": SEEDED}, {"$set": {"entries": len(
+            self.settings.directory_seed)}}, upsert=True)
+        log.info("directory seeded with %d entries", len(self.settings.directory_seed))

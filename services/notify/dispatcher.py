@@ -1,0 +1,158 @@
+"""The delivery loop: sends what is due, records each attempt, backs off, parks.
+
+All delivery state is in the `notifications` collection, so the loop picks up
+after a restart exactly where it was (an attempt cut off by a crash is due again
+once its lease expires). Handlers only insert notifications and `wake()` the loop.
+"""
+
+import asyncio
+import logging
+import time
+from datetime import timedelta
+
+from services.notify.channels import Channel, Delivered, DeliveryFailed
+from services.notify.domain import ChannelName, Notification, NotificationStatus, RetryPolicy
+from services.notify.metrics import NotifyMetrics
+from shared.events import utcnow
+from shared.store import Repository
+
+log = logging.getLogger("qms.notify.dispatcher")
+PARKED_GAUGE_EVERY_S = 5.0
+
+
+class Dispatcher:
+    def __init__(self, repo: Repository[Notification], channels: dict[ChannelName, Channel],
+                 policies: dict[ChannelName, RetryPolicy], metrics: NotifyMetrics, *,
+                 interval_s: float, batch: int, concurrency: int, lease_s: float):
+        self.repo = repo
+        self.channels = channels
+        self.policies = policies
+        self.metrics = metrics
+        self.interval_s = interval_s
+        self.batch = batch
+        self.lease = timedelta(seconds=lease_s)
+        self._slots = asyncio.Semaphore(concurrency)
+        self._wake = asyncio.Event()
+        self._gauge_at = 0.0
+        self._stopping = False
+        self._task: asyncio.Task | None = None
+
+    def wake(self) -> None:
+        """New notifications (or a manual retry): look now, not at the next tick."""
+        self._gauge_at = 0.0
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run(), name="notify-dispatcher")
+
+    async def stop(self, grace_s: float = 15.0) -> None:
+        """Let attempts in flight finish and be recorded, then stop (cancel after the grace)."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout=grace_s)
+        except TimeoutError:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def run(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            full = False
+            try:
+                full = await self.sweep()
+                await self._update_parked_gauge()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the loop must outlive a database hiccup
+                log.error("delivery sweep failed: %s", exc)
+            if full or self._stopping:
+                continue  # more is due right now (or leave the loop)
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.interval_s)
+            except TimeoutError:
+                pass
+
+    async def sweep(self) -> bool:
+        """Attempt everything due now; True when the batch was full."""
+        due = await self.repo.collection.find(
+            {"status": NotificationStatus.PENDING.value, "next_attempt_at": {"$lte": utcnow()}},
+            projection={"_id": 1}).sort("next_attempt_at", 1).limit(self.batch).to_list(None)
+        await asyncio.gather(*(self._bounded(doc["_id"]) for doc in due))
+        return len(due) >= self.batch
+
+    async def _bounded(self, notification_id: str) -> None:
+        async with self._slots:
+            try:
+                await self.attempt(notification_id)
+            except Exception as exc:  # noqa: BLE001 - one bad record must not stop the rest
+                log.error("attempt of %s failed unexpectedly: %s", notification_id, exc,
+                          exc_info=exc)
+
+    async def attempt(self, notification_id: str) -> None:
+        n = await self._claim(notification_id)
+        if n is None:
+            return
+        channel = self.channels[n.channel]
+        started = time.perf_counter()
+        outcome: Delivered | DeliveryFailed
+        try:
+            outcome = await channel.send(n)
+        except DeliveryFailed as exc:
+            outcome = exc
+        except Exception as exc:  # noqa: BLE001 - a channel bug is a failed attempt, retried
+            outcome = DeliveryFailed(f"{type(exc).__name__}: {exc}")
+        duration_ms = int((time.perf_counter() - started) * 1000)
+        await self._record(n, outcome, duration_ms)
+
+    async def _claim(self, notification_id: str) -> Notification | None:
+        claimed: list[Notification] = []
+
+        def take(n: Notification) -> bool | None:
+            if not n.claim(utcnow(), self.lease):
+                return False
+            claimed.append(n)
+            return None
+
+        await self.repo.change(notification_id, take)
+        return claimed[0] if claimed else None
+
+    async def _record(self, n: Notification, outcome: Delivered | DeliveryFailed,
+                      duration_ms: int) -> None:
+        policy = self.policies[n.channel]
+        parked: list[bool] = []
+
+        def record(current: Notification) -> None:
+            now = utcnow()
+            if isinstance(outcome, Delivered):
+                current.delivered(now, outcome.detail, outcome.status_code, duration_ms)
+            else:
+                parked.append(current.failed(now, str(outcome), policy,
+                                             permanent=outcome.permanent,
+                                             status_code=outcome.status_code,
+                                             duration_ms=duration_ms))
+
+        await self.repo.change(n.id, record)
+        result = "sent" if isinstance(outcome, Delivered) else \
+            "parked" if parked and parked[-1] else "failed"
+        self.metrics.attempts.labels(n.channel.value, result).inc()
+        if n.channel == ChannelName.WEBHOOK:
+            self.metrics.webhooks.labels("delivered" if result == "sent" else result).inc()
+        if result == "sent":
+            log.info("%s %s to %s sent (%s)", n.channel.value, n.purpose, n.recipient, n.id)
+        else:
+            log.warning("%s %s to %s %s: %s", n.channel.value, n.purpose, n.recipient,
+                        "parked" if result == "parked" else "failed, will retry", outcome)
+        if result == "parked":
+            self._gauge_at = 0.0
+
+    async def _update_parked_gauge(self) -> None:
+        if time.monotonic() - self._gauge_at < PARKED_GAUGE_EVERY_S:
+            return
+        self._gauge_at = time.monotonic()
+        for channel in ChannelName:
+            count = await self.repo.collection.count_documents(
+                {"status": NotificationStatus.PARKED.value, "channel": channel.value})
+            self.metrics.parked.labels(channel.value).set(count)

@@ -1,0 +1,442 @@
+"""Notify's pure domain: notifications and their retries, webhook subscriptions, the
+recipient directory, the customer directory, inbound mail and the case read model.
+
+No broker, database or web framework here: the handlers, the dispatcher and the API
+load these aggregates through the kit's Repository and call their methods.
+"""
+
+import hashlib
+import hmac
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar
+
+from pydantic import AfterValidator, BaseModel, Field
+
+from shared.contracts import MailReceived
+from shared.domain import Aggregate
+from shared.errors import Conflict, Invalid
+from shared.events import Actor, Envelope
+from shared.vocabulary import AttachmentMeta, Category, Customer, Language, Product, Severity
+
+PRODUCER = "notify"
+SYSTEM = Actor.system(PRODUCER)
+EMAIL_RE = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+EmailAddress = Annotated[str, Field(max_length=254, pattern=EMAIL_RE,
+                                    examples=["quality@plant.example"]),
+                         AfterValidator(lambda v: v.strip().lower())]
+GROUP_RE = re.compile(r"^(role|unit|head):[a-z][a-z0-9_\-]*$")
+Group = Annotated[str, Field(pattern=GROUP_RE.pattern, max_length=80,
+                             description="`role:<quality|sales|manager|ops>`, `unit:<unit>` "
+                                         "(the unit's mailbox) or `head:<unit>`",
+                             examples=["role:quality"])]
+TOPIC_SEGMENT = r"(?:\*|#|[a-z0-9_]+)"
+TOPIC_RE = re.compile(rf"^{TOPIC_SEGMENT}(?:\.{TOPIC_SEGMENT})*$")
+TopicPattern = Annotated[str, Field(pattern=TOPIC_RE.pattern, max_length=100,
+                                    description="An event type, or a pattern: `*` is one word, "
+                                                "`#` any number of words",
+                                    examples=["complaint.*"])]
+DOMAIN_RE = r"^[a-z0-9]([a-z0-9\-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9\-]*[a-z0-9])?)+$"
+MailDomain = Annotated[str, AfterValidator(lambda v: v.strip().lower()),
+                       Field(max_length=253, pattern=DOMAIN_RE, examples=["brightmotors.example"])]
+
+
+# ---------------------------------------------------------------- topics and signatures
+
+
+def topic_matches(pattern: str, event_type: str) -> bool:
+    """AMQP topic semantics: `*` matches exactly one word, `#` zero or more."""
+
+    def match(p: list[str], t: list[str]) -> bool:
+        if not p:
+            return not t
+        if p[0] == "#":
+            return any(match(p[1:], t[i:]) for i in range(len(t) + 1))
+        if not t:
+            return False
+        return (p[0] == "*" or p[0] == t[0]) and match(p[1:], t[1:])
+
+    return match(pattern.split("."), event_type.split("."))
+
+
+def webhook_signature(secret: str, timestamp: str, body: bytes) -> str:
+    """`sha256=<hex>` of HMAC-SHA256 over `<timestamp>.<body>` (the receiver recomputes it)."""
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return f"sha256={mac.hexdigest()}"
+
+
+def verify_signature(secret: str, timestamp: str, body: bytes, signature: str) -> bool:
+    return hmac.compare_digest(webhook_signature(secret, timestamp, body), signature)
+
+
+# ---------------------------------------------------------------- notifications
+
+
+class NotificationStatus(StrEnum):
+    PENDING = "pending"  # waiting for its (next) attempt
+    SENT = "sent"        # delivered: the SMTP server or the plant system accepted it
+    PARKED = "parked"    # gave up after the limit (or a permanent refusal): manual retry
+
+
+class ChannelName(StrEnum):
+    EMAIL = "email"
+    WEBHOOK = "webhook"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff: base, 2·base, 4·base … capped; parked after `max_attempts`."""
+
+    max_attempts: int
+    base_s: float
+    max_s: float
+
+    def delay(self, attempt: int) -> timedelta:
+        return timedelta(seconds=min(self.base_s * 2 ** max(attempt - 1, 0), self.max_s))
+
+
+class Attempt(BaseModel):
+    at: datetime
+    ok: bool
+    detail: str | None = Field(None, description="The server's answer, or the error")
+    status_code: int | None = Field(None, description="HTTP status (webhooks) or SMTP code")
+    duration_ms: int = 0
+
+
+def notification_id(event_id: str, channel: str, recipient: str) -> str:
+    """Deterministic: the same event never notifies the same recipient twice."""
+    return f"{event_id}:{channel}:{recipient.lower()}"
+
+
+class Notification(Aggregate):
+    """One message to one recipient over one channel, because of one event."""
+
+    producer: ClassVar[str] = PRODUCER
+
+    channel: ChannelName
+    recipient: str = Field(..., description="E-mail address, or the webhook subscription id")
+    recipient_name: str | None = None
+    purpose: str = Field(..., examples=["sla_breached", "webhook"])
+    event_id: str
+    event_type: str
+    feedback_id: str = Field(..., description="The event's correlation id (the feedback id)")
+    register_no: str | None = None
+    language: Language | None = None
+    subject: str | None = None
+    body: str = Field(..., description="The mail text, or the webhook's JSON body")
+    target: str | None = Field(None, description="Webhook URL when created (informational)")
+    status: NotificationStatus = NotificationStatus.PENDING
+    attempts: int = Field(0, description="All attempts so far")
+    round_attempts: int = Field(0, description="Attempts since creation or the last manual retry")
+    next_attempt_at: datetime | None = None
+    last_error: str | None = None
+    created_at: datetime
+    sent_at: datetime | None = None
+    attempt_log: list[Attempt] = Field(default_factory=list)
+
+    @classmethod
+    def create(cls, *, channel: ChannelName, recipient: str, event: Envelope, purpose: str,
+               body: str, now: datetime, subject: str | None = None,
+               recipient_name: str | None = None, language: Language | None = None,
+               register_no: str | None = None, target: str | None = None) -> "Notification":
+        n = cls(_id=notification_id(event.id, channel, recipient), channel=channel,
+                recipient=recipient.lower() if channel == ChannelName.EMAIL else recipient,
+                recipient_name=recipient_name, purpose=purpose, event_id=event.id,
+                event_type=event.type, feedback_id=event.correlation_id,
+                register_no=register_no or event.payload.get("register_no"), language=language,
+                subject=subject, body=body, target=target, created_at=now, next_attempt_at=now)
+        n.log(SYSTEM, "created", {"channel": channel.value, "recipient": n.recipient,
+                                  "purpose": purpose}, event_id=event.id)
+        return n
+
+    def is_due(self, now: datetime) -> bool:
+        return (self.status == NotificationStatus.PENDING and self.next_attempt_at is not None
+                and self.next_attempt_at <= now)
+
+    def claim(self, now: datetime, lease: timedelta) -> bool:
+        """Take it for one attempt. Pushing `next_attempt_at` out by the lease means an
+        attempt cut off by a crash is simply due again later (the state is in the database)."""
+        if not self.is_due(now):
+            return False
+        self.next_attempt_at = now + lease
+        return True
+
+    def delivered(self, now: datetime, detail: str | None = None,
+                  status_code: int | None = None, duration_ms: int = 0) -> None:
+        self._attempted(Attempt(at=now, ok=True, detail=detail, status_code=status_code,
+                                duration_ms=duration_ms))
+        self.status = NotificationStatus.SENT
+        self.sent_at = now
+        self.next_attempt_at = None
+        self.last_error = None
+        self.log(SYSTEM, "sent", {"status": self.status.value, "attempts": self.attempts},
+                 note=detail)
+
+    def failed(self, now: datetime, error: str, policy: RetryPolicy, *, permanent: bool = False,
+               status_code: int | None = None, duration_ms: int = 0) -> bool:
+        """Record a failed attempt; back off, or park at the limit. True when parked."""
+        self._attempted(Attempt(at=now, ok=False, detail=error[:1000], status_code=status_code,
+                                duration_ms=duration_ms))
+        self.last_error = error[:1000]
+        if permanent or self.round_attempts >= policy.max_attempts:
+            self.status = NotificationStatus.PARKED
+            self.next_attempt_at = None
+            why = "refused permanently" if permanent else \
+                f"gave up after {self.round_attempts} attempts"
+            self.log(SYSTEM, "parked", {"status": self.status.value, "attempts": self.attempts},
+                     note=f"{why}: {self.last_error}")
+            return True
+        self.next_attempt_at = now + policy.delay(self.round_attempts)
+        return False
+
+    def retry(self, actor: Actor, now: datetime) -> None:
+        """Manual retry (ops): a parked notification gets a fresh round of attempts."""
+        if self.status != NotificationStatus.PARKED:
+            raise Conflict(f"Only a parked notification can be retried; this one is "
+                           f"{self.status.value}"
+                           + (" and will be retried automatically."
+                              if self.status == NotificationStatus.PENDING else "."))
+        self.status = NotificationStatus.PENDING
+        self.round_attempts = 0
+        self.next_attempt_at = now
+        self.log(actor, "retry_requested", {"status": self.status.value})
+
+    def _attempted(self, attempt: Attempt) -> None:
+        self.attempts += 1
+        self.round_attempts += 1
+        self.attempt_log.append(attempt)
+
+
+# ---------------------------------------------------------------- webhook subscriptions
+
+
+class Subscription(Aggregate):
+    """A plant system (ERP, MES, supplier portal) that receives events by signed webhook."""
+
+    producer: ClassVar[str] = PRODUCER
+
+    name: str
+    url: str
+    secret: str = Field(..., description="HMAC key; never returned by the API after creation")
+    event_types: list[str]
+    active: bool = True
+    created_at: datetime
+
+    @classmethod
+    def create(cls, *, id: str, name: str, url: str, secret: str, event_types: list[str],
+               actor: Actor, now: datetime) -> "Subscription":
+        sub = cls(_id=id, name=name, url=url, secret=secret,
+                  event_types=_unique_patterns(event_types), created_at=now)
+        sub.log(actor, "subscribed", {"name": name, "url": url, "event_types": sub.event_types})
+        return sub
+
+    def wants(self, event_type: str) -> bool:
+        return self.active and any(topic_matches(p, event_type) for p in self.event_types)
+
+    def update(self, actor: Actor, *, name: str | None = None, url: str | None = None,
+               event_types: list[str] | None = None, secret: str | None = None,
+               active: bool | None = None) -> bool:
+        changes: dict[str, Any] = {}
+        if name is not None and name != self.name:
+            self.name = changes["name"] = name
+        if url is not None and url != self.url:
+            self.url = changes["url"] = url
+        if event_types is not None:
+            patterns = _unique_patterns(event_types)
+            if patterns != self.event_types:
+                self.event_types = changes["event_types"] = patterns
+        if secret is not None and secret != self.secret:
+            self.secret = secret
+            changes["secret"] = "(rotated)"  # the history never holds the secret itself
+        if active is not None and active != self.active:
+            self.active = changes["active"] = active
+        if not changes:
+            return False
+        self.log(actor, "updated", changes)
+        return True
+
+
+def _unique_patterns(patterns: list[str]) -> list[str]:
+    out = list(dict.fromkeys(patterns))
+    if not out:
+        raise Invalid("A subscription needs at least one event type.",
+                      [{"loc": "body.event_types", "msg": "at least one event type"}])
+    return out
+
+
+# ---------------------------------------------------------------- the recipient directory
+
+
+class DirectoryEntry(Aggregate):
+    """A mailbox or a person (id = the e-mail address) and the groups it belongs to."""
+
+    producer: ClassVar[str] = PRODUCER
+
+    email: str
+    name: str
+    language: Language = Language.ZH
+    groups: list[str] = Field(default_factory=list)
+    active: bool = True
+
+    @classmethod
+    def create(cls, *, email: str, name: str, language: Language, groups: list[str],
+               actor: Actor) -> "DirectoryEntry":
+        email = email.lower()
+        entry = cls(_id=email, email=email, name=name, language=language,
+                    groups=list(dict.fromkeys(groups)))
+        entry.log(actor, "added", {"name": name, "language": language.value,
+                                   "groups": entry.groups})
+        return entry
+
+    def update(self, actor: Actor, *, name: str | None = None, language: Language | None = None,
+               groups: list[str] | None = None, active: bool | None = None) -> bool:
+        changes: dict[str, Any] = {}
+        if name is not None and name != self.name:
+            self.name = changes["name"] = name
+        if language is not None and language != self.language:
+            self.language = language
+            changes["language"] = language.value
+        if groups is not None and list(dict.fromkeys(groups)) != self.groups:
+            self.groups = changes["groups"] = list(dict.fromkeys(groups))
+        if active is not None and active != self.active:
+            self.active = changes["active"] = active
+        if not changes:
+            return False
+        self.log(actor, "updated", changes)
+        return True
+
+
+# ---------------------------------------------------------------- the customer directory
+
+
+class CustomerEntry(Aggregate):
+    """A customer and the addresses / domains its mail comes from (inbound matching)."""
+
+    producer: ClassVar[str] = PRODUCER
+
+    name: str
+    contact_person: str | None = None
+    language: Language = Language.ZH
+    emails: list[str] = Field(default_factory=list)
+    domains: list[str] = Field(default_factory=list)
+    active: bool = True
+
+    @classmethod
+    def create(cls, *, id: str, name: str, contact_person: str | None, language: Language,
+               emails: list[str], domains: list[str], actor: Actor) -> "CustomerEntry":
+        c = cls(_id=id, name=name, contact_person=contact_person, language=language,
+                emails=_lower_unique(emails), domains=_lower_unique(domains))
+        c.log(actor, "added", {"name": name, "emails": c.emails, "domains": c.domains})
+        return c
+
+    def update(self, actor: Actor, **values: Any) -> bool:
+        changes: dict[str, Any] = {}
+        for field in ("name", "contact_person", "language", "emails", "domains", "active"):
+            if field not in values or values[field] is None:
+                continue
+            value = values[field]
+            if field in ("emails", "domains"):
+                value = _lower_unique(value)
+            if value != getattr(self, field):
+                setattr(self, field, value)
+                changes[field] = value.value if isinstance(value, Language) else value
+        if not changes:
+            return False
+        self.log(actor, "updated", changes)
+        return True
+
+    def as_customer(self, sender: str | None) -> Customer:
+        """The contract's customer, with the address the mail actually came from."""
+        email = sender if sender and re.match(EMAIL_RE, sender) and len(sender) <= 254 else None
+        return Customer(id=self.id, name=self.name, contact_person=self.contact_person,
+                        email=email, language=self.language)
+
+
+def _lower_unique(values: list[str]) -> list[str]:
+    return list(dict.fromkeys(v.strip().lower() for v in values))
+
+
+def sender_domain(address: str) -> str:
+    return address.rsplit("@", 1)[-1].lower() if "@" in address else ""
+
+
+# ---------------------------------------------------------------- inbound mail
+
+
+class RejectedAttachment(BaseModel):
+    filename: str
+    content_type: str
+    size: int
+    reason: str
+
+
+class InboundMail(Aggregate):
+    """A message the complaints mailbox received: the raw bytes first, then what was parsed."""
+
+    producer: ClassVar[str] = PRODUCER
+
+    received_at: datetime
+    envelope_from: str | None = None
+    envelope_to: list[str] = Field(default_factory=list)
+    peer: str | None = None
+    size: int
+    raw: bytes = Field(..., description="The message exactly as received")
+    message_id: str | None = None
+    from_address: str
+    from_name: str | None = None
+    subject: str
+    body: str
+    is_fax: bool = False
+    customer: Customer | None = None
+    register_no: str | None = None
+    attachments: list[AttachmentMeta] = Field(default_factory=list)
+    rejected_attachments: list[RejectedAttachment] = Field(default_factory=list)
+    malformed: bool = False
+    problems: list[str] = Field(default_factory=list, description="What could not be parsed")
+
+    @property
+    def correlation_id(self) -> str:
+        return self.id  # no feedback yet: intake opens (or finds) it from this mail
+
+    @classmethod
+    def receive(cls, *, id: str, raw: bytes, received_at: datetime, fields: dict[str, Any],
+                customer: Customer | None, attachments: list[AttachmentMeta],
+                rejected: list[RejectedAttachment]) -> "InboundMail":
+        """Keep the message and announce it (`mail.received`) in the same write."""
+        mail = cls(_id=id, raw=raw, size=len(raw), received_at=received_at, customer=customer,
+                   attachments=attachments, rejected_attachments=rejected, **fields)
+        mail.log(SYSTEM, "received", {"from": mail.from_address, "is_fax": mail.is_fax,
+                                      "malformed": mail.malformed,
+                                      "customer": customer.id if customer else None,
+                                      "register_no": mail.register_no,
+                                      "attachments": len(attachments)},
+                 note="; ".join(mail.problems) or None)
+        mail.emit(MailReceived(
+            mail_id=id, from_address=mail.from_address, from_name=mail.from_name,
+            subject=mail.subject, body=mail.body, received_at=received_at, is_fax=mail.is_fax,
+            customer=customer, register_no=mail.register_no, attachments=attachments,
+            malformed=mail.malformed), SYSTEM)
+        return mail
+
+
+# ---------------------------------------------------------------- what notify knows of a case
+
+
+class CaseView(Aggregate):
+    """Facts of one feedback kept from earlier events (they may arrive in any order)."""
+
+    producer: ClassVar[str] = PRODUCER
+
+    register_no: str | None = None
+    customer: Customer | None = None
+    category: Category | None = None
+    severity: Severity | None = None
+    product: Product | None = None
+    description: str | None = None
+
+    def remember(self, **facts: Any) -> None:
+        for key, value in facts.items():
+            if value is not None:
+                setattr(self, key, value)

@@ -1,0 +1,173 @@
+"""Events in: remember case facts, fan out to plant systems, tell the people concerned.
+
+Notify binds `#`: a plant system may subscribe to any event type. Every effect
+is idempotent: notification ids are deterministic (event id + channel +
+recipient) and inserted once, so a redelivered event notifies nobody twice.
+"""
+
+import logging
+import re
+from dataclasses import dataclass
+
+from services.notify.context import Notify
+from services.notify.domain import (CaseView, ChannelName, Notification, Subscription)
+from services.notify.rules import Audience, mail_rule
+from shared.contracts import ComplaintEscalated, FeedbackRegistered, MajorAlert
+from shared.events import Contract, Envelope, utcnow
+from shared.store import AlreadyExists
+from shared.vocabulary import Head, Language, Severity
+
+log = logging.getLogger("qms.notify.handlers")
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+class NotYetKnown(Exception):
+    """An earlier event of this story has not arrived yet: fail, so the kit retries."""
+
+
+@dataclass(frozen=True)
+class Recipient:
+    address: str
+    name: str
+    language: Language
+
+
+
+def register(notify: Notify) -> None:
+    consumer = notify.service.consumer
+
+    async def on_event(event: Envelope, payload: Contract) -> None:
+        await notify.ready.wait()  # the directory is seeded and the dispatcher exists
+        await remember_case(notify, event, payload)
+        created = await fan_out(notify, event)
+        created += await tell_people(notify, event, payload)
+        if created:
+            notify.dispatcher.wake()
+
+    consumer.on_any(on_event)  # binds `#`: plant systems may subscribe to any type
+
+
+# ---------------------------------------------------------------- the case read model
+
+
+async def remember_case(notify: Notify, event: Envelope, payload: Contract) -> None:
+    facts: dict | None = None
+    if isinstance(payload, FeedbackRegistered | ComplaintEscalated):
+        facts = {"register_no": payload.register_no, "customer": payload.customer,
+                 "category": payload.category, "severity": payload.severity,
+                 "product": payload.product, "description": payload.description}
+    elif isinstance(payload, MajorAlert):
+        facts = {"register_no": payload.register_no, "customer": payload.customer,
+                 "product": payload.product, "description": payload.description,
+                 "severity": Severity.MAJOR}
+    if facts is None:
+        return
+    repo = notify.cases
+    case_id = event.correlation_id
+    if await repo.get(case_id) is None:
+        try:
+            await repo.add(CaseView(_id=case_id))
+        except AlreadyExists:
+            pass
+    await repo.apply_event(case_id, event, lambda case: case.remember(**facts))
+
+
+# ---------------------------------------------------------------- webhooks
+
+
+async def fan_out(notify: Notify, event: Envelope) -> int:
+    """One delivery per active subscription that wants this event type."""
+    docs = await notify.subscriptions.collection.find({"active": True}).to_list(None)
+    body = event.model_dump_json()
+    created = 0
+    for doc in docs:
+        sub = Subscription.model_validate(doc)
+        if not sub.wants(event.type):
+            continue
+        n = Notification.create(channel=ChannelName.WEBHOOK, recipient=sub.id, event=event,
+                                purpose="webhook", body=body, now=utcnow(),
+                                recipient_name=sub.name, target=sub.url)
+        created += await _insert_once(notify, n)
+    return created
+
+
+# ---------------------------------------------------------------- e-mail to people
+
+
+async def tell_people(notify: Notify, event: Envelope, payload: Contract) -> int:
+    rule = mail_rule(payload)
+    if rule is None:
+        return 0
+    case = await notify.cases.get(event.correlation_id)
+    recipients = await _resolve(notify, rule.audience, case)
+    if not recipients:
+        notify.metrics.unresolved.labels(rule.purpose).inc()
+        log.warning("%s for event %s (%s): nobody to tell; check the directory",
+                    rule.purpose, event.id, event.type)
+        return 0
+    created = 0
+    for r in recipients:
+        subject, body = notify.renderer.render(rule.purpose, r.language, {
+            "p": payload, "event": event, "case": case, "recipient": r,
+            "company": notify.settings.company_name})
+        n = Notification.create(channel=ChannelName.EMAIL, recipient=r.address, event=event,
+                                purpose=rule.purpose, subject=subject, body=body, now=utcnow(),
+                                recipient_name=r.name, language=r.language,
+                                register_no=case.register_no if case else None)
+        created += await _insert_once(notify, n)
+    return created
+
+
+async def _resolve(notify: Notify, audience: Audience, case: CaseView | None) -> \
+        list[Recipient]:
+    if audience.customer:
+        return _customer(case)
+    found: list[Recipient] = []
+    if audience.heads:
+        found = await _heads(notify, audience.heads)
+    if not found:
+        for tier in audience.tiers:
+            found = await _groups(notify, tier)
+            if found:
+                break
+    unique = {r.address: r for r in found}  # one mail per address, whatever the overlaps
+    return list(unique.values())
+
+
+def _customer(case: CaseView | None) -> list[Recipient]:
+    if case is None or case.customer is None:
+        raise NotYetKnown("the customer of this feedback is not known yet "
+                          "(feedback.registered has not arrived); retrying")
+    c = case.customer
+    if not c.email:
+        log.warning("customer %s has no e-mail address; the reply is not mailed", c.id)
+        return []
+    return [Recipient(c.email.lower(), c.contact_person or c.name, c.language)]
+
+
+async def _groups(notify: Notify, groups: tuple[str, ...]) -> list[Recipient]:
+    docs = await notify.directory.collection.find(
+        {"active": True, "groups": {"$in": list(groups)}}).sort("_id", 1).to_list(None)
+    return [Recipient(d["email"], d["name"], Language(d["language"])) for d in docs]
+
+
+async def _heads(notify: Notify, heads: tuple[Head, ...]) -> list[Recipient]:
+    """The heads the event names; their language from the directory when it knows them."""
+    out: list[Recipient] = []
+    for head in heads:
+        if head.email and EMAIL.match(head.email):
+            entry = await notify.directory.get(head.email.lower())
+            language = entry.language if entry else notify.settings.default_language
+            out.append(Recipient(head.email.lower(), head.name, language))
+        else:
+            out += await _groups(notify, (f"head:{head.unit}",))
+    return out
+
+
+async def _insert_once(notify: Notify, n: Notification) -> int:
+    try:
+        await notify.notifications.add(n)
+    except AlreadyExists:
+        return 0  # a redelivered event: this recipient was already told
+    notify.metrics.created.labels(n.channel.value, n.purpose).inc()
+    return 1
