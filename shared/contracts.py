@@ -40,6 +40,20 @@ class FeedbackRegistered(FeedbackFacts):
     is_complaint: bool = Field(..., description="False for a suggestion")
 
 
+@contract("feedback.classified")
+class FeedbackClassified(Contract):
+    """P-5.2: Sales (re)classified a feedback, e.g. one that arrived by mail from an
+    unidentified sender; consumers replace what `feedback.registered` said."""
+
+    feedback_id: str
+    register_no: str
+    customer: Customer
+    category: Category
+    severity: Severity
+    is_complaint: bool
+    product: Product | None = None
+
+
 @contract("feedback.evidence_added")
 class EvidenceAdded(Contract):
     """P-5.3.1: a photo/document or a returned sample was added to the record."""

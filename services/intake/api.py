@@ -22,7 +22,7 @@ from uuid import UUID, uuid4, uuid5
 from fastapi import APIRouter, Depends, File, Header, Path as PathParam, Query, Request
 from fastapi import Response, UploadFile
 from fastapi.responses import FileResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from services.intake.domain import (Feedback, FeedbackStatus, NewFeedback, QualityRecord, Reply,
                                     RequiredText, Satisfaction, check_registration)
@@ -90,6 +90,8 @@ class FeedbackRead(BaseModel):
     satisfaction: Satisfaction | None
     reopen_count: int
     withdrawn_reason: LongText | None
+    needs_triage: bool = Field(False, description="Arrived by mail; Sales still has to check "
+                               "customer and classification (`POST /feedback/{ref}/classify`)")
     registered_by: str
     created_at: datetime
     updated_at: datetime
@@ -97,6 +99,16 @@ class FeedbackRead(BaseModel):
     @classmethod
     def of(cls, fb: Feedback) -> "FeedbackRead":
         return cls.model_validate(fb.model_dump())
+
+
+class ClassifyBody(BaseModel):
+    """Sales' triage of a feedback, e.g. one that arrived by mail (P-5.2)."""
+
+    model_config = ConfigDict(extra="forbid")
+    customer: Customer
+    category: Category
+    severity: Severity = Severity.NORMAL
+    product: Product | None = None
 
 
 class ReplyBody(BaseModel):
@@ -109,6 +121,10 @@ class EscalateBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     note: LongText | None = Field(None, description="What Sales asks of Quality", examples=[
         "Customer stopped line 3; please analyse the returned housings."])
+    form_opened_at: AwareDatetime | None = Field(
+        None, description="When the form was opened, if earlier than now (a paper form entered "
+        "later). Quality's 3-day clock starts here. Not before the feedback was received, "
+        "not in the future.", examples=["2026-11-24T08:00:00+08:00"])
 
 
 class SatisfactionBody(BaseModel):
@@ -459,14 +475,24 @@ def router(settings: Settings) -> APIRouter:
         return FeedbackRead.of(await _change(
             request, ref, lambda fb: fb.reply_directly(body.reply, who.as_actor())))
 
+    @api.post("/feedback/{ref}/classify", response_model=FeedbackRead,
+              summary="Set the customer and classification (P-5.2), e.g. of a mailed complaint",
+              responses={409: {"description": "Only while registered"}})
+    async def classify(request: Request, ref: Ref, body: ClassifyBody,
+                       who: Annotated[Principal, Depends(require(*SALES))]) -> FeedbackRead:
+        return FeedbackRead.of(await _change(request, ref, lambda fb: fb.classify(
+            who.as_actor(), customer=body.customer, category=body.category,
+            severity=body.severity, product=body.product)))
+
     @api.post("/feedback/{ref}/escalate", response_model=FeedbackRead,
               summary="Open the Complaint Handling Form for Quality (P-F.2 no, P-5.3.1)",
               responses={409: {"description": "Not registered, or a suggestion"}})
     async def escalate(request: Request, ref: Ref, who: Annotated[Principal, Depends(
             require(*SALES))], body: EscalateBody | None = None) -> FeedbackRead:
         note = body.note if body else None
+        opened_at = body.form_opened_at if body else None
         return FeedbackRead.of(await _change(
-            request, ref, lambda fb: fb.escalate(who.as_actor(), note)))
+            request, ref, lambda fb: fb.escalate(who.as_actor(), note, opened_at=opened_at)))
 
     @api.post("/feedback/{ref}/reply", response_model=FeedbackRead,
               summary="Send the reply built on Quality's record (P-F.4)",

@@ -15,6 +15,7 @@ document update.
     any status but closed ──withdraw──▶ withdrawn
 """
 
+import re
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar
@@ -22,14 +23,19 @@ from typing import Annotated, Any, ClassVar
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from shared.contracts import (ComplaintAccepted, ComplaintEscalated, ComplaintReopened,
-                              CustomerReplied, EvidenceAdded, FeedbackClosed, FeedbackRegistered,
-                              FeedbackWithdrawn, RepliedDirectly, ResolutionReady,
-                              SatisfactionRecorded, UnitOutcome)
+                              CustomerReplied, EvidenceAdded, FeedbackClassified, FeedbackClosed,
+                              FeedbackRegistered, FeedbackWithdrawn, MailReceived,
+                              RepliedDirectly, ResolutionReady, SatisfactionRecorded,
+                              UnitOutcome)
 from shared.domain import Aggregate
 from shared.errors import Conflict, Invalid
 from shared.events import Actor, Envelope, utcnow
 from shared.vocabulary import (AttachmentMeta, Category, Channel, Customer, LongText, Money,
                                Product, ReturnedSample, Severity)
+
+
+UNIDENTIFIED = "UNIDENTIFIED"  # the customer id of a mail from an unknown sender
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 def _not_blank(value: str) -> str:
@@ -153,6 +159,9 @@ class Feedback(Aggregate):
     updated_at: datetime
     request_fingerprint: str | None = Field(
         None, description="Hash of the registering request, for the Idempotency-Key check")
+    needs_triage: bool = Field(False, description="Arrived by mail: Sales still has to check "
+                               "the customer and the classification (P-5.2)")
+    source_mail_id: str | None = None
 
     # -- registration ------------------------------------------------------
     @classmethod
@@ -177,6 +186,63 @@ class Feedback(Aggregate):
             fb._open_form(actor, now, "Major complaint (P-5.3.5): escalated at registration.",
                           causation_id=event.id)
         return fb
+
+    @classmethod
+    def from_mail(cls, mail: MailReceived, *, id: str, register_no: str,
+                  actor: Actor) -> "Feedback":
+        """P-5.1: a mail or fax to the complaints box enters the register by itself.
+
+        Sales then checks it (`classify`): the category is `other` until they do, and an
+        unknown sender is an unidentified customer carrying the sender's address."""
+        customer = mail.customer or Customer(
+            id=UNIDENTIFIED, name=(mail.from_name or mail.from_address)[:200],
+            email=mail.from_address if EMAIL.match(mail.from_address) else None)
+        text = f"{mail.subject}\n\n{mail.body}".strip() or "(empty message)"
+        new = NewFeedback(customer=customer, channel=Channel.FAX if mail.is_fax else Channel.EMAIL,
+                          received_at=mail.received_at, category=Category.OTHER,
+                          description=text[:20_000])
+        fb = cls.register(id=id, register_no=register_no, new=new, actor=actor,
+                          now=max(utcnow(), mail.received_at))
+        fb.needs_triage, fb.source_mail_id = True, mail.mail_id
+        for meta in mail.attachments:
+            fb.add_attachment(meta, actor)
+        if mail.malformed:
+            fb.log(actor, "flagged", {"needs_triage": True},
+                   note="The mail could not be read fully; its raw message is kept in notify "
+                        f"(mail {mail.mail_id}).")
+        return fb
+
+    def mail_followup(self, mail: MailReceived, actor: Actor) -> None:
+        """A mail naming this register number: kept in the record's history (P-5.4.2)."""
+        self._changed(actor, "mail_received", {
+            "mail_id": mail.mail_id, "from": mail.from_address, "subject": mail.subject,
+            "attachments": [a.filename for a in mail.attachments]},
+            note=mail.body[:2000] or None)
+        if self.status not in (FeedbackStatus.CLOSED, FeedbackStatus.WITHDRAWN):
+            for meta in mail.attachments:
+                self.add_attachment(meta, actor)
+
+    def classify(self, actor: Actor, *, customer: Customer, category: Category,
+                 severity: Severity, product: Product | None) -> None:
+        """P-5.2: Sales sets who the customer is and what kind of feedback it is."""
+        self._require(FeedbackStatus.REGISTERED, "classify")
+        if category is Category.SUGGESTION and severity is Severity.MAJOR:
+            raise Invalid("A suggestion cannot be major (P-5.3.5 is about complaints).",
+                          [{"loc": "body.severity", "msg": "not for a suggestion"}])
+        self.customer, self.category, self.severity = customer, category, severity
+        self.product = product or self.product
+        self.is_complaint = category is not Category.SUGGESTION
+        self.needs_triage = False
+        event = self.emit(FeedbackClassified(
+            feedback_id=self.id, register_no=self.register_no, customer=customer,
+            category=category, severity=severity, is_complaint=self.is_complaint,
+            product=self.product), actor)
+        self._changed(actor, "classified", {
+            "customer": customer.model_dump(mode="json"), "category": category.value,
+            "severity": severity.value}, event_id=event.id)
+        if severity is Severity.MAJOR:  # P-5.3.5, as at registration
+            self._open_form(actor, utcnow(), "Major complaint (P-5.3.5): escalated when "
+                            "classified.", causation_id=event.id)
 
     # -- evidence (P-5.3.1) ------------------------------------------------
     def add_attachment(self, meta: AttachmentMeta, actor: Actor) -> bool:
@@ -216,15 +282,24 @@ class Feedback(Aggregate):
                       event_id=event.id, now=now)
 
     def escalate(self, actor: Actor, note: str | None = None,
-                 now: datetime | None = None) -> None:
-        """P-F.2 no, P-5.3.1: open the Complaint Handling Form for Quality (any complaint)."""
+                 now: datetime | None = None, opened_at: datetime | None = None) -> None:
+        """P-F.2 no, P-5.3.1: open the Complaint Handling Form for Quality (any complaint).
+
+        `opened_at`: a paper form opened earlier and entered now; the 3-day clock
+        (P-F.5) starts then, so entering it late does not hide a breach."""
         if not self.is_complaint:
             # A form starts Quality's 3-day clock and the recurrence count on a *complaint*;
             # a suggestion (P-5.2) has no defect to analyse: Sales answers it directly.
             raise Conflict("A suggestion is not a complaint (P-5.2): there is no Complaint "
                            "Handling Form for it; reply to the customer directly (P-F.2).")
         self._require(FeedbackStatus.REGISTERED, "escalate")
-        self._open_form(actor, now or utcnow(), note)
+        now = now or utcnow()
+        if opened_at is not None and not (self.received_at <= opened_at <= now):
+            raise Invalid("form_opened_at must lie between when the feedback was received "
+                          f"({self.received_at.isoformat()}) and now.",
+                          [{"loc": "body.form_opened_at",
+                            "msg": "must not be before received_at nor in the future"}])
+        self._open_form(actor, now, note, opened_at=opened_at)
 
     # -- reply and satisfaction (P-F.4) -------------------------------------
     def reply_to_customer(self, reply: str, actor: Actor, now: datetime | None = None) -> None:
@@ -312,15 +387,16 @@ class Feedback(Aggregate):
 
     # -- helpers ----------------------------------------------------------------
     def _open_form(self, actor: Actor, now: datetime, note: str | None,
-                   causation_id: str | None = None) -> None:
+                   causation_id: str | None = None, opened_at: datetime | None = None) -> None:
         self.status = FeedbackStatus.WITH_QUALITY
         self.has_form = True
-        self.form_opened_at = now
+        self.form_opened_at = opened_at or now
         event = self.emit(ComplaintEscalated(**self._facts(), attachments=list(self.attachments),
-                                             samples=list(self.samples), note=note),
+                                             samples=list(self.samples), note=note,
+                                             form_opened_at=self.form_opened_at),
                           actor, causation_id=causation_id)
         self._changed(actor, "escalated", {"status": self.status.value, "has_form": True,
-                                           "form_opened_at": now.isoformat()},
+                                           "form_opened_at": self.form_opened_at.isoformat()},
                       note=note, event_id=event.id, now=now)
 
     def _facts(self) -> dict[str, Any]:

@@ -1,15 +1,21 @@
-"""Events intake applies: Quality's acceptance (due time) and its record for Sales.
+"""Events intake applies: Quality's acceptance (due time), its record for Sales, and
+complaints that arrived by mail or fax (from notify's inbound endpoint).
 
 Idempotent: the effect and the event id are written in one update
 (`Repository.apply_event`), so a redelivery changes nothing.
 """
 
 from collections.abc import Callable
+from uuid import UUID, uuid5
 
 from services.intake.domain import Feedback
-from shared.contracts import ComplaintAccepted, ResolutionReady
+from shared.contracts import ComplaintAccepted, MailReceived, ResolutionReady
 from shared.events import Contract, Envelope
 from shared.service import Service
+from shared.store import AlreadyExists, next_number
+
+# A mail always maps to the same feedback id, so a redelivered mail registers nothing new.
+MAIL_NS = UUID("0d7c3a52-2f7e-4b8e-9f57-5e3f1c9b6a21")
 
 FEEDBACK = "feedback"
 
@@ -34,3 +40,27 @@ def register(service: Service) -> None:
         assert isinstance(payload, ResolutionReady)
         await apply(payload.feedback_id, event,
                     lambda fb: fb.quality_record_ready(payload, event))
+
+    @service.consumer.on("mail.received")
+    async def mail_received(event: Envelope, payload: Contract) -> None:
+        assert isinstance(payload, MailReceived)
+        repo = service.repo(FEEDBACK)
+        if payload.register_no:
+            known = await repo.collection.find_one({"register_no": payload.register_no},
+                                                   projection={"_id": 1})
+            if known is not None:
+                await apply(str(known["_id"]), event,
+                            lambda fb: fb.mail_followup(payload, event.actor))
+                return
+        fid = str(uuid5(MAIL_NS, payload.mail_id))
+        if await repo.get(fid) is not None:
+            return  # a redelivery: registered already
+        year = payload.received_at.year
+        number = await next_number(service.db, f"CF-{year}", service.locks)
+        fb = Feedback.from_mail(payload, id=fid, register_no=f"CF-{year}-{number:06d}",
+                                actor=event.actor)
+        fb.mark_applied(event.id)
+        try:
+            await repo.add(fb)
+        except AlreadyExists:
+            pass  # another delivery of the same mail won the race

@@ -48,7 +48,12 @@ def register(service: Service, settings: Settings) -> None:
     # -- from Sales ----------------------------------------------------------------
     @service.consumer.on("complaint.escalated")
     async def form_arrived(event: Envelope, form: ComplaintEscalated) -> None:
-        case = Case.receive(form, event_id=event.id, actor=event.actor, now=now_ms(),
+        # The clock starts when Sales opened the form (P-F.5), not when we got the message:
+        # a late delivery or a paper form entered later must not hide a breach.
+        opened = form.form_opened_at or event.occurred_at
+        received = min(opened, now_ms())
+        case = Case.receive(form, event_id=event.id, actor=event.actor,
+                            now=received.replace(microsecond=received.microsecond // 1000 * 1000),
                             policy=policy, heads=heads)
         try:
             await cases().add(case)

@@ -5,6 +5,7 @@ on the real broker and database, and asserts what the people involved see.
 """
 
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -301,3 +302,18 @@ async def test_p_f_6_months_forms_are_summarised_by_reporting(flow, actors, syst
             return resp.json() if resp.status_code == 200 else None
         table = await eventually(counted, what="the monthly statistics table")
     assert table
+
+
+async def test_p_f_5_a_paper_form_entered_late_starts_the_clock_when_it_was_opened(flow, actors):
+    fb = await flow.register(received_at=(datetime.now(UTC) - timedelta(days=5)).isoformat())
+    opened = datetime.now(UTC) - timedelta(days=4)
+    ok(await actors.sales.post(f"/feedback/{fb['id']}/escalate", json={
+        "note": "paper form from the site visit", "form_opened_at": opened.isoformat()}))
+    case = await flow.case(fb["id"])
+    assert case["clock"]["breached"] is True and case["clock"]["time_left_seconds"] < 0
+    # A form cannot be opened before the complaint arrived.
+    other = await flow.register()
+    refused = await actors.sales.post(f"/feedback/{other['id']}/escalate", json={
+        "form_opened_at": (datetime.now(UTC) - timedelta(days=30)).isoformat()})
+    assert refused.status_code == 422
+    assert refused.json()["error"]["details"][0]["loc"] == "body.form_opened_at"

@@ -1,0 +1,69 @@
+"""P-5.1: complaints by e-mail and fax reach the Customer Feedback Register by themselves.
+
+A real SMTP client sends to notify's inbound endpoint; intake registers the
+feedback from the `mail.received` event; Sales then assigns the customer.
+"""
+
+import uuid
+from email.message import EmailMessage
+
+import aiosmtplib
+
+from tests.e2e.flow import new_customer, ok
+from tests.support import eventually
+
+
+async def send(system, *, sender: str, subject: str, body: str,
+               attachment: tuple[str, bytes, str] | None = None) -> None:
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = sender, "complaints@plant.example", subject
+    msg.set_content(body)
+    if attachment:
+        name, data, ctype = attachment
+        maintype, subtype = ctype.split("/")
+        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
+    await aiosmtplib.send(msg, hostname="127.0.0.1",
+                          port=int(system.env["QMS_NOTIFY_INBOUND_PORT"]), timeout=20)
+
+
+async def find(actors, text: str) -> dict | None:
+    page = ok(await actors.sales.get("/feedback", params={"q": text}))
+    return page["items"][0] if page["items"] else None
+
+
+async def test_p_5_1_mail_from_an_unknown_sender_is_registered_for_sales_to_assign(system,
+                                                                                   actors):
+    tag = uuid.uuid4().hex[:10]
+    photo = b"\x89PNG\r\n\x1a\n" + uuid.uuid4().bytes * 32
+    await send(system, sender=f"buyer@{tag}.example", subject=f"Cracked housings {tag}",
+               body="Lot L2026-11-03: 40 housings cracked at the boss.",
+               attachment=("crack.png", photo, "image/png"))
+
+    fb = await eventually(lambda: find(actors, tag), what="the mailed complaint in the register")
+    assert fb["channel"] == "email" and fb["needs_triage"] is True
+    assert fb["customer"]["id"] == "UNIDENTIFIED"
+    assert fb["customer"]["email"] == f"buyer@{tag}.example"
+    assert [a["filename"] for a in fb["attachments"]] == ["crack.png"]
+    # Sales assigns the customer and classifies it; then it follows the procedure.
+    classified = ok(await actors.sales.post(f"/feedback/{fb['id']}/classify", json={
+        "customer": new_customer(), "category": "product_quality"}))
+    assert classified["needs_triage"] is False and classified["category"] == "product_quality"
+
+    # The customer's answer naming the register number joins the same record.
+    await send(system, sender=f"buyer@{tag}.example",
+               subject=f"Re: {fb['register_no']} more photos", body="Two more lots affected.")
+
+    async def joined():
+        history = ok(await actors.sales.get(f"/feedback/{fb['id']}/history"))
+        return [h for h in history if h["action"] == "mail_received"]
+    [entry] = await eventually(joined, what="the follow-up mail in the record's history")
+    assert "Two more lots affected." in entry["note"]
+    assert ok(await actors.sales.get("/feedback", params={"q": tag}))["total"] == 1
+
+
+async def test_p_5_1_fax_forwarded_by_a_gateway_is_registered_as_a_fax(system, actors):
+    tag = uuid.uuid4().hex[:10]
+    await send(system, sender="gateway@fax.plant.example", subject=f"Fax from +86 755 {tag}",
+               body="Please see the faxed complaint about late delivery.")
+    fb = await eventually(lambda: find(actors, tag), what="the fax in the register")
+    assert fb["channel"] == "fax"
