@@ -10,9 +10,21 @@ from datetime import datetime
 from pydantic import Field
 
 from shared.events import Contract, contract
-from shared.vocabulary import (AttachmentMeta, Category, Channel, Customer, DispositionType, Head,
-                               LongText, Money, Product, ReturnedSample, Severity, ShortText,
-                               UnitName)
+from shared.vocabulary import (
+    AttachmentMeta,
+    Category,
+    Channel,
+    Customer,
+    DispositionType,
+    Head,
+    LongText,
+    Money,
+    Product,
+    ReturnedSample,
+    Severity,
+    ShortText,
+    UnitName,
+)
 
 # ---------------------------------------------------------------- intake (Sales)
 

@@ -179,7 +179,8 @@ class EventConsumer:
         try:
             env, payload = parse_event(raw.body)
         except (UnknownEvent, MalformedEvent) as exc:
-            await self._forward(raw, self.topology.dlq.name, attempt, f"{type(exc).__name__}: {exc}")
+            reason = f"{type(exc).__name__}: {exc}"
+            await self._forward(raw, self.topology.dlq.name, attempt, reason)
             self.metrics.outcomes.labels(self.service, event_type, "dead_lettered").inc()
             log.error("event dead-lettered without retry: %s", exc)
             await raw.ack()

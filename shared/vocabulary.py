@@ -28,7 +28,7 @@ Name = Text(200, 1)
 LongText = Text(20_000)
 Code = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-/]*$")]
 UnitName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_\-]*$",
-                                description="A responsible unit, e.g. `production`, `supplier-acme`")]
+                                description="A responsible unit, e.g. `production`")]
 Amount = Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=2),
                    PlainSerializer(lambda d: str(d), return_type=str, when_used="json")]
 

@@ -1,1 +1,2 @@
-"""CAPA (responsible units and Quality): action requests to responsible units and formal corrective and preventive actions."""
+"""CAPA (responsible units and Quality): action requests to responsible units and
+formal corrective and preventive actions."""

@@ -12,10 +12,25 @@ from uuid import uuid4
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.capa.domain import (ActionItem, ActionRequest, ActionStatus, Capa, CapaAction,
-                                  CapaCreate, CapaPlan, CapaRootCause, CapaSource, CapaStatus,
-                                  EffectivenessCheck, EffectivenessInput, Implementation,
-                                  InvestigationDraft, ItemKind, Rejection, RootCause)
+from services.capa.domain import (
+    ActionItem,
+    ActionRequest,
+    ActionStatus,
+    Capa,
+    CapaAction,
+    CapaCreate,
+    CapaPlan,
+    CapaRootCause,
+    CapaSource,
+    CapaStatus,
+    EffectivenessCheck,
+    EffectivenessInput,
+    Implementation,
+    InvestigationDraft,
+    ItemKind,
+    Rejection,
+    RootCause,
+)
 from services.capa.handlers import ACTIONS, CAPAS, allocate_number
 from shared.api import Page, PageParams, page_params, service_of
 from shared.auth import Principal, require
@@ -70,7 +85,8 @@ class Missing(BaseModel):
 class ActionRequestView(BaseModel):
     """An action request to a responsible unit (P-3.3, P-5.3.2)."""
 
-    id: str = Field(..., description="The action id Quality chose", examples=["4b7e2c1a-93f4-4d0e-b8a1-6f2d9c3e5a70"])
+    id: str = Field(..., description="The action id Quality chose",
+                    examples=["CF-2026-000123-production-r1"])
     version: int
     feedback_id: str = Field(..., description="The complaint (feedback) it belongs to")
     register_no: str = Field(..., examples=["CF-2026-000123"])

@@ -18,9 +18,18 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from shared.contracts import (ActionCompleted, ActionRequested, CapaClosed,
-                              CapaEffectivenessVerified, CapaOpened, CountermeasuresProposed,
-                              Disposition, RecurrenceDetected, ResponsibilityAssigned, UnitRequest)
+from shared.contracts import (
+    ActionCompleted,
+    ActionRequested,
+    CapaClosed,
+    CapaEffectivenessVerified,
+    CapaOpened,
+    CountermeasuresProposed,
+    Disposition,
+    RecurrenceDetected,
+    ResponsibilityAssigned,
+    UnitRequest,
+)
 from shared.domain import Aggregate
 from shared.errors import Conflict, Forbidden, NotFound
 from shared.events import Actor, utcnow

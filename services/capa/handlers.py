@@ -13,8 +13,12 @@ from uuid import NAMESPACE_URL, uuid5
 
 from services.capa.domain import ActionRequest, Capa, CapaStatus
 from services.capa.settings import Settings
-from shared.contracts import (CountermeasuresRejected, CountermeasuresVerified, RecurrenceDetected,
-                              ResponsibilityAssigned)
+from shared.contracts import (
+    CountermeasuresRejected,
+    CountermeasuresVerified,
+    RecurrenceDetected,
+    ResponsibilityAssigned,
+)
 from shared.errors import Conflict
 from shared.events import Contract, Envelope, utcnow
 from shared.service import Service

@@ -1,1 +1,2 @@
-"""Intake (Sales): the Customer Feedback Register: every feedback, its channel, classification, evidence, replies and satisfaction."""
+"""Intake (Sales): the Customer Feedback Register: every feedback, its channel,
+classification, evidence, replies and satisfaction."""

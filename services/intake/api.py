@@ -19,13 +19,21 @@ from pathlib import Path
 from typing import Annotated, Any, BinaryIO
 from uuid import UUID, uuid4, uuid5
 
-from fastapi import APIRouter, Depends, File, Header, Path as PathParam, Query, Request
-from fastapi import Response, UploadFile
+from fastapi import APIRouter, Depends, File, Header, Query, Request, Response, UploadFile
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from services.intake.domain import (Feedback, FeedbackStatus, NewFeedback, QualityRecord, Reply,
-                                    RequiredText, Satisfaction, check_registration)
+from services.intake.domain import (
+    Feedback,
+    FeedbackStatus,
+    NewFeedback,
+    QualityRecord,
+    Reply,
+    RequiredText,
+    Satisfaction,
+    check_registration,
+)
 from services.intake.settings import Settings
 from shared.api import Page, PageParams, page_params, service_of
 from shared.auth import Principal, require
@@ -33,8 +41,17 @@ from shared.domain import HistoryEntry
 from shared.errors import Conflict, DomainError, Invalid, NotFound
 from shared.events import utcnow
 from shared.store import AlreadyExists, Repository, WriteLocks, next_number
-from shared.vocabulary import (AttachmentMeta, Category, Channel, Customer, LongText, Money,
-                               Product, ReturnedSample, Severity)
+from shared.vocabulary import (
+    AttachmentMeta,
+    Category,
+    Channel,
+    Customer,
+    LongText,
+    Money,
+    Product,
+    ReturnedSample,
+    Severity,
+)
 
 FEEDBACK = "feedback"
 SALES = ("sales",)

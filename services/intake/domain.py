@@ -22,17 +22,36 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
-from shared.contracts import (ComplaintAccepted, ComplaintEscalated, ComplaintReopened,
-                              CustomerReplied, EvidenceAdded, FeedbackClassified, FeedbackClosed,
-                              FeedbackRegistered, FeedbackWithdrawn, MailReceived,
-                              RepliedDirectly, ResolutionReady, SatisfactionRecorded,
-                              UnitOutcome)
+from shared.contracts import (
+    ComplaintAccepted,
+    ComplaintEscalated,
+    ComplaintReopened,
+    CustomerReplied,
+    EvidenceAdded,
+    FeedbackClassified,
+    FeedbackClosed,
+    FeedbackRegistered,
+    FeedbackWithdrawn,
+    MailReceived,
+    RepliedDirectly,
+    ResolutionReady,
+    SatisfactionRecorded,
+    UnitOutcome,
+)
 from shared.domain import Aggregate
 from shared.errors import Conflict, Invalid
 from shared.events import Actor, Envelope, utcnow
-from shared.vocabulary import (AttachmentMeta, Category, Channel, Customer, LongText, Money,
-                               Product, ReturnedSample, Severity)
-
+from shared.vocabulary import (
+    AttachmentMeta,
+    Category,
+    Channel,
+    Customer,
+    LongText,
+    Money,
+    Product,
+    ReturnedSample,
+    Severity,
+)
 
 UNIDENTIFIED = "UNIDENTIFIED"  # the customer id of a mail from an unknown sender
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")

@@ -13,10 +13,21 @@ from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import AliasChoices, AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
 
 from services.notify.context import Notify
-from services.notify.domain import (Attempt, ChannelName, CustomerEntry, DirectoryEntry,
-                                    EmailAddress, Group, InboundMail, MailDomain, Notification,
-                                    NotificationStatus, RejectedAttachment, Subscription,
-                                    TopicPattern)
+from services.notify.domain import (
+    Attempt,
+    ChannelName,
+    CustomerEntry,
+    DirectoryEntry,
+    EmailAddress,
+    Group,
+    InboundMail,
+    MailDomain,
+    Notification,
+    NotificationStatus,
+    RejectedAttachment,
+    Subscription,
+    TopicPattern,
+)
 from shared.api import Page, PageParams, page_params
 from shared.auth import Principal, require
 from shared.domain import HistoryEntry

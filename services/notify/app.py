@@ -7,7 +7,7 @@ from fastapi import FastAPI
 import services.notify as package
 from services.notify import api, handlers
 from services.notify.context import Notify
-from services.notify.inbound import Inbox, InboundServer
+from services.notify.inbound import InboundServer, Inbox
 from services.notify.settings import Settings
 from shared.service import Service, create_app
 

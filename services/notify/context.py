@@ -9,9 +9,17 @@ import logging
 
 from services.notify.channels import Channel, EmailChannel, WebhookChannel
 from services.notify.dispatcher import Dispatcher
-from services.notify.domain import (SYSTEM, CaseView, ChannelName, CustomerEntry,
-                                    DirectoryEntry, InboundMail, Notification, RetryPolicy,
-                                    Subscription)
+from services.notify.domain import (
+    SYSTEM,
+    CaseView,
+    ChannelName,
+    CustomerEntry,
+    DirectoryEntry,
+    InboundMail,
+    Notification,
+    RetryPolicy,
+    Subscription,
+)
 from services.notify.metrics import NotifyMetrics
 from services.notify.settings import Settings
 from services.notify.templates import Renderer

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 
 from services.notify.context import Notify
-from services.notify.domain import (CaseView, ChannelName, Notification, Subscription)
+from services.notify.domain import CaseView, ChannelName, Notification, Subscription
 from services.notify.rules import Audience, mail_rule
 from shared.contracts import ComplaintEscalated, FeedbackRegistered, MajorAlert
 from shared.events import Contract, Envelope, utcnow

@@ -19,10 +19,15 @@ from uuid import uuid4
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from services.notify.domain import (CustomerEntry, InboundMail, RejectedAttachment,
-                                    sender_domain)
-from services.notify.mailparse import (Limits, ParsedMail, compose_body, find_register_no,
-                                       is_fax, parse_mail)
+from services.notify.domain import CustomerEntry, InboundMail, RejectedAttachment, sender_domain
+from services.notify.mailparse import (
+    Limits,
+    ParsedMail,
+    compose_body,
+    find_register_no,
+    is_fax,
+    parse_mail,
+)
 from services.notify.metrics import NotifyMetrics
 from services.notify.settings import Settings
 from shared.events import utcnow

@@ -6,9 +6,16 @@ audience into addresses from the directory (or from the case, for the customer).
 
 from dataclasses import dataclass, field
 
-from shared.contracts import (ActionRequested, ComplaintAccepted, ComplaintEscalated,
-                              CustomerReplied, MajorAlert, ResolutionReady, SlaAtRisk,
-                              SlaBreached)
+from shared.contracts import (
+    ActionRequested,
+    ComplaintAccepted,
+    ComplaintEscalated,
+    CustomerReplied,
+    MajorAlert,
+    ResolutionReady,
+    SlaAtRisk,
+    SlaBreached,
+)
 from shared.events import Contract
 from shared.vocabulary import Head
 

@@ -1,1 +1,2 @@
-"""Quality: Complaint Handling Forms: triage, cause analysis, responsibility, the 3-day clock, verification, recurrence."""
+"""Quality: Complaint Handling Forms: triage, cause analysis, responsibility, the 3-day
+clock, verification, recurrence."""

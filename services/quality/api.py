@@ -12,9 +12,19 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from services.quality.clock import Clock, now_ms
-from services.quality.domain import (RUNNING, Case, CaseStatus, CapaLink, FollowUp,
-                                     MajorHandling, MajorReview, Round, SiteVisit, UnitEntry,
-                                     check_assignment)
+from services.quality.domain import (
+    RUNNING,
+    CapaLink,
+    Case,
+    CaseStatus,
+    FollowUp,
+    MajorHandling,
+    MajorReview,
+    Round,
+    SiteVisit,
+    UnitEntry,
+    check_assignment,
+)
 from services.quality.recurrence import Detection, Kind, KindCapa
 from services.quality.settings import Settings
 from shared.api import Page, PageParams, page_params, service_of
@@ -23,8 +33,20 @@ from shared.contracts import ResolutionReady
 from shared.domain import HistoryEntry
 from shared.errors import NotFound
 from shared.store import Repository
-from shared.vocabulary import (AttachmentMeta, Category, Channel, Customer, LongText, Money, Name,
-                               Product, ReturnedSample, Severity, Text, UnitName)
+from shared.vocabulary import (
+    AttachmentMeta,
+    Category,
+    Channel,
+    Customer,
+    LongText,
+    Money,
+    Name,
+    Product,
+    ReturnedSample,
+    Severity,
+    Text,
+    UnitName,
+)
 
 WRITE = require("quality")
 READ = require("quality", "sales", "manager", "auditor")

@@ -13,17 +13,43 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, Field
 
 from services.quality.clock import Clock, ClockPolicy, clock_view
-from shared.contracts import (ActionCompleted, CapaClosed, CapaOpened, ComplaintAccepted,
-                              ComplaintEscalated, ComplaintReopened, CountermeasuresProposed,
-                              CountermeasuresRejected, CountermeasuresVerified, Disposition,
-                              EvidenceAdded, FeedbackClosed, FeedbackWithdrawn, MajorAlert,
-                              RecurrenceDetected, ResolutionReady, ResponsibilityAssigned,
-                              SlaAtRisk, SlaBreached, UnitOutcome, UnitRequest)
+from shared.contracts import (
+    ActionCompleted,
+    CapaClosed,
+    CapaOpened,
+    ComplaintAccepted,
+    ComplaintEscalated,
+    ComplaintReopened,
+    CountermeasuresProposed,
+    CountermeasuresRejected,
+    CountermeasuresVerified,
+    Disposition,
+    EvidenceAdded,
+    FeedbackClosed,
+    FeedbackWithdrawn,
+    MajorAlert,
+    RecurrenceDetected,
+    ResolutionReady,
+    ResponsibilityAssigned,
+    SlaAtRisk,
+    SlaBreached,
+    UnitOutcome,
+    UnitRequest,
+)
 from shared.domain import Aggregate
 from shared.errors import Conflict, Invalid
 from shared.events import Actor
-from shared.vocabulary import (AttachmentMeta, Category, Channel, Customer, Head, Money, Product,
-                               ReturnedSample, Severity)
+from shared.vocabulary import (
+    AttachmentMeta,
+    Category,
+    Channel,
+    Customer,
+    Head,
+    Money,
+    Product,
+    ReturnedSample,
+    Severity,
+)
 
 SERVICE = "quality"
 SYSTEM = Actor.system(SERVICE)

@@ -14,9 +14,18 @@ from services.quality.domain import Case, kinds_of
 from services.quality.recurrence import Kind, KindEntry, parse_kind
 from services.quality.settings import Settings
 from services.quality.sla import policy_of
-from shared.contracts import (ActionCompleted, CapaClosed, CapaOpened, ComplaintEscalated,
-                              ComplaintReopened, CountermeasuresProposed, EvidenceAdded,
-                              FeedbackClosed, FeedbackWithdrawn, ResponsibilityAssigned)
+from shared.contracts import (
+    ActionCompleted,
+    CapaClosed,
+    CapaOpened,
+    ComplaintEscalated,
+    ComplaintReopened,
+    CountermeasuresProposed,
+    EvidenceAdded,
+    FeedbackClosed,
+    FeedbackWithdrawn,
+    ResponsibilityAssigned,
+)
 from shared.events import Envelope
 from shared.service import Service
 from shared.store import AlreadyExists, Repository

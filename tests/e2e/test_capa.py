@@ -14,8 +14,13 @@ import httpx
 import pytest
 from faststream.rabbit import RabbitQueue
 
-from shared.contracts import (CountermeasuresRejected, CountermeasuresVerified, RecurrenceDetected,
-                              ResponsibilityAssigned, UnitRequest)
+from shared.contracts import (
+    CountermeasuresRejected,
+    CountermeasuresVerified,
+    RecurrenceDetected,
+    ResponsibilityAssigned,
+    UnitRequest,
+)
 from shared.events import Actor, Envelope, make_event
 from shared.messaging import Topology, new_broker
 from shared.settings import InfraSettings

@@ -23,9 +23,17 @@ from aiosmtpd.controller import Controller
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.notify.domain import verify_signature
-from shared.contracts import (ActionRequested, ComplaintEscalated, CustomerReplied,
-                              FeedbackRegistered, MajorAlert, ResolutionReady, SlaAtRisk,
-                              SlaBreached, UnitOutcome)
+from shared.contracts import (
+    ActionRequested,
+    ComplaintEscalated,
+    CustomerReplied,
+    FeedbackRegistered,
+    MajorAlert,
+    ResolutionReady,
+    SlaAtRisk,
+    SlaBreached,
+    UnitOutcome,
+)
 from shared.events import Actor, make_event, utcnow
 from shared.settings import InfraSettings
 from shared.vocabulary import Customer, Head, Product

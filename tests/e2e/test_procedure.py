@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.e2e.flow import Flow, feedback_body, new_customer, ok
+from tests.e2e.flow import Flow, new_customer, ok
 from tests.support import eventually
 
 

@@ -15,9 +15,18 @@ from typing import Any, Self
 import httpx
 from faststream.rabbit import RabbitQueue
 
-from shared.contracts import (ActionCompleted, CapaClosed, CapaOpened, ComplaintEscalated,
-                              ComplaintReopened, CountermeasuresProposed, Disposition,
-                              EvidenceAdded, FeedbackClosed, FeedbackWithdrawn)
+from shared.contracts import (
+    ActionCompleted,
+    CapaClosed,
+    CapaOpened,
+    ComplaintEscalated,
+    ComplaintReopened,
+    CountermeasuresProposed,
+    Disposition,
+    EvidenceAdded,
+    FeedbackClosed,
+    FeedbackWithdrawn,
+)
 from shared.events import Envelope, parse_event
 from shared.messaging import Topology, new_broker
 from shared.settings import InfraSettings

@@ -6,12 +6,22 @@ from decimal import Decimal
 import pytest
 from pydantic import ValidationError
 
-from services.capa.domain import (ActionRequest, ActionStatus, Capa, CapaCreate, CapaPlan,
-                                  CapaRootCause, CapaStatus, EffectivenessInput,
-                                  InvestigationDraft, ItemKind, ItemStatus)
+from services.capa.domain import (
+    ActionRequest,
+    ActionStatus,
+    Capa,
+    CapaCreate,
+    CapaPlan,
+    CapaRootCause,
+    CapaStatus,
+    EffectivenessInput,
+    InvestigationDraft,
+    ItemKind,
+    ItemStatus,
+)
 from shared.contracts import RecurrenceDetected, ResponsibilityAssigned, UnitRequest
-from shared.errors import Conflict, Forbidden, NotFound
 from shared.domain import bson_safe
+from shared.errors import Conflict, Forbidden, NotFound
 from shared.events import Actor
 
 QUALITY = Actor(sub="li.wei", roles=("quality",))

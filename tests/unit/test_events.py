@@ -3,8 +3,16 @@
 import pytest
 from pydantic import Field
 
-from shared.events import (Actor, Contract, Envelope, MalformedEvent, UnknownEvent, contract,
-                           make_event, parse_event)
+from shared.events import (
+    Actor,
+    Contract,
+    Envelope,
+    MalformedEvent,
+    UnknownEvent,
+    contract,
+    make_event,
+    parse_event,
+)
 
 
 @contract("unit.sample_happened", version=2)

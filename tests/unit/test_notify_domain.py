@@ -4,10 +4,20 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.notify.domain import (ChannelName, CustomerEntry, DirectoryEntry, InboundMail,
-                                    Notification, NotificationStatus, RetryPolicy, Subscription,
-                                    notification_id, topic_matches, verify_signature,
-                                    webhook_signature)
+from services.notify.domain import (
+    ChannelName,
+    CustomerEntry,
+    DirectoryEntry,
+    InboundMail,
+    Notification,
+    NotificationStatus,
+    RetryPolicy,
+    Subscription,
+    notification_id,
+    topic_matches,
+    verify_signature,
+    webhook_signature,
+)
 from shared.contracts import SlaBreached
 from shared.errors import Conflict, Invalid
 from shared.events import Actor, make_event

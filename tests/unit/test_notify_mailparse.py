@@ -4,9 +4,18 @@ from email.message import EmailMessage
 
 import pytest
 
-from services.notify.mailparse import (MAX_TEXT, Limits, Refused, compose_body, detect_type,
-                                       find_register_no, html_to_text, is_fax, parse_mail,
-                                       safe_filename)
+from services.notify.mailparse import (
+    MAX_TEXT,
+    Limits,
+    Refused,
+    compose_body,
+    detect_type,
+    find_register_no,
+    html_to_text,
+    is_fax,
+    parse_mail,
+    safe_filename,
+)
 from services.notify.settings import ALLOWED_TYPES
 
 LIMITS = Limits(max_attachment_bytes=1000, allowed_types=frozenset(ALLOWED_TYPES))

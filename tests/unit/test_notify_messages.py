@@ -10,9 +10,18 @@ from services.notify.handlers import Recipient
 from services.notify.rules import MANAGER, QUALITY, SALES, mail_rule
 from services.notify.settings import Settings
 from services.notify.templates import PURPOSES, Renderer
-from shared.contracts import (ActionRequested, ComplaintAccepted, ComplaintEscalated,
-                              CustomerReplied, FeedbackClosed, MajorAlert, ResolutionReady,
-                              SlaAtRisk, SlaBreached, UnitOutcome)
+from shared.contracts import (
+    ActionRequested,
+    ComplaintAccepted,
+    ComplaintEscalated,
+    CustomerReplied,
+    FeedbackClosed,
+    MajorAlert,
+    ResolutionReady,
+    SlaAtRisk,
+    SlaBreached,
+    UnitOutcome,
+)
 from shared.events import Actor, make_event
 from shared.vocabulary import Customer, Head, Language, Money, Product
 

@@ -7,12 +7,25 @@ import bson
 import pytest
 
 from services.quality.clock import ClockPolicy, WorkingCalendar, clock_view
-from services.quality.domain import (Case, CaseStatus, FollowUp, MajorReview, UnitStatus,
-                                     check_assignment, kinds_of)
+from services.quality.domain import (
+    Case,
+    CaseStatus,
+    FollowUp,
+    MajorReview,
+    UnitStatus,
+    check_assignment,
+    kinds_of,
+)
 from services.quality.recurrence import Kind, KindEntry
 from services.quality.settings import Settings
-from shared.contracts import (CapaOpened, ComplaintEscalated, ComplaintReopened,
-                              CountermeasuresProposed, Disposition, FeedbackWithdrawn)
+from shared.contracts import (
+    CapaOpened,
+    ComplaintEscalated,
+    ComplaintReopened,
+    CountermeasuresProposed,
+    Disposition,
+    FeedbackWithdrawn,
+)
 from shared.errors import Conflict, Invalid
 from shared.events import Actor
 from shared.vocabulary import Customer, Head, Product
