@@ -116,7 +116,9 @@ stop_all() {
 
 case "${1:-}" in
   install) install_rabbitmq; install_promtool; install_ferretdb ;;
-  start) install_rabbitmq; install_promtool; install_ferretdb; start_rabbitmq; start_ferretdb
+  start) install_rabbitmq; install_promtool; install_ferretdb; start_rabbitmq
+         "$ROOT/scripts/rabbitmq_users.sh"  # the per-service least-privilege users
+         start_ferretdb
          say "RabbitMQ amqp://127.0.0.1:$AMQP_PORT (management http://127.0.0.1:15672), FerretDB mongodb://127.0.0.1:$MONGO_PORT" ;;
   stop) stop_all ;;
   *) die "usage: $0 install|start|stop" ;;

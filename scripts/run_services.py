@@ -23,6 +23,13 @@ def port_of(name: str) -> int:
     return int(os.environ.get(f"QMS_{name.upper()}_HTTP_PORT", SERVICES[name]))
 
 
+def service_broker_urls() -> dict[str, str]:
+    """Each service connects as its own least-privilege broker user (scripts/infra.sh made them)."""
+    out = subprocess.run([str(ROOT / "scripts" / "rabbitmq_users.sh"), "--print-env"],
+                         capture_output=True, text=True, check=True, timeout=30).stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
 def port_holder(port: int) -> str | None:
     out = subprocess.run(["ss", "-Hltnp", f"sport = :{port}"], capture_output=True, text=True)
     line = out.stdout.strip()
@@ -79,10 +86,11 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    env = service_broker_urls() | os.environ | {"PYTHONUNBUFFERED": "1"}
     for name in SERVICES:
         procs[name] = subprocess.Popen(
             [sys.executable, "-m", f"services.{name}"], cwd=ROOT, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, env=os.environ | {"PYTHONUNBUFFERED": "1"},
+            stderr=subprocess.STDOUT, env=env,
             start_new_session=True)
         threading.Thread(target=pump, args=(name, procs[name].stdout), daemon=True).start()
 

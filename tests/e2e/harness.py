@@ -5,6 +5,7 @@ ports, so systems with different settings can run side by side.
 """
 
 import asyncio
+import functools
 import os
 import signal
 import socket
@@ -24,6 +25,14 @@ from shared.settings import InfraSettings
 ROOT = Path(__file__).resolve().parents[2]
 LOGS = ROOT / "reports" / "e2e-logs"
 SERVICES = ("intake", "quality", "capa", "reporting", "notify")
+
+
+@functools.cache
+def service_broker_urls() -> dict[str, str]:
+    """Each service's own least-privilege broker user, as `make up` uses them."""
+    out = subprocess.run([str(ROOT / "scripts" / "rabbitmq_users.sh"), "--print-env"],
+                         capture_output=True, text=True, check=True, timeout=30).stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
 def free_port() -> int:
@@ -47,7 +56,7 @@ class System:
             "QMS_NOTIFY_ATTACHMENT_DIR": str(ROOT / "var" / "test-attachments" / namespace),
             "QMS_NOTIFY_INBOUND_PORT": str(free_port()),
             "PYTHONUNBUFFERED": "1",
-        } | (env or {})
+        } | service_broker_urls() | (env or {})
         self.procs: dict[str, subprocess.Popen] = {}
         self.secret = InfraSettings().jwt_secret.get_secret_value()
 

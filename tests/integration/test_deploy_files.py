@@ -1,0 +1,568 @@
+"""The deployment files, checked without a Docker engine or a cluster: docker-compose.yml, the
+Dockerfiles, the RabbitMQ definitions (loaded into the real local broker) and the Kubernetes
+manifests (parsed, and built with kustomize where it is installed)."""
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import httpx
+import pytest
+import yaml
+
+from shared.messaging import Topology
+from tests.conftest import test_namespace
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICES = ("intake", "quality", "capa", "reporting", "notify")
+PORTS = {"intake": 8001, "quality": 8002, "capa": 8003, "reporting": 8004, "notify": 8005}
+K8S = ROOT / "deploy" / "k8s"
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|_KEY$")
+INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:?[-?])?([^}]*)\}")
+
+
+def load_users_module():
+    spec = importlib.util.spec_from_file_location("qms_rabbitmq_users_deploy",
+                                                  ROOT / "deploy" / "rabbitmq" / "users.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+users = load_users_module()
+
+
+def env_example() -> dict[str, str]:
+    return users.read_env_file(ROOT / ".env.example")
+
+
+def dev_secrets() -> dict[str, str]:
+    """The documented development defaults that are secrets (non-empty)."""
+    return {k: v for k, v in env_example().items() if SECRET_NAME.search(k) and v}
+
+
+# --- docker compose ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def compose_text() -> str:
+    return (ROOT / "docker-compose.yml").read_text()
+
+
+@pytest.fixture(scope="module")
+def compose(compose_text) -> dict[str, Any]:
+    return yaml.safe_load(compose_text)  # YAML merge keys (`<<`) resolved like compose does
+
+
+def one_shots(compose: dict) -> set[str]:
+    return {name for name, svc in compose["services"].items() if svc.get("restart") == "no"}
+
+
+def test_compose_runs_every_part_of_the_system(compose):
+    services = compose["services"]
+    for name in (*SERVICES, "rabbitmq", "mongo", "prometheus", "grafana"):
+        assert name in services, f"{name} missing from docker-compose.yml"
+    assert "management" in services["rabbitmq"]["image"]
+    plugins = (ROOT / "deploy/rabbitmq/enabled_plugins").read_text()
+    assert "rabbitmq_management" in plugins and "rabbitmq_prometheus" in plugins
+    for name in SERVICES:
+        build = services[name]["build"]
+        assert build["context"] == "." and build["dockerfile"] == f"services/{name}/Dockerfile"
+
+
+def test_every_long_running_container_has_a_healthcheck(compose):
+    for name, svc in compose["services"].items():
+        if name in one_shots(compose):
+            continue
+        check = svc.get("healthcheck") or {}
+        assert check.get("test"), f"{name} has no healthcheck"
+        assert not check.get("disable"), f"{name} disables its healthcheck"
+    for name in SERVICES:
+        test = " ".join(compose["services"][name]["healthcheck"]["test"])
+        assert f"127.0.0.1:{PORTS[name]}/readyz" in test, f"{name} must be healthy when ready"
+
+
+def test_every_dependency_is_waited_for_by_its_health(compose):
+    services = compose["services"]
+    for name, svc in services.items():
+        deps = svc.get("depends_on") or {}
+        assert isinstance(deps, dict), f"{name}: depends_on without conditions only orders starts"
+        for dep, spec in deps.items():
+            condition = spec.get("condition")
+            if dep in one_shots(compose):
+                assert condition == "service_completed_successfully", f"{name} -> {dep}"
+            else:
+                assert condition == "service_healthy", f"{name} -> {dep}"
+                assert services[dep].get("healthcheck"), f"{name} waits on {dep}'s health"
+    for name in SERVICES:
+        deps = services[name]["depends_on"]
+        assert {"rabbitmq", "mongo", "mongo-init"} <= set(deps), name
+    assert "rabbitmq-definitions" in services["rabbitmq"]["depends_on"]
+    assert "mongo" in services["mongo-init"]["depends_on"]
+    assert "prometheus" in services["grafana"]["depends_on"]
+
+
+def test_mongodb_7_runs_as_a_single_node_replica_set_with_init(compose):
+    mongo, init = compose["services"]["mongo"], compose["services"]["mongo-init"]
+    assert mongo["image"].startswith("mongo:7")
+    entrypoint = (ROOT / "deploy/mongo/entrypoint.sh").read_text()
+    assert "--replSet" in entrypoint and "--keyFile" in entrypoint
+    assert "mongo-data:/data/db" in mongo["volumes"]
+    assert "/opt/qms/init.js" in init["entrypoint"]
+    script = (ROOT / "deploy/mongo/init.js").read_text()
+    assert "rs.initiate" in script and "members: [{ _id: 0" in script  # one member
+    assert "isWritablePrimary" in script  # users only once it is primary
+    # Each service's user: readWrite on its own database, nothing else.
+    assert re.search(r'roles = \[\{ role: "readWrite", db: `\$\{namespace\}_\$\{service\}` \}\]',
+                     script)
+    assert re.findall(r'"(\w+)"', script.split("SERVICES = [", 1)[1].split("]")[0]) \
+        == list(SERVICES)
+    for name in SERVICES:
+        url = compose["services"][name]["environment"][f"QMS_{name.upper()}_MONGO_URL"]
+        assert url.startswith(f"mongodb://qms-{name}:${{MONGO_QMS_{name.upper()}_PASSWORD:?")
+        assert "replicaSet=rs0" in url
+
+
+def test_each_service_connects_as_its_own_broker_user(compose):
+    for name in SERVICES:
+        env = compose["services"][name]["environment"]
+        url = env[f"QMS_{name.upper()}_AMQP_URL"]
+        assert url.startswith(f"amqp://qms-{name}:${{RABBITMQ_QMS_{name.upper()}_PASSWORD:?"), url
+        assert "QMS_AMQP_URL" not in env and "QMS_MONGO_URL" not in env
+
+
+def test_named_volumes_keep_the_data_and_the_attachments(compose):
+    declared = set(compose["volumes"])
+    mounts = {name: svc.get("volumes") or [] for name, svc in compose["services"].items()}
+    for name, mount in [("rabbitmq", "rabbitmq-data:/var/lib/rabbitmq"),
+                        ("mongo", "mongo-data:/data/db"), ("mongo", "mongo-config:/data/configdb"),
+                        ("intake", "attachments:/data/attachments"),
+                        ("notify", "attachments:/data/attachments"),
+                        ("prometheus", "prometheus-data:/prometheus"),
+                        ("grafana", "grafana-data:/var/lib/grafana")]:
+        assert mount in mounts[name], f"{name} should mount {mount}"
+    for name, volumes in mounts.items():
+        for volume in volumes:
+            source = volume.split(":", 1)[0]
+            if source.startswith("."):
+                assert (ROOT / source).exists(), f"{name} mounts {source}, which does not exist"
+            else:
+                assert source in declared, f"{name}: volume {source} is not declared"
+    for name in ("intake", "notify"):
+        env = compose["services"][name]["environment"]
+        assert env[f"QMS_{name.upper()}_ATTACHMENT_DIR"] == "/data/attachments"
+
+
+def test_no_secret_in_plain_text_beyond_the_documented_development_defaults(compose,
+                                                                             compose_text):
+    documented = env_example()
+    for var, operator, _default in INTERPOLATION.findall(compose_text):
+        assert var in documented, f"${{{var}}} (docker-compose.yml) is not in .env.example"
+        if SECRET_NAME.search(var):
+            assert operator == ":?", f"secret {var} must be required, not defaulted inline"
+    for var, value in dev_secrets().items():
+        assert value not in compose_text, f"the value of {var} is written in docker-compose.yml"
+    # Every secret-looking setting of a container is taken from .env, never written here.
+    for name, svc in compose["services"].items():
+        for key, value in (svc.get("environment") or {}).items():
+            if SECRET_NAME.search(key) or key.endswith(("_AMQP_URL", "_MONGO_URL")):
+                assert value == "" or INTERPOLATION.search(str(value)), f"{name}: {key}"
+
+
+def test_compose_prometheus_scrapes_like_the_project_config_so_the_alert_rules_hold(compose,
+                                                                                   tmp_path):
+    """Compose's scrape config differs from deploy/prometheus/prometheus.yml only in hosts."""
+    mine = yaml.safe_load(compose["configs"]["prometheus"]["content"])
+    project = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+
+    def jobs(config: dict) -> dict[str, tuple]:
+        return {job["job_name"]: (
+            job.get("metrics_path"),
+            sorted((t.split(":")[1], tuple(sorted((sc.get("labels") or {}).items())))
+                   for sc in job["static_configs"] for t in sc["targets"]))
+            for job in config["scrape_configs"]}
+
+    theirs = jobs(project)
+    theirs.pop("ferretdb", None)  # compose runs MongoDB, which has no metrics endpoint
+    assert jobs(mine) == theirs
+    mounts = dict(v.split(":")[:2][::-1] for v in compose["services"]["prometheus"]["volumes"])
+    rule_files = []
+    for rule_file in mine["rule_files"]:
+        folder = next(m for m in mounts if rule_file.startswith(m + "/"))
+        local = ROOT / mounts[folder] / rule_file.removeprefix(folder + "/")
+        assert local.exists(), f"{rule_file} is {local}, which does not exist"
+        rule_files.append(str(local))
+    if not shutil.which("promtool"):
+        pytest.skip("promtool is not installed")
+    config = tmp_path / "prometheus.yml"
+    config.write_text(yaml.safe_dump(mine | {"rule_files": rule_files}))
+    result = subprocess.run(["promtool", "check", "config", str(config)], check=False,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_grafana_gives_the_provisioning_what_it_expands(compose):
+    grafana = compose["services"]["grafana"]
+    provisioning = ROOT / "deploy/grafana/provisioning"
+    wanted = {m for p in provisioning.rglob("*.y*ml")
+              for m in re.findall(r"\$\{(\w+)\}", p.read_text())}
+    assert wanted <= set(grafana["environment"]), wanted - set(grafana["environment"])
+    assert "./deploy/grafana/provisioning:/etc/grafana/provisioning:ro" in grafana["volumes"]
+    dashboards = grafana["environment"]["QMS_GRAFANA_DASHBOARDS"]
+    assert any(v.startswith("./deploy/grafana/dashboards:" + dashboards)
+               for v in grafana["volumes"])
+
+
+def test_no_deployment_file_holds_a_development_secret_except_the_dev_overlay():
+    files = [ROOT / "docker-compose.yml", ROOT / "scripts" / "rabbitmq_users.sh",
+             *(ROOT / "services").glob("*/Dockerfile"),
+             *(p for p in (ROOT / "deploy").rglob("*") if p.is_file()
+               and (K8S / "overlays" / "dev") not in p.parents)]
+    for path in files:
+        text = path.read_text(errors="replace")
+        for var, value in dev_secrets().items():
+            assert value not in text, f"{path.relative_to(ROOT)} holds the value of {var}"
+
+
+def test_env_example_documents_every_service_user():
+    documented = env_example()
+    for user in load_definitions()["users"]:
+        assert users.password_variable(user["name"]) in documented, user["name"]
+    for name in SERVICES:
+        assert f"MONGO_QMS_{name.upper()}_PASSWORD" in documented
+
+
+# --- images ----------------------------------------------------------------------------------
+
+def dockerfile(name: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    text = (ROOT / "services" / name / "Dockerfile").read_text()
+    text = re.sub(r"\\\n", " ", "\n".join(line for line in text.splitlines()
+                                          if not line.lstrip().startswith("#")))
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "")
+            for line in text.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_each_service_has_a_slim_multi_stage_non_root_image_with_a_readiness_check(name):
+    steps = dockerfile(name)
+    stages = [args for op, args in steps if op == "FROM"]
+    assert len(stages) >= 2, "multi-stage: build tools and caches stay out of the image"
+    args = dict(a.split("=", 1) for op, a in steps if op == "ARG" and "=" in a)
+    assert args.get("PYTHON_IMAGE", "").startswith("python:3.11-slim")
+    assert all(s.startswith("${PYTHON_IMAGE}") for s in stages)
+    final = steps[max(i for i, (op, _) in enumerate(steps) if op == "FROM"):]
+    users_ = [a for op, a in final if op == "USER"]
+    assert users_ and users_[-1].split(":")[0] not in ("0", "root"), "runs as a non-root user"
+    check = [a for op, a in final if op == "HEALTHCHECK"]
+    assert check and "/readyz" in check[0]
+    # Exec form must be valid JSON, or Docker silently runs it through a shell instead.
+    probe = json.loads(check[0].split(" CMD ", 1)[1])
+    assert probe[:2] == ["python", "-c"] and "/readyz" in probe[2]
+    assert [a for op, a in final if op == "CMD"] == [f'["python", "-m", "services.{name}"]']
+    assert str(PORTS[name]) in " ".join(a for op, a in final if op == "EXPOSE")
+    assert f"QMS_{name.upper()}_HTTP_HOST=0.0.0.0" in " ".join(a for op, a in final if op == "ENV")
+    # Only what this service needs: the kit and its own package, no other service, no tests.
+    copied = [a.split()[0] for op, a in steps if op == "COPY" and not a.startswith("--from")]
+    assert sorted(copied) == sorted(["pyproject.toml", "shared/", "services/__init__.py",
+                                     f"services/{name}/"]), copied
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_what_the_image_copies_is_enough_to_build_the_service(name, tmp_path):
+    """The files the Dockerfile copies, alone (no other service), build the service's app."""
+    for op, args in dockerfile(name):
+        if op == "COPY" and not args.startswith("--from"):
+            source, target = args.split()
+            if target.startswith("/app/"):
+                destination = tmp_path / target.removeprefix("/app/")
+                if (ROOT / source).is_dir():
+                    shutil.copytree(ROOT / source, destination,
+                                    ignore=shutil.ignore_patterns("__pycache__"))
+                else:
+                    destination.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(ROOT / source, destination)
+    script = (f"import services.{name}.app as app, services.{name}.settings as s; "
+              f"app.create(s.Settings())")
+    # -S: no site processing, so the project's editable install cannot supply what the image
+    # lacks; the dependencies come from the virtualenv's site-packages on PYTHONPATH.
+    path = os.pathsep.join([str(tmp_path), sysconfig.get_paths()["purelib"],
+                            sysconfig.get_paths()["platlib"]])
+    result = subprocess.run([sys.executable, "-S", "-c", script], cwd=tmp_path, check=False,
+                            env=os.environ | {"PYTHONPATH": path},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_a_service_imports_no_other_service(name):
+    others = "|".join(s for s in SERVICES if s != name)
+    pattern = re.compile(rf"^\s*(from|import)\s+services\.({others})\b", re.MULTILINE)
+    for path in (ROOT / "services" / name).rglob("*.py"):
+        assert not pattern.search(path.read_text()), f"{path} imports another service"
+
+
+def test_the_image_context_holds_only_the_code():
+    lines = [ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines()
+             if ln.strip() and not ln.startswith("#")]
+    assert lines[0] == "*", "allow-list: everything is excluded unless named"
+    assert {"!pyproject.toml", "!shared", "!services"} <= set(lines)
+    assert not [ln for ln in lines if ln.startswith(("!.env", "!var"))]
+
+
+# --- RabbitMQ definitions ---------------------------------------------------------------------
+
+def load_definitions() -> dict:
+    return users.load()
+
+
+def test_definitions_declare_the_exchange_the_kit_uses():
+    exchange = Topology("qms", "intake").exchange
+    (declared,) = load_definitions()["exchanges"]
+    assert declared["name"] == exchange.name
+    assert declared["type"] == "topic" and declared["durable"] and not declared["auto_delete"]
+    assert declared["vhost"] in {v["name"] for v in load_definitions()["vhosts"]}
+    assert all(u["password_hash"] == "" for u in load_definitions()["users"]), \
+        "no password in the repository: compose renders them from .env"
+
+
+@pytest.mark.parametrize("namespace", ["qms", "t1a2b3c4e2e", "plant_b"])
+@pytest.mark.parametrize("name", SERVICES)
+def test_each_service_user_is_allowed_its_own_queues_and_the_exchange_only(name, namespace):
+    perms = {p["user"]: p for p in load_definitions()["permissions"]}[f"qms-{name}"]
+
+    def allowed(kind: str, resource: str) -> bool:  # RabbitMQ matches like re.search
+        return re.search(perms[kind], resource) is not None
+
+    own = Topology(namespace, name)
+    queue, retry, dlq = own.queue_name, own.retry.name, own.dlq.name
+    exchange = own.exchange.name
+    for resource in (exchange, queue, retry, dlq):
+        assert allowed("configure", resource), resource   # declare its topology
+    assert allowed("write", exchange) and allowed("write", "amq.default")  # publish, retry
+    assert allowed("write", queue) and allowed("read", exchange)  # bind its queue
+    assert allowed("read", queue)  # consume it
+    for other in SERVICES:
+        if other == name:
+            continue
+        theirs = Topology(namespace, other)
+        for resource in (theirs.queue_name, theirs.retry.name, theirs.dlq.name):
+            for kind in ("configure", "write", "read"):
+                assert not allowed(kind, resource), f"{name} may {kind} {resource}"
+    for kind in ("configure", "write", "read"):
+        assert not allowed(kind, f"{namespace}.{name}-copy")
+        assert not allowed(kind, "amq.topic")
+
+
+@pytest.fixture(scope="module")
+def local_users() -> None:
+    subprocess.run([str(ROOT / "scripts" / "rabbitmq_users.sh")], check=True,
+                   capture_output=True, timeout=180)
+
+
+def test_the_users_script_gives_the_local_broker_the_same_users_and_permissions(local_users):
+    out = subprocess.run(["rabbitmqctl", "-q", "list_permissions", "-p", "/",
+                          "--no-table-headers"], check=True, capture_output=True, text=True,
+                         timeout=60).stdout
+    on_broker = {line.split("\t")[0]: tuple(line.split("\t")[1:])
+                 for line in out.splitlines() if line}
+    for p in load_definitions()["permissions"]:
+        if p["user"] == "qms-admin":
+            continue  # the local broker keeps its own administrator
+        assert on_broker.get(p["user"]) == (p["configure"], p["write"], p["read"]), p["user"]
+
+
+@pytest.fixture
+def management() -> httpx.Client:
+    api = os.environ.get("QMS_RABBIT_API", "http://127.0.0.1:15672/api")
+    with httpx.Client(base_url=api, auth=("guest", "guest"), timeout=30) as client:
+        yield client
+
+
+async def test_the_rendered_definitions_load_into_the_local_broker(management, monkeypatch):
+    """What compose loads at boot, imported into a throw-away vhost with renamed users, so the
+    shared broker is left as it was. Through the management API (the same importer as the
+    boot-time import, without an Erlang VM per rabbitmqctl call)."""
+    suffix = test_namespace(uuid.uuid4().hex[:4])
+    vhost = f"{suffix}_defs"
+    passwords = {u["name"]: uuid.uuid4().hex for u in load_definitions()["users"]}
+    for user, password in passwords.items():
+        monkeypatch.setenv(users.password_variable(user), password)
+    rendered = users.render(load_definitions())  # exactly what rabbitmq-definitions writes
+    rename = {u["name"]: f"{u['name']}-{suffix}" for u in rendered["users"]}
+    for user in rendered["users"]:
+        user["name"] = rename[user["name"]]
+    for item in rendered["vhosts"]:
+        item["name"] = vhost
+    for section in ("permissions", "exchanges"):
+        for item in rendered[section]:
+            item["vhost"] = vhost
+    for perm in rendered["permissions"]:
+        perm["user"] = rename[perm["user"]]
+    try:
+        resp = management.post("/definitions", json=rendered)
+        assert resp.status_code in (200, 201, 204), resp.text
+        exchange = management.get(f"/exchanges/{vhost}/qms.events").json()
+        assert exchange["type"] == "topic" and exchange["durable"]
+        # The password hashes are in RabbitMQ's format: the user logs in with its password.
+        user = f"qms-intake-{suffix}"
+        connection = await aio_pika.connect(
+            f"amqp://{user}:{passwords['qms-intake']}@127.0.0.1:5672/{vhost}")
+        await connection.close()
+        perms = management.get(f"/users/{user}/permissions").json()
+        assert [p["vhost"] for p in perms] == [vhost]
+    finally:
+        for name in rename.values():
+            management.delete(f"/users/{name}")
+        management.delete(f"/vhosts/{vhost}")
+
+
+# --- Kubernetes ------------------------------------------------------------------------------
+
+def k8s_documents(folder: Path = K8S / "base") -> list[dict]:
+    docs = []
+    for path in sorted(folder.glob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
+        docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
+    return docs
+
+
+def test_every_kubernetes_file_parses():
+    paths = sorted(K8S.rglob("*.yaml"))
+    assert paths
+    for path in paths:
+        for doc in yaml.safe_load_all(path.read_text()):
+            assert doc is None or ("kind" in doc and "apiVersion" in doc), path
+
+
+def kustomize_build(overlay: str) -> list[dict]:
+    tool = shutil.which("kustomize")
+    cmd = [tool, "build"] if tool else (["kubectl", "kustomize"] if shutil.which("kubectl")
+                                        else None)
+    if cmd is None:
+        pytest.skip("neither kustomize nor kubectl is installed (the base is checked directly)")
+    out = subprocess.run([*cmd, str(K8S / overlay)], check=True, capture_output=True,
+                         text=True, timeout=120).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def check_deployments(docs: list[dict]) -> None:
+    by_kind: dict[str, list[dict]] = {}
+    for doc in docs:
+        by_kind.setdefault(doc["kind"], []).append(doc)
+    deployments = {d["metadata"]["name"]: d for d in by_kind["Deployment"]}
+    assert set(deployments) == set(SERVICES)
+    pdbs = [p["spec"]["selector"]["matchLabels"] for p in by_kind["PodDisruptionBudget"]]
+    services = [s["spec"]["selector"] for s in by_kind["Service"]]
+    scaled = {s["spec"]["scaleTargetRef"]["name"]: s for s in by_kind["ScaledObject"]}
+    for name, dep in deployments.items():
+        labels = dep["spec"]["template"]["metadata"]["labels"]
+        assert dep["spec"]["replicas"] >= 2, f"{name}: at least two consumers"
+        for container in dep["spec"]["template"]["spec"]["containers"]:
+            assert container["readinessProbe"]["httpGet"]["path"] == "/readyz", name
+            assert container["livenessProbe"]["httpGet"]["path"] == "/healthz", name
+            requests = container["resources"]["requests"]
+            assert requests.get("cpu") and requests.get("memory"), name
+            assert container["securityContext"]["allowPrivilegeEscalation"] is False
+        assert dep["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
+        assert any(sel.items() <= labels.items() for sel in pdbs), f"{name} has no PDB"
+        assert any(sel.items() <= labels.items() for sel in services), f"{name} has no Service"
+        scaler = scaled[name]["spec"]
+        assert scaler["minReplicaCount"] >= 2 and scaler["maxReplicaCount"] > 2
+        (trigger,) = scaler["triggers"]
+        assert trigger["type"] == "rabbitmq" and trigger["metadata"]["mode"] == "QueueLength"
+        assert trigger["metadata"]["queueName"] == Topology("qms", name).queue_name
+
+
+def test_the_base_runs_every_service_as_probed_budgeted_autoscaled_consumers():
+    check_deployments(k8s_documents())
+
+
+def test_each_deployment_uses_its_own_broker_and_database_user():
+    for dep in (d for d in k8s_documents() if d["kind"] == "Deployment"):
+        name = dep["metadata"]["name"]
+        (container,) = dep["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e for e in container["env"]}
+        assert env["RABBITMQ_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] \
+            == f"qms-rabbitmq-{name}"
+        assert env[f"QMS_{name.upper()}_AMQP_URL"]["value"].startswith(
+            f"amqp://qms-{name}:$(RABBITMQ_PASSWORD)@")
+        assert env[f"QMS_{name.upper()}_MONGO_URL"]["valueFrom"]["secretKeyRef"]["name"] \
+            == f"qms-mongodb-admin-qms-{name}"
+        assert list(env).index("RABBITMQ_PASSWORD") < list(env).index(
+            f"QMS_{name.upper()}_AMQP_URL"), "$(VAR) expands only variables defined before it"
+
+
+def test_rabbitmq_and_mongodb_come_from_their_operators_replicated():
+    docs = k8s_documents()
+    (rabbit,) = [d for d in docs if d["kind"] == "RabbitmqCluster"]
+    assert rabbit["spec"]["replicas"] == 3
+    assert "default_queue_type = quorum" in rabbit["spec"]["rabbitmq"]["additionalConfig"]
+    (mongo,) = [d for d in docs if d["kind"] == "MongoDBCommunity"]
+    assert mongo["spec"]["type"] == "ReplicaSet" and mongo["spec"]["members"] == 3
+    assert mongo["spec"]["version"].startswith("7.")
+    roles = {u["name"]: u["roles"] for u in mongo["spec"]["users"]}
+    assert roles == {f"qms-{s}": [{"name": "readWrite", "db": f"qms_{s}"}] for s in SERVICES}
+
+
+def test_the_topology_operator_objects_match_the_definitions():
+    docs = k8s_documents()
+    definitions = load_definitions()
+    wanted = {p["user"]: (p["vhost"], p["configure"], p["write"], p["read"])
+              for p in definitions["permissions"] if p["user"] != "qms-admin"}
+    got = {d["spec"]["user"]: (d["spec"]["vhost"], *(d["spec"]["permissions"][k]
+                                                     for k in ("configure", "write", "read")))
+           for d in docs if d["kind"] == "Permission"}
+    assert got == wanted
+    k8s_users = {d["metadata"]["name"] for d in docs if d["kind"] == "User"}
+    assert k8s_users == set(wanted)
+    (exchange,) = [d["spec"] for d in docs if d["kind"] == "Exchange"]
+    (declared,) = definitions["exchanges"]
+    assert (exchange["name"], exchange["type"], exchange["durable"]) \
+        == (declared["name"], declared["type"], declared["durable"])
+
+
+def test_no_secret_in_the_base_or_production_and_dev_uses_the_documented_defaults():
+    for folder in (K8S / "base", K8S / "overlays" / "production"):
+        text = "\n".join(p.read_text() for p in folder.rglob("*.yaml"))
+        assert "kind: Secret" not in text and "secretGenerator" not in text, folder
+        for var, value in dev_secrets().items():
+            assert value not in text, f"the value of {var} is written in {folder}"
+    dev = yaml.safe_load((K8S / "overlays/dev/kustomization.yaml").read_text())
+    documented = set(dev_secrets().values())
+    for generator in dev["secretGenerator"]:
+        for literal in generator["literals"]:
+            key, value = literal.split("=", 1)
+            if key == "password" or key == "secret":
+                assert value in documented, f"{generator['name']}: not a documented dev default"
+            if key == "host":
+                assert re.fullmatch(r"amqp://qms-scaler:([^@]+)@[^/]+/", value)
+                assert value.split(":")[2].split("@")[0] in documented
+
+
+@pytest.mark.parametrize("overlay", ["overlays/dev", "overlays/production"])
+def test_the_overlays_build_and_keep_probes_resources_and_replicas(overlay):
+    docs = kustomize_build(overlay)
+    check_deployments(docs)
+    assert all(d["metadata"].get("namespace") == "qms" for d in docs if d["kind"] != "Namespace")
+    secrets = [d for d in docs if d["kind"] == "Secret"]
+    if overlay.endswith("production"):
+        assert not secrets, "production Secrets come from the secret store"
+    else:
+        names = {s["metadata"]["name"] for s in secrets}
+        refs = {e["valueFrom"]["secretKeyRef"]["name"]
+                for d in docs if d["kind"] == "Deployment"
+                for c in d["spec"]["template"]["spec"]["containers"] for e in c["env"]
+                if "valueFrom" in e and "secretKeyRef" in e["valueFrom"]}
+        operator_written = {f"qms-mongodb-admin-qms-{s}" for s in SERVICES}
+        assert refs - operator_written <= names, "every referenced Secret exists in dev"
+

@@ -1,0 +1,181 @@
+"""Least privilege on the real local broker, with the users scripts/rabbitmq_users.sh created
+from deploy/rabbitmq/definitions.json (the same users docker compose and Kubernetes get).
+
+Each service's user may declare, publish to and consume only its own queues and the events
+exchange, in any namespace (so the test namespaces work like `qms`).
+"""
+
+import importlib.util
+import subprocess
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aio_pika
+import pytest
+from aiormq.exceptions import ChannelAccessRefused
+
+from shared.events import Actor, Envelope
+from shared.service import Service
+from shared.settings import InfraSettings, ServiceSettings
+from tests.conftest import infra_settings, test_namespace
+from tests.integration.kit_fixtures import Counter, CounterBumped, Tally
+from tests.support import eventually
+
+ROOT = Path(__file__).resolve().parents[2]
+ACTOR = Actor(sub="tester", roles=("sales",))
+
+
+def load_users_module():
+    spec = importlib.util.spec_from_file_location("qms_rabbitmq_users",
+                                                  ROOT / "deploy" / "rabbitmq" / "users.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+users = load_users_module()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_users() -> None:
+    """The users exist on the local broker (`make up` creates them; idempotent)."""
+    subprocess.run([str(ROOT / "scripts" / "rabbitmq_users.sh")], check=True,
+                   capture_output=True, timeout=120)
+
+
+def url_of(user: str) -> str:
+    password = users.password_of(user, dev_defaults=True)
+    return f"amqp://{user}:{password}@127.0.0.1:5672/"
+
+
+@pytest.fixture
+def infra() -> InfraSettings:
+    return infra_settings(test_namespace(uuid.uuid4().hex[:6]), retry_delay_ms=200,
+                          max_attempts=3, relay_interval_s=0.2)
+
+
+@pytest.fixture
+async def started() -> AsyncIterator[list[Service]]:
+    services: list[Service] = []
+    yield services
+    for svc in services:
+        if svc.started:
+            await svc.stop()
+
+
+def own_user_service(name: str, infra: InfraSettings) -> Service:
+    """A kit service named like a real one, connected as that service's own broker user.
+
+    It owns Counters (their events go out through the outbox and the exchange) and consumes
+    them into Tallies, failing each event once so the retry path (publishing to its own retry
+    queue through the default exchange) runs under the restricted user too."""
+    svc = Service(name, ServiceSettings(amqp_url=url_of(f"qms-{name}"), infra=infra))
+    svc.collection("counters", Counter)
+    svc.collection("tallies", Tally)
+    failed: set[str] = set()
+
+    @svc.consumer.on("kit.counter_bumped")
+    async def on_bumped(event: Envelope, payload: CounterBumped) -> None:
+        if event.id not in failed:
+            failed.add(event.id)
+            raise RuntimeError("first delivery fails on purpose: exercise the retry queue")
+        repo = svc.repo("tallies")
+        if await repo.get(payload.counter_id) is None:
+            await repo.add(Tally(_id=payload.counter_id))
+
+        def add(t: Tally) -> None:
+            t.total += payload.by
+
+        await repo.apply_event(payload.counter_id, event, add)
+
+    return svc
+
+
+async def ignore(*_args) -> None:
+    """A consumer callback / event handler that does nothing."""
+
+
+async def refused(channel_action) -> str:
+    """Run one action on a fresh channel as the given connection; return the refusal text."""
+    with pytest.raises(ChannelAccessRefused) as info:
+        await channel_action()
+    return str(info.value)
+
+
+async def test_each_service_user_runs_its_service_declare_publish_consume_retry(infra, started):
+    for name in users.SERVICES:
+        svc = own_user_service(name, infra)
+        await svc.start()
+        started.append(svc)
+        counter = Counter(_id=f"{name}-{uuid.uuid4()}")
+        counter.bump(2, ACTOR)
+        await svc.repo("counters").add(counter)
+
+        async def tallied(svc: Service = svc, counter_id: str = counter.id) -> bool:
+            tally = await svc.repo("tallies").get(counter_id)
+            return tally is not None and tally.total == 2
+        await eventually(tallied, what=f"{name} to apply its own event after one retry")
+
+
+async def test_intake_user_cannot_consume_or_steal_the_quality_queue(infra, started):
+    quality = Service("quality", ServiceSettings(amqp_url=url_of("qms-quality"), infra=infra))
+    quality.consumer.on("kit.counter_bumped")(ignore)
+    await quality.start()  # declares <ns>.quality as the quality user
+    started.append(quality)
+    quality_queue = quality.topology.queue_name
+    exchange = quality.topology.exchange.name
+
+    connection = await aio_pika.connect(url_of("qms-intake"))
+    try:
+        async def consume() -> None:
+            channel = await connection.channel()
+            queue = await channel.get_queue(quality_queue, ensure=False)
+            await queue.consume(ignore)
+
+        async def get_one() -> None:
+            channel = await connection.channel()
+            queue = await channel.get_queue(quality_queue, ensure=False)
+            await queue.get(fail=False)
+
+        async def bind_to_own_queue() -> None:  # route quality's events to itself: no
+            channel = await connection.channel()
+            queue = await channel.get_queue(quality_queue, ensure=False)
+            await queue.bind(exchange, routing_key="#")
+
+        async def declare_a_foreign_queue() -> None:
+            channel = await connection.channel()
+            await channel.declare_queue(f"{infra.namespace}.quality-copy", durable=True)
+
+        for action in (consume, get_one, bind_to_own_queue, declare_a_foreign_queue):
+            assert "ACCESS_REFUSED" in await refused(action), action.__name__
+
+        # ...while its own queue is its to consume.
+        channel = await connection.channel()
+        own = await channel.declare_queue(f"{infra.namespace}.intake", durable=True,
+                                          arguments={"x-queue-type": "quorum"})
+        await own.consume(ignore)
+    finally:
+        await connection.close()
+
+
+async def test_scaler_user_reads_queue_depth_but_cannot_consume(infra, started):
+    quality = Service("quality", ServiceSettings(amqp_url=url_of("qms-quality"), infra=infra))
+    quality.consumer.on("kit.counter_bumped")(ignore)
+    await quality.start()
+    started.append(quality)
+
+    connection = await aio_pika.connect(url_of("qms-scaler"))
+    try:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(quality.topology.queue_name, passive=True)
+        assert queue.declaration_result.message_count == 0  # what KEDA scales on
+
+        async def consume() -> None:
+            channel = await connection.channel()
+            q = await channel.get_queue(quality.topology.queue_name, ensure=False)
+            await q.consume(ignore)
+
+        assert "ACCESS_REFUSED" in await refused(consume)
+    finally:
+        await connection.close()
