@@ -48,3 +48,5 @@ token: $(STAMP)
 
 clean:
 	rm -rf var reports
+demo: $(STAMP)
+	@$(PY) scripts/demo.py
