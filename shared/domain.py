@@ -58,9 +58,12 @@ class Aggregate(BaseModel):
         self.history.append(HistoryEntry(actor=actor, action=action, changes=changes or {},
                                          note=note, event_id=event_id, at=at or utcnow()))
 
-    def emit(self, payload: Contract, actor: Actor, causation_id: str | None = None) -> Envelope:
+    def emit(self, payload: Contract, actor: Actor, causation_id: str | None = None,
+             event_id: str | None = None) -> Envelope:
+        """Record an event to publish with this change; `event_id` for a fact that must
+        happen once whoever records it (see `shared.events.once_id`)."""
         event = make_event(payload, producer=self.producer, correlation_id=self.correlation_id,
-                           actor=actor, causation_id=causation_id)
+                           actor=actor, causation_id=causation_id, event_id=event_id)
         self._pending.append(event)
         return event
 

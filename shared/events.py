@@ -7,7 +7,7 @@ contract registered for its `(type, version)`. Contracts live in
 
 from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar
-from uuid import uuid4
+from uuid import UUID, uuid4, uuid5
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -93,8 +93,10 @@ def make_event(
     correlation_id: str,
     actor: Actor,
     causation_id: str | None = None,
+    event_id: str | None = None,
 ) -> Envelope:
     return Envelope(
+        **({"id": event_id} if event_id else {}),
         type=payload.event_type,
         version=payload.event_version,
         producer=producer,
@@ -103,6 +105,16 @@ def make_event(
         actor=actor,
         payload=payload.model_dump(mode="json"),
     )
+
+
+_ONCE = UUID("9a1c7e0e-3b59-4d8f-a7a4-1f0b6f2c8e11")
+
+
+def once_id(*parts: object) -> str:
+    """A deterministic event id for a fact that must happen once (e.g. "round 2 of case X
+    breached"): if two instances both record it, consumers see one event id twice and
+    apply it once. Idempotent by design, with no lease needed."""
+    return str(uuid5(_ONCE, "|".join(str(p) for p in parts)))
 
 
 def parse_event(raw: bytes | str | dict) -> tuple[Envelope, Contract]:

@@ -38,7 +38,7 @@ from shared.contracts import (
 )
 from shared.domain import Aggregate
 from shared.errors import Conflict, Invalid
-from shared.events import Actor
+from shared.events import Actor, once_id
 from shared.vocabulary import (
     AttachmentMeta,
     Category,
@@ -529,9 +529,11 @@ class Case(Aggregate):
             return True
         if now >= rnd.at_risk_at and rnd.at_risk_flagged_at is None:
             rnd.at_risk_flagged_at = now
+            # Deterministic ids: two checker instances flagging the same round publish
+            # the same event, which consumers apply once (safe with several instances).
             self.emit(SlaAtRisk(feedback_id=self.id, register_no=self.register_no,
                                 round=rnd.number, due_at=rnd.due_at, severity=self.severity),
-                      SYSTEM)
+                      SYSTEM, event_id=once_id(self.id, rnd.number, "sla_at_risk"))
             self.log(SYSTEM, "sla_at_risk", {"round": rnd.number, "due_at": rnd.due_at})
             return True
         return False
@@ -540,7 +542,8 @@ class Case(Aggregate):
         rnd = self.current
         rnd.breached_flagged_at = now
         self.emit(SlaBreached(feedback_id=self.id, register_no=self.register_no,
-                              round=rnd.number, due_at=rnd.due_at, severity=self.severity), SYSTEM)
+                              round=rnd.number, due_at=rnd.due_at, severity=self.severity),
+                  SYSTEM, event_id=once_id(self.id, rnd.number, "sla_breached"))
         self.log(SYSTEM, "sla_breached", {"round": rnd.number, "due_at": rnd.due_at})
 
     def check_unimproved(self, now: datetime, unimproved_after: timedelta) -> bool:
@@ -555,7 +558,8 @@ class Case(Aggregate):
         self.emit(RecurrenceDetected(kind=kinds_of(self.customer.id, product, defect)[0],
                                      reason="unimproved", feedback_ids=[self.id],
                                      defect_code=defect, customer_id=self.customer.id,
-                                     product_code=product), SYSTEM)
+                                     product_code=product),
+                  SYSTEM, event_id=once_id(self.id, "unimproved"))
         self.log(SYSTEM, "unimproved", {"since": first, "defect_code": defect})
         return True
 

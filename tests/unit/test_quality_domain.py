@@ -393,3 +393,14 @@ def test_p_5_4_2_documents_are_bson_safe_and_round_trip():
     assert doc["clock_breached"] is None and doc["defect_code"] == "D03"
     again = Case.model_validate(doc)
     assert again.current.units[0].proposal == case.current.units[0].proposal
+
+
+def test_p_f_5_two_instances_flagging_the_same_round_record_the_same_event():
+    """Idempotent by design: a breach seen by two checkers is one event id, applied once."""
+    doc = new_case().to_document()
+    one, two = Case.model_validate(doc), Case.model_validate(doc)
+    late = T0 + timedelta(days=4)
+    assert one.check_clock(late) and two.check_clock(late)
+    breach = [[e.id for e in c.pending_events if e.type == "complaint.sla_breached"]
+              for c in (one, two)]
+    assert breach[0] == breach[1] and len(breach[0]) == 1
