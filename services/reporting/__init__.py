@@ -1,1 +1,2 @@
-"""Reporting: read models built only from events: the register, the monthly statistics table, trends."""
+"""Reporting: read models built only from events: the register, the monthly statistics
+table, trends and the procedure's metrics."""

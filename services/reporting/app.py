@@ -2,20 +2,41 @@
 
 from fastapi import FastAPI
 
-from services.reporting import handlers
+from services.reporting import api, handlers
 from services.reporting.settings import Settings
+from services.reporting.views import Views
 from shared.service import Service, create_app
 
 NAME = "reporting"
 
 
-def build(settings: Settings) -> Service:
-    service = Service(NAME, settings)
-    handlers.register(service)
+class ReportingService(Service):
+    """The kit's service, plus the read models it serves (`views`)."""
+
+    def __init__(self, settings: Settings):
+        super().__init__(NAME, settings)
+        self.views = Views(settings, self.registry)
+
+
+def build(settings: Settings) -> ReportingService:
+    service = ReportingService(settings)
+    handlers.register(service, service.views)
+
+    async def start_views() -> None:
+        await service.views.start(service.db, service.locks)
+
+    service.on_start.append(start_views)
+    service.routers.append(api.router())
     return service
 
 
 def create(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     return create_app(build(settings), title="Reporting", description=(
-        "Read models built only from events: the register, the monthly statistics table."))
+        "Read models built only from events: the Customer Feedback Register (P-5.4.1), the "
+        "Monthly Complaint Handling Statistics Table (P-F.6) with CSV/XLSX exports and charts, "
+        "and the procedure's metrics for Prometheus. Rebuildable from the stored event history."),
+        openapi_tags=[
+            {"name": "register", "description": "The Customer Feedback Register (P-5.4.1)"},
+            {"name": "statistics", "description": "Monthly statistics table and charts (P-F.6)"},
+            {"name": "ops", "description": "Health, metrics, rebuild"}])

@@ -1,20 +1,33 @@
-"""Reporting consumes every event on the exchange and keeps the history, append-only.
+"""Reporting consumes every event on the exchange: it keeps the history, append-only, and
+projects the event into the read models.
 
 The history is what a rebuild of the read models replays; an event is stored
-once, whatever the redeliveries (its id is the document id).
+once, whatever the redeliveries (its id is the document id). The projection is
+idempotent too (see `readmodels`), and waits at the gate while the read models
+recover at start or are rebuilt.
 """
 
 from pymongo.errors import DuplicateKeyError
 
+from services.reporting.readmodels import HISTORY
+from services.reporting.views import Views
 from shared.events import Contract, Envelope
 from shared.service import Service
 
 
-def register(service: Service) -> None:
+def register(service: Service, views: Views) -> None:
     @service.consumer.on_any
-    async def keep_history(event: Envelope, _payload: Contract) -> None:
-        doc = event.model_dump(mode="python") | {"_id": event.id}
-        try:
-            await service.db["event_history"].insert_one(doc)
-        except DuplicateKeyError:
-            pass  # a redelivery: already kept
+    async def on_event(event: Envelope, payload: Contract) -> None:
+        await keep_history(service, event)
+        async with views.gate.shared():
+            result = await views.models.project(event, payload)
+        if result is not None:
+            views.metrics.observe(event, payload, result)
+
+
+async def keep_history(service: Service, event: Envelope) -> None:
+    doc = event.model_dump(mode="python") | {"_id": event.id}
+    try:
+        await service.db[HISTORY].insert_one(doc)
+    except DuplicateKeyError:
+        pass  # a redelivery: already kept

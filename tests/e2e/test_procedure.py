@@ -294,14 +294,23 @@ async def test_p_f_5_three_day_clock_is_visible_while_open_and_breaches_are_flag
 
 
 async def test_p_f_6_months_forms_are_summarised_by_reporting(flow, actors, system):
-    fb = await flow.handle_quality_complaint()
+    customer = new_customer()
+    fb = await flow.handle_quality_complaint(customer=customer)
     month = fb["received_at"][:7]
     async with system.client("reporting", "manager") as manager:
         async def counted():
             resp = await manager.get("/statistics/monthly", params={"month": month})
-            return resp.json() if resp.status_code == 200 else None
-        table = await eventually(counted, what="the monthly statistics table")
-    assert table
+            if resp.status_code != 200:
+                return None
+            table = resp.json()
+            rows = {r["key"]: r for r in table["counts"]["by_customer"]}
+            return table if customer["id"] in rows else None
+        table = await eventually(counted, what="this complaint in the monthly table")
+    rows = {r["key"]: r for r in table["counts"]["by_customer"]}
+    assert rows[customer["id"]] == {"key": customer["id"], "feedbacks": 1, "complaints": 1}
+    loss = {r["key"]: r for r in table["losses"]["by_customer"]}[customer["id"]]
+    assert (loss["currency"], loss["amount"]) == ("CNY", "1250.00")
+    assert table["timeliness"]["quality_records"] >= 1
 
 
 async def test_p_f_5_a_paper_form_entered_late_starts_the_clock_when_it_was_opened(flow, actors):

@@ -1,0 +1,375 @@
+"""HTTP routes of reporting: the register, the monthly statistics table, charts, rebuild.
+
+Routes only translate: parse the query, read the read models, shape the answer.
+Readers: manager, auditor, quality, ops; sales may read the register too.
+"""
+
+import asyncio
+from datetime import date, datetime, time, timedelta
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from services.reporting import charts, exports, statistics
+from services.reporting.domain import FeedbackRow, Status
+from services.reporting.statistics import MonthlyTable, money
+from services.reporting.views import Views
+from shared.api import Page, PageParams, page_params, service_of
+from shared.auth import Principal, require
+from shared.errors import Invalid
+from shared.events import Actor
+from shared.vocabulary import Category, Channel, Severity
+
+READERS = ("manager", "auditor", "quality", "ops")
+REGISTER_READERS = (*READERS, "sales")
+MONTH = r"^\d{4}-(0[1-9]|1[0-2])$"
+SORTS = {"received_at": "received_at", "register_no": "register_no", "status": "status",
+         "severity": "severity", "category": "category", "channel": "channel",
+         "customer": "customer_id", "form_opened_at": "form_opened_at",
+         "quality_record_at": "quality_record_at", "closed_at": "closed_at",
+         "reopen_count": "reopen_count"}
+SortKey = Literal[tuple(k for s in SORTS for k in (s, f"-{s}"))]  # type: ignore[valid-type]
+
+
+class Format(StrEnum):
+    JSON = "json"
+    CSV = "csv"
+    XLSX = "xlsx"
+
+
+class Amount(BaseModel):
+    amount: str = Field(..., examples=["1250.00"], description="Decimal string")
+    currency: str = Field(..., examples=["CNY"])
+
+
+class RegisterRow(BaseModel):
+    """One line of the Customer Feedback Register (P-5.4.1), built from events."""
+
+    feedback_id: str
+    register_no: str | None = Field(None, examples=["CF-2026-000123"])
+    status: Status
+    is_complaint: bool | None = Field(None, description="False for a suggestion")
+    category: str | None = Field(None, examples=["product_quality"])
+    channel: str | None = Field(None, examples=["phone"])
+    severity: str | None = Field(None, examples=["normal"])
+    customer_id: str | None = Field(None, examples=["C-1001"])
+    customer_name: str | None = Field(None, examples=["Shenzhen Bright Motors Co."])
+    product_code: str | None = Field(None, examples=["HSG-220"])
+    product_name: str | None = None
+    product_lot: str | None = None
+    quantity_affected: int | None = None
+    description: str | None = Field(None, description="The customer's problem (first 2000 "
+                                    "characters)")
+    received_at: datetime | None = None
+    registered_at: datetime | None = None
+    form_opened_at: datetime | None = Field(None, description="Complaint Handling Form opened")
+    quality_record_at: datetime | None = Field(None, description="Latest quality record handed "
+                                               "to Sales")
+    customer_reply_at: datetime | None = Field(None, description="First reply to the customer")
+    closed_at: datetime | None = None
+    withdrawn_at: datetime | None = None
+    responsible_units: list[str] = Field(default_factory=list, examples=[["production"]])
+    defect_code: str | None = Field(None, examples=["D03"])
+    loss: list[Amount] = Field(default_factory=list, description="Disposition costs of the "
+                               "quality records, else the estimated loss")
+    estimated_loss: Amount | None = None
+    reopen_count: int = 0
+    rounds: int = Field(0, description="3-day clocks run (1 + reopens back to Quality)")
+    breaches: int = Field(0, description="Missed 3-day deadlines")
+    met_3_day_rule: bool | None = Field(None, description="Of the latest quality record")
+    major_alert: bool = False
+    evidence: int = Field(0, description="Attachments and returned samples recorded")
+
+    @classmethod
+    def of(cls, row: FeedbackRow) -> "RegisterRow":
+        current = row.current_round
+        est = row.estimated_loss
+        return cls(
+            feedback_id=row.id, register_no=row.register_no, status=row.status,
+            is_complaint=row.is_complaint, category=row.category, channel=row.channel,
+            severity=row.severity, customer_id=row.customer_id, customer_name=row.customer_name,
+            product_code=row.product_code, product_name=row.product_name,
+            product_lot=row.product_lot, quantity_affected=row.quantity_affected,
+            description=row.description, received_at=row.received_at,
+            registered_at=row.registered_at, form_opened_at=row.form_opened_at,
+            quality_record_at=row.quality_record_at, customer_reply_at=row.first_reply_at,
+            closed_at=row.closed_at, withdrawn_at=row.withdrawn_at,
+            responsible_units=row.units, defect_code=row.defect_code,
+            loss=[Amount(amount=money(v), currency=k)
+                  for k, v in sorted(row.loss_by_currency().items())],
+            estimated_loss=Amount(amount=money(est.cents), currency=est.currency) if est else None,
+            reopen_count=row.reopen_count, rounds=len(row.rounds),
+            breaches=sum(1 for r in row.rounds if r.is_breach),
+            met_3_day_rule=current.met_deadline if current else None,
+            major_alert=row.major_alert_at is not None, evidence=row.evidence)
+
+
+class HistoryEvent(BaseModel):
+    """An event of this feedback's story, as stored (P-5.4.2: who, what, when)."""
+
+    id: str
+    type: str = Field(..., examples=["complaint.accepted"])
+    version: int
+    occurred_at: datetime
+    producer: str
+    causation_id: str | None = None
+    actor: Actor
+    payload: dict[str, Any]
+
+
+class RebuildResult(BaseModel):
+    events: int = Field(..., description="Events replayed from the history")
+    skipped: int = Field(..., description="Stored events with no known contract")
+    rows: dict[str, int] = Field(..., examples=[{"feedback": 120, "capa": 3, "recurrence": 4}])
+    months: int
+    seconds: float
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def views_of(request: Request) -> Views:
+    return service_of(request).views
+
+
+def _month_start(month: str, views: Views) -> datetime:
+    year, mon = statistics.parse_month(month)
+    return datetime(year, mon, 1, tzinfo=views.tz)
+
+
+def _day_start(day: date, views: Views) -> datetime:
+    return datetime.combine(day, time(), tzinfo=views.tz)
+
+
+def _period(month: str | None, first: str | None, last: str | None, views: Views
+            ) -> tuple[str, str]:
+    if month and (first or last):
+        raise Invalid("Give either `month` or `from`/`to`, not both.")
+    if month:
+        return month, month
+    today = views.today()
+    first = first or last or today.strftime("%Y-%m")
+    last = last or first
+    if first > last:
+        raise Invalid(f"`from` ({first}) is after `to` ({last}).")
+    if len(statistics.months_between(first, last)) > views.settings.max_range_months:
+        raise Invalid(f"A period may span at most {views.settings.max_range_months} months.")
+    return first, last
+
+
+MonthQ = Annotated[str | None, Query(pattern=MONTH, description="One month, YYYY-MM",
+                                     examples=["2026-11"])]
+FromQ = Annotated[str | None, Query(alias="from", pattern=MONTH,
+                                    description="First month of a range, YYYY-MM")]
+ToQ = Annotated[str | None, Query(alias="to", pattern=MONTH,
+                                  description="Last month of a range, YYYY-MM")]
+Reader = Annotated[Principal, Depends(require(*READERS))]
+
+
+def _file(content: bytes | str, media_type: str, filename: str) -> Response:
+    return Response(content, media_type=media_type,
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+async def monthly_table(views: Views, first: str, last: str) -> MonthlyTable:
+    prev_first, _ = statistics.previous_period(first, last)
+    monthly = await views.models.monthly(statistics.months_between(prev_first, last))
+    open_docs = await views.models.open_counters(last)
+    return statistics.table_at(first, last, monthly, open_docs, views.today(),
+                               views.settings.timezone)
+
+
+def router() -> APIRouter:
+    r = APIRouter()
+    _register_routes(r)
+    _statistics_routes(r)
+    _admin_routes(r)
+    return r
+
+
+# ------------------------------------------------------------------ the register
+
+
+def _register_routes(r: APIRouter) -> None:
+    file_responses = {200: {"content": {exports.CSV_MEDIA_TYPE: {},
+                                        exports.XLSX_MEDIA_TYPE: {}},
+                            "description": "JSON page, or the whole filtered register as a file"}}
+
+    @r.get("/register", response_model=Page[RegisterRow], tags=["register"],
+           responses=file_responses,
+           summary="The Customer Feedback Register (P-5.4.1): filtered, sorted, paged; CSV/XLSX")
+    async def register(
+        request: Request,
+        _: Annotated[Principal, Depends(require(*REGISTER_READERS))],
+        paging: Annotated[PageParams, Depends(page_params)],
+        status: Annotated[list[Status] | None, Query(description="Any of these")] = None,
+        category: Category | None = None,
+        channel: Channel | None = None,
+        severity: Severity | None = None,
+        customer: Annotated[str | None, Query(max_length=64, description="Customer id")] = None,
+        product: Annotated[str | None, Query(max_length=64, description="Product code")] = None,
+        unit: Annotated[str | None, Query(max_length=64, description="Responsible unit")] = None,
+        defect_code: Annotated[str | None, Query(max_length=64)] = None,
+        complaint: Annotated[bool | None, Query(description="false: suggestions only")] = None,
+        month: MonthQ = None,
+        received_from: Annotated[date | None, Query(description="Received on or after (day)")]
+        = None,
+        received_to: Annotated[date | None, Query(description="Received on or before (day)")]
+        = None,
+        sort: Annotated[SortKey, Query(description="Field; '-' first: descending")]
+        = "-received_at",
+        format: Format = Format.JSON,
+    ) -> Any:
+        views = views_of(request)
+        query: dict[str, Any] = {}
+        if status:
+            query["status"] = {"$in": [s.value for s in status]}
+        for name, value in (("category", category), ("channel", channel),
+                             ("severity", severity), ("customer_id", customer),
+                             ("product_code", product), ("units", unit),
+                             ("defect_code", defect_code), ("is_complaint", complaint)):
+            if value is not None:
+                query[name] = value.value if isinstance(value, StrEnum) else value
+        received: dict[str, datetime] = {}
+        if month:
+            received["$gte"] = _month_start(month, views)
+            received["$lt"] = _month_start(statistics.shift_month(month, 1), views)
+        if received_from:
+            received["$gte"] = max(received.get("$gte", _day_start(received_from, views)),
+                                   _day_start(received_from, views))
+        if received_to:
+            end = _day_start(received_to + timedelta(days=1), views)
+            received["$lt"] = min(received.get("$lt", end), end)
+        if received:
+            query["received_at"] = received
+        field = SORTS[sort.lstrip("-")]
+        order = [(field, -1 if sort.startswith("-") else 1), ("_id", 1)]
+        coll = views.models.register.collection
+        if format is Format.JSON:
+            docs = await coll.find(query).sort(order).skip(paging.skip) \
+                .limit(paging.page_size).to_list(None)
+            return Page[RegisterRow](
+                items=[RegisterRow.of(FeedbackRow.model_validate(d)) for d in docs],
+                total=await coll.count_documents(query), page=paging.page,
+                page_size=paging.page_size)
+        total = await coll.count_documents(query)
+        limit = views.settings.export_max_rows
+        if total > limit:
+            raise Invalid(f"The export would hold {total} rows, more than {limit}; "
+                          "narrow the filter (e.g. a month).")
+        docs = await coll.find(query).sort(order).to_list(None)
+        rows = [RegisterRow.of(FeedbackRow.model_validate(d)).model_dump() for d in docs]
+        stamp = views.today().isoformat()
+        if format is Format.CSV:
+            return StreamingResponse(
+                exports.register_csv(rows, views.tz), media_type=exports.CSV_MEDIA_TYPE,
+                headers={"Content-Disposition": f'attachment; filename="register-{stamp}.csv"'})
+        content = await asyncio.to_thread(exports.register_xlsx, rows, views.tz)
+        return _file(content, exports.XLSX_MEDIA_TYPE, f"register-{stamp}.xlsx")
+
+    @r.get("/register/{feedback_id}", response_model=RegisterRow, tags=["register"],
+           summary="One line of the register")
+    async def register_row(
+        request: Request, feedback_id: Annotated[str, Path(max_length=200)],
+        _: Annotated[Principal, Depends(require(*REGISTER_READERS))],
+    ) -> RegisterRow:
+        row = await views_of(request).models.register.get_or_raise(feedback_id, "Feedback")
+        return RegisterRow.of(row)
+
+    @r.get("/register/{feedback_id}/history", response_model=list[HistoryEvent],
+           tags=["register"], summary="Every event of this feedback, oldest first (P-5.4.2)")
+    async def register_history(
+        request: Request, feedback_id: Annotated[str, Path(max_length=200)],
+        _: Annotated[Principal, Depends(require(*REGISTER_READERS))],
+    ) -> list[HistoryEvent]:
+        models = views_of(request).models
+        row = await models.register.get_or_raise(feedback_id, "Feedback")
+        return [HistoryEvent.model_validate(d) for d in await models.history_of(row)]
+
+
+# ------------------------------------------------------------------ statistics and charts
+
+
+def _statistics_routes(r: APIRouter) -> None:
+    @r.get("/statistics/monthly", response_model=MonthlyTable, tags=["statistics"],
+           responses={200: {"content": {exports.CSV_MEDIA_TYPE: {},
+                                        exports.XLSX_MEDIA_TYPE: {}}}},
+           summary="The Monthly Complaint Handling Statistics Table (P-F.6)")
+    async def monthly(request: Request, _: Reader, month: MonthQ = None, first: FromQ = None,
+                      last: ToQ = None, format: Format = Format.JSON) -> Any:
+        views = views_of(request)
+        first, last = _period(month, first, last, views)
+        table = await monthly_table(views, first, last)
+        name = first if first == last else f"{first}_{last}"
+        if format is Format.CSV:
+            return _file(exports.table_csv(table), exports.CSV_MEDIA_TYPE,
+                         f"complaint-statistics-{name}.csv")
+        if format is Format.XLSX:
+            content = await asyncio.to_thread(exports.table_xlsx, table)
+            return _file(content, exports.XLSX_MEDIA_TYPE, f"complaint-statistics-{name}.xlsx")
+        return table
+
+    @r.get("/charts/{chart}.png", response_class=Response, tags=["statistics"],
+           responses={200: {"content": {"image/png": {}}}},
+           summary="Charts: Pareto of defect codes by count or loss, monthly trend, timeliness")
+    async def chart(
+        request: Request, _: Reader,
+        chart: Literal["pareto-count", "pareto-loss", "trend", "timeliness"],
+        month: MonthQ = None, first: FromQ = None, last: ToQ = None,
+        currency: Annotated[str | None, Query(pattern=r"^[A-Z]{3}$",
+                                              description="pareto-loss: the currency "
+                                              "(default: the largest total)")] = None,
+    ) -> Response:
+        views = views_of(request)
+        first, last = _period(month, first, last, views)
+        png = await _chart(views, chart, first, last, currency)
+        return Response(png, media_type="image/png")
+
+
+async def _chart(views: Views, chart: str, first: str, last: str, currency: str | None
+                 ) -> bytes:
+    months = statistics.months_between(first, last)
+    if chart in ("trend", "timeliness") and len(months) == 1:
+        months = statistics.months_between(statistics.shift_month(last, -11), last)
+    monthly = await views.models.monthly(months)
+    period = f"{first}" if first == last else f"{first} to {last}"
+    in_period = statistics.Counters(monthly[m] for m in statistics.months_between(first, last))
+    if chart == "pareto-count":
+        counts, _ = statistics.defect_pareto(in_period)
+        return await asyncio.to_thread(charts.pareto, counts,
+                                       f"Complaints by defect code, {period}", "complaints")
+    if chart == "pareto-loss":
+        _, losses = statistics.defect_pareto(in_period)
+        if currency is None and losses:
+            currency = max(losses, key=lambda cur: sum(v for _, v in losses[cur]))
+        items = [(k, v / 100) for k, v in losses.get(currency or "", [])]
+        return await asyncio.to_thread(charts.pareto, items,
+                                       f"Loss by defect code, {period} ({currency or '-'})",
+                                       f"loss ({currency or '-'})")
+    rows = statistics.trend(monthly, months)
+    if chart == "trend":
+        series = {name: [row[name] for row in rows]
+                  for name in ("feedbacks", "complaints", "quality_records", "breaches")}
+        return await asyncio.to_thread(charts.trend, months, series,
+                                       f"Monthly trend, {months[0]} to {months[-1]}")
+    shares = [statistics.ratio(row["met"], row["quality_records"]) for row in rows]
+    hist = statistics.minutes_histogram(in_period, "qr")
+    record_hours = {minutes / 60: n for minutes, n in hist.items()}
+    return await asyncio.to_thread(charts.timeliness, months, shares, record_hours,
+                                   views.settings.timeliness_target,
+                                   f"Timeliness against the 3-day rule (P-F.5), {period}")
+
+
+# ------------------------------------------------------------------ operations
+
+
+def _admin_routes(r: APIRouter) -> None:
+    @r.post("/admin/rebuild", response_model=RebuildResult, tags=["ops"],
+            summary="Rebuild every read model from the stored event history")
+    async def rebuild(request: Request,
+                      _: Annotated[Principal, Depends(require("ops"))]) -> RebuildResult:
+        report = await views_of(request).rebuild()
+        return RebuildResult(**report.__dict__)

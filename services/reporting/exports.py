@@ -1,0 +1,269 @@
+"""CSV and XLSX of the register (P-5.4.1) and of the monthly statistics table (P-F.6).
+
+Customer-supplied text never becomes a formula: text cells that start with
+`= + - @` get a leading apostrophe in CSV and are typed as strings in XLSX, and
+characters XLSX cannot hold are dropped.
+"""
+
+import csv
+import io
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from openpyxl import Workbook
+from openpyxl.cell import WriteOnlyCell
+from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+from openpyxl.styles import Font
+
+from services.reporting.statistics import MonthlyTable
+
+XLSX_MEDIA_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+CSV_MEDIA_TYPE = "text/csv; charset=utf-8"
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def safe_text(value: str) -> str:
+    """A text value a spreadsheet will not run as a formula."""
+    return "'" + value if value.startswith(_FORMULA_START) else value
+
+
+def _xlsx_text(value: str) -> str:
+    return ILLEGAL_CHARACTERS_RE.sub("", value)
+
+
+# ------------------------------------------------------------------ the register
+
+Getter = Callable[[dict[str, Any]], Any]
+
+
+def register_columns(tz: ZoneInfo) -> list[tuple[str, str, Getter]]:
+    """(header, kind, getter) of each register column; kind: text|date|number|raw."""
+    def dt(field: str) -> Getter:
+        return lambda r: r.get(field)
+
+    def money(field: str) -> Getter:
+        def get(r: dict[str, Any]) -> str:
+            value = r.get(field)
+            items = value if isinstance(value, list) else [value] if value else []
+            return "; ".join(f"{m['amount']} {m['currency']}" for m in items)
+        return get
+
+    zone = str(tz)
+    return [
+        ("Register no.", "raw", lambda r: r.get("register_no")),
+        ("Feedback id", "raw", lambda r: r.get("feedback_id")),
+        ("Status", "raw", lambda r: r.get("status")),
+        ("Complaint", "raw", lambda r: {True: "yes", False: "no"}.get(r.get("is_complaint"))),
+        ("Category", "raw", lambda r: r.get("category")),
+        ("Channel", "raw", lambda r: r.get("channel")),
+        ("Severity", "raw", lambda r: r.get("severity")),
+        ("Customer id", "text", lambda r: r.get("customer_id")),
+        ("Customer", "text", lambda r: r.get("customer_name")),
+        ("Product", "text", lambda r: r.get("product_code")),
+        ("Product name", "text", lambda r: r.get("product_name")),
+        (f"Received ({zone})", "date", dt("received_at")),
+        (f"Form opened ({zone})", "date", dt("form_opened_at")),
+        (f"Quality record ({zone})", "date", dt("quality_record_at")),
+        (f"Customer reply ({zone})", "date", dt("customer_reply_at")),
+        (f"Closed ({zone})", "date", dt("closed_at")),
+        ("Responsible units", "text", lambda r: ", ".join(r.get("responsible_units") or [])),
+        ("Defect code", "text", lambda r: r.get("defect_code")),
+        ("Loss", "raw", money("loss")),
+        ("Estimated loss", "raw", money("estimated_loss")),
+        ("Reopens", "number", lambda r: r.get("reopen_count")),
+        ("3-day breaches", "number", lambda r: r.get("breaches")),
+        ("Description", "text", lambda r: r.get("description")),
+    ]
+
+
+def _local(value: Any, tz: ZoneInfo) -> datetime | None:
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.astimezone(tz).replace(tzinfo=None) if isinstance(value, datetime) else None
+
+
+def register_csv(rows: Iterable[dict[str, Any]], tz: ZoneInfo) -> Iterator[str]:
+    """The register as CSV, one chunk per row (streamed)."""
+    columns = register_columns(tz)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+
+    def flush() -> str:
+        text = buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+        return text
+
+    writer.writerow([h for h, _, _ in columns])
+    yield "\ufeff" + flush()  # BOM: Excel opens UTF-8 (Chinese names) correctly
+    for row in rows:
+        writer.writerow([_csv_cell(get(row), kind, tz) for _, kind, get in columns])
+        yield flush()
+
+
+def _csv_cell(value: Any, kind: str, tz: ZoneInfo) -> Any:
+    if value is None:
+        return ""
+    if kind == "date":
+        local = _local(value, tz)
+        return local.isoformat(sep=" ", timespec="seconds") if local else ""
+    if kind == "text":
+        return safe_text(str(value))
+    return value
+
+
+def register_xlsx(rows: Iterable[dict[str, Any]], tz: ZoneInfo) -> bytes:
+    columns = register_columns(tz)
+    wb = Workbook(write_only=True)
+    ws = wb.create_sheet("Register")
+    ws.append([_bold(ws, h) for h, _, _ in columns])
+    for row in rows:
+        ws.append([_xlsx_cell(ws, get(row), kind, tz) for _, kind, get in columns])
+    return _save(wb)
+
+
+def _bold(ws: Any, text: str) -> WriteOnlyCell:
+    cell = WriteOnlyCell(ws, value=text)
+    cell.font = Font(bold=True)
+    return cell
+
+
+def _xlsx_cell(ws: Any, value: Any, kind: str, tz: ZoneInfo) -> Any:
+    if value is None:
+        return None
+    if kind == "date":
+        local = _local(value, tz)
+        if local is None:
+            return None
+        cell = WriteOnlyCell(ws, value=local)
+        cell.number_format = "yyyy-mm-dd hh:mm"
+        return cell
+    if isinstance(value, str):
+        cell = WriteOnlyCell(ws, value=_xlsx_text(value))
+        cell.data_type = "s"  # never a formula
+        return cell
+    return value
+
+
+def _save(wb: Workbook) -> bytes:
+    out = io.BytesIO()
+    wb.save(out)
+    return out.getvalue()
+
+
+# ------------------------------------------------------------------ the monthly table
+
+
+def summary_rows(t: MonthlyTable) -> list[tuple[str, Any]]:
+    """The headline figures, as the XLSX Summary sheet and the CSV `summary` section show them."""
+    tl, fu = t.timeliness, t.follow_up
+    rows: list[tuple[str, Any]] = [
+        ("Period from", t.period_from), ("Period to", t.period_to), ("Time zone", t.timezone),
+        ("Feedbacks", t.counts.feedbacks), ("Complaints", t.counts.complaints),
+        ("Suggestions", t.counts.suggestions),
+        ("Forms opened", tl.forms_opened), ("Quality records", tl.quality_records),
+        ("Met 3-day rule", tl.met_3_day_rule),
+        ("Share met 3-day rule", tl.share_met_3_day_rule),
+        ("Form to quality record: count", tl.form_to_quality_record.count),
+        ("Form to quality record: mean hours", tl.form_to_quality_record.mean_hours),
+        ("Form to quality record: p90 hours", tl.form_to_quality_record.p90_hours),
+        ("Registration to reply: count", tl.registration_to_reply.count),
+        ("Registration to reply: mean hours", tl.registration_to_reply.mean_hours),
+        ("Registration to reply: p90 hours", tl.registration_to_reply.p90_hours),
+        ("3-day breaches", t.breaches.count),
+        ("Open cases", t.open_cases.total), ("Open cases as of", t.open_cases.as_of.isoformat()),
+        ("Closures", fu.closures), ("Reopens", fu.reopens),
+        ("Satisfaction answers", fu.satisfaction_answers), ("Satisfied", fu.satisfied),
+        ("Satisfaction rate", fu.satisfaction_rate), ("Recurrences", fu.recurrences),
+        ("CAPAs opened", fu.capas_opened), ("CAPAs closed", fu.capas_closed),
+    ]
+    rows += [(f"Loss total ({r.currency})", Decimal(r.amount)) for r in t.losses.total]
+    return rows
+
+
+def _count_sections(t: MonthlyTable) -> Iterator[tuple[str, str, int, int]]:
+    for dim in ("category", "channel", "customer", "product", "defect_code", "unit",
+                "severity"):
+        for r in getattr(t.counts, f"by_{dim}"):
+            yield dim, r.key, r.feedbacks, r.complaints
+
+
+def _loss_sections(t: MonthlyTable) -> Iterator[tuple[str, str, str, str]]:
+    for dim in ("total", "by_category", "by_unit", "by_customer", "by_defect_code"):
+        for r in getattr(t.losses, dim):
+            yield dim.removeprefix("by_"), r.key, r.currency, r.amount
+
+
+def table_csv(t: MonthlyTable) -> str:
+    """Long format: section, dimension, key, measure, value."""
+    buffer = io.StringIO()
+    w = csv.writer(buffer)
+    w.writerow(["section", "dimension", "key", "measure", "value"])
+    for label, value in summary_rows(t):
+        w.writerow(["summary", "", "", label, "" if value is None else value])
+    for dim, key, feedbacks, complaints in _count_sections(t):
+        w.writerow(["counts", dim, safe_text(key), "feedbacks", feedbacks])
+        w.writerow(["counts", dim, safe_text(key), "complaints", complaints])
+    for r in t.open_cases.by_age:
+        w.writerow(["open_cases", "age", r.age, "cases", r.cases])
+    for r in t.breaches.by_severity:
+        w.writerow(["breaches", "severity", r.key, "count", r.count])
+    for dim, key, currency, amount in _loss_sections(t):
+        w.writerow(["losses", dim, safe_text(key), currency, amount])
+    for r in t.follow_up.recurrences_by_defect_code:
+        w.writerow(["recurrences", "defect_code", safe_text(r.key), "count", r.count])
+    for r in t.change:
+        for measure in ("current", "previous", "change"):
+            value = getattr(r, measure)
+            w.writerow(["change", "", r.measure, measure, "" if value is None else value])
+    return "\ufeff" + buffer.getvalue()
+
+
+def table_xlsx(t: MonthlyTable) -> bytes:
+    wb = Workbook()
+    ws = wb.active
+    ws.title = "Summary"
+    _sheet(ws, ["Measure", "Value"], summary_rows(t))
+    _sheet(wb.create_sheet("Counts"), ["Dimension", "Key", "Feedbacks", "Complaints"],
+           list(_count_sections(t)))
+    _sheet(wb.create_sheet("Open cases"), ["Age", "Cases"],
+           [(r.age, r.cases) for r in t.open_cases.by_age])
+    _sheet(wb.create_sheet("Breaches"), ["Severity", "Count"],
+           [(r.key, r.count) for r in t.breaches.by_severity])
+    _sheet(wb.create_sheet("Losses"), ["Dimension", "Key", "Currency", "Amount"],
+           [(d, k, cur, Decimal(a)) for d, k, cur, a in _loss_sections(t)])
+    _sheet(wb.create_sheet("Recurrences"), ["Defect code", "Count"],
+           [(r.key, r.count) for r in t.follow_up.recurrences_by_defect_code])
+    _sheet(wb.create_sheet("Change"), ["Measure", "Current", "Previous", "Change"],
+           [(r.measure, *(_number(v) for v in (r.current, r.previous, r.change)))
+            for r in t.change])
+    return _save(wb)
+
+
+def _number(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return Decimal(value)
+        except ArithmeticError:
+            return value
+    return value
+
+
+def _sheet(ws: Any, header: list[str], rows: Iterable[Iterable[Any]]) -> None:
+    ws.append(header)
+    for cell in ws[1]:
+        cell.font = Font(bold=True)
+    for row in rows:
+        ws.append(list(row))
+        for cell in ws[ws.max_row]:
+            if isinstance(cell.value, str):
+                cell.value = _xlsx_text(cell.value)
+                cell.data_type = "s"
+            elif isinstance(cell.value, Decimal):
+                cell.number_format = "#,##0.00"
+    for column in ws.columns:
+        width = max(len(str(c.value or "")) for c in column)
+        ws.column_dimensions[column[0].column_letter].width = min(60, max(10, width + 2))

@@ -1,0 +1,327 @@
+"""The read models in MongoDB/FerretDB: rows, monthly counters, and posting the deltas.
+
+Exactly-once, on a database without transactions (FerretDB v1):
+1. the row is updated with the event's effect, the event id (`applied_events`)
+   and the resulting counter difference (`pending`) in ONE document update;
+2. each monthly document gets the difference added to its counters and the
+   delta id pushed to its `inflight` list in ONE update; a delta whose id is
+   already in `inflight` is not added again;
+3. the row drops the posted delta; 4. the monthly documents drop the id.
+A crash anywhere leaves either a pending delta on the row (posted again, and
+recognised by the monthly document if step 2 had happened) or a stale id in
+`inflight` (harmless; cleared at start, when nothing is pending any more).
+Steps 1-4 for one row run under a per-row lock, every single-document write
+under the kit's per-document write lock (FerretDB's `$inc` is not atomic, see
+the README).
+
+A month's counters are one JSON text (`data`), not one field per counter:
+FerretDB v1 handles a document field by field, and a busy month has thousands
+of counters (measured here: 8000 counters as fields take 650 ms to read, as
+one text 38 ms). The write lock keeps the read-modify-write safe.
+"""
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+
+from services.reporting import domain
+from services.reporting.domain import (
+    MONTHLY,
+    MONTHLY_OPEN,
+    ROW_MODELS,
+    ReadRow,
+    RowKind,
+    split_part,
+)
+from shared.errors import NotFound
+from shared.events import Contract, Envelope, MalformedEvent, UnknownEvent, parse_event
+from shared.store import WriteLocks
+
+HISTORY = "event_history"
+ROW_COLLECTIONS: dict[RowKind, str] = {
+    RowKind.FEEDBACK: "register", RowKind.CAPA: "capas", RowKind.RECURRENCE: "recurrences"}
+COUNTER_COLLECTIONS = (MONTHLY, MONTHLY_OPEN)
+
+
+class Gate:
+    """Event handlers pass together; a rebuild or the start-up recovery passes alone.
+
+    Starts closed: events wait until the recovery at start has run."""
+
+    def __init__(self) -> None:
+        self._cond = asyncio.Condition()
+        self._inside = 0
+        self._exclusive = True
+
+    @asynccontextmanager
+    async def shared(self) -> AsyncIterator[None]:
+        async with self._cond:
+            await self._cond.wait_for(lambda: not self._exclusive)
+            self._inside += 1
+        try:
+            yield
+        finally:
+            async with self._cond:
+                self._inside -= 1
+                self._cond.notify_all()
+
+    @asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        async with self._cond:
+            await self._cond.wait_for(lambda: not self._exclusive)
+            self._exclusive = True
+            await self._cond.wait_for(lambda: self._inside == 0)
+        try:
+            yield
+        finally:
+            await self.open()
+
+    async def open(self) -> None:
+        async with self._cond:
+            self._exclusive = False
+            self._cond.notify_all()
+
+
+@dataclass
+class Projected:
+    kind: RowKind
+    row: ReadRow
+    applied: bool  # False: a redelivery, nothing changed
+
+
+@dataclass
+class RebuildReport:
+    events: int
+    skipped: int
+    rows: dict[str, int]
+    months: int
+    seconds: float
+
+
+class RowStore:
+    """The rows of one kind in their collection.
+
+    Every write matches on `_id` alone, under the per-document write lock: FerretDB v1
+    hands a lone `_id` filter to SQLite and decodes every document of the collection for
+    any other filter (the kit's `Repository.save` also matches `version`, which costs a
+    full decode per write here). This process is the only writer of its read models
+    (one reporting instance, as the README says for FerretDB), so the lock suffices."""
+
+    def __init__(self, collection: AsyncCollection, model: type[ReadRow], locks: WriteLocks):
+        self.collection = collection
+        self.model = model
+        self.locks = locks
+
+    async def get(self, row_id: str) -> ReadRow | None:
+        doc = await self.collection.find_one({"_id": row_id})
+        return self.model.model_validate(doc) if doc else None
+
+    async def get_or_raise(self, row_id: str, what: str) -> ReadRow:
+        row = await self.get(row_id)
+        if row is None:
+            raise NotFound(f"{what} {row_id!r} is not in the read models (yet).")
+        return row
+
+    async def insert(self, row: ReadRow) -> None:
+        row.version = 1
+        async with self.locks(self.collection.name, row.id):
+            await self.collection.insert_one(row.to_document())
+
+    async def save(self, row: ReadRow) -> None:
+        row.version += 1
+        doc = row.to_document()
+        doc.pop("_id")
+        async with self.locks(self.collection.name, row.id):
+            await self.collection.update_one({"_id": row.id}, {"$set": doc})
+
+
+class ReadModels:
+    def __init__(self, db: AsyncDatabase, locks: WriteLocks, tz: ZoneInfo,
+                 gate: Gate | None = None):
+        self.db = db
+        self.tz = tz
+        self.locks = locks
+        self.row_locks = WriteLocks()  # its own stripes: held around steps 1-4, never nested
+        self.gate = gate or Gate()
+        self.rows: dict[RowKind, RowStore] = {
+            kind: RowStore(db[name], ROW_MODELS[kind], locks)
+            for kind, name in ROW_COLLECTIONS.items()}
+
+    @property
+    def register(self) -> RowStore:
+        return self.rows[RowKind.FEEDBACK]
+
+    async def ensure_indexes(self) -> None:
+        # FerretDB v1 does not use them for these filters; MongoDB does.
+        coll = self.register.collection
+        for field in ("received_at", "status", "open", "form_open", "has_pending",
+                      "customer_id", "register_no"):
+            await coll.create_index(field)
+        for kind in (RowKind.CAPA, RowKind.RECURRENCE):
+            await self.rows[kind].collection.create_index("has_pending")
+
+    # -- projecting one event --------------------------------------------------------
+    async def project(self, env: Envelope, payload: Contract) -> Projected | None:
+        target = domain.target_of(env, payload)
+        if target is None:
+            return None
+        kind, row_id = target
+        store = self.rows[kind]
+        async with self.row_locks(kind, row_id):
+            row = await store.get(row_id)
+            fresh = row is None
+            if row is None:  # the first event of this row (maybe ahead of its registration)
+                row = ROW_MODELS[kind](_id=row_id)
+            applied = domain.apply(row, env, payload, self.tz)
+            if applied:  # step 1: effect + event id + counter difference, one write
+                domain.settle(row, env.id, self.tz)
+                await (store.insert(row) if fresh else store.save(row))
+            if row.pending:  # steps 2-4 (also what a crash left of an earlier event)
+                await self._post(store, row)
+        return Projected(kind, row, applied)
+
+    async def _post(self, store: RowStore, row: ReadRow) -> None:
+        deltas = list(row.pending)
+        for delta in deltas:
+            for key, incs in delta.parts.items():
+                await self._inc(*split_part(key), delta.id, incs)
+        posted = {d.id for d in deltas}
+        row.pending = [d for d in row.pending if d.id not in posted]
+        row.has_pending = bool(row.pending)
+        await store.save(row)
+        for delta in deltas:
+            for key in delta.parts:
+                collection, month = split_part(key)
+                async with self.locks(collection, month):
+                    await self.db[collection].update_one({"_id": month},
+                                                         {"$pull": {"inflight": delta.id}})
+
+    async def _inc(self, collection: str, month: str, delta_id: str,
+                   incs: dict[str, int]) -> None:
+        """Add `incs` to one month's counters once: the counters and the delta id change in
+        one update (under the document's write lock; the filter is `_id` alone, see
+        `RowStore`)."""
+        coll = self.db[collection]
+        async with self.locks(collection, month):
+            doc = await coll.find_one({"_id": month})
+            if doc is None:
+                await coll.insert_one({"_id": month, "version": 1,
+                                       "data": _dump(add_counters({}, incs)),
+                                       "inflight": [delta_id]})
+                return
+            if delta_id in doc.get("inflight", []):
+                return  # posted before a crash
+            counters = add_counters(json.loads(doc["data"]), incs)
+            await coll.update_one(
+                {"_id": month},
+                {"$set": {"data": _dump(counters), "version": doc.get("version", 0) + 1},
+                 "$push": {"inflight": delta_id}})
+
+    async def recover(self) -> int:
+        """At start (gate closed): post what a crash left pending, then clear stale ids."""
+        posted = 0
+        for kind, store in self.rows.items():
+            async for doc in store.collection.find({"has_pending": True}, projection={"_id": 1}):
+                async with self.row_locks(kind, doc["_id"]):
+                    row = await store.get(doc["_id"])
+                    if row is not None and row.pending:
+                        await self._post(store, row)
+                        posted += 1
+        for collection in COUNTER_COLLECTIONS:
+            await self.db[collection].update_many({"inflight": {"$ne": []}},
+                                                  {"$set": {"inflight": []}})
+        return posted
+
+    # -- reading -------------------------------------------------------------------------
+    async def monthly(self, months: list[str]) -> dict[str, dict[str, int]]:
+        """The counters of these months, in one query (FerretDB v1 scans a collection for
+        any query, even by `_id`, so one query beats one per month)."""
+        found = {d["_id"]: json.loads(d["data"]) async for d in
+                 self.db[MONTHLY].find({"_id": {"$in": months}}, projection={"data": 1})}
+        return {m: found.get(m, {}) for m in months}
+
+    async def open_counters(self, last_month: str) -> dict[str, dict[str, int]]:
+        cursor = self.db[MONTHLY_OPEN].find({"_id": {"$lte": last_month}},
+                                            projection={"data": 1})
+        return {d["_id"]: json.loads(d["data"]) async for d in cursor}
+
+    async def history_of(self, row: ReadRow) -> list[dict[str, Any]]:
+        cursor = self.db[HISTORY].find({"_id": {"$in": list(row.applied_events)}})
+        return sorted([d async for d in cursor], key=lambda d: (d["occurred_at"], d["_id"]))
+
+    async def live_rows(self) -> AsyncIterator[ReadRow]:
+        """Open complaints, open forms and open CAPAs (for the gauges after a start)."""
+        async for doc in self.register.collection.find(
+                {"$or": [{"open": True}, {"form_open": True}]}):
+            yield domain.FeedbackRow.model_validate(doc)
+        async for doc in self.rows[RowKind.CAPA].collection.find({"open": True}):
+            yield domain.CapaRow.model_validate(doc)
+
+    # -- rebuilding from the history -------------------------------------------------
+    async def rebuild(self) -> RebuildReport:
+        """Replace every read model by the fold of the stored event history.
+
+        Built in side collections, then swapped in; the caller holds the gate."""
+        started = time.perf_counter()
+        events, skipped = [], 0
+        async for doc in self.db[HISTORY].find({}):
+            try:
+                events.append(parse_history_doc(doc))
+            except (UnknownEvent, MalformedEvent):
+                skipped += 1
+        events.sort(key=lambda e: (e[0].occurred_at, e[0].id))
+        rows = domain.fold(events, self.tz)
+        totals = domain.monthly_totals(rows.values())
+        await self.replace(rows.values(), totals)
+        counts = {k.value: sum(1 for (kind, _) in rows if kind is k) for k in RowKind}
+        return RebuildReport(events=len(events), skipped=skipped, rows=counts,
+                             months=len({split_part(p)[1] for p in totals}),
+                             seconds=round(time.perf_counter() - started, 3))
+
+    async def replace(self, rows: Any, totals: dict[str, dict[str, int]]) -> None:
+        """Write rows and counters into `<name>__next`, then swap each into place."""
+        docs: dict[str, list[dict[str, Any]]] = {n: [] for n in
+                                                 [*ROW_COLLECTIONS.values(), *COUNTER_COLLECTIONS]}
+        for row in rows:
+            docs[ROW_COLLECTIONS[row.kind]].append(row.to_document() | {"version": 1})
+        for key, counters in totals.items():
+            collection, month = split_part(key)
+            docs[collection].append({"_id": month, "version": 1, "data": _dump(counters),
+                                     "inflight": []})
+        for name, batch in docs.items():
+            side = self.db[f"{name}__next"]
+            await side.drop()
+            for i in range(0, len(batch), 5000):
+                await side.insert_many(batch[i:i + 5000], ordered=False)
+            if not batch:
+                await self.db.create_collection(side.name)
+            await self.db[name].drop()
+            await side.rename(name)
+        await self.ensure_indexes()
+
+
+def add_counters(counters: dict[str, int], incs: dict[str, int]) -> dict[str, int]:
+    for key, value in incs.items():
+        total = counters.get(key, 0) + value
+        if total:
+            counters[key] = total
+        else:
+            counters.pop(key, None)  # keeps the document small when things are undone
+    return counters
+
+
+def _dump(counters: dict[str, int]) -> str:
+    return json.dumps(counters, separators=(",", ":"), sort_keys=True)
+
+
+def parse_history_doc(doc: dict[str, Any]) -> tuple[Envelope, Contract]:
+    """An event as stored in the history (its id doubles as `_id`)."""
+    return parse_event({k: v for k, v in doc.items() if k != "_id"})

@@ -1,0 +1,98 @@
+"""Exports (CSV, XLSX), charts and gauges of reporting, without servers."""
+
+import csv
+import io
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from openpyxl import load_workbook
+from prometheus_client import CollectorRegistry, generate_latest
+
+from services.reporting import charts, exports
+from services.reporting.domain import FeedbackRow, Round
+from services.reporting.metrics import DomainMetrics
+from tests.unit.test_reporting_scenario import expected, fold_table, known_month
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+
+def register_row(**kw) -> dict:
+    row = {"register_no": "CF-2031-000001", "feedback_id": "f1", "status": "closed",
+           "is_complaint": True, "category": "product_quality", "channel": "phone",
+           "severity": "normal", "customer_id": "C-1", "customer_name": "Acme",
+           "received_at": datetime(2031, 3, 31, 20, 0, tzinfo=UTC),
+           "responsible_units": ["production", "purchasing"],
+           "loss": [{"amount": "10.00", "currency": "CNY"}], "estimated_loss": None,
+           "reopen_count": 0, "breaches": 1, "description": "ok"}
+    return row | kw
+
+
+def test_p_5_4_1_register_csv_is_local_time_and_formula_safe():
+    evil = register_row(customer_name="=HYPERLINK(\"http://x\")", description="+1 call me")
+    text = "".join(exports.register_csv([register_row(), evil], SHANGHAI))
+    rows = list(csv.DictReader(io.StringIO(text.lstrip("\ufeff"))))
+    assert rows[0]["Received (Asia/Shanghai)"] == "2031-04-01 04:00:00"
+    assert rows[0]["Loss"] == "10.00 CNY" and rows[0]["Complaint"] == "yes"
+    assert rows[0]["Responsible units"] == "production, purchasing"
+    assert rows[1]["Customer"].startswith("'=") and rows[1]["Description"] == "'+1 call me"
+
+
+def test_p_5_4_1_register_xlsx_never_holds_a_formula():
+    evil = register_row(customer_name="=1+1", description="bell\x07 and text")
+    sheet = load_workbook(io.BytesIO(exports.register_xlsx([evil], SHANGHAI)))["Register"]
+    header, values = [list(r) for r in sheet.iter_rows(values_only=True)]
+    row = dict(zip(header, values, strict=True))
+    assert row["Customer"] == "=1+1"  # kept as text
+    assert sheet.cell(row=2, column=header.index("Customer") + 1).data_type == "s"
+    assert row["Description"] == "bell and text"
+    assert row["Received (Asia/Shanghai)"] == datetime(2031, 4, 1, 4, 0)
+
+
+def test_p_f_6_table_xlsx_reads_back_as_stated():
+    story = known_month("x1")
+    exp = expected(story)
+    wb = load_workbook(io.BytesIO(exports.table_xlsx(fold_table(story.events))))
+    assert wb.sheetnames == ["Summary", "Counts", "Open cases", "Breaches", "Losses",
+                             "Recurrences", "Change"]
+    summary = dict(wb["Summary"].iter_rows(min_row=2, values_only=True))
+    assert summary["Form to quality record: p90 hours"] == exp["record_p90_h"]
+    assert summary["Registration to reply: mean hours"] == exp["reply_mean_h"]
+    assert float(summary["Loss total (USD)"]) == 250.50
+    breaches = dict(wb["Breaches"].iter_rows(min_row=2, values_only=True))
+    assert breaches == exp["breaches_by_severity"]
+
+
+def test_p_f_6_table_csv_has_every_section():
+    story = known_month("x2")
+    text = exports.table_csv(fold_table(story.events))
+    sections = {r[0] for r in csv.reader(io.StringIO(text.lstrip("\ufeff")))}
+    assert sections == {"section", "summary", "counts", "open_cases", "breaches", "losses",
+                        "recurrences", "change"}
+
+
+def test_p_f_6_charts_are_png_even_when_empty():
+    for png in (charts.pareto([("D01", 5), ("D02", 2)], "t", "complaints"),
+                charts.pareto([], "t", "complaints"),
+                charts.trend(["2031-02", "2031-03"], {"feedbacks": [1, 6]}, "t"),
+                charts.timeliness(["2031-03"], [0.6667], {24.0: 2, 96.0: 1}, 0.95, "t"),
+                charts.timeliness(["2031-03"], [None], {}, 0.95, "t")):
+        assert png.startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_p_f_5_gauges_follow_the_clock_of_open_forms():
+    registry = CollectorRegistry()
+    metrics = DomainMetrics(registry)
+    now = datetime.now(UTC)
+    row = FeedbackRow(_id="f1", registered=True, is_complaint=True, severity="major",
+                      received_at=now - timedelta(days=5), open=True, form_open=True,
+                      rounds=[Round(round=1, received_at=now - timedelta(days=5),
+                                    at_risk_at=now - timedelta(days=3),
+                                    due_at=now - timedelta(days=2))])
+    metrics.load([row])
+    text = generate_latest(registry).decode()
+    assert 'qms_open_forms{severity="major",sla="breached"} 1.0' in text
+    assert 'qms_open_cases{age="3d_7d",severity="major"} 1.0' in text
+    row.open = row.form_open = False  # closed
+    metrics.live.track(row)
+    text = generate_latest(registry).decode()
+    assert 'qms_open_forms{severity="major",sla="breached"} 0.0' in text
