@@ -6,14 +6,10 @@ id or the register number people say on the phone (`CF-2026-000123`).
 """
 
 import asyncio
-import codecs
 import hashlib
 import json
-import os
 import re
-import tempfile
 import unicodedata
-import zipfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO
@@ -36,6 +32,14 @@ from services.intake.domain import (
 )
 from services.intake.settings import Settings
 from shared.api import Page, PageParams, page_params, service_of
+from shared.attachments import (
+    DOCX,
+    EVIDENCE_NAMES,
+    XLSX,
+    AttachmentStore,
+    FileTooLarge,
+    evidence_type,
+)
 from shared.auth import Principal, require
 from shared.domain import HistoryEntry
 from shared.errors import Conflict, DomainError, Invalid, NotFound
@@ -157,65 +161,10 @@ class WithdrawBody(BaseModel):
 
 # ---------------------------------------------------------------- attachment store
 
-DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
-XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-HEIC_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"}
 ALIASES = {"image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg", "image/x-png": "image/png",
            "image/heif": "image/heic", "image/tif": "image/tiff"}
 GENERIC = {"", "application/octet-stream", "binary/octet-stream"}
 ZIP_TYPES = {"application/zip", "application/x-zip-compressed"}
-ALLOWED = "JPEG, PNG, TIFF, GIF, WebP, HEIC, PDF, plain text (UTF-8), DOCX, XLSX"
-
-
-def _sniff(head: bytes, path: Path) -> str | None:
-    """The file's type from its content (magic bytes), not from what the client says."""
-    if head.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if head[:6] in (b"GIF87a", b"GIF89a"):
-        return "image/gif"
-    if head[:4] in (b"II*\x00", b"MM\x00*"):
-        return "image/tiff"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "image/webp"
-    if head[4:8] == b"ftyp" and head[8:12] in HEIC_BRANDS:
-        return "image/heic"
-    if head.startswith(b"%PDF-"):
-        return "application/pdf"
-    if head.startswith(b"PK\x03\x04"):
-        return _office_type(path)
-    return "text/plain" if _is_text(path) else None
-
-
-def _office_type(path: Path) -> str | None:
-    try:
-        with zipfile.ZipFile(path) as z:
-            names = set(z.namelist())
-    except zipfile.BadZipFile:
-        return None
-    if "word/document.xml" in names:
-        return DOCX
-    if "xl/workbook.xml" in names:
-        return XLSX
-    return None  # any other zip: not an allowed type
-
-
-CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f]")
-
-
-def _is_text(path: Path) -> bool:
-    """UTF-8 without control characters other than tab, newlines and form feed."""
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    with open(path, "rb") as f:
-        try:
-            while chunk := f.read(1 << 20):
-                if CONTROL.search(decoder.decode(chunk)):
-                    return False
-            decoder.decode(b"", final=True)
-        except UnicodeDecodeError:
-            return False
-    return True
 
 
 def _declared_fits(declared: str, detected: str) -> bool:
@@ -227,54 +176,28 @@ def _declared_fits(declared: str, detected: str) -> bool:
     return detected == "text/plain" and declared.startswith("text/")
 
 
-class AttachmentStore:
-    """Evidence files on a filesystem volume, by content hash: `<dir>/<sha[:2]>/<sha>`."""
+def _store_evidence(store: AttachmentStore, src: BinaryIO, max_bytes: int,
+                    declared: str) -> tuple[str, int, str]:
+    """Store an upload if its content is an allowed evidence type; (sha256, size, type)."""
+    detected: list[str] = []
 
-    def __init__(self, root: Path):
-        self.root = root
-
-    def path(self, sha: str) -> Path:
-        return self.root / sha[:2] / sha
-
-    def put(self, src: BinaryIO, max_bytes: int, declared: str) -> tuple[str, int, str]:
-        """Copy, hash and check a file; returns (sha256, size, content type). Blocking."""
-        tmp_dir = self.root / "tmp"
-        tmp_dir.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=tmp_dir)
-        tmp = Path(name)
-        try:
-            sha, size, head = self._copy(src, fd, max_bytes)
-            detected = _sniff(head, tmp)
-            if detected is None:
-                raise UnsupportedType(f"This file type is not accepted as evidence; allowed: "
-                                      f"{ALLOWED}.")
-            if not _declared_fits(declared, detected):
-                raise UnsupportedType(f"The file was declared as {declared!r} but its content "
-                                      f"is {detected!r}; send it with its real type.")
-            final = self.path(sha)
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, final)  # atomic: a reader sees the whole file or none
-            return sha, size, detected
-        finally:
-            tmp.unlink(missing_ok=True)
-
-    @staticmethod
-    def _copy(src: BinaryIO, fd: int, max_bytes: int) -> tuple[str, int, bytes]:
-        digest, size, head = hashlib.sha256(), 0, b""
-        with os.fdopen(fd, "wb") as out:
-            while chunk := src.read(1 << 20):
-                size += len(chunk)
-                if size > max_bytes:
-                    raise TooLarge(f"The file is larger than the limit of {max_bytes} bytes.")
-                digest.update(chunk)
-                out.write(chunk)
-                if len(head) < 64:
-                    head += chunk[:64 - len(head)]
-            out.flush()
-            os.fsync(out.fileno())
-        if size == 0:
+    def check(head: bytes, tmp: Path) -> None:
+        if not head:
             raise Invalid("The file is empty.", [{"loc": "body.file", "msg": "empty file"}])
-        return digest.hexdigest(), size, head
+        ctype = evidence_type(head, tmp)
+        if ctype is None:
+            raise UnsupportedType("This file type is not accepted as evidence; allowed: "
+                                  f"{EVIDENCE_NAMES}.")
+        if not _declared_fits(declared, ctype):
+            raise UnsupportedType(f"The file was declared as {declared!r} but its content "
+                                  f"is {ctype!r}; send it with its real type.")
+        detected.append(ctype)
+
+    try:
+        sha, size = store.put_stream(src, max_bytes, check)
+    except FileTooLarge as exc:
+        raise TooLarge(str(exc)) from exc
+    return sha, size, detected[0]
 
 
 def _safe_filename(raw: str | None) -> str:
@@ -434,7 +357,8 @@ def router(settings: Settings) -> APIRouter:
     @api.post("/feedback/{ref}/attachments", response_model=AttachmentMeta, status_code=201,
               tags=["evidence"],
               summary="Attach a photo or document (P-5.3.1)",
-              description=f"Multipart field `file`. Allowed: {ALLOWED} (checked by content). "
+              description=f"Multipart field `file`. Allowed: {EVIDENCE_NAMES} (checked by "
+                          "content). "
                           f"Limit: {settings.max_attachment_bytes} bytes (413). The same file "
                           "again returns its entry with 200 and adds nothing.",
               responses={200: {"description": "This file is already attached"},
@@ -446,7 +370,7 @@ def router(settings: Settings) -> APIRouter:
     ) -> AttachmentMeta:
         await _load(request, ref)  # 404 before storing anything
         sha, size, ctype = await asyncio.to_thread(
-            store.put, file.file, settings.max_attachment_bytes,
+            _store_evidence, store, file.file, settings.max_attachment_bytes,
             (file.content_type or "").split(";")[0].strip().lower())
         meta = AttachmentMeta(sha256=sha, filename=_safe_filename(file.filename),
                               content_type=ctype, size=size, uploaded_by=who.sub,

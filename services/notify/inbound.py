@@ -8,12 +8,8 @@ sender get `250`; if the insert fails it gets `451` and sends again later.
 """
 
 import asyncio
-import hashlib
 import logging
-import os
-import tempfile
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
@@ -30,41 +26,12 @@ from services.notify.mailparse import (
 )
 from services.notify.metrics import NotifyMetrics
 from services.notify.settings import Settings
+from shared.attachments import AttachmentStore
 from shared.events import utcnow
 from shared.store import Repository
 from shared.vocabulary import AttachmentMeta, Customer
 
 log = logging.getLogger("qms.notify.inbound")
-
-
-class AttachmentStore:
-    """Files by content hash, `<dir>/<sha[:2]>/<sha>`: the same store intake reads."""
-
-    def __init__(self, root: Path):
-        self.root = root
-
-    def path(self, sha: str) -> Path:
-        return self.root / sha[:2] / sha
-
-    def put(self, data: bytes) -> str:
-        """Write once (atomically); blocking, run it in a thread."""
-        sha = hashlib.sha256(data).hexdigest()
-        final = self.path(sha)
-        if final.exists() and final.stat().st_size == len(data):
-            return sha
-        tmp_dir = self.root / "tmp"
-        tmp_dir.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=tmp_dir)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(name, final)  # a reader sees the whole file or none
-        finally:
-            Path(name).unlink(missing_ok=True)
-        return sha
 
 
 class Inbox:
@@ -127,7 +94,7 @@ class Inbox:
 
     async def _keep(self, data: bytes, filename: str, content_type: str, parsed: ParsedMail,
                     now: datetime) -> AttachmentMeta:
-        sha = await asyncio.to_thread(self.store.put, data)
+        sha = await asyncio.to_thread(self.store.put_bytes, data)
         return AttachmentMeta(sha256=sha, filename=filename, content_type=content_type,
                               size=len(data), uploaded_by=f"mail:{parsed.from_address}",
                               uploaded_at=now)

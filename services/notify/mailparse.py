@@ -4,25 +4,22 @@ Nothing here raises on bad input: what cannot be read is listed in `problems`,
 which makes the mail `malformed` (kept and flagged for Sales, never dropped).
 """
 
-import io
 import mimetypes
 import re
 import unicodedata
-import zipfile
 from dataclasses import dataclass, field
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
 from html.parser import HTMLParser
 
+from shared.attachments import HEAD_BYTES, is_utf8_text, sniff
+
 REGISTER_NO = re.compile(r"\bCF-\d{4}-\d{6}\b")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 MAX_TEXT = 20_000  # the contract's LongText
 MAX_SUBJECT = 998  # RFC 5322 line length
 GENERIC = {"", "application/octet-stream", "binary/octet-stream", "application/x-download"}
-DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
-XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-HEIC_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"}
 CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
 
 
@@ -148,7 +145,7 @@ def html_to_text(html: str) -> str:
 
 def detect_type(data: bytes, declared: str, filename: str) -> str:
     """The type from the content (magic bytes) first, then the declaration, then the name."""
-    sniffed = _sniff(data)
+    sniffed = sniff(data[:HEAD_BYTES], data)
     if sniffed:
         return sniffed
     declared = (declared or "").lower()
@@ -292,7 +289,7 @@ def _accept(att: Attachment, limits: Limits, parsed: ParsedMail) -> None:
         reason = f"larger than {limits.max_attachment_bytes} bytes"
     elif att.content_type not in limits.allowed_types:
         reason = f"type {att.content_type} not allowed"
-    elif att.content_type == "text/plain" and not _utf8_text(att.data):
+    elif att.content_type == "text/plain" and not is_utf8_text(att.data):
         reason = "text that is not UTF-8"
     if reason:
         parsed.refused.append(Refused(att.filename, att.content_type, size, reason))
@@ -300,42 +297,3 @@ def _accept(att: Attachment, limits: Limits, parsed: ParsedMail) -> None:
         parsed.attachments.append(att)
 
 
-def _utf8_text(data: bytes) -> bool:
-    try:
-        return not CONTROL.search(data.decode("utf-8"))
-    except UnicodeDecodeError:
-        return False
-
-
-def _sniff(data: bytes) -> str | None:
-    head = data[:64]
-    if head.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if head[:6] in (b"GIF87a", b"GIF89a"):
-        return "image/gif"
-    if head[:4] in (b"II*\x00", b"MM\x00*"):
-        return "image/tiff"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "image/webp"
-    if head[4:8] == b"ftyp" and head[8:12] in HEIC_BRANDS:
-        return "image/heic"
-    if head.startswith(b"%PDF-"):
-        return "application/pdf"
-    if head.startswith(b"PK\x03\x04"):
-        return _office_type(data)
-    return None
-
-
-def _office_type(data: bytes) -> str:
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as z:
-            names = set(z.namelist())
-    except zipfile.BadZipFile:
-        return "application/zip"
-    if "word/document.xml" in names:
-        return DOCX
-    if "xl/workbook.xml" in names:
-        return XLSX
-    return "application/zip"
