@@ -2,7 +2,7 @@
 
 from fastapi import FastAPI
 
-from services.capa import handlers
+from services.capa import handlers, metrics
 from services.capa.api import actions_router, capas_router
 from services.capa.domain import ActionRequest, Capa
 from services.capa.handlers import ACTIONS, CAPAS
@@ -45,6 +45,7 @@ def build(settings: Settings) -> Service:
             await capas.create_index(field)
 
     service.on_start.append(indexes)
+    metrics.register(service, settings.metrics_interval_s)
     return service
 
 

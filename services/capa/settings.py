@@ -13,3 +13,5 @@ class Settings(ServiceSettings):
     link_recurrence_to_open_capa: bool = Field(
         True, description="A recurrence of a kind whose CAPA is not closed yet links its "
                           "complaints to that CAPA instead of opening a second one.")
+    metrics_interval_s: float = Field(60.0, gt=0, description="How often the open-CAPA and "
+                                      "overdue-action gauges are recomputed")

@@ -481,3 +481,10 @@ async def test_p_3_3_wrong_state_gets_409_with_the_reason(system, unit):
     refused(await production.post(f"/actions/{action_id}/submit"), 409)
     refused(await production.post(f"/actions/{action_id}/items/sideways/1/done"), 422)
     assert (await production.get("/actions/no-such-action")).status_code == 404
+
+
+async def test_p_5_3_4_ops_see_open_capas_and_overdue_actions_in_metrics(system):
+    async with system.client("capa", None) as anonymous:
+        text = (await anonymous.get("/metrics")).text
+    assert 'qms_capa_overdue_actions{record="action_request"}' in text
+    assert 'qms_capa_open{status="open"}' in text

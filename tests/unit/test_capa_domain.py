@@ -239,3 +239,12 @@ def test_effectiveness_window_must_not_end_before_it_starts():
         EffectivenessInput(criteria="c", window_from="2027-02-01", window_to="2027-01-01",
                            evaluation="e", effective=True)
     assert bad.value.errors()[0]["loc"] == ("window_to",)
+
+
+def test_p_5_3_4_overdue_actions_are_those_past_due_and_not_done():
+    from services.capa.metrics import overdue_items
+    docs = [{"corrective": [{"due_date": "2026-11-01", "status": "open"},
+                            {"due_date": "2026-11-01", "status": "done"}],
+             "preventive": [{"due_date": "2026-12-31", "status": "open"}]},
+            {"corrective": None, "preventive": [{"due_date": "2026-11-27"}]}]
+    assert overdue_items(docs, "2026-11-28", ("corrective", "preventive")) == 2
