@@ -307,8 +307,11 @@ async def test_p_5_4_1_events_before_the_registration_end_up_right(reporting):
     await publish_all(reporting, story.events)
     done = await eventually(lambda: row("with_quality"), what="the registered row")
     assert done["register_no"] == "CF-2031-G1" and done["customer_id"] == story.customer("Z")
-    data = await table(reporting, month="2031-05")
-    assert (data["counts"]["feedbacks"], data["timeliness"]["forms_opened"]) == (1, 1)
+
+    async def counted():  # the month's counters follow the row a moment later
+        data = await table(reporting, month="2031-05")
+        return (data["counts"]["feedbacks"], data["timeliness"]["forms_opened"]) == (1, 1)
+    await eventually(counted, what="the registered feedback and its form in the table")
 
 
 # ------------------------------------------------------------------ P-3 who may read
