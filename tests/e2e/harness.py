@@ -12,15 +12,19 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
+from faststream.rabbit import RabbitQueue
 
 from shared.auth import make_token
-from shared.events import Actor, Contract, Envelope, make_event
+from shared.events import Actor, Contract, Envelope, make_event, parse_event
 from shared.messaging import EventPublisher, Topology, new_broker
 from shared.settings import InfraSettings
+from tests.support import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 LOGS = ROOT / "reports" / "e2e-logs"
@@ -155,3 +159,58 @@ class Actors:
 
     def as_role(self, service: str, role: str, **kw: Any) -> httpx.AsyncClient:
         return self.system.client(service, role, **kw)
+
+
+class EventTap:
+    """A test's own queue on the system's exchange: what a subscribing plant system sees.
+
+    Redeliveries (the same event id again) are kept once, as a consumer would."""
+
+    def __init__(self, system: System, *routing_keys: str):
+        self.system = system
+        self.keys = routing_keys or ("#",)
+        self.seen: list[Envelope] = []
+
+    async def __aenter__(self) -> "EventTap":
+        self.broker = new_broker(InfraSettings().amqp_url.get_secret_value())
+        await self.broker.connect()
+        exchange = await self.broker.declare_exchange(Topology(self.system.namespace,
+                                                               "test").exchange)
+        self.queue = await self.broker.declare_queue(RabbitQueue(
+            f"{self.system.namespace}.tap-{uuid.uuid4().hex[:8]}", durable=False,
+            exclusive=True, auto_delete=True))
+        for key in self.keys:
+            await self.queue.bind(exchange, routing_key=key)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.broker.stop()
+
+    async def drain(self) -> list[Envelope]:
+        while (msg := await self.queue.get(no_ack=True, fail=False, timeout=5)) is not None:
+            env, _ = parse_event(msg.body)
+            if env.id not in {e.id for e in self.seen}:
+                self.seen.append(env)
+        return self.seen
+
+    def of(self, event_type: str, feedback_id: str | None = None) -> list[Envelope]:
+        return [e for e in self.seen if e.type == event_type
+                and (feedback_id is None or e.correlation_id == feedback_id)]
+
+    async def wait_for(self, event_type: str, feedback_id: str | None = None,
+                       where: Callable[[dict], bool] = lambda p: True,
+                       timeout: float = 20) -> Envelope:
+        """The first `event_type` (of that feedback) whose payload satisfies `where`."""
+        async def arrived() -> Envelope | None:
+            await self.drain()
+            return next((e for e in self.of(event_type, feedback_id) if where(e.payload)), None)
+        return await eventually(arrived, timeout=timeout, what=f"event {event_type}")
+
+    async def wait(self, event_type: str, count: int = 1, **payload: Any) -> list[Envelope]:
+        """At least `count` events of the type whose payload has these field values."""
+        async def arrived() -> list[Envelope] | None:
+            await self.drain()
+            found = [e for e in self.of(event_type)
+                     if all(e.payload.get(k) == v for k, v in payload.items())]
+            return found if len(found) >= count else None
+        return await eventually(arrived, what=f"{count} x {event_type} {payload}")

@@ -12,7 +12,6 @@ from typing import Any
 
 import httpx
 import pytest
-from faststream.rabbit import RabbitQueue
 
 from shared.contracts import (
     CountermeasuresRejected,
@@ -21,10 +20,8 @@ from shared.contracts import (
     ResponsibilityAssigned,
     UnitRequest,
 )
-from shared.events import Actor, Envelope, make_event
-from shared.messaging import Topology, new_broker
-from shared.settings import InfraSettings
-from tests.e2e.harness import Actors, System
+from shared.events import Actor, make_event
+from tests.e2e.harness import Actors, EventTap, System
 from tests.support import eventually
 
 QUALITY = Actor(sub="li.wei", name="Li Wei", roles=("quality",))
@@ -56,43 +53,10 @@ def refused(resp: httpx.Response, status: int) -> dict[str, Any]:
 # ------------------------------------------------------------------ fixtures
 
 
-class EventTap:
-    """A test's own queue on the exchange: what capa published, as a plant system sees it."""
-
-    def __init__(self, queue: Any):
-        self.queue = queue
-        self.seen: list[Envelope] = []
-
-    async def _drain(self) -> None:
-        while (message := await self.queue.get(no_ack=True, fail=False)) is not None:
-            self.seen.append(Envelope.model_validate_json(message.body))
-
-    async def events(self, type_: str, **payload: Any) -> list[Envelope]:
-        await self._drain()
-        return [e for e in self.seen if e.type == type_
-                and all(e.payload.get(k) == v for k, v in payload.items())]
-
-    async def wait(self, type_: str, count: int = 1, **payload: Any) -> list[Envelope]:
-        async def arrived() -> list[Envelope] | None:
-            found = await self.events(type_, **payload)
-            return found if len(found) >= count else None
-        return await eventually(arrived, what=f"{count} x {type_} {payload}")
-
-
 @pytest.fixture
 async def tap(system: System) -> AsyncIterator[EventTap]:
-    broker = new_broker(InfraSettings().amqp_url.get_secret_value())
-    await broker.connect()
-    try:
-        exchange = await broker.declare_exchange(Topology(system.namespace, "test").exchange)
-        queue = await broker.declare_queue(RabbitQueue(
-            f"{system.namespace}.tap.{uuid.uuid4().hex[:8]}", durable=False, exclusive=True,
-            auto_delete=True))
-        for key in ("action.#", "capa.#"):
-            await queue.bind(exchange, routing_key=key)
-        yield EventTap(queue)
-    finally:
-        await broker.stop()
+    async with EventTap(system, "action.#", "capa.#") as events:
+        yield events
 
 
 @pytest.fixture

@@ -8,12 +8,10 @@ as a plant system would bind one.
 """
 
 import uuid
-from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Self
+from typing import Any
 
 import httpx
-from faststream.rabbit import RabbitQueue
 
 from shared.contracts import (
     ActionCompleted,
@@ -27,11 +25,8 @@ from shared.contracts import (
     FeedbackClosed,
     FeedbackWithdrawn,
 )
-from shared.events import Envelope, parse_event
-from shared.messaging import Topology, new_broker
-from shared.settings import InfraSettings
 from shared.vocabulary import AttachmentMeta, Customer, Money, Product, ReturnedSample
-from tests.e2e.harness import System
+from tests.e2e.harness import EventTap, System
 from tests.support import eventually
 
 # ------------------------------------------------------------------ helpers
@@ -47,49 +42,6 @@ def ok(resp: httpx.Response, status: int | tuple[int, ...] = (200, 201)) -> Any:
 def refused(resp: httpx.Response, status: int) -> dict[str, Any]:
     assert resp.status_code == status, f"expected {status}, got {resp.status_code} {resp.text}"
     return resp.json()["error"]
-
-
-class EventTap:
-    """Our own queue on the system's exchange: what a subscribing plant system sees."""
-
-    def __init__(self, system: System, *routing_keys: str):
-        self.system = system
-        self.keys = routing_keys or ("complaint.#",)
-        self.seen: list[Envelope] = []
-
-    async def __aenter__(self) -> Self:
-        self.broker = new_broker(InfraSettings().amqp_url.get_secret_value())
-        await self.broker.connect()
-        exchange = await self.broker.declare_exchange(Topology(self.system.namespace,
-                                                               "test").exchange)
-        self.queue = await self.broker.declare_queue(RabbitQueue(
-            f"{self.system.namespace}.tap-{uuid.uuid4().hex[:8]}", durable=False,
-            exclusive=True, auto_delete=True))
-        for key in self.keys:
-            await self.queue.bind(exchange, routing_key=key)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.broker.stop()
-
-    async def drain(self) -> list[Envelope]:
-        while (msg := await self.queue.get(no_ack=True, fail=False, timeout=5)) is not None:
-            env, _ = parse_event(msg.body)
-            if env.id not in {e.id for e in self.seen}:  # at-least-once: drop redeliveries
-                self.seen.append(env)
-        return self.seen
-
-    def of(self, event_type: str, feedback_id: str | None = None) -> list[Envelope]:
-        return [e for e in self.seen if e.type == event_type
-                and (feedback_id is None or e.correlation_id == feedback_id)]
-
-    async def wait_for(self, event_type: str, feedback_id: str | None = None,
-                       where: Callable[[dict], bool] = lambda p: True,
-                       timeout: float = 20) -> Envelope:
-        async def arrived() -> Envelope | None:
-            await self.drain()
-            return next((e for e in self.of(event_type, feedback_id) if where(e.payload)), None)
-        return await eventually(arrived, timeout=timeout, what=f"event {event_type}")
 
 
 def form(*, severity: str = "normal", customer_id: str | None = None,
