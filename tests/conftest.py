@@ -44,6 +44,12 @@ async def _clean_up_this_runs_namespaces(amqp_url, mongo_url):
     from pymongo import AsyncMongoClient
 
     prefix = test_namespace()
+    import shutil
+    from pathlib import Path
+
+    attachments = Path(__file__).resolve().parents[1] / "var" / "test-attachments"
+    for folder in attachments.glob(f"{prefix}*"):
+        shutil.rmtree(folder, ignore_errors=True)
     client = AsyncMongoClient(mongo_url)
     try:
         for name in await client.list_database_names():
