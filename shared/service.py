@@ -26,6 +26,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.api import audit_router, record_refusal
+from shared.asyncapi import event_catalogue
 from shared.auth import TokenVerifier
 from shared.domain import Aggregate
 from shared.errors import error_response, install_error_handlers
@@ -232,6 +233,11 @@ def create_app(service: Service, *, title: str, description: str,
         response.status_code = 200 if ok else 503
         return {"status": "ready" if ok else "not ready", "service": service.name,
                 "checks": checks}
+
+    @app.get("/asyncapi.json", tags=["ops"], summary="The event catalogue (AsyncAPI 3.0) for "
+             "plant systems that bind their own queue to the exchange")
+    async def asyncapi() -> dict[str, Any]:
+        return event_catalogue(service.settings.infra.namespace)
 
     @app.get("/metrics", tags=["ops"], summary="Prometheus metrics", response_class=Response)
     async def metrics() -> Response:

@@ -126,3 +126,15 @@ async def test_health_ready_and_metrics_need_no_token(client):
     metrics = (await client.get("/metrics")).text
     assert 'route="/things/{thing_id}"' in metrics  # labelled by template, not by raw path
     assert "qms_http_requests_total" in metrics
+
+
+async def test_event_catalogue_documents_every_contract_for_plant_systems(client):
+    from shared.events import registered_contracts
+
+    spec = (await client.get("/asyncapi.json")).json()
+    assert spec["asyncapi"] == "3.0.0"
+    addresses = {c["address"] for c in spec["channels"].values()}
+    public = {t for t, _ in registered_contracts() if not t.startswith(("kit.", "unit."))}
+    assert addresses == public and "complaint.escalated" in addresses
+    exchange = next(iter(spec["channels"].values()))["bindings"]["amqp"]["exchange"]
+    assert exchange["type"] == "topic" and exchange["name"].endswith(".events")
