@@ -7,6 +7,7 @@ entries and pulls them once the broker has confirmed them.
 """
 
 import asyncio
+import random
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
@@ -18,7 +19,7 @@ from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
 from shared.domain import Aggregate
-from shared.errors import NotFound
+from shared.errors import Conflict, NotFound
 from shared.events import Envelope
 
 A = TypeVar("A", bound=Aggregate)
@@ -44,8 +45,10 @@ class WriteLocks:
         return self._locks[hash((collection, str(doc_id))) % len(self._locks)]
 
 
-class ConcurrencyConflict(Exception):
-    """Someone saved the document since we read it: reload and try again."""
+class ConcurrencyConflict(Conflict):
+    """Someone saved the document since we read it: reload and try again.
+
+    Should retries run out, the caller gets a 409 saying so, never a 500."""
 
 
 class AlreadyExists(Exception):
@@ -129,8 +132,12 @@ class Repository(Generic[A]):
         return saved
 
     async def change(self, id: str, apply: Callable[[A], Awaitable[bool | None] | bool | None],
-                     *, attempts: int = 8, what: str | None = None) -> A:
-        """Load, apply, save; on a concurrent save, reload and apply again (never lost)."""
+                     *, attempts: int = 30, what: str | None = None) -> A:
+        """Load, apply, save; on a concurrent save, reload and apply again (never lost).
+
+        Each round of n concurrent changers lets at least one through, so `attempts`
+        must exceed the writers one document realistically sees at once; the jittered
+        backoff keeps them from colliding in step."""
         for attempt in range(attempts):
             agg = await self.get_or_raise(id, what)
             result = apply(agg)
@@ -141,7 +148,7 @@ class Repository(Generic[A]):
             try:
                 return await self.save(agg)
             except ConcurrencyConflict:
-                await asyncio.sleep(0.01 * (attempt + 1))
+                await asyncio.sleep(random.uniform(0, min(0.2, 0.01 * (attempt + 1))))
         raise ConcurrencyConflict(f"{what or self.model.__name__} {id} is too busy; try again")
 
     async def apply_event(self, id: str, event: Envelope,
