@@ -480,7 +480,9 @@ async def test_p_f_5_clock_shows_at_risk_then_breached_while_open(fast_clock_sys
 async def test_p_f_5_record_handed_over_in_time_meets_the_deadline(system, actors):
     q = actors.quality
     f, case = await escalate(system, q)
-    assert case["clock"]["due_at"] > case["clock"]["at_risk_at"] > case["clock"]["received_at"]
+    when = {k: datetime.fromisoformat(case["clock"][k]) for k in ("due_at", "at_risk_at",
+                                                                  "received_at")}
+    assert when["due_at"] > when["at_risk_at"] > when["received_at"]
     listed = ok(await q.get("/cases", params={"at_risk": False, "breached": False,
                                               "customer_id": f.customer.id}))
     assert [c["id"] for c in listed["items"]] == [f.feedback_id]
@@ -504,8 +506,9 @@ async def test_p_f_4_reopened_case_gets_a_new_round_and_a_new_clock(system, acto
                                                reopen_count=1, had_form=True),
                              correlation_id=fid)
         case = await case_of(q, fid, round=2, status="open")
-        assert case["clock"]["running"] and case["clock"]["received_at"] > \
-            first["clock"]["resolved_at"]
+        assert case["clock"]["running"]
+        assert datetime.fromisoformat(case["clock"]["received_at"]) > \
+            datetime.fromisoformat(first["clock"]["resolved_at"])  # not as strings: ".340Z"
         assert case["responsible_units"] == [] and case["quality_record"] is None
         assert case["rounds"][0]["record"]["met_deadline"] is True  # round 1 kept
         assert case["rounds"][1]["reopen_comment"].startswith("Still cracking")
