@@ -29,6 +29,7 @@ from services.intake.domain import (
     RequiredText,
     Satisfaction,
     check_registration,
+    register_number,
 )
 from services.intake.settings import Settings
 from shared.api import Page, PageParams, page_params, service_of
@@ -260,7 +261,7 @@ def router(settings: Settings) -> APIRouter:
         year = (body.received_at or now).astimezone(UTC).year
         service = service_of(request)
         number = await next_number(service.db, f"CF-{year}", service.locks)
-        fb = Feedback.register(id=fid, register_no=f"CF-{year}-{number:06d}", new=body,
+        fb = Feedback.register(id=fid, register_no=register_number(year, number), new=body,
                                actor=who.as_actor(), now=now, skew=skew,
                                fingerprint=fingerprint)
         return await _repo(request).add(fb)

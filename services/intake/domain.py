@@ -42,6 +42,7 @@ from shared.domain import Aggregate
 from shared.errors import Conflict, Invalid
 from shared.events import Actor, Envelope, utcnow
 from shared.vocabulary import (
+    EMAIL_PATTERN,
     AttachmentMeta,
     Category,
     Channel,
@@ -54,7 +55,12 @@ from shared.vocabulary import (
 )
 
 UNIDENTIFIED = "UNIDENTIFIED"  # the customer id of a mail from an unknown sender
-EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+EMAIL = re.compile(EMAIL_PATTERN)
+
+
+def register_number(year: int, sequence: int) -> str:
+    """The number people say on the phone: `CF-2026-000123`."""
+    return f"CF-{year}-{sequence:06d}"
 
 
 def _not_blank(value: str) -> str:

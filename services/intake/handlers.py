@@ -8,7 +8,7 @@ Idempotent: the effect and the event id are written in one update
 from collections.abc import Callable
 from uuid import UUID, uuid5
 
-from services.intake.domain import Feedback
+from services.intake.domain import Feedback, register_number
 from shared.contracts import ComplaintAccepted, MailReceived, ResolutionReady
 from shared.events import Contract, Envelope
 from shared.service import Service
@@ -57,7 +57,7 @@ def register(service: Service) -> None:
             return  # a redelivery: registered already
         year = payload.received_at.year
         number = await next_number(service.db, f"CF-{year}", service.locks)
-        fb = Feedback.from_mail(payload, id=fid, register_no=f"CF-{year}-{number:06d}",
+        fb = Feedback.from_mail(payload, id=fid, register_no=register_number(year, number),
                                 actor=event.actor)
         fb.mark_applied(event.id)
         try:

@@ -19,12 +19,19 @@ from shared.contracts import MailReceived
 from shared.domain import Aggregate
 from shared.errors import Conflict, Invalid
 from shared.events import Actor, Envelope
-from shared.vocabulary import AttachmentMeta, Category, Customer, Language, Product, Severity
+from shared.vocabulary import (
+    EMAIL_PATTERN,
+    AttachmentMeta,
+    Category,
+    Customer,
+    Language,
+    Product,
+    Severity,
+)
 
 PRODUCER = "notify"
 SYSTEM = Actor.system(PRODUCER)
-EMAIL_RE = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
-EmailAddress = Annotated[str, Field(max_length=254, pattern=EMAIL_RE,
+EmailAddress = Annotated[str, Field(max_length=254, pattern=EMAIL_PATTERN,
                                     examples=["quality@plant.example"]),
                          AfterValidator(lambda v: v.strip().lower())]
 GROUP_RE = re.compile(r"^(role|unit|head):[a-z][a-z0-9_\-]*$")
@@ -349,7 +356,8 @@ class CustomerEntry(Aggregate):
 
     def as_customer(self, sender: str | None) -> Customer:
         """The contract's customer, with the address the mail actually came from."""
-        email = sender if sender and re.match(EMAIL_RE, sender) and len(sender) <= 254 else None
+        valid = sender and re.match(EMAIL_PATTERN, sender) and len(sender) <= 254
+        email = sender if valid else None
         return Customer(id=self.id, name=self.name, contact_person=self.contact_person,
                         email=email, language=self.language)
 

@@ -36,13 +36,11 @@ async def fast_clock_system():
 async def actors(system):
     a = Actors(system)
     yield a
-    for c in (a.sales, a.quality, a.capa_quality, a.manager_intake, a.auditor_intake):
-        await c.aclose()
+    await a.aclose()
 
 
 @pytest.fixture
 async def fast_actors(fast_clock_system):
     a = Actors(fast_clock_system)
     yield a
-    for c in (a.sales, a.quality, a.capa_quality, a.manager_intake, a.auditor_intake):
-        await c.aclose()
+    await a.aclose()

@@ -154,6 +154,11 @@ class Actors:
         self.manager_intake = system.client("intake", "manager", sub="chen.jie")
         self.auditor_intake = system.client("intake", "auditor", sub="zhou.yu")
 
+    async def aclose(self) -> None:
+        for client in (self.sales, self.quality, self.capa_quality, self.manager_intake,
+                       self.auditor_intake):
+            await client.aclose()
+
     def unit(self, unit: str, sub: str | None = None) -> httpx.AsyncClient:
         return self.system.client("capa", "unit", sub=sub or f"{unit}.lead", unit=unit)
 
