@@ -73,8 +73,13 @@ start_rabbitmq() {
   rabbitmq-plugins enable --offline rabbitmq_management rabbitmq_prometheus >/dev/null
   say "starting RabbitMQ"
   rabbitmq-server -detached >/dev/null 2>&1 || true
-  timeout "$WAIT_SECONDS" rabbitmqctl -q await_startup >/dev/null 2>&1 \
-    || die "RabbitMQ did not start within ${WAIT_SECONDS}s (see /var/log/rabbitmq/)"
+  # `-detached` returns before the Erlang node is reachable, and await_startup
+  # fails at once on an unreachable node: ask again until the deadline.
+  local deadline=$((SECONDS + WAIT_SECONDS))
+  until rabbitmqctl -q await_startup --timeout 10 >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || die "RabbitMQ did not start within ${WAIT_SECONDS}s (see /var/log/rabbitmq/)"
+    sleep 1
+  done
   mkdir -p "$RUN" && touch "$RUN/rabbitmq.ours"
 }
 
