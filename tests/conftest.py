@@ -5,11 +5,17 @@ starts; they are not replaced by in-memory fakes.
 """
 
 import os
+import shutil
 import uuid
+from pathlib import Path
 
+import httpx
 import pytest
+from pymongo import AsyncMongoClient
 
 from shared.settings import InfraSettings
+
+ROOT = Path(__file__).resolve().parents[1]
 
 RUN_ID = uuid.uuid4().hex[:8]
 
@@ -37,18 +43,16 @@ def mongo_url() -> str:
 
 
 @pytest.fixture(scope="session", autouse=True)
-async def _clean_up_this_runs_namespaces(amqp_url, mongo_url):
-    """Leave the broker and database as we found them: drop this run's queues and databases."""
+async def _clean_up_this_runs_namespaces(request, amqp_url, mongo_url):
+    """Leave the broker and database as we found them: drop this run's queues and databases.
+
+    Unit tests touch neither, so a run of unit tests alone needs no broker or database."""
     yield
-    import httpx
-    from pymongo import AsyncMongoClient
-
+    unit = Path(__file__).resolve().parent / "unit"
+    if all(unit in Path(item.fspath).parents for item in request.session.items):
+        return
     prefix = test_namespace()
-    import shutil
-    from pathlib import Path
-
-    attachments = Path(__file__).resolve().parents[1] / "var" / "test-attachments"
-    for folder in attachments.glob(f"{prefix}*"):
+    for folder in (ROOT / "var" / "test-attachments").glob(f"{prefix}*"):
         shutil.rmtree(folder, ignore_errors=True)
     client = AsyncMongoClient(mongo_url)
     try:

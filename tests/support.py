@@ -1,9 +1,11 @@
-"""Helpers for tests: polling with a deadline (never bare sleeps)."""
+"""Helpers for tests: polling with a deadline (never bare sleeps), and checking HTTP answers."""
 
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
+
+import httpx
 
 T = TypeVar("T")
 
@@ -19,3 +21,18 @@ async def eventually(check: Callable[[], Awaitable[T]], timeout: float = 20.0,
             return last
         await asyncio.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def ok(resp: httpx.Response, status: int | tuple[int, ...] = (200, 201)) -> Any:
+    """The JSON body of an accepted answer; fails naming the request and what came back."""
+    expected = status if isinstance(status, tuple) else (status,)
+    assert resp.status_code in expected, \
+        f"{resp.request.method} {resp.request.url}: {resp.status_code} {resp.text}"
+    return resp.json()
+
+
+def refused(resp: httpx.Response, status: int) -> dict[str, Any]:
+    """The `error` object of a refused answer, after checking its status."""
+    assert resp.status_code == status, f"{resp.request.method} {resp.request.url}: " \
+                                       f"expected {status}, got {resp.status_code} {resp.text}"
+    return resp.json()["error"]

@@ -7,17 +7,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
-
 from tests.e2e.harness import Actors
-from tests.support import eventually
-
-
-def ok(resp: httpx.Response, status: int | tuple[int, ...] = (200, 201)) -> dict[str, Any]:
-    expected = status if isinstance(status, tuple) else (status,)
-    assert resp.status_code in expected, f"{resp.request.method} {resp.request.url}: " \
-                                         f"{resp.status_code} {resp.text}"
-    return resp.json()
+from tests.support import eventually, ok
 
 
 def new_customer(language: str = "en") -> dict[str, Any]:

@@ -22,7 +22,7 @@ from shared.contracts import (
 )
 from shared.events import Actor, make_event
 from tests.e2e.harness import Actors, EventTap, System
-from tests.support import eventually
+from tests.support import eventually, ok, refused
 
 QUALITY = Actor(sub="li.wei", name="Li Wei", roles=("quality",))
 
@@ -37,17 +37,6 @@ COMPLETE_INVESTIGATION: dict[str, Any] = {
     "preventive": [{"description": "Add cavity wear to the mould PM checklist",
                     "owner": "Sun Mei", "due_date": "2026-12-31"}],
 }
-
-
-def ok(resp: httpx.Response, status: int = 200) -> dict[str, Any]:
-    assert resp.status_code == status, f"{resp.request.method} {resp.request.url}: " \
-                                       f"{resp.status_code} {resp.text}"
-    return resp.json()
-
-
-def refused(resp: httpx.Response, status: int) -> dict[str, Any]:
-    assert resp.status_code == status, f"expected {status}, got {resp.status_code} {resp.text}"
-    return resp.json()["error"]
 
 
 # ------------------------------------------------------------------ fixtures

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from tests.e2e.flow import ok
 from tests.e2e.harness import SERVICES
+from tests.support import ok
 
 WRITES = {"post", "put", "patch", "delete"}
 

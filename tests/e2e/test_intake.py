@@ -19,21 +19,10 @@ import httpx
 
 from shared.contracts import ComplaintAccepted, ResolutionReady, UnitOutcome
 from shared.events import Actor
-from tests.support import eventually
+from tests.support import eventually, ok, refused
 
 QUALITY = Actor(sub="li.wei", name="Li Wei", roles=("quality",))
 CHANNELS = ("phone", "fax", "email", "letter", "visit", "proactive", "web")
-
-
-def ok(resp: httpx.Response, status: int = 200) -> Any:
-    assert resp.status_code == status, f"{resp.request.method} {resp.request.url}: " \
-                                       f"{resp.status_code} {resp.text}"
-    return resp.json()
-
-
-def refused(resp: httpx.Response, status: int) -> dict[str, Any]:
-    assert resp.status_code == status, resp.text
-    return resp.json()["error"]
 
 
 def customer() -> dict[str, Any]:

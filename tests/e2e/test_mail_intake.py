@@ -9,8 +9,8 @@ from email.message import EmailMessage
 
 import aiosmtplib
 
-from tests.e2e.flow import new_customer, ok
-from tests.support import eventually
+from tests.e2e.flow import new_customer
+from tests.support import eventually, ok
 
 
 async def send(system, *, sender: str, subject: str, body: str,

@@ -39,7 +39,7 @@ from shared.settings import InfraSettings
 from shared.vocabulary import Customer, Head, Product
 from tests.conftest import test_namespace
 from tests.e2e.harness import ROOT, System, free_port
-from tests.support import eventually
+from tests.support import eventually, ok
 
 MAILBOX = "complaints@plant.example"
 FAX_DOMAIN = "faxgw.example"
@@ -238,11 +238,6 @@ class Ntf:
 
 async def _async(value):
     return value
-
-
-def ok(resp) -> dict[str, Any]:
-    assert resp.status_code < 300, f"{resp.status_code}: {resp.text}"
-    return resp.json()
 
 
 def uid() -> str:

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.e2e.flow import Flow, new_customer, ok
-from tests.support import eventually
+from tests.e2e.flow import Flow, new_customer
+from tests.support import eventually, ok
 
 
 @pytest.fixture

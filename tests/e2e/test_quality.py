@@ -27,21 +27,9 @@ from shared.contracts import (
 )
 from shared.vocabulary import AttachmentMeta, Customer, Money, Product, ReturnedSample
 from tests.e2e.harness import EventTap, System
-from tests.support import eventually
+from tests.support import eventually, ok, refused
 
 # ------------------------------------------------------------------ helpers
-
-
-def ok(resp: httpx.Response, status: int | tuple[int, ...] = (200, 201)) -> Any:
-    expected = status if isinstance(status, tuple) else (status,)
-    assert resp.status_code in expected, \
-        f"{resp.request.method} {resp.request.url}: {resp.status_code} {resp.text}"
-    return resp.json()
-
-
-def refused(resp: httpx.Response, status: int) -> dict[str, Any]:
-    assert resp.status_code == status, f"expected {status}, got {resp.status_code} {resp.text}"
-    return resp.json()["error"]
 
 
 def form(*, severity: str = "normal", customer_id: str | None = None,
