@@ -70,7 +70,7 @@ def audit_router() -> APIRouter:
     async def refusals(request: Request,
                        _: Annotated[Principal, Depends(require("auditor", "manager", "ops"))],
                        paging: Annotated[PageParams, Depends(page_params)]) -> Page[Refusal]:
-        coll = service_of(request).db[REFUSALS]
+        coll = service_of(request).database[REFUSALS]
         docs = await coll.find({}, projection={"_id": 0}).sort("at", -1) \
             .skip(paging.skip).limit(paging.page_size).to_list(None)
         return Page(items=docs, total=await coll.count_documents({}), page=paging.page,

@@ -17,13 +17,14 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar, cast
 
-from aio_pika.abc import AbstractIncomingMessage
+from aio_pika.abc import AbstractIncomingMessage, FieldValue
 from faststream import AckPolicy
 from faststream.rabbit import ExchangeType, QueueType, RabbitBroker, RabbitExchange, RabbitQueue
 from faststream.rabbit.annotations import RabbitMessage
 from faststream.rabbit.schemas import Channel
+from faststream.rabbit.schemas.queue import QuorumQueueArgs
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from shared.events import Contract, Envelope, MalformedEvent, UnknownEvent, parse_event
@@ -35,7 +36,9 @@ ATTEMPT_HEADER = "x-qms-attempt"
 ERROR_HEADER = "x-qms-error"
 CRASH_DELIVERY_LIMIT = 20
 
+C = TypeVar("C", bound=Contract)
 Handler = Callable[[Envelope, Contract], Awaitable[None]]
+ContractHandler = Callable[[Envelope, C], Awaitable[None]]  # takes its event's own contract
 
 
 def new_broker(amqp_url: str, **kwargs: Any) -> RabbitBroker:
@@ -64,14 +67,15 @@ class Topology:
     def queue_name(self) -> str:
         return f"{self.namespace}.{self.service}"
 
-    def _quorum(self, name: str, **arguments: Any) -> RabbitQueue:
-        args = {"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
+    def _quorum(self, name: str, arguments: QuorumQueueArgs) -> RabbitQueue:
+        dead_lettering: QuorumQueueArgs = {"x-dead-letter-strategy": "at-least-once",
+                                           "x-overflow": "reject-publish"}
         return RabbitQueue(name, queue_type=QueueType.QUORUM, durable=True,
-                           arguments=args | arguments if arguments else {})
+                           arguments=dead_lettering | arguments)
 
     @property
     def queue(self) -> RabbitQueue:
-        return self._quorum(self.queue_name, **{
+        return self._quorum(self.queue_name, {
             "x-dead-letter-exchange": "",
             "x-dead-letter-routing-key": self.dlq.name,
             "x-delivery-limit": CRASH_DELIVERY_LIMIT,
@@ -79,7 +83,7 @@ class Topology:
 
     @property
     def retry(self) -> RabbitQueue:
-        return self._quorum(f"{self.queue_name}.retry", **{
+        return self._quorum(f"{self.queue_name}.retry", {
             "x-message-ttl": self.retry_delay_ms,
             "x-dead-letter-exchange": "",
             "x-dead-letter-routing-key": self.queue_name,
@@ -155,9 +159,12 @@ class EventConsumer:
         self.any_handler = fn
         return fn
 
-    def on(self, event_type: str) -> Callable[[Handler], Handler]:
-        def register(fn: Handler) -> Handler:
-            self.handlers[event_type] = fn
+    def on(self, event_type: str) -> Callable[[ContractHandler[C]], ContractHandler[C]]:
+        """Register the handler of `event_type`; it may take that type's own contract."""
+        def register(fn: ContractHandler[C]) -> ContractHandler[C]:
+            # Sound: `parse_event` validates the payload as the contract registered for its
+            # type, so the handler of `event_type` only ever gets that contract.
+            self.handlers[event_type] = cast(Handler, fn)
             return fn
         return register
 
@@ -173,7 +180,7 @@ class EventConsumer:
 
     async def handle(self, raw: AbstractIncomingMessage) -> None:
         headers = dict(raw.headers or {})
-        attempt = int(headers.get(ATTEMPT_HEADER, 0) or 0) + 1
+        attempt = _attempts_so_far(headers.get(ATTEMPT_HEADER)) + 1
         started = time.perf_counter()
         event_type = raw.type or "unknown"
         try:
@@ -225,3 +232,12 @@ class EventConsumer:
             message_id=raw.message_id, correlation_id=raw.correlation_id,
             content_type=raw.content_type, message_type=raw.type, headers=headers,
         )
+
+
+def _attempts_so_far(header: FieldValue) -> int:
+    """The attempts the kit counted in `ATTEMPT_HEADER` (it writes an int); none if absent."""
+    if not header:
+        return 0
+    if isinstance(header, list | dict | datetime):
+        raise TypeError(f"{ATTEMPT_HEADER} is not a number: {header!r}")
+    return int(header)

@@ -8,7 +8,7 @@ whose lifespan starts and stops everything. Nothing connects at import time.
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -56,7 +56,7 @@ class Service:
                                       ConsumerMetrics(self.registry))
         self.extra_bindings: list[str] = []
         self.mongo: AsyncMongoClient | None = None
-        self.db: AsyncDatabase | None = None
+        self.db: AsyncDatabase | None = None  # None until started; see `database`
         self.relay: OutboxRelay | None = None
         self._models: dict[str, type[Aggregate]] = {}
         self._repos: dict[str, Repository] = {}
@@ -73,7 +73,14 @@ class Service:
     def repo(self, name: str) -> Repository:
         return self._repos[name]
 
-    def background(self, coro_fn: Callable[[], Awaitable[None]]) -> None:
+    @property
+    def database(self) -> AsyncDatabase:
+        """The database, for handlers, routes and hooks: they run only once started."""
+        if self.db is None:
+            raise RuntimeError(f"{self.name} has not started: it has no database yet")
+        return self.db
+
+    def background(self, coro_fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """A loop that runs while the service is up (e.g. the 3-day deadline checker)."""
         tasks: list[asyncio.Task] = []
 

@@ -179,4 +179,5 @@ async def next_number(db: AsyncDatabase, sequence: str, locks: WriteLocks) -> in
     async with locks(coll.name, sequence):
         doc = await coll.find_one_and_update({"_id": sequence}, {"$inc": {"value": 1}},
                                              upsert=True, return_document=ReturnDocument.AFTER)
+    assert doc is not None  # an upsert returning the document AFTER always has one
     return int(doc["value"])

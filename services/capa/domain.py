@@ -14,7 +14,7 @@ raise `Conflict`/`Forbidden`/`NotFound`, log history and emit events.
 
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -33,16 +33,16 @@ from shared.contracts import (
 from shared.domain import Aggregate
 from shared.errors import Conflict, Forbidden, NotFound
 from shared.events import Actor, utcnow
-from shared.vocabulary import LongText, Name, ShortText, Text, UnitName
+from shared.vocabulary import LongText, Name, NoNul, ShortText, UnitName
 
 PRODUCER = "capa"
 MAX_ITEMS = 50
 
-Why = Text(2000, 1)
-Description = Text(2000, 1)
-Statement = Text(20_000, 1)
-Title = Text(200, 1)
-FeedbackRef = Text(64, 1)
+Why: TypeAlias = Annotated[str, Field(min_length=1, max_length=2000), NoNul]
+Description: TypeAlias = Annotated[str, Field(min_length=1, max_length=2000), NoNul]
+Statement: TypeAlias = Annotated[str, Field(min_length=1, max_length=20_000), NoNul]
+Title: TypeAlias = Annotated[str, Field(min_length=1, max_length=200), NoNul]
+FeedbackRef: TypeAlias = Annotated[str, Field(min_length=1, max_length=64), NoNul]
 
 
 class CapaAggregate(Aggregate):
@@ -196,7 +196,7 @@ class ActionRequest(CapaAggregate):
     def open(cls, unit: UnitRequest, assigned: ResponsibilityAssigned, actor: Actor,
              event_id: str) -> "ActionRequest":
         """A new request for `unit`, from Quality's responsibility assignment."""
-        action = cls(_id=unit.action_id, feedback_id=assigned.feedback_id,
+        action = cls(id=unit.action_id, feedback_id=assigned.feedback_id,
                      register_no=assigned.register_no, unit=unit.unit, request=unit.request,
                      round=assigned.round)
         action.log(actor, "requested", {"unit": unit.unit, "request": unit.request,
@@ -444,7 +444,7 @@ class Capa(CapaAggregate):
     def from_recurrence(cls, capa_id: str, number: str, recurrence: RecurrenceDetected,
                         actor: Actor, event_id: str) -> "Capa":
         title = f"Recurring complaint ({recurrence.reason}): {recurrence.kind}"
-        capa = cls(_id=capa_id, number=number, source=CapaSource.RECURRENCE, title=title[:200],
+        capa = cls(id=capa_id, number=number, source=CapaSource.RECURRENCE, title=title[:200],
                    description=(f"The same kind of complaint ({recurrence.kind}, defect "
                                 f"{recurrence.defect_code}) {recurrence.reason}; "
                                 f"complaints: {', '.join(recurrence.feedback_ids)}."),
@@ -458,7 +458,7 @@ class Capa(CapaAggregate):
 
     @classmethod
     def by_hand(cls, capa_id: str, number: str, create: CapaCreate, actor: Actor) -> "Capa":
-        capa = cls(_id=capa_id, number=number, source=CapaSource.MANUAL, title=create.title,
+        capa = cls(id=capa_id, number=number, source=CapaSource.MANUAL, title=create.title,
                    description=create.description, owner_unit=create.owner_unit,
                    feedback_ids=list(dict.fromkeys(create.feedback_ids)))
         capa._opened(actor, None)

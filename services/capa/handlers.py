@@ -43,8 +43,8 @@ def capa_id_for(event_id: str) -> str:
 async def allocate_number(service: Service) -> str:
     """`CAPA-<year>-<4 digits>`, from the service's own sequence."""
     year = utcnow().year
-    assert service.db is not None
-    return f"CAPA-{year}-{await next_number(service.db, f'CAPA-{year}', service.locks):04d}"
+    number = await next_number(service.database, f"CAPA-{year}", service.locks)
+    return f"CAPA-{year}-{number:04d}"
 
 
 def register(service: Service, settings: Settings) -> None:

@@ -260,7 +260,7 @@ def router(settings: Settings) -> APIRouter:
         check_registration(body, now, skew)  # before a register number is used up
         year = (body.received_at or now).astimezone(UTC).year
         service = service_of(request)
-        number = await next_number(service.db, f"CF-{year}", service.locks)
+        number = await next_number(service.database, f"CF-{year}", service.locks)
         fb = Feedback.register(id=fid, register_no=register_number(year, number), new=body,
                                actor=who.as_actor(), now=now, skew=skew,
                                fingerprint=fingerprint)

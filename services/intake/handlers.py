@@ -56,7 +56,7 @@ def register(service: Service) -> None:
         if await repo.get(fid) is not None:
             return  # a redelivery: registered already
         year = payload.received_at.year
-        number = await next_number(service.db, f"CF-{year}", service.locks)
+        number = await next_number(service.database, f"CF-{year}", service.locks)
         fb = Feedback.from_mail(payload, id=fid, register_no=register_number(year, number),
                                 actor=event.actor)
         fb.mark_applied(event.id)

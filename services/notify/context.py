@@ -126,7 +126,7 @@ class Notify:
 
     async def _seed_directory(self) -> None:
         """At first start only: later edits through the API are never overwritten."""
-        meta = self.service.db[META]
+        meta = self.service.database[META]
         if await meta.find_one({"_id": SEEDED}):
             return
         for seed in self.settings.directory_seed:

@@ -148,7 +148,7 @@ class Notification(Aggregate):
                body: str, now: datetime, subject: str | None = None,
                recipient_name: str | None = None, language: Language | None = None,
                register_no: str | None = None, target: str | None = None) -> "Notification":
-        n = cls(_id=notification_id(event.id, channel, recipient), channel=channel,
+        n = cls(id=notification_id(event.id, channel, recipient), channel=channel,
                 recipient=recipient.lower() if channel == ChannelName.EMAIL else recipient,
                 recipient_name=recipient_name, purpose=purpose, event_id=event.id,
                 event_type=event.type, feedback_id=event.correlation_id,
@@ -234,7 +234,7 @@ class Subscription(Aggregate):
     @classmethod
     def create(cls, *, id: str, name: str, url: str, secret: str, event_types: list[str],
                actor: Actor, now: datetime) -> "Subscription":
-        sub = cls(_id=id, name=name, url=url, secret=secret,
+        sub = cls(id=id, name=name, url=url, secret=secret,
                   event_types=_unique_patterns(event_types), created_at=now)
         sub.log(actor, "subscribed", {"name": name, "url": url, "event_types": sub.event_types})
         return sub
@@ -291,7 +291,7 @@ class DirectoryEntry(Aggregate):
     def create(cls, *, email: str, name: str, language: Language, groups: list[str],
                actor: Actor) -> "DirectoryEntry":
         email = email.lower()
-        entry = cls(_id=email, email=email, name=name, language=language,
+        entry = cls(id=email, email=email, name=name, language=language,
                     groups=list(dict.fromkeys(groups)))
         entry.log(actor, "added", {"name": name, "language": language.value,
                                    "groups": entry.groups})
@@ -333,7 +333,7 @@ class CustomerEntry(Aggregate):
     @classmethod
     def create(cls, *, id: str, name: str, contact_person: str | None, language: Language,
                emails: list[str], domains: list[str], actor: Actor) -> "CustomerEntry":
-        c = cls(_id=id, name=name, contact_person=contact_person, language=language,
+        c = cls(id=id, name=name, contact_person=contact_person, language=language,
                 emails=_lower_unique(emails), domains=_lower_unique(domains))
         c.log(actor, "added", {"name": name, "emails": c.emails, "domains": c.domains})
         return c
@@ -413,7 +413,7 @@ class InboundMail(Aggregate):
                 customer: Customer | None, attachments: list[AttachmentMeta],
                 rejected: list[RejectedAttachment]) -> "InboundMail":
         """Keep the message and announce it (`mail.received`) in the same write."""
-        mail = cls(_id=id, raw=raw, size=len(raw), received_at=received_at, customer=customer,
+        mail = cls(id=id, raw=raw, size=len(raw), received_at=received_at, customer=customer,
                    attachments=attachments, rejected_attachments=rejected, **fields)
         mail.log(SYSTEM, "received", {"from": mail.from_address, "is_fax": mail.is_fax,
                                       "malformed": mail.malformed,

@@ -66,7 +66,7 @@ async def remember_case(notify: Notify, event: Envelope, payload: Contract) -> N
     case_id = event.correlation_id
     if await repo.get(case_id) is None:
         try:
-            await repo.add(CaseView(_id=case_id))
+            await repo.add(CaseView(id=case_id))
         except AlreadyExists:
             pass
     await repo.apply_event(case_id, event, lambda case: case.remember(**facts))

@@ -81,7 +81,7 @@ def parse_mail(raw: bytes, *, envelope_from: str | None, limits: Limits) -> Pars
         problems=problems)
     if msg.get_content_maintype() == "multipart" and not msg.is_multipart():
         # a multipart without its boundaries: the text is all we can offer Sales
-        payload = msg.get_payload(decode=True) or b""
+        payload = _decoded(msg)
         parsed.body = clean_text(payload.decode("utf-8", "replace")).strip()
         body_part = None
         problems.append("multipart message without valid parts")
@@ -235,6 +235,12 @@ def _body_part(msg: EmailMessage, problems: list[str]) -> EmailMessage | None:
     return part  # type: ignore[return-value]
 
 
+def _decoded(part: EmailMessage) -> bytes:
+    """The bytes of a part that is not multipart (the only kind decode=True gives bytes for)."""
+    payload = part.get_payload(decode=True)
+    return payload if isinstance(payload, bytes) else b""
+
+
 def _text_of(part: EmailMessage, problems: list[str]) -> str:
     try:
         text = part.get_content()
@@ -265,7 +271,7 @@ def _collect_attachments(msg: EmailMessage, body_part: EmailMessage | None, limi
         count += 1
         name = safe_filename(filename, f"attachment-{count}")
         try:
-            data = part.get_payload(decode=True) or b""
+            data = _decoded(part)
         except Exception as exc:  # noqa: BLE001
             parsed.problems.append(f"attachment {name!r} not decodable: {exc}")
             continue

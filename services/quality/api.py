@@ -6,7 +6,7 @@ role `quality` (P-3.2); Sales, managers and auditors read.
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeAlias
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
@@ -41,10 +41,10 @@ from shared.vocabulary import (
     LongText,
     Money,
     Name,
+    NoNul,
     Product,
     ReturnedSample,
     Severity,
-    Text,
     UnitName,
 )
 
@@ -55,7 +55,8 @@ Reader = Annotated[Principal, Depends(READ)]
 Ref = Annotated[str, Path(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-]*$",
                           description="Feedback id or register number",
                           examples=["CF-2026-000123"])]
-Required = Text(20_000, 1)
+Required: TypeAlias = Annotated[str, Field(min_length=1, max_length=20_000), NoNul]
+Place: TypeAlias = Annotated[str, Field(min_length=1, max_length=200), NoNul]
 
 
 def _as_utc(value: datetime) -> datetime:
@@ -125,7 +126,7 @@ class SiteVisitIn(BaseModel):
         "findings": "Cracks at the boss on 12 of 40 housings; torque within spec"}]})
 
     visited_at: UtcDatetime
-    location: Text(200, 1)
+    location: Place
     participants: People
     findings: Required
 

@@ -319,7 +319,7 @@ class Case(Aggregate):
     def receive(cls, form: ComplaintEscalated, *, event_id: str, actor: Actor, now: datetime,
                 policy: ClockPolicy, heads: list[Head]) -> "Case":
         case = cls(
-            _id=form.feedback_id, register_no=form.register_no, customer=form.customer,
+            id=form.feedback_id, register_no=form.register_no, customer=form.customer,
             product=form.product, channel=form.channel, category=form.category,
             severity=form.severity, description=form.description,
             quantity_affected=form.quantity_affected, estimated_loss=form.estimated_loss,

@@ -69,7 +69,7 @@ class Kind(Aggregate):
     @classmethod
     def new(cls, key: str) -> "Kind":
         dimension, subject, defect = parse_kind(key)
-        return cls(_id=key, dimension=dimension, subject=subject, defect_code=defect)
+        return cls(id=key, dimension=dimension, subject=subject, defect_code=defect)
 
     @property
     def correlation_id(self) -> str:

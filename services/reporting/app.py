@@ -23,7 +23,7 @@ def build(settings: Settings) -> ReportingService:
     handlers.register(service, service.views)
 
     async def start_views() -> None:
-        await service.views.start(service.db, service.locks)
+        await service.views.start(service.database, service.locks)
 
     service.on_start.append(start_views)
     service.routers.append(api.router())

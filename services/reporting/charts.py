@@ -1,7 +1,7 @@
 """PNG charts of the statistics (matplotlib, Agg backend, no pyplot: safe in a worker thread)."""
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -54,7 +54,7 @@ def pareto(items: Sequence[tuple[str, float]], title: str, value_label: str,
     return _png(fig)
 
 
-def trend(months: Sequence[str], series: dict[str, Sequence[float]], title: str) -> bytes:
+def trend(months: Sequence[str], series: Mapping[str, Sequence[float]], title: str) -> bytes:
     fig = Figure(figsize=(9, 4.5))
     ax = fig.add_subplot()
     ax.set_title(title)

@@ -24,7 +24,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, cast
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field, model_validator
@@ -202,7 +202,7 @@ class ReadRow(Aggregate):
         return data
 
     def to_document(self) -> dict[str, Any]:
-        top = self.fields | {"id", "version"}
+        top = {*self.fields, "id", "version"}
         doc = bson_safe(self.model_dump(mode="python", by_alias=True, include=top))
         doc["body"] = self.model_dump_json(exclude=top)
         return doc
@@ -378,9 +378,9 @@ class FeedbackRow(ReadRow):
         for cost in self.loss_items():
             dims = [("total", ALL), ("category", self.category), ("unit", cost.unit),
                     ("customer", self.customer_id), ("defect_code", self.defect_code)]
-            for dim, value in dims:
-                if value:
-                    out.add(MONTHLY, month, f"loss|{dim}|{esc(value)}|{cost.currency}",
+            for dim, member in dims:
+                if member:
+                    out.add(MONTHLY, month, f"loss|{dim}|{esc(member)}|{cost.currency}",
                             cost.cents)
         if self.form_opened_at is not None:
             out.add_at(self.form_opened_at, "forms")
@@ -537,6 +537,14 @@ def _on(event_type: str, kind: RowKind = RowKind.FEEDBACK) -> Callable[[Apply], 
     return register
 
 
+class _AboutCapa(Protocol):
+    capa_id: str
+
+
+class _AboutFeedback(Protocol):
+    feedback_id: str
+
+
 def target_of(env: Envelope, payload: Contract) -> tuple[RowKind, str] | None:
     """The one row an event changes, or None when it only goes into the history."""
     entry = _APPLY.get(env.type)
@@ -545,9 +553,10 @@ def target_of(env: Envelope, payload: Contract) -> tuple[RowKind, str] | None:
     kind = entry[0]
     if kind is RowKind.RECURRENCE:
         return kind, env.id
+    # Every contract `_on` files under a CAPA row carries `capa_id`, every other `feedback_id`.
     if kind is RowKind.CAPA:
-        return kind, payload.capa_id
-    return kind, payload.feedback_id
+        return kind, cast(_AboutCapa, payload).capa_id
+    return kind, cast(_AboutFeedback, payload).feedback_id
 
 
 def apply(row: ReadRow, env: Envelope, payload: Contract, tz: ZoneInfo,
@@ -584,7 +593,7 @@ def fold(events: Iterable[tuple[Envelope, Contract]], tz: ZoneInfo
             continue
         row = rows.get(target)
         if row is None:
-            row = rows[target] = ROW_MODELS[target[0]](_id=target[1])
+            row = rows[target] = ROW_MODELS[target[0]](id=target[1])
         apply(row, env, payload, tz, derive=False)
     for row in rows.values():
         row.derive(tz)

@@ -207,18 +207,18 @@ def table_csv(t: MonthlyTable) -> str:
     for dim, key, feedbacks, complaints in _count_sections(t):
         w.writerow(["counts", dim, safe_text(key), "feedbacks", feedbacks])
         w.writerow(["counts", dim, safe_text(key), "complaints", complaints])
-    for r in t.open_cases.by_age:
-        w.writerow(["open_cases", "age", r.age, "cases", r.cases])
-    for r in t.breaches.by_severity:
-        w.writerow(["breaches", "severity", r.key, "count", r.count])
+    for band in t.open_cases.by_age:
+        w.writerow(["open_cases", "age", band.age, "cases", band.cases])
+    for severity in t.breaches.by_severity:
+        w.writerow(["breaches", "severity", severity.key, "count", severity.count])
     for dim, key, currency, amount in _loss_sections(t):
         w.writerow(["losses", dim, safe_text(key), currency, amount])
-    for r in t.follow_up.recurrences_by_defect_code:
-        w.writerow(["recurrences", "defect_code", safe_text(r.key), "count", r.count])
-    for r in t.change:
+    for defect in t.follow_up.recurrences_by_defect_code:
+        w.writerow(["recurrences", "defect_code", safe_text(defect.key), "count", defect.count])
+    for change in t.change:
         for measure in ("current", "previous", "change"):
-            value = getattr(r, measure)
-            w.writerow(["change", "", r.measure, measure, "" if value is None else value])
+            value = getattr(change, measure)
+            w.writerow(["change", "", change.measure, measure, "" if value is None else value])
     return "\ufeff" + buffer.getvalue()
 
 

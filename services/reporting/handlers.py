@@ -28,6 +28,6 @@ def register(service: Service, views: Views) -> None:
 async def keep_history(service: Service, event: Envelope) -> None:
     doc = event.model_dump(mode="python") | {"_id": event.id}
     try:
-        await service.db[HISTORY].insert_one(doc)
+        await service.database[HISTORY].insert_one(doc)
     except DuplicateKeyError:
         pass  # a redelivery: already kept

@@ -99,8 +99,8 @@ class LiveCollector(Collector):
             age = max(0.0, (now - received_at).total_seconds())
             counts[(severity, age_bucket(age))] = counts.get((severity, age_bucket(age)), 0) + 1
             ages[severity] = max(ages.get(severity, 0.0), age)
-        for (severity, age), n in counts.items():
-            cases.add_metric([severity, age], n)
+        for (severity, age_range), n in counts.items():
+            cases.add_metric([severity, age_range], n)
         for severity, age in ages.items():
             oldest.add_metric([severity], age)
         states = {(s, st): 0 for s in SEVERITIES for st in SLA_STATES}

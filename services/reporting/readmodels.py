@@ -179,7 +179,7 @@ class ReadModels:
             row = await store.get(row_id)
             fresh = row is None
             if row is None:  # the first event of this row (maybe ahead of its registration)
-                row = ROW_MODELS[kind](_id=row_id)
+                row = ROW_MODELS[kind](id=row_id)
             applied = domain.apply(row, env, payload, self.tz)
             if applied:  # step 1: effect + event id + counter difference, one write
                 domain.settle(row, env.id, self.tz)

@@ -38,6 +38,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
+from typing import TypedDict
 
 from pydantic import BaseModel, Field
 
@@ -401,10 +402,10 @@ def changes(current: MonthlyTable, previous: MonthlyTable) -> list[ChangeRow]:
         if measure.startswith("loss_"):
             a, b = a or "0.00", b or "0.00"
             change: float | int | str | None = str(Decimal(a) - Decimal(b))
-        elif a is None or b is None:
-            change = None
-        else:
+        elif isinstance(a, int | float) and isinstance(b, int | float):
             change = round(a - b, 4) if isinstance(a, float) or isinstance(b, float) else a - b
+        else:  # missing in one of the periods (only the losses are text)
+            change = None
         rows.append(ChangeRow(measure=measure, current=a, previous=b, change=change))
     return rows
 
@@ -423,9 +424,19 @@ def table_at(first: str, last: str, monthly: dict[str, dict[str, int]],
     return build_table(period(first, last), period(prev_first, prev_last), tz_name)
 
 
-def trend(monthly: dict[str, dict[str, int]], months: list[str]) -> list[dict[str, float | int]]:
+class TrendMonth(TypedDict):
+    month: str
+    feedbacks: int
+    complaints: int
+    quality_records: int
+    met: int
+    breaches: int
+    closures: int
+
+
+def trend(monthly: dict[str, dict[str, int]], months: list[str]) -> list[TrendMonth]:
     """Per-month figures for the trend and timeliness charts."""
-    out = []
+    out: list[TrendMonth] = []
     for m in months:
         k = monthly.get(m, {})
         out.append({"month": m, "feedbacks": k.get("fb", 0), "complaints": k.get("cp", 0),
