@@ -115,6 +115,8 @@ stop_all() {
   if [ -f "$RUN/rabbitmq.ours" ]; then
     say "stopping RabbitMQ"
     rabbitmqctl -q stop >/dev/null 2>&1 || true
+    # rabbitmq-server started the Erlang port mapper too; it exits once no node uses it.
+    epmd -kill >/dev/null 2>&1 || true
     rm -f "$RUN/rabbitmq.ours"
   fi
 }

@@ -52,7 +52,15 @@ class ConcurrencyConflict(Conflict):
 
 
 class AlreadyExists(Exception):
-    pass
+    """The aggregate's id is taken: it was added before (a redelivery, a retried request)."""
+
+
+class DuplicateValue(Exception):
+    """Another unique field of the aggregate is taken (e.g. its register number)."""
+
+
+# Numbers skipped in a row before giving up: each skip is a number someone else holds.
+NUMBER_ATTEMPTS = 50
 
 
 def mongo_client(url: str) -> AsyncMongoClient:
@@ -105,8 +113,28 @@ class Repository(Generic[A]):
             async with self.lock(agg.id):
                 await self.collection.insert_one(doc)
         except DuplicateKeyError as exc:
-            raise AlreadyExists(agg.id) from exc
+            # Which unique index refused it? Asking is portable; the error's keyPattern is
+            # MongoDB's and FerretDB does not always send it.
+            if await self.collection.count_documents({"_id": agg.id}, limit=1):
+                raise AlreadyExists(agg.id) from exc
+            raise DuplicateValue(str(exc)) from exc
         return self._saved(agg, 1)
+
+    async def add_numbered(self, sequence: str, make: Callable[[int], A]) -> A:
+        """Insert `make(n)` with the next free number `n` of `sequence`.
+
+        A number already held, by a record written while the sequence lagged behind (restored
+        from a backup) or by another process drawing the same value on FerretDB (whose `$inc`
+        is not atomic across processes), is skipped, never given twice: the unique index on the
+        number refuses the insert and the next one is drawn."""
+        for _ in range(NUMBER_ATTEMPTS):
+            number = await next_number(self.collection.database, sequence, self.locks)
+            try:
+                return await self.add(make(number))
+            except DuplicateValue:
+                continue
+        raise ConcurrencyConflict(f"no free number in {sequence} after {NUMBER_ATTEMPTS} "
+                                  "attempts; the unique index and the sequence disagree")
 
     async def save(self, agg: A) -> A:
         """Write state and new events in one update, if nobody saved since we read."""

@@ -31,7 +31,7 @@ from services.capa.domain import (
     Rejection,
     RootCause,
 )
-from services.capa.handlers import ACTIONS, CAPAS, allocate_number
+from services.capa.handlers import ACTIONS, CAPAS, add_numbered
 from shared.api import Page, PageParams, page_params, service_of
 from shared.auth import Principal, require
 from shared.contracts import Disposition
@@ -279,9 +279,9 @@ def capas_router() -> APIRouter:
     @router.post("", response_model=CapaView, status_code=201,
                  summary="Quality opens a CAPA by hand")
     async def open_capa(request: Request, body: CapaCreate, principal: Quality) -> CapaView:
-        number = await allocate_number(service_of(request))
-        capa = Capa.by_hand(str(uuid4()), number, body, principal.as_actor())
-        return CapaView.of(await repo(request).add(capa))
+        capa = await add_numbered(repo(request), lambda number: Capa.by_hand(
+            str(uuid4()), number, body, principal.as_actor()))
+        return CapaView.of(capa)
 
     @router.get("/{ref}", response_model=CapaView, summary="One CAPA, by id or number")
     async def get_capa(request: Request, ref: str, principal: Reader) -> CapaView:

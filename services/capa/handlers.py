@@ -22,7 +22,7 @@ from shared.contracts import (
 from shared.errors import Conflict
 from shared.events import Contract, Envelope, utcnow
 from shared.service import Service
-from shared.store import AlreadyExists, next_number
+from shared.store import AlreadyExists, Repository
 
 log = logging.getLogger("qms.capa")
 
@@ -40,11 +40,10 @@ def capa_id_for(event_id: str) -> str:
     return str(uuid5(CAPA_IDS, event_id))
 
 
-async def allocate_number(service: Service) -> str:
-    """`CAPA-<year>-<4 digits>`, from the service's own sequence."""
+async def add_numbered(repo: Repository[Capa], make: Callable[[str], Capa]) -> Capa:
+    """Add the CAPA `make` builds with the next free `CAPA-<year>-<4 digits>`."""
     year = utcnow().year
-    number = await next_number(service.database, f"CAPA-{year}", service.locks)
-    return f"CAPA-{year}-{number:04d}"
+    return await repo.add_numbered(f"CAPA-{year}", lambda n: make(f"CAPA-{year}-{n:04d}"))
 
 
 def register(service: Service, settings: Settings) -> None:
@@ -102,9 +101,8 @@ def register(service: Service, settings: Settings) -> None:
                     await repo.apply_event(open_one["_id"], event,
                                            lambda c: c.link(payload, event.actor, event.id))
                     return
-            number = await allocate_number(service)
             try:
-                await repo.add(Capa.from_recurrence(capa_id, number, payload, event.actor,
-                                                    event.id))
+                await add_numbered(repo, lambda number: Capa.from_recurrence(
+                    capa_id, number, payload, event.actor, event.id))
             except AlreadyExists:
                 pass

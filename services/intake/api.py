@@ -45,7 +45,7 @@ from shared.auth import Principal, require
 from shared.domain import HistoryEntry
 from shared.errors import Conflict, DomainError, Invalid, NotFound
 from shared.events import utcnow
-from shared.store import AlreadyExists, Repository, WriteLocks, next_number
+from shared.store import AlreadyExists, Repository, WriteLocks
 from shared.vocabulary import (
     AttachmentMeta,
     Category,
@@ -259,12 +259,9 @@ def router(settings: Settings) -> APIRouter:
         now = utcnow()
         check_registration(body, now, skew)  # before a register number is used up
         year = (body.received_at or now).astimezone(UTC).year
-        service = service_of(request)
-        number = await next_number(service.database, f"CF-{year}", service.locks)
-        fb = Feedback.register(id=fid, register_no=register_number(year, number), new=body,
-                               actor=who.as_actor(), now=now, skew=skew,
-                               fingerprint=fingerprint)
-        return await _repo(request).add(fb)
+        return await _repo(request).add_numbered(f"CF-{year}", lambda number: Feedback.register(
+            id=fid, register_no=register_number(year, number), new=body, actor=who.as_actor(),
+            now=now, skew=skew, fingerprint=fingerprint))
 
     @api.post("/feedback", response_model=FeedbackRead, status_code=201,
               summary="Register a feedback in the Customer Feedback Register (P-F.1, P-5.1, "

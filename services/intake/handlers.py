@@ -12,7 +12,7 @@ from services.intake.domain import Feedback, register_number
 from shared.contracts import ComplaintAccepted, MailReceived, ResolutionReady
 from shared.events import Contract, Envelope
 from shared.service import Service
-from shared.store import AlreadyExists, next_number
+from shared.store import AlreadyExists
 
 # A mail always maps to the same feedback id, so a redelivered mail registers nothing new.
 MAIL_NS = UUID("0d7c3a52-2f7e-4b8e-9f57-5e3f1c9b6a21")
@@ -56,11 +56,14 @@ def register(service: Service) -> None:
         if await repo.get(fid) is not None:
             return  # a redelivery: registered already
         year = payload.received_at.year
-        number = await next_number(service.database, f"CF-{year}", service.locks)
-        fb = Feedback.from_mail(payload, id=fid, register_no=register_number(year, number),
-                                actor=event.actor)
-        fb.mark_applied(event.id)
+
+        def from_mail(number: int) -> Feedback:
+            fb = Feedback.from_mail(payload, id=fid, register_no=register_number(year, number),
+                                    actor=event.actor)
+            fb.mark_applied(event.id)
+            return fb
+
         try:
-            await repo.add(fb)
+            await repo.add_numbered(f"CF-{year}", from_mail)
         except AlreadyExists:
             pass  # another delivery of the same mail won the race

@@ -1,0 +1,71 @@
+"""Numbers people say on the phone (register and CAPA numbers) are given once, on FerretDB.
+
+The sequence lives in its own document; the unique index on the number is what makes
+a number given twice impossible, whatever the sequence says: after a restore from a
+backup it may lag behind the register, and on FerretDB two processes may draw the
+same value (its `$inc` is not atomic across processes).
+"""
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import ClassVar
+
+import pytest
+from pymongo.asynchronous.collection import AsyncCollection
+
+from shared.domain import Aggregate
+from shared.store import AlreadyExists, Repository, WriteLocks, mongo_client
+from tests.conftest import test_namespace
+
+
+class Numbered(Aggregate):
+    producer: ClassVar[str] = "numbers"
+    number: str
+
+
+def numbered(number: int, id: str | None = None) -> Numbered:
+    return Numbered(id=id or str(uuid.uuid4()), number=f"N-{number:04d}")
+
+
+@pytest.fixture
+async def register(mongo_url) -> AsyncIterator[AsyncCollection]:
+    client = mongo_client(mongo_url)
+    db = client[f"{test_namespace('num')}_{uuid.uuid4().hex[:6]}"]
+    await db["records"].create_index("number", unique=True)
+    yield db["records"]
+    await client.drop_database(db.name)
+    await client.close()
+
+
+async def numbers_in(register: AsyncCollection) -> list[str]:
+    return sorted([d["number"] async for d in register.find({}, projection={"number": 1})])
+
+
+async def test_a_sequence_behind_the_register_skips_the_numbers_already_given(register):
+    repo = Repository(register, Numbered)
+    await repo.add(numbered(1))   # written while the sequence was lost (restored backup)
+    await repo.add(numbered(2))
+    added = await repo.add_numbered("N", numbered)
+    assert added.number == "N-0003"
+    assert await numbers_in(register) == ["N-0001", "N-0002", "N-0003"]
+
+
+async def test_the_same_record_twice_is_already_there_not_a_new_number(register):
+    repo = Repository(register, Numbered)
+    first = await repo.add_numbered("N", lambda n: numbered(n, id="the-one"))
+    with pytest.raises(AlreadyExists):
+        await repo.add_numbered("N", lambda n: numbered(n, id="the-one"))
+    assert first.number == "N-0001"
+    assert await numbers_in(register) == ["N-0001"]
+
+
+async def test_two_processes_drawing_numbers_at_once_never_share_one(register):
+    # Two repositories with their own write locks: what two service processes are.
+    a = Repository(register, Numbered, locks=WriteLocks())
+    b = Repository(register, Numbered, locks=WriteLocks())
+    added = await asyncio.gather(*[repo.add_numbered("N", numbered)
+                                   for _ in range(15) for repo in (a, b)])
+    numbers = await numbers_in(register)
+    assert len(numbers) == len(added) == 30
+    assert len(set(numbers)) == 30 and sorted(r.number for r in added) == numbers
