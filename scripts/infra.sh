@@ -44,6 +44,11 @@ install_promtool() {
   say "installing promtool (Debian's prometheus package)"
   need_root_or_sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive need_root_or_sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  # The package also starts a Prometheus server under systemd; we only wanted promtool, and
+  # docker compose wants port 9090.
+  if [ -d /run/systemd/system ]; then
+    need_root_or_sudo systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
 }
 
 install_ferretdb() {
@@ -67,7 +72,14 @@ install_ferretdb() {
 rabbit_running() { rabbitmqctl -q status >/dev/null 2>&1; }
 
 start_rabbitmq() {
-  if rabbit_running; then say "RabbitMQ already running"; return; fi
+  if rabbit_running; then
+    # Perhaps started by systemd after apt-get install: make sure of the plugins we use
+    # (management API, Prometheus endpoint); enabling an enabled plugin changes nothing.
+    say "RabbitMQ already running"
+    rabbitmq-plugins -q enable rabbitmq_management rabbitmq_prometheus >/dev/null \
+      || die "could not enable the RabbitMQ management and Prometheus plugins"
+    return
+  fi
   local holder; holder=$(port_holder $AMQP_PORT)
   [ -z "$holder" ] || die "port $AMQP_PORT (AMQP) is taken by $holder, which is not a RabbitMQ we can manage"
   rabbitmq-plugins enable --offline rabbitmq_management rabbitmq_prometheus >/dev/null

@@ -6,6 +6,7 @@ Every wait has a deadline; a port already taken is named with its process.
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -16,6 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ROOT / "var" / "run"
 SERVICES = {"intake": 8001, "quality": 8002, "capa": 8003, "reporting": 8004, "notify": 8005}
+INBOUND_SMTP_PORT = 2525  # notify's complaints mailbox
 READY_DEADLINE_S = float(os.environ.get("QMS_READY_DEADLINE", "60"))
 
 
@@ -30,14 +32,28 @@ def service_broker_urls() -> dict[str, str]:
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
+def ports() -> list[tuple[str, str, int]]:
+    """(service, setting, port) of every port `make up` listens on."""
+    listed = [(n, f"QMS_{n.upper()}_HTTP_PORT", port_of(n)) for n in SERVICES]
+    inbound = int(os.environ.get("QMS_NOTIFY_INBOUND_PORT", INBOUND_SMTP_PORT))
+    return [*listed, ("notify (inbound SMTP)", "QMS_NOTIFY_INBOUND_PORT", inbound)]
+
+
 def port_holder(port: int) -> str | None:
-    out = subprocess.run(["ss", "-Hltnp", f"sport = :{port}"], capture_output=True, text=True)
-    line = out.stdout.strip()
-    if not line:
-        return None
+    """Who holds `port` on loopback: None when it is free."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+            return None
+        except OSError:
+            pass
+    try:  # name the process when iproute2's `ss` is there to tell
+        line = subprocess.run(["ss", "-Hltnp", f"sport = :{port}"], capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        line = ""
     if "users:((" in line:
-        proc = line.split("users:((", 1)[1].split(")")[0]
-        return proc.replace('"', "")
+        return line.split("users:((", 1)[1].split(")")[0].replace('"', "")
     return "another process"
 
 
@@ -70,11 +86,11 @@ def stop(procs: dict[str, subprocess.Popen]) -> None:
 
 
 def main() -> int:
-    taken = [(n, port_of(n), h) for n in SERVICES if (h := port_holder(port_of(n)))]
+    taken = [(n, setting, port, h) for n, setting, port in ports() if (h := port_holder(port))]
     if taken:
-        for name, port, holder in taken:
+        for name, setting, port, holder in taken:
             print(f"[up] ERROR: port {port} for {name} is taken by {holder}. "
-                  f"Stop it, or set QMS_{name.upper()}_HTTP_PORT.", file=sys.stderr)
+                  f"Stop it, or set {setting}.", file=sys.stderr)
         return 1
     RUN.mkdir(parents=True, exist_ok=True)
     (RUN / "services.pid").write_text(str(os.getpid()))

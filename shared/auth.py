@@ -1,7 +1,8 @@
 """Bearer JWT on every route but health and metrics.
 
 Development: HS256 with `QMS_JWT_SECRET`. Production: RS256 verified against
-the identity provider's keys at `QMS_JWKS_URL`. Claims: sub, name, roles, unit, exp.
+the identity provider's keys at `QMS_JWKS_URL`, with `QMS_JWT_AUDIENCE` and
+`QMS_JWT_ISSUER` checked when set. Claims: sub, name, roles, unit, exp.
 """
 
 import argparse
@@ -41,6 +42,7 @@ class TokenVerifier:
     def __init__(self, settings: InfraSettings):
         self._secret = settings.jwt_secret.get_secret_value()
         self._audience = settings.jwt_audience
+        self._issuer = settings.jwt_issuer
         self._jwks = jwt.PyJWKClient(settings.jwks_url) if settings.jwks_url else None
 
     def verify(self, token: str) -> Principal:
@@ -48,10 +50,11 @@ class TokenVerifier:
             if self._jwks:
                 key = self._jwks.get_signing_key_from_jwt(token).key
                 claims = jwt.decode(token, key, algorithms=["RS256"], audience=self._audience,
-                                    options={"require": ["exp", "sub"]})
+                                    issuer=self._issuer, options={"require": ["exp", "sub"]})
             else:
                 claims = jwt.decode(token, self._secret, algorithms=["HS256"],
-                                    audience=self._audience, options={"require": ["exp", "sub"]})
+                                    audience=self._audience, issuer=self._issuer,
+                                    options={"require": ["exp", "sub"]})
         except jwt.ExpiredSignatureError as exc:
             raise Unauthorized("The token has expired; sign in again.") from exc
         except jwt.PyJWTError as exc:

@@ -3,9 +3,10 @@
 Topology (declared idempotently at start):
 - one durable topic exchange `<ns>.events`; routing key = event type;
 - per service a quorum queue `<ns>.<service>` bound to the types it consumes;
-- `<ns>.<service>.retry`: a failed event waits there `retry_delay_ms`, then
-  dead-letters back to the service's queue; the kit counts attempts in the
-  `x-qms-attempt` header (not by requeue counting, which RabbitMQ 4.3 changed);
+- `<ns>.<service>.retry`: a failed event waits there `retry_delay_ms` (its own message
+  TTL, so changing the setting needs no new queue), then dead-letters back to the
+  service's queue; the kit counts attempts in the `x-qms-attempt` header (not by
+  requeue counting, which RabbitMQ 4.3 changed);
 - `<ns>.<service>.dlq`: after `max_attempts`, or at once for an event with no
   contract, with the error in `x-qms-error`. `python -m shared.dlq` inspects and replays.
 The service queue also has a delivery limit that dead-letters a message which
@@ -16,7 +17,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, cast
 
 from aio_pika.abc import AbstractIncomingMessage, FieldValue
@@ -35,6 +36,9 @@ log = logging.getLogger("qms.messaging")
 ATTEMPT_HEADER = "x-qms-attempt"
 ERROR_HEADER = "x-qms-error"
 CRASH_DELIVERY_LIMIT = 20
+# RabbitMQ 4.x gives every quorum queue a delivery limit of 20, and `dlq list` returns what it
+# reads to the queue: without a limit of its own the DLQ would drop its events after 20 looks.
+DLQ_DELIVERY_LIMIT = 1_000_000_000
 
 C = TypeVar("C", bound=Contract)
 Handler = Callable[[Envelope, Contract], Awaitable[None]]
@@ -58,6 +62,8 @@ class Topology:
     namespace: str
     service: str
     retry_delay_ms: int = 2000
+    # One consumer at a time, the others standing by (a service that must write alone).
+    single_active_consumer: bool = False
 
     @property
     def exchange(self) -> RabbitExchange:
@@ -75,23 +81,28 @@ class Topology:
 
     @property
     def queue(self) -> RabbitQueue:
-        return self._quorum(self.queue_name, {
+        arguments: QuorumQueueArgs = {
             "x-dead-letter-exchange": "",
             "x-dead-letter-routing-key": self.dlq.name,
             "x-delivery-limit": CRASH_DELIVERY_LIMIT,
-        })
+        }
+        if self.single_active_consumer:
+            arguments["x-single-active-consumer"] = True
+        return self._quorum(self.queue_name, arguments)
 
     @property
     def retry(self) -> RabbitQueue:
+        # No queue-wide TTL: a queue argument cannot change once declared, so the delay
+        # travels on each message (`EventConsumer._forward`) and stays a setting.
         return self._quorum(f"{self.queue_name}.retry", {
-            "x-message-ttl": self.retry_delay_ms,
             "x-dead-letter-exchange": "",
             "x-dead-letter-routing-key": self.queue_name,
         })
 
     @property
     def dlq(self) -> RabbitQueue:
-        return RabbitQueue(f"{self.queue_name}.dlq", queue_type=QueueType.QUORUM, durable=True)
+        return RabbitQueue(f"{self.queue_name}.dlq", queue_type=QueueType.QUORUM, durable=True,
+                           arguments={"x-delivery-limit": DLQ_DELIVERY_LIMIT})
 
     async def declare(self, broker: RabbitBroker, routing_keys: list[str]) -> None:
         exchange = await broker.declare_exchange(self.exchange)
@@ -208,7 +219,8 @@ class EventConsumer:
                     log.error("event %s (%s) dead-lettered after %d attempts: %s",
                               env.id, env.type, attempt, reason, exc_info=exc)
                 else:
-                    await self._forward(raw, self.topology.retry.name, attempt, reason)
+                    await self._forward(raw, self.topology.retry.name, attempt, reason,
+                                        delay=timedelta(milliseconds=self.topology.retry_delay_ms))
                     self.metrics.outcomes.labels(self.service, env.type, "retried").inc()
                     log.warning("event %s (%s) failed (attempt %d of %d), will retry: %s",
                                 env.id, env.type, attempt, self.max_attempts, reason)
@@ -220,8 +232,9 @@ class EventConsumer:
             await raw.ack()
 
     async def _forward(self, raw: AbstractIncomingMessage, queue: str, attempt: int,
-                       reason: str) -> None:
-        """Copy the message to the retry queue or the DLQ (confirmed) before acking it."""
+                       reason: str, delay: timedelta | None = None) -> None:
+        """Copy the message to the retry queue (expiring after `delay`) or the DLQ (confirmed)
+        before acking it."""
         headers = dict(raw.headers or {})
         headers[ATTEMPT_HEADER] = attempt
         headers[ERROR_HEADER] = reason[:1000]
@@ -231,13 +244,18 @@ class EventConsumer:
             raw.body, queue=queue, persist=True, mandatory=True,
             message_id=raw.message_id, correlation_id=raw.correlation_id,
             content_type=raw.content_type, message_type=raw.type, headers=headers,
+            expiration=delay,
         )
 
 
 def _attempts_so_far(header: FieldValue) -> int:
-    """The attempts the kit counted in `ATTEMPT_HEADER` (it writes an int); none if absent."""
-    if not header:
+    """The attempts the kit counted in `ATTEMPT_HEADER` (it writes an int); none if absent.
+
+    A header the kit did not write (another publisher's, not a number) counts as none: the
+    message is then handled and retried like any other instead of stalling unacked."""
+    if isinstance(header, bool) or not isinstance(header, int | float | str | bytes):
         return 0
-    if isinstance(header, list | dict | datetime):
-        raise TypeError(f"{ATTEMPT_HEADER} is not a number: {header!r}")
-    return int(header)
+    try:
+        return max(0, int(header))
+    except (ValueError, OverflowError):
+        return 0

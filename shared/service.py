@@ -41,12 +41,14 @@ A = TypeVar("A", bound=Aggregate)
 
 
 class Service:
-    def __init__(self, name: str, settings: ServiceSettings):
+    def __init__(self, name: str, settings: ServiceSettings, *,
+                 single_active_consumer: bool = False):
         self.name = name
         self.settings = settings
         infra = settings.infra
         self.registry = CollectorRegistry()
-        self.topology = Topology(infra.namespace, name, infra.retry_delay_ms)
+        self.topology = Topology(infra.namespace, name, infra.retry_delay_ms,
+                                 single_active_consumer=single_active_consumer)
         self.broker = new_broker(
             settings.broker_url,
             middlewares=[RabbitPrometheusMiddleware(registry=self.registry, app_name=name)],

@@ -1,6 +1,6 @@
 """Typed settings: infrastructure under `QMS_`, each service's own under `QMS_<SERVICE>_`."""
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -18,12 +18,22 @@ class InfraSettings(BaseSettings):
     )
     jwt_secret: SecretStr = SecretStr("qms-development-secret-change-me-0123456789")
     jwks_url: str | None = Field(None, description="Production: verify RS256 tokens here.")
-    jwt_audience: str | None = None
+    jwt_audience: str | None = Field(
+        None, description="The `aud` the identity provider writes into tokens for this system; "
+                          "when set, tokens for other audiences are refused. Production: set it "
+                          "(a token carrying an `aud` is refused while this is unset).")
+    jwt_issuer: str | None = Field(None, description="Production: the identity provider's `iss`.")
     max_attempts: int = Field(5, ge=1, description="Deliveries of an event before the DLQ.")
     retry_delay_ms: int = Field(2000, ge=10, description="Wait before a failed event is retried.")
     relay_interval_s: float = Field(1.0, gt=0, description="Outbox sweep for what a crash left.")
     max_body_bytes: int = Field(1_000_000, ge=1024)
     log_level: str = "INFO"
+
+    @field_validator("jwks_url", "jwt_audience", "jwt_issuer", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: str | None) -> str | None:
+        # Compose and Kubernetes pass unset options as empty strings.
+        return value or None
 
 
 class ServiceSettings(BaseSettings):

@@ -8,6 +8,7 @@ import sys
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 
 from shared import dlq
@@ -118,3 +119,43 @@ async def test_event_without_a_contract_goes_to_the_dlq_at_once_with_the_reason(
     [row] = await dlq.peek(tally.broker, tally.topology)
     assert "no contract for event 'kit.counter_bumped' version 9" in row["error"]
     assert row["attempts"] == 1
+
+
+async def test_retry_delay_is_a_setting_that_can_change_between_starts(infra, services):
+    first = await _start(services, tally_service(infra))
+    await first.stop()
+    # The same queues, now with another delay: a queue-wide TTL would make RabbitMQ refuse
+    # the declaration (PRECONDITION_FAILED) and the service would not start at all.
+    tally = await _start(services, tally_service(infra.model_copy(update={"retry_delay_ms": 700})))
+    ledger = await _start(services, ledger_service(infra))
+    c = Counter(_id=str(uuid.uuid4()))
+    c.bump(4, ACTOR, fail_times=1)
+    await ledger.repo("counters").add(c)
+
+    async def applied_after_one_retry():
+        t = await tally.repo("tallies").get(c.id)
+        return t if t is not None and t.total == 4 else None
+    t = await eventually(applied_after_one_retry, what="the event to be applied after its retry")
+    assert len(t.applied_events) == 1
+
+
+async def test_dead_letters_survive_being_listed_many_times(infra, services):
+    """`dlq list` reads and returns messages; RabbitMQ 4.x (compose, Kubernetes) counts each
+    return against a quorum queue's delivery limit, 20 by default, and drops the message
+    past it. The DLQ carries a limit of its own so that looking never loses an event."""
+    tally = await _start(services, tally_service(infra))
+    ledger = await _start(services, ledger_service(infra))
+    c = Counter(_id=str(uuid.uuid4()))
+    c.bump(1, ACTOR, fail_times=3)
+    await ledger.repo("counters").add(c)
+
+    async def dead_lettered() -> bool:
+        return len(await dlq.peek(tally.broker, tally.topology)) == 1
+    await eventually(dead_lettered, what="the event to reach the DLQ")
+    for _ in range(25):
+        assert len(await dlq.peek(tally.broker, tally.topology)) == 1
+    api = os.environ.get("QMS_RABBIT_API", "http://127.0.0.1:15672/api")
+    async with httpx.AsyncClient(auth=("guest", "guest"), timeout=10) as http:
+        queue = (await http.get(f"{api}/queues/%2F/{tally.topology.dlq.name}")).json()
+    assert queue["arguments"]["x-delivery-limit"] > 10_000
+    assert "replayed 1 message(s)" in _dlq_command(infra, "replay")

@@ -1,0 +1,90 @@
+"""Who the caller is, as the token says: development HS256 tokens and the production path,
+RS256 tokens checked against the identity provider's published keys (JWKS), its audience
+and its issuer."""
+
+import functools
+import json
+import threading
+import time
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from shared.auth import TokenVerifier, make_token
+from shared.errors import Unauthorized
+from shared.settings import InfraSettings
+
+AUDIENCE, ISSUER = "qms-complaints", "https://login.example.com/"
+
+
+def rsa_key():
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+@pytest.fixture
+def idp(tmp_path: Path):
+    """The identity provider: its signing key, and its JWKS document served over HTTP on
+    loopback, where the verifier fetches it."""
+    key = rsa_key()
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    (tmp_path / "jwks.json").write_text(
+        json.dumps({"keys": [jwk | {"kid": "k1", "use": "sig", "alg": "RS256"}]}))
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield key, f"http://127.0.0.1:{server.server_port}/jwks.json"
+    server.shutdown()
+    server.server_close()
+
+
+def signed(key, kid: str = "k1", **claims) -> str:
+    body = {"sub": "li.wei", "name": "Li Wei", "roles": ["quality"], "aud": AUDIENCE,
+            "iss": ISSUER, "exp": int(time.time()) + 600} | claims
+    return jwt.encode(body, key, algorithm="RS256", headers={"kid": kid})
+
+
+def verifier(jwks_url: str, **settings) -> TokenVerifier:
+    return TokenVerifier(InfraSettings(jwks_url=jwks_url, jwt_audience=AUDIENCE,
+                                       jwt_issuer=ISSUER, **settings))
+
+
+def test_an_identity_providers_token_names_the_caller_and_roles(idp):
+    key, url = idp
+    who = verifier(url).verify(signed(key))
+    assert (who.sub, who.name, who.roles) == ("li.wei", "Li Wei", ["quality"])
+
+
+@pytest.mark.parametrize("claims, says", [
+    ({"aud": "another-app"}, "audience"),
+    ({"iss": "https://evil.example.com/"}, "issuer"),
+    ({"exp": int(time.time()) - 60}, "expired"),
+])
+def test_a_token_for_another_app_issuer_or_time_is_refused(idp, claims, says):
+    key, url = idp
+    with pytest.raises(Unauthorized, match=f"(?i){says}"):
+        verifier(url).verify(signed(key, **claims))
+
+
+def test_a_token_signed_by_another_key_is_refused(idp):
+    _, url = idp
+    with pytest.raises(Unauthorized):
+        verifier(url).verify(signed(rsa_key()))
+
+
+def test_with_jwks_a_development_token_is_refused_even_with_the_right_secret(idp):
+    # Algorithm confusion: an HS256 token must not pass where RS256 is expected.
+    _, url = idp
+    settings = InfraSettings(jwks_url=url)
+    token = make_token(settings.jwt_secret.get_secret_value(), "mallory", ["manager"])
+    with pytest.raises(Unauthorized):
+        TokenVerifier(settings).verify(token)
+
+
+def test_empty_settings_from_compose_or_kubernetes_mean_unset():
+    settings = InfraSettings(jwks_url="", jwt_audience="", jwt_issuer="")
+    assert (settings.jwks_url, settings.jwt_audience, settings.jwt_issuer) == (None, None, None)
+    token = make_token(settings.jwt_secret.get_secret_value(), "wang.fang", ["sales"])
+    assert TokenVerifier(settings).verify(token).sub == "wang.fang"
