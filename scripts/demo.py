@@ -41,6 +41,11 @@ class LiveSystem:
 
 
 CUSTOMERS = [new_customer("zh"), new_customer("en"), new_customer("zh"), new_customer("en")]
+# Customers 0 and 2 are kept for the unsatisfied complaint and the recurrence: the routine
+# complaints of customers 1 and 3 never repeat a defect three times, so the one CAPA the demo
+# announces is the only one it opens.
+ROUTINE = [(CUSTOMERS[1 + 2 * (i % 2)], ["D01", "D03", "D04", "D07"][i // 2 % 4])
+           for i in range(10)]
 DIRECT = [("delivery", "phone", "Two pallets missing from delivery DN-55190."),
           ("delivery", "email", "Shipment arrived four days late."),
           ("service_documents", "fax", "Material certificate missing for lot L2026-11-03."),
@@ -54,22 +59,23 @@ async def main() -> None:
     random.seed(7)
     flow = Flow(Actors(LiveSystem()))
     sales = flow.a.sales
-    print("Registering and answering direct feedback (P-5.3.3)...")
+    print("Registering and answering direct feedback received over the month (P-5.3.3)...")
     for i in range(14):
         category, channel, text = DIRECT[i % len(DIRECT)]
         fb = await flow.register(customer=random.choice(CUSTOMERS), category=category,
-                                 channel=channel, description=text)
+                                 channel=channel, description=text,
+                                 received_at=days_ago(28 - 2 * i).isoformat())
         ok(await sales.post(f"/feedback/{fb['id']}/direct-reply",
                             json={"reply": "Handled; thank you for telling us."}))
         if i % 3 != 2:
             ok(await sales.post(f"/feedback/{fb['id']}/satisfaction", json={"satisfied": True}))
 
     print("Quality complaints through analysis and countermeasures (P-5.3.1, P-5.3.2)...")
-    for i in range(10):
+    for i, (customer, defect_code) in enumerate(ROUTINE):
         fb = await flow.handle_quality_complaint(
-            customer=random.choice(CUSTOMERS), channel=random.choice(["phone", "email", "fax"]),
+            customer=customer, channel=random.choice(["phone", "email", "fax"]),
             units=("production",) if i % 2 else ("production", "purchasing"),
-            defect_code=random.choice(["D01", "D03", "D04", "D07"]))
+            defect_code=defect_code, received_at=days_ago(random.uniform(0.1, 2)).isoformat())
         ok(await sales.post(f"/feedback/{fb['id']}/reply", json={"reply": "Countermeasures in "
                                                                  "place; replacement sent."}))
         ok(await sales.post(f"/feedback/{fb['id']}/satisfaction", json={"satisfied": True}))
@@ -84,6 +90,12 @@ async def main() -> None:
     major = await flow.register(customer=CUSTOMERS[1], severity="major",
                                 description="Brake housings leak: customer line stopped.")
     await flow.case(major["id"])
+    ok(await flow.a.quality.post(f"/cases/{major['id']}/major-review", json={
+        "held_at": datetime.now(UTC).isoformat(),
+        "participants": ["R&D head", "Engineering head", "Production head", "Quality manager"],
+        "decisions": "Stop line 3; 100% leak test of stock and of goods in transit.",
+        "drafted_solution": "Replace the affected lot within 48 h; 8D report within a week."}),
+       201)
 
     print("One recurrence: the third complaint of the same kind opens a CAPA (P-5.3.4)...")
     product = f"HSG-{random.randint(100, 999)}"
@@ -94,14 +106,17 @@ async def main() -> None:
         ok(await sales.post(f"/feedback/{fb['id']}/satisfaction", json={"satisfied": True}))
 
     print("One form whose 3-day deadline is breached (P-F.5): opened 4 days ago on paper...")
-    late = await flow.register(customer=CUSTOMERS[3],
-                               received_at=(datetime.now(UTC) - timedelta(days=5)).isoformat())
-    opened = (datetime.now(UTC) - timedelta(days=4)).isoformat()
+    late = await flow.register(customer=CUSTOMERS[3], received_at=days_ago(5).isoformat())
+    opened = days_ago(4).isoformat()
     ok(await sales.post(f"/feedback/{late['id']}/escalate",
                         json={"note": "Paper form from the site visit", "form_opened_at": opened}))
 
     await asyncio.sleep(3)
     await report(flow)
+
+
+def days_ago(days: float) -> datetime:
+    return datetime.now(UTC) - timedelta(days=days)
 
 
 async def report(flow: Flow) -> None:
@@ -117,7 +132,24 @@ async def report(flow: Flow) -> None:
     capas = ok(await flow.a.capa_quality.get("/capas"))
     for capa in capas["items"]:
         print(f"CAPA {capa['number']} ({capa['source']}): {capa['title']} [{capa['status']}]")
+    await monthly_table(flow)
     print("\nOpen http://127.0.0.1:8001/docs (and 8002-8005) to look further.")
+
+
+async def monthly_table(flow: Flow) -> None:
+    """P-F.6, as the manager reads it (reporting builds it from the events, a moment later)."""
+    month = datetime.now(UTC).strftime("%Y-%m")
+    async with flow.a.as_role("reporting", "manager") as manager:
+        table = ok(await manager.get("/statistics/monthly", params={"month": month}))
+    counts, timely, follow = table["counts"], table["timeliness"], table["follow_up"]
+    share = timely.get("share_met_3_day_rule")
+    print(f"\nMonthly statistics {month} (reporting): {counts['feedbacks']} feedbacks, "
+          f"{counts['complaints']} complaints; 3-day rule met: "
+          + (f"{share:.0%}" if share is not None else "n/a")
+          + f"; satisfied: {follow['satisfied']} of {follow['satisfaction_answers']}; "
+          f"CAPAs opened: {follow['capas_opened']}")
+    print(f"  charts: http://127.0.0.1:8004/charts/pareto-count.png?month={month} "
+          "(with a manager's token)")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ Every event's envelope carries `correlation_id` = the feedback id.
 """
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import Field
 
@@ -19,6 +20,8 @@ from shared.vocabulary import (
     Head,
     LongText,
     Money,
+    Name,
+    NoActionOutcome,
     Product,
     ReturnedSample,
     Severity,
@@ -139,6 +142,17 @@ class ComplaintReopened(Contract):
     had_form: bool = Field(..., description="True: back to Quality; False: back to Sales")
 
 
+@contract("complaint.returned_to_quality")
+class ComplaintReturned(Contract):
+    """P-F.4 "Sales reviews it": Quality's record is inadequate; Sales sends it back to
+    Quality before replying. Not a reopen: the customer has not seen it."""
+
+    feedback_id: str
+    register_no: str
+    round: int = Field(..., ge=1, description="The round whose record is sent back")
+    reason: LongText = Field(..., description="What the record lacks")
+
+
 @contract("feedback.withdrawn")
 class FeedbackWithdrawn(Contract):
     """P-5.4.2: nothing is deleted; a record registered in error is withdrawn with a reason."""
@@ -162,6 +176,9 @@ class ComplaintAccepted(Contract):
     due_at: datetime
     at_risk_at: datetime
     severity: Severity
+    trigger: Literal["form", "reopened", "returned"] | None = Field(
+        None, description="What started the round: the form, a customer reopen (P-F.4 not "
+        "satisfied) or Sales returning the record (`complaint.returned_to_quality`)")
 
 
 @contract("complaint.major_alert")
@@ -188,6 +205,17 @@ class ResponsibilityAssigned(Contract):
     customer_id: str
     product_code: str | None = None
     units: list["UnitRequest"]
+    # The complaint as the units need to see it (P-3.3, P-5.3.2 "with the same
+    # attachments"); optional so events published before they existed still parse.
+    customer_name: Name | None = Field(None, description="The customer's name only: "
+                                       "Sales alone talks to the customer (P-3.1)")
+    severity: Severity | None = None
+    product: Product | None = Field(None, description="Code, name, lot, order, delivery note")
+    quantity_affected: int | None = Field(None, ge=0)
+    description: LongText | None = Field(None, description="The customer's complaint")
+    defect_name: LongText | None = None
+    attachments: list[AttachmentMeta] = Field(default_factory=list)
+    samples: list[ReturnedSample] = Field(default_factory=list)
 
 
 class UnitRequest(Contract):
@@ -254,6 +282,9 @@ class ResolutionReady(Contract):
     resolved_at: datetime
     due_at: datetime
     met_deadline: bool
+    outcome: NoActionOutcome | None = Field(
+        None, description="Set when Quality concluded without corrective action (the "
+        "complaint is not the plant's fault; `outcomes` is then empty)")
 
 
 @contract("complaint.sla_at_risk")
@@ -359,6 +390,30 @@ class CapaClosed(Contract):
     kind: str | None = None
     feedback_ids: list[str]
     closed_at: datetime
+
+
+@contract("capa.withdrawn")
+class CapaWithdrawn(Contract):
+    """A CAPA opened in error or overtaken is withdrawn with a reason (never deleted);
+    for its kind it counts as no longer open, like a closed one."""
+
+    capa_id: str
+    number: str
+    kind: str | None = None
+    feedback_ids: list[str]
+    reason: LongText
+    withdrawn_at: datetime
+
+
+@contract("capa.owner_assigned")
+class CapaOwnerAssigned(Contract):
+    """Quality named (or changed) the unit that owns a CAPA's plan."""
+
+    capa_id: str
+    number: str
+    owner_unit: UnitName
+    previous_owner_unit: UnitName | None = None
+    feedback_ids: list[str]
 
 
 # ---------------------------------------------------------------- notify (inbound mail)

@@ -65,6 +65,8 @@ class Service:
         self.on_start: list[Callable[[], Awaitable[None]]] = []
         self.on_stop: list[Callable[[], Awaitable[None]]] = []
         self.routers: list[APIRouter] = []
+        # The service's own readiness checks beyond broker and database: name -> "ok" or why not
+        self.readiness_checks: dict[str, Callable[[], Awaitable[str]]] = {}
         self.started = False
 
     # -- composition -----------------------------------------------------
@@ -148,6 +150,11 @@ class Service:
                 checks["database"] = "ok"
         except Exception as exc:  # noqa: BLE001
             checks["database"] = f"down: {exc}"
+        for name, check in self.readiness_checks.items():
+            try:
+                checks[name] = await check()
+            except Exception as exc:  # noqa: BLE001
+                checks[name] = f"down: {exc}"
         return checks
 
 
@@ -235,7 +242,8 @@ def create_app(service: Service, *, title: str, description: str,
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "service": service.name}
 
-    @app.get("/readyz", tags=["ops"], summary="Broker and database reachable")
+    @app.get("/readyz", tags=["ops"], summary="Broker and database reachable (and the "
+             "service's own checks, e.g. notify's inbound SMTP endpoint listening)")
     async def readyz(response: Response) -> dict[str, Any]:
         checks = await service.ready()
         ok = service.started and all(v == "ok" for v in checks.values())

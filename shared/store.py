@@ -205,7 +205,13 @@ async def next_number(db: AsyncDatabase, sequence: str, locks: WriteLocks) -> in
     Under the write lock because FerretDB's `$inc` is not atomic under concurrency."""
     coll = db["sequences"]
     async with locks(coll.name, sequence):
-        doc = await coll.find_one_and_update({"_id": sequence}, {"$inc": {"value": 1}},
-                                             upsert=True, return_document=ReturnDocument.AFTER)
+        try:
+            doc = await coll.find_one_and_update({"_id": sequence}, {"$inc": {"value": 1}},
+                                                 upsert=True, return_document=ReturnDocument.AFTER)
+        except DuplicateKeyError:
+            # Another process created the sequence at the same moment (MongoDB retries such
+            # an upsert itself, FerretDB does not): it exists now, so increment it.
+            doc = await coll.find_one_and_update({"_id": sequence}, {"$inc": {"value": 1}},
+                                                 return_document=ReturnDocument.AFTER)
     assert doc is not None  # an upsert returning the document AFTER always has one
     return int(doc["value"])

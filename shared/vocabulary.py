@@ -76,6 +76,14 @@ class DispositionType(StrEnum):
     CONCESSION = "concession"
 
 
+class NoActionOutcome(StrEnum):
+    """Why Quality concluded a complaint without corrective action (not the plant's fault)."""
+
+    NOT_JUSTIFIED = "not_justified"      # the product or service met what was agreed
+    NO_FAULT_FOUND = "no_fault_found"    # the defect could not be found or reproduced
+    CUSTOMER_MISUSE = "customer_misuse"  # caused by handling or use at the customer
+
+
 class Value(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 

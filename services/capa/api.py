@@ -12,6 +12,7 @@ from uuid import uuid4
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.capa.complaint import ComplaintContext
 from services.capa.domain import (
     ActionItem,
     ActionRequest,
@@ -28,8 +29,11 @@ from services.capa.domain import (
     Implementation,
     InvestigationDraft,
     ItemKind,
+    OwnerInput,
     Rejection,
     RootCause,
+    Withdrawal,
+    WithdrawInput,
 )
 from services.capa.handlers import ACTIONS, CAPAS, add_numbered
 from shared.api import Page, PageParams, page_params, service_of
@@ -93,6 +97,8 @@ class ActionRequestView(BaseModel):
     unit: str = Field(..., examples=["production"])
     request: str = Field(..., description="What Quality asks of the unit")
     round: int = Field(..., description="The complaint's handling round (1, +1 on a reopen)")
+    complaint: ComplaintContext = Field(
+        ..., description="What the complaint is about, with its evidence (P-5.3.2)")
     status: ActionStatus
     containment: str | None = Field(None, description="The immediate (containment) action")
     root_cause: RootCause
@@ -106,6 +112,8 @@ class ActionRequestView(BaseModel):
     submitted_at: datetime | None = None
     accepted_at: datetime | None = None
     completed_at: datetime | None = None
+    withdrawal: Withdrawal | None = Field(None, description="Set when the complaint was "
+                                          "withdrawn; no further changes are accepted")
 
     @classmethod
     def of(cls, action: ActionRequest) -> "ActionRequestView":
@@ -218,6 +226,8 @@ class CapaView(BaseModel):
     opened_at: datetime
     updated_at: datetime
     closed_at: datetime | None = None
+    withdrawal: Withdrawal | None = Field(None, description="Why, when and by whom it was "
+                                          "withdrawn; no further changes are accepted")
 
     @classmethod
     def of(cls, capa: Capa) -> "CapaView":
@@ -323,5 +333,21 @@ def capas_router() -> APIRouter:
                  summary="Quality closes the CAPA (409 without an effective verification)")
     async def close(request: Request, ref: str, principal: Quality) -> CapaView:
         return await change(request, ref, lambda c: c.close(principal.as_actor()))
+
+    @router.post("/{ref}/withdraw", response_model=CapaView,
+                 summary="Quality withdraws the CAPA with a reason (409 once closed); a "
+                         "withdrawn CAPA accepts no further changes")
+    async def withdraw(request: Request, ref: str, body: WithdrawInput,
+                       principal: Quality) -> CapaView:
+        return await change(request, ref, lambda c: c.withdraw(body.reason,
+                                                               principal.as_actor()))
+
+    @router.put("/{ref}/owner", response_model=CapaView,
+                summary="Quality assigns or changes the owner unit; its people may then see "
+                        "and work on the CAPA")
+    async def assign_owner(request: Request, ref: str, body: OwnerInput,
+                           principal: Quality) -> CapaView:
+        return await change(request, ref, lambda c: c.assign_owner(body.unit,
+                                                                   principal.as_actor()))
 
     return router

@@ -18,10 +18,14 @@ Action requests to responsible units and formal CAPAs.
   responsibility. The unit (role `unit`, its own unit's requests only) records containment,
   a 5-why root cause with its 4M/6M category, corrective and preventive actions (owner, due
   date) and the disposition (return, rework, sorting, scrap, concession; quantity, cost),
-  submits them to Quality, and marks each action done once Quality has verified them.
+  submits them to Quality, and marks each action done once Quality has verified them. The
+  request shows the complaint (product, lot, defect, description, evidence: P-5.3.2); a
+  withdrawn complaint withdraws its open requests.
 * **Formal CAPA** (P-5.3.4): opened automatically on a recurrence or by Quality by hand;
-  root cause, action plan, implementation, effectiveness check. It cannot close without an
-  effective verification; an ineffective one reopens the plan.
+  root cause, action plan, implementation, effectiveness check (once its window has ended).
+  It cannot close without an effective verification; an ineffective one reopens the plan.
+  Quality names the owner unit (`PUT /capas/{ref}/owner`) and may withdraw a CAPA with a
+  reason until it closes.
 
 Every record keeps an append-only history (`…/history`, P-5.4.2).
 """

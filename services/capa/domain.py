@@ -12,20 +12,24 @@ No FastAPI, FastStream or PyMongo here: methods check the procedure's rules,
 raise `Conflict`/`Forbidden`/`NotFound`, log history and emit events.
 """
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from services.capa.complaint import ComplaintContext
 from shared.contracts import (
     ActionCompleted,
     ActionRequested,
     CapaClosed,
     CapaEffectivenessVerified,
     CapaOpened,
+    CapaOwnerAssigned,
+    CapaWithdrawn,
     CountermeasuresProposed,
     Disposition,
+    EvidenceAdded,
     RecurrenceDetected,
     ResponsibilityAssigned,
     UnitRequest,
@@ -81,6 +85,12 @@ class ActionStatus(StrEnum):
     ACCEPTED = "accepted"    # Quality verified it; the unit implements the actions
     COMPLETED = "completed"  # every corrective and preventive action is done
     RETURNED = "returned"    # Quality rejected it; the unit revises and submits again
+    WITHDRAWN = "withdrawn"  # the complaint was withdrawn; nothing more is asked of the unit
+
+
+# Still asking something of the unit (a withdrawal ends these, not a completed one).
+OPEN_ACTION_STATUSES = (ActionStatus.REQUESTED, ActionStatus.PROPOSED, ActionStatus.ACCEPTED,
+                        ActionStatus.RETURNED)
 
 
 class ItemKind(StrEnum):
@@ -138,6 +148,21 @@ class Rejection(BaseModel):
     event_id: str | None = None
 
 
+class Withdrawal(BaseModel):
+    """Why a record was withdrawn, when and by whom (nothing is deleted, P-5.4.2)."""
+
+    reason: str
+    at: datetime
+    by: str
+
+
+def _refuse_if_withdrawn(what: str, action: str, withdrawal: Withdrawal | None) -> None:
+    if withdrawal is not None:
+        raise Conflict(f"Cannot {action}: {what} was withdrawn on {withdrawal.at:%Y-%m-%d %H:%M} "
+                       f"UTC by {withdrawal.by} ({withdrawal.reason}); it accepts no further "
+                       f"changes.")
+
+
 class InvestigationDraft(BaseModel):
     """The unit's investigation; every field is optional and only the fields sent are changed."""
 
@@ -175,6 +200,7 @@ class ActionRequest(CapaAggregate):
     unit: UnitName
     request: LongText
     round: int = 1
+    complaint: ComplaintContext = Field(default_factory=ComplaintContext)
     status: ActionStatus = ActionStatus.REQUESTED
     containment: str | None = None
     root_cause: RootCause = Field(default_factory=RootCause)
@@ -187,6 +213,7 @@ class ActionRequest(CapaAggregate):
     submitted_at: datetime | None = None
     accepted_at: datetime | None = None
     completed_at: datetime | None = None
+    withdrawal: Withdrawal | None = None
 
     @property
     def correlation_id(self) -> str:
@@ -198,7 +225,7 @@ class ActionRequest(CapaAggregate):
         """A new request for `unit`, from Quality's responsibility assignment."""
         action = cls(id=unit.action_id, feedback_id=assigned.feedback_id,
                      register_no=assigned.register_no, unit=unit.unit, request=unit.request,
-                     round=assigned.round)
+                     round=assigned.round, complaint=ComplaintContext.of(assigned))
         action.log(actor, "requested", {"unit": unit.unit, "request": unit.request,
                                         "round": assigned.round}, event_id=event_id)
         action.mark_applied(event_id)
@@ -216,6 +243,7 @@ class ActionRequest(CapaAggregate):
             raise Forbidden(f"This action request belongs to unit {self.unit!r}; you are {mine}.")
 
     def _require(self, action: str, *allowed: ActionStatus) -> None:
+        _refuse_if_withdrawn("the action request", action, self.withdrawal)
         if self.status not in allowed:
             raise Conflict(f"Cannot {action}: the action request is {self.status.value!r}; "
                            f"allowed only when {' or '.join(repr(s.value) for s in allowed)}.")
@@ -317,6 +345,26 @@ class ActionRequest(CapaAggregate):
         self.log(actor, "countermeasures_rejected", {"status": self.status.value}, note=reason,
                  event_id=event_id)
 
+    # -- Sales (by event) ------------------------------------------------------
+    def withdraw(self, reason: str, actor: Actor, event_id: str) -> None:
+        """The complaint was withdrawn: an open request ends; a completed one stays as it was."""
+        if self.status not in OPEN_ACTION_STATUSES:
+            return
+        now = utcnow()
+        self.withdrawal = Withdrawal(reason=reason, at=now, by=actor.sub)
+        self.status, self.updated_at = ActionStatus.WITHDRAWN, now
+        self.log(actor, "withdrawn", {"status": self.status.value}, note=reason,
+                 event_id=event_id)
+
+    def add_evidence(self, evidence: EvidenceAdded, actor: Actor, event_id: str) -> None:
+        """Evidence Sales added after the request opened reaches the unit too (P-5.3.2)."""
+        if self.status not in OPEN_ACTION_STATUSES:
+            return
+        added = self.complaint.add_evidence(evidence)
+        if added:
+            self.updated_at = utcnow()
+            self.log(actor, "evidence_added", added, event_id=event_id)
+
 
 # ------------------------------------------------------------------ formal CAPA
 
@@ -327,6 +375,11 @@ class CapaStatus(StrEnum):
     IMPLEMENTED = "implemented"  # the plan was carried out; effectiveness to be verified
     EFFECTIVE = "effective"      # verified effective; may close
     CLOSED = "closed"
+    WITHDRAWN = "withdrawn"      # opened in error or overtaken; kept with the reason
+
+
+# No longer open: a recurrence of the kind opens a new CAPA rather than joining these.
+ENDED_CAPA_STATUSES = (CapaStatus.CLOSED, CapaStatus.WITHDRAWN)
 
 
 class CapaSource(StrEnum):
@@ -412,6 +465,21 @@ class EffectivenessCheck(EffectivenessInput):
     at: datetime
 
 
+class WithdrawInput(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"reason": "Opened twice for the same problem; handled under CAPA-2026-0007."}]})
+
+    reason: Annotated[LongText, Field(min_length=1)] = Field(
+        ..., description="Why the CAPA is withdrawn (kept on the record)")
+
+
+class OwnerInput(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"unit": "production"}]})
+
+    unit: UnitName = Field(..., description="The unit that owns the plan from now on")
+
+
 class Capa(CapaAggregate):
     """A formal CAPA under the Corrective and Preventive Action Control Procedure (P-5.3.4)."""
 
@@ -427,6 +495,7 @@ class Capa(CapaAggregate):
     feedback_ids: list[str] = Field(default_factory=list)
     owner_unit: str | None = None
     status: CapaStatus = CapaStatus.OPEN
+    withdrawal: Withdrawal | None = None
     root_cause: CapaRootCause | None = None
     actions: list[CapaAction] = Field(default_factory=list)
     implementations: list[Implementation] = Field(default_factory=list)
@@ -491,6 +560,7 @@ class Capa(CapaAggregate):
         raise Forbidden(f"Only {owner} may change CAPA {self.number}.")
 
     def _require(self, action: str, *allowed: CapaStatus, why: str = "") -> None:
+        _refuse_if_withdrawn(f"CAPA {self.number}", action, self.withdrawal)
         if self.status not in allowed:
             raise Conflict(f"Cannot {action}: CAPA {self.number} is {self.status.value!r}; "
                            f"allowed only when {' or '.join(repr(s.value) for s in allowed)}."
@@ -536,6 +606,11 @@ class Capa(CapaAggregate):
         self._require("verify effectiveness", CapaStatus.IMPLEMENTED,
                       why="Effectiveness is verified after the plan is implemented.")
         now = utcnow()
+        if check.window_to >= now.date():
+            # A result judged before the window is over says nothing about effectiveness.
+            raise Conflict(f"The evaluation window ends on {check.window_to.isoformat()}: the "
+                           f"effectiveness of CAPA {self.number} can be evaluated from "
+                           f"{(check.window_to + timedelta(days=1)).isoformat()} on.")
         self.verifications.append(EffectivenessCheck(**check.model_dump(), verifier=actor.sub,
                                                      at=now))
         self.status = CapaStatus.EFFECTIVE if check.effective else CapaStatus.PLANNED
@@ -551,6 +626,7 @@ class Capa(CapaAggregate):
     def close(self, actor: Actor) -> None:
         if not _is_quality(actor):
             raise Forbidden("Only Quality closes a CAPA.")
+        _refuse_if_withdrawn(f"CAPA {self.number}", "close it", self.withdrawal)
         if self.status is not CapaStatus.EFFECTIVE:
             raise Conflict(f"A CAPA cannot close without an effective verification: CAPA "
                            f"{self.number} is {self.status.value!r}.")
@@ -559,3 +635,34 @@ class Capa(CapaAggregate):
         self.log(actor, "closed", {"status": self.status.value})
         self.emit(CapaClosed(capa_id=self.id, kind=self.kind, feedback_ids=self.feedback_ids,
                              closed_at=now), actor)
+
+    def withdraw(self, reason: str, actor: Actor) -> None:
+        """Opened in error or overtaken: withdrawn with the reason, never deleted (P-5.4.2)."""
+        if not _is_quality(actor):
+            raise Forbidden("Only Quality withdraws a CAPA (P-3.2).")
+        _refuse_if_withdrawn(f"CAPA {self.number}", "withdraw it", self.withdrawal)
+        if self.status is CapaStatus.CLOSED:
+            raise Conflict(f"Cannot withdraw CAPA {self.number}: it closed on "
+                           f"{self.closed_at:%Y-%m-%d} after an effective verification.")
+        now = utcnow()
+        self.withdrawal = Withdrawal(reason=reason, at=now, by=actor.sub)
+        self.status, self.updated_at = CapaStatus.WITHDRAWN, now
+        self.log(actor, "withdrawn", {"status": self.status.value}, note=reason)
+        self.emit(CapaWithdrawn(capa_id=self.id, number=self.number, kind=self.kind,
+                                feedback_ids=self.feedback_ids, reason=reason,
+                                withdrawn_at=now), actor)
+
+    def assign_owner(self, unit: str, actor: Actor) -> bool:
+        """Quality names the unit that owns the plan; its people may then work on it."""
+        if not _is_quality(actor):
+            raise Forbidden("Only Quality assigns the owner unit of a CAPA (P-3.2).")
+        self._require("change the owner unit", CapaStatus.OPEN, CapaStatus.PLANNED,
+                      CapaStatus.IMPLEMENTED, CapaStatus.EFFECTIVE)
+        if unit == self.owner_unit:
+            return False  # already the owner: nothing to record
+        previous, self.owner_unit, self.updated_at = self.owner_unit, unit, utcnow()
+        self.log(actor, "owner_assigned", {"owner_unit": unit, "previous_owner_unit": previous})
+        self.emit(CapaOwnerAssigned(capa_id=self.id, number=self.number, owner_unit=unit,
+                                    previous_owner_unit=previous,
+                                    feedback_ids=self.feedback_ids), actor)
+        return True

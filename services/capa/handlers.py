@@ -3,7 +3,9 @@
 - `complaint.responsibility_assigned` → one action request per responsible unit
   (ids chosen by Quality, so a redelivery finds them and creates nothing);
 - `complaint.countermeasures_verified` / `_rejected` → accepted / returned;
-- `complaint.recurrence_detected` → a formal CAPA (id derived from the event id).
+- `complaint.recurrence_detected` → a formal CAPA (id derived from the event id);
+- from Sales: `feedback.withdrawn` → the complaint's open action requests are withdrawn;
+  `feedback.evidence_added` → the evidence reaches its open action requests too.
 """
 
 import asyncio
@@ -11,11 +13,18 @@ import logging
 from collections.abc import Callable
 from uuid import NAMESPACE_URL, uuid5
 
-from services.capa.domain import ActionRequest, Capa, CapaStatus
+from services.capa.domain import (
+    ENDED_CAPA_STATUSES,
+    OPEN_ACTION_STATUSES,
+    ActionRequest,
+    Capa,
+)
 from services.capa.settings import Settings
 from shared.contracts import (
     CountermeasuresRejected,
     CountermeasuresVerified,
+    EvidenceAdded,
+    FeedbackWithdrawn,
     RecurrenceDetected,
     ResponsibilityAssigned,
 )
@@ -95,7 +104,8 @@ def register(service: Service, settings: Settings) -> None:
                 return  # a redelivery: the CAPA was opened (or linked) already
             if settings.link_recurrence_to_open_capa:
                 open_one = await repo.collection.find_one(
-                    {"kind": payload.kind, "status": {"$ne": CapaStatus.CLOSED.value}},
+                    {"kind": payload.kind,
+                     "status": {"$nin": [s.value for s in ENDED_CAPA_STATUSES]}},
                     projection={"_id": 1})
                 if open_one is not None:
                     await repo.apply_event(open_one["_id"], event,
@@ -106,3 +116,26 @@ def register(service: Service, settings: Settings) -> None:
                     capa_id, number, payload, event.actor, event.id))
             except AlreadyExists:
                 pass
+
+    async def on_open_requests(feedback_id: str, event: Envelope,
+                               apply: Callable[[ActionRequest], None]) -> None:
+        """Apply a Sales event to every open action request of the complaint (each once)."""
+        repo = service.repo(ACTIONS)
+        open_ones = await repo.collection.find(
+            {"feedback_id": feedback_id,
+             "status": {"$in": [s.value for s in OPEN_ACTION_STATUSES]}},
+            projection={"_id": 1}).to_list(None)
+        for doc in open_ones:
+            await repo.apply_event(doc["_id"], event, apply)
+
+    @service.consumer.on("feedback.withdrawn")
+    async def on_feedback_withdrawn(event: Envelope, payload: Contract) -> None:
+        assert isinstance(payload, FeedbackWithdrawn)
+        await on_open_requests(payload.feedback_id, event,
+                               lambda a: a.withdraw(payload.reason, event.actor, event.id))
+
+    @service.consumer.on("feedback.evidence_added")
+    async def on_evidence_added(event: Envelope, payload: Contract) -> None:
+        assert isinstance(payload, EvidenceAdded)
+        await on_open_requests(payload.feedback_id, event,
+                               lambda a: a.add_evidence(payload, event.actor, event.id))

@@ -12,11 +12,16 @@ from typing import Any
 
 from prometheus_client import Gauge
 
-from services.capa.domain import ActionStatus, CapaStatus, ItemStatus
+from services.capa.domain import (
+    ENDED_CAPA_STATUSES,
+    OPEN_ACTION_STATUSES,
+    CapaStatus,
+    ItemStatus,
+)
 from shared.service import Service
 
 log = logging.getLogger("qms.capa.metrics")
-OPEN_ACTIONS = [s.value for s in ActionStatus if s is not ActionStatus.COMPLETED]
+OPEN_ACTIONS = [s.value for s in OPEN_ACTION_STATUSES]  # withdrawn ones ask nothing more
 PLANNING = [CapaStatus.OPEN.value, CapaStatus.PLANNED.value]
 
 
@@ -38,7 +43,7 @@ def register(service: Service, interval_s: float) -> None:
         actions = service.repo("actions").collection
         capas = service.repo("capas").collection
         for status in CapaStatus:
-            if status is not CapaStatus.CLOSED:
+            if status not in ENDED_CAPA_STATUSES:
                 open_capas.labels(status.value).set(
                     await capas.count_documents({"status": status.value}))
         docs = await actions.find({"status": {"$in": OPEN_ACTIONS}},

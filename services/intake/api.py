@@ -111,6 +111,7 @@ class FeedbackRead(BaseModel):
     customer_reply: Reply | None = Field(..., description="P-F.4: the reply built on it")
     satisfaction: Satisfaction | None
     reopen_count: int
+    returned_to_quality: int = Field(0, description="Records Sales sent back to Quality")
     withdrawn_reason: LongText | None
     needs_triage: bool = Field(False, description="Arrived by mail; Sales still has to check "
                                "customer and classification (`POST /feedback/{ref}/classify`)")
@@ -153,6 +154,13 @@ class SatisfactionBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     satisfied: bool = Field(..., examples=[False])
     comment: LongText | None = Field(None, examples=["Cracks still found in lot L2026-11-09."])
+
+
+class ReturnBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: RequiredText = Field(..., description="What the record lacks, for Quality",
+                                 examples=["No containment for the stock in transit; the "
+                                           "customer will ask about lot L2026-11-09."])
 
 
 class WithdrawBody(BaseModel):
@@ -440,6 +448,18 @@ def router(settings: Settings) -> APIRouter:
                     who: Annotated[Principal, Depends(require(*SALES))]) -> FeedbackRead:
         return FeedbackRead.of(await _change(
             request, ref, lambda fb: fb.reply_to_customer(body.reply, who.as_actor())))
+
+    @api.post("/feedback/{ref}/return-to-quality", response_model=FeedbackRead,
+              summary="Send an inadequate quality record back to Quality (P-F.4 review)",
+              description="Only in `quality_record_ready`, before replying. Quality works the "
+                          "case again in a new round with its own 3-day clock; this is not a "
+                          "customer reopen (`reopen_count` is unchanged).",
+              responses={409: {"description": "No quality record waiting for Sales"}})
+    async def return_to_quality(
+            request: Request, ref: Ref, body: ReturnBody,
+            who: Annotated[Principal, Depends(require(*SALES))]) -> FeedbackRead:
+        return FeedbackRead.of(await _change(
+            request, ref, lambda fb: fb.return_to_quality(body.reason, who.as_actor())))
 
     @api.post("/feedback/{ref}/satisfaction", response_model=FeedbackRead,
               summary="Record the customer's answer: satisfied closes, not satisfied reopens "

@@ -12,6 +12,7 @@ document update.
           resolution_ready │
                         ▼  │
               quality_record_ready ─reply─▶ replied
+                        └─return to quality─▶ with_quality (Sales' review, not a reopen)
     any status but closed ──withdraw──▶ withdrawn
 """
 
@@ -26,6 +27,7 @@ from shared.contracts import (
     ComplaintAccepted,
     ComplaintEscalated,
     ComplaintReopened,
+    ComplaintReturned,
     CustomerReplied,
     EvidenceAdded,
     FeedbackClassified,
@@ -33,6 +35,7 @@ from shared.contracts import (
     FeedbackRegistered,
     FeedbackWithdrawn,
     MailReceived,
+    MajorAlert,
     RepliedDirectly,
     ResolutionReady,
     SatisfactionRecorded,
@@ -49,6 +52,7 @@ from shared.vocabulary import (
     Customer,
     LongText,
     Money,
+    NoActionOutcome,
     Product,
     ReturnedSample,
     Severity,
@@ -136,6 +140,8 @@ class QualityRecord(BaseModel):
     summary: LongText
     resolved_at: datetime
     met_deadline: bool
+    outcome: NoActionOutcome | None = Field(None, description="Set when Quality concluded "
+                                            "without corrective action (not the plant's fault)")
 
 
 def check_registration(new: NewFeedback, now: datetime, skew: timedelta = timedelta(0)) -> None:
@@ -178,6 +184,8 @@ class Feedback(Aggregate):
     customer_reply: Reply | None = None
     satisfaction: Satisfaction | None = None
     reopen_count: int = 0
+    returned_to_quality: int = Field(0, description="Records Sales sent back to Quality "
+                                     "(P-F.4 review); not reopens")
     withdrawn_reason: LongText | None = None
     registered_by: str
     created_at: datetime
@@ -341,6 +349,25 @@ class Feedback(Aggregate):
         self._changed(actor, "customer_replied", {"status": self.status.value, "reply": reply},
                       event_id=event.id, now=now)
 
+    def return_to_quality(self, reason: str, actor: Actor, now: datetime | None = None) -> None:
+        """P-F.4 "Sales reviews it": the record is not good enough to answer the customer.
+
+        Back to Quality before the customer saw it: not a reopen (the customer was not asked)."""
+        if self.status is not FeedbackStatus.QUALITY_RECORD_READY or self.quality_record is None:
+            raise Conflict(f"Cannot return {self.register_no} to Quality: it is "
+                           f"{self.status.value}; only a quality record Sales has not yet "
+                           "answered the customer with can be sent back (quality_record_ready).")
+        now = now or utcnow()
+        self.status = FeedbackStatus.WITH_QUALITY
+        self.returned_to_quality += 1
+        event = self.emit(ComplaintReturned(feedback_id=self.id, register_no=self.register_no,
+                                            round=self.quality_record.round, reason=reason),
+                          actor)
+        self._changed(actor, "returned_to_quality", {
+            "status": self.status.value, "round": self.quality_record.round,
+            "returned_to_quality": self.returned_to_quality}, note=reason,
+            event_id=event.id, now=now)
+
     def record_satisfaction(self, satisfied: bool, comment: str | None, actor: Actor,
                             now: datetime | None = None) -> None:
         """P-F.4: satisfied closes (records kept); not satisfied goes back to handling."""
@@ -403,12 +430,23 @@ class Feedback(Aggregate):
         self.quality_record = QualityRecord(
             round=payload.round, cause=payload.cause, defect_code=payload.defect_code,
             outcomes=list(payload.outcomes), summary=payload.summary,
-            resolved_at=payload.resolved_at, met_deadline=payload.met_deadline)
+            resolved_at=payload.resolved_at, met_deadline=payload.met_deadline,
+            outcome=payload.outcome)
         self.status = FeedbackStatus.QUALITY_RECORD_READY
         self._changed(event.actor, "quality_record_received", {
             "status": self.status.value, "round": payload.round,
-            "defect_code": payload.defect_code, "met_deadline": payload.met_deadline},
+            "defect_code": payload.defect_code, "met_deadline": payload.met_deadline,
+            "outcome": payload.outcome.value if payload.outcome else None},
             event_id=event.id)
+
+    def major_flagged(self, payload: MajorAlert, event: Envelope) -> None:
+        """P-5.3.5: Quality found it major (or confirms a major registration); the register
+        says so, so `severity=major` finds it."""
+        before = self.severity
+        self.severity = Severity.MAJOR
+        self._changed(event.actor, "major_alert", {
+            "severity": self.severity.value, "was": before.value,
+            "heads": [h.name for h in payload.heads]}, event_id=event.id)
 
     # -- helpers ----------------------------------------------------------------
     def _open_form(self, actor: Actor, now: datetime, note: str | None,

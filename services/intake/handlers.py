@@ -1,4 +1,5 @@
-"""Events intake applies: Quality's acceptance (due time), its record for Sales, and
+"""Events intake applies: Quality's acceptance (due time), its record for Sales, a case
+Quality found major (P-5.3.5), and
 complaints that arrived by mail or fax (from notify's inbound endpoint).
 
 Idempotent: the effect and the event id are written in one update
@@ -9,7 +10,7 @@ from collections.abc import Callable
 from uuid import UUID, uuid5
 
 from services.intake.domain import Feedback, register_number
-from shared.contracts import ComplaintAccepted, MailReceived, ResolutionReady
+from shared.contracts import ComplaintAccepted, MailReceived, MajorAlert, ResolutionReady
 from shared.events import Contract, Envelope
 from shared.service import Service
 from shared.store import AlreadyExists
@@ -40,6 +41,11 @@ def register(service: Service) -> None:
         assert isinstance(payload, ResolutionReady)
         await apply(payload.feedback_id, event,
                     lambda fb: fb.quality_record_ready(payload, event))
+
+    @service.consumer.on("complaint.major_alert")
+    async def major_alert(event: Envelope, payload: Contract) -> None:
+        assert isinstance(payload, MajorAlert)
+        await apply(payload.feedback_id, event, lambda fb: fb.major_flagged(payload, event))
 
     @service.consumer.on("mail.received")
     async def mail_received(event: Envelope, payload: Contract) -> None:

@@ -76,7 +76,10 @@ class NotificationSummary(BaseModel):
     register_no: str | None = Field(None, examples=["CF-2026-000123"])
     language: Language | None = None
     subject: str | None = None
-    status: NotificationStatus
+    status: NotificationStatus = Field(..., description="`no_recipient`: nobody could be "
+                                       "told; `recipient` says who was meant, `reason` why")
+    reason: str | None = Field(None, examples=["customer C-1001 (Bright Motors) has no e-mail "
+                                               "address"])
     attempts: int
     next_attempt_at: datetime | None = None
     last_error: str | None = None
@@ -239,6 +242,9 @@ class MailSummary(BaseModel):
     customer: Customer | None = Field(None, description="None: unidentified, Sales assigns it")
     register_no: str | None
     malformed: bool
+    auto_reply: bool = Field(False, description="An automatic answer (out-of-office…)")
+    held: bool = Field(False, description="Not registered as feedback: an auto-reply naming no "
+                                          "register number, for Sales to look at")
     size: int
 
 
@@ -503,15 +509,21 @@ def _mail_routes(api: APIRouter, notify: Notify) -> None:
     async def list_mail(_: Annotated[Principal, Depends(require(*READ_SALES_OPS))],
                         paging: Annotated[PageParams, Depends(page_params)],
                         malformed: bool | None = None, is_fax: bool | None = None,
+                        auto_reply: bool | None = None,
+                        held: Annotated[bool | None, Query(
+                            description="true: kept but not registered as feedback")] = None,
                         unidentified: Annotated[bool | None, Query(
                             description="true: no customer matched")] = None,
                         customer_id: Filter = None, register_no: Filter = None,
                         from_address: Filter = None) -> dict[str, Any]:
         query: dict[str, Any] = {}
         for key, value in (("malformed", malformed), ("is_fax", is_fax),
+                           ("auto_reply", auto_reply), ("held", held),
                            ("customer.id", customer_id), ("register_no", register_no),
                            ("from_address", from_address.lower() if from_address else None)):
-            if value is not None:
+            if value is False and key in ("auto_reply", "held"):
+                query[key] = {"$ne": True}  # mail stored before these flags existed has none
+            elif value is not None:
                 query[key] = value
         if unidentified is not None:
             query["customer"] = None if unidentified else {"$ne": None}

@@ -7,7 +7,7 @@ from fastapi import FastAPI
 import services.notify as package
 from services.notify import api, handlers
 from services.notify.context import Notify
-from services.notify.inbound import InboundServer, Inbox
+from services.notify.inbound import InboundServer, Inbox, Listening
 from services.notify.settings import Settings
 from shared.service import Service, create_app
 
@@ -22,11 +22,13 @@ def build(settings: Settings) -> Service:
     service.on_start.append(notify.start)
     if settings.inbound_enabled:
         logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd: one line per command
+        listening = Listening(settings.inbound_host, settings.inbound_port)
+        service.readiness_checks["inbound_smtp"] = listening.check
 
         async def serve_inbound() -> None:
             await notify.ready.wait()
             inbox = Inbox(settings, notify.mail, notify.customers, notify.metrics)
-            await InboundServer(settings, inbox, notify.metrics).run()
+            await InboundServer(settings, inbox, notify.metrics, listening).run()
 
         service.background(serve_inbound)
     service.on_stop.insert(0, notify.stop)  # first: finish the attempts in flight

@@ -18,6 +18,7 @@ import aiosmtplib
 import httpx
 
 from services.notify.domain import ChannelName, Notification, Subscription, webhook_signature
+from services.notify.rules import TO_CUSTOMER
 from services.notify.settings import Settings, SmtpSecurity
 from shared.events import utcnow
 
@@ -73,7 +74,7 @@ class EmailChannel(Channel):
         msg["X-QMS-Notification-Id"] = n.id
         if n.register_no:
             msg["X-QMS-Register-No"] = n.register_no
-        if n.purpose == "customer_reply":
+        if n.purpose in TO_CUSTOMER:
             msg["Reply-To"] = self.s.complaints_mailbox  # answers come back to the register
         else:
             msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: no auto-replies to us

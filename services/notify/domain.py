@@ -85,6 +85,7 @@ class NotificationStatus(StrEnum):
     PENDING = "pending"  # waiting for its (next) attempt
     SENT = "sent"        # delivered: the SMTP server or the plant system accepted it
     PARKED = "parked"    # gave up after the limit (or a permanent refusal): manual retry
+    NO_RECIPIENT = "no_recipient"  # nobody could be told (see `reason`); never attempted
 
 
 class ChannelName(StrEnum):
@@ -117,6 +118,9 @@ def notification_id(event_id: str, channel: str, recipient: str) -> str:
     return f"{event_id}:{channel}:{recipient.lower()}"
 
 
+NOBODY = "no_recipient"  # the recipient part of the id when nobody could be told
+
+
 class Notification(Aggregate):
     """One message to one recipient over one channel, because of one event."""
 
@@ -135,6 +139,7 @@ class Notification(Aggregate):
     body: str = Field(..., description="The mail text, or the webhook's JSON body")
     target: str | None = Field(None, description="Webhook URL when created (informational)")
     status: NotificationStatus = NotificationStatus.PENDING
+    reason: str | None = Field(None, description="Why nobody was told (status no_recipient)")
     attempts: int = Field(0, description="All attempts so far")
     round_attempts: int = Field(0, description="Attempts since creation or the last manual retry")
     next_attempt_at: datetime | None = None
@@ -156,6 +161,25 @@ class Notification(Aggregate):
                 subject=subject, body=body, target=target, created_at=now, next_attempt_at=now)
         n.log(SYSTEM, "created", {"channel": channel.value, "recipient": n.recipient,
                                   "purpose": purpose}, event_id=event.id)
+        return n
+
+    @classmethod
+    def nobody(cls, *, channel: ChannelName, audience: str, reason: str, event: Envelope,
+               purpose: str, body: str, now: datetime, subject: str | None = None,
+               language: Language | None = None, register_no: str | None = None
+               ) -> "Notification":
+        """The record that nobody could be told, and why: one per event, never attempted.
+
+        `audience` says who was meant (`customer:C-1001`, `role:quality`); the body is what
+        they would have read, so someone can pass it on by other means."""
+        n = cls(id=notification_id(event.id, channel, NOBODY), channel=channel,
+                recipient=audience, purpose=purpose, event_id=event.id, event_type=event.type,
+                feedback_id=event.correlation_id,
+                register_no=register_no or event.payload.get("register_no"), language=language,
+                subject=subject, body=body, status=NotificationStatus.NO_RECIPIENT,
+                reason=reason, created_at=now, next_attempt_at=None)
+        n.log(SYSTEM, "no_recipient", {"channel": channel.value, "audience": audience,
+                                       "purpose": purpose}, note=reason, event_id=event.id)
         return n
 
     def is_due(self, now: datetime) -> bool:
@@ -204,7 +228,9 @@ class Notification(Aggregate):
             raise Conflict(f"Only a parked notification can be retried; this one is "
                            f"{self.status.value}"
                            + (" and will be retried automatically."
-                              if self.status == NotificationStatus.PENDING else "."))
+                              if self.status == NotificationStatus.PENDING else
+                              f" ({self.reason}): there is nobody to send it to."
+                              if self.status == NotificationStatus.NO_RECIPIENT else "."))
         self.status = NotificationStatus.PENDING
         self.round_attempts = 0
         self.next_attempt_at = now
@@ -403,6 +429,9 @@ class InboundMail(Aggregate):
     rejected_attachments: list[RejectedAttachment] = Field(default_factory=list)
     malformed: bool = False
     problems: list[str] = Field(default_factory=list, description="What could not be parsed")
+    auto_reply: bool = Field(False, description="An automatic answer (out-of-office…)")
+    held: bool = Field(False, description="Not passed to intake: an auto-reply naming no "
+                                          "register number, kept for Sales to look at")
 
     @property
     def correlation_id(self) -> str:
@@ -412,21 +441,36 @@ class InboundMail(Aggregate):
     def receive(cls, *, id: str, raw: bytes, received_at: datetime, fields: dict[str, Any],
                 customer: Customer | None, attachments: list[AttachmentMeta],
                 rejected: list[RejectedAttachment]) -> "InboundMail":
-        """Keep the message and announce it (`mail.received`) in the same write."""
+        """Keep the message and announce it (`mail.received`) in the same write.
+
+        An auto-reply (out-of-office, vacation notice) naming no register number is kept but
+        not announced: it is no complaint, and intake would open a feedback for it."""
         mail = cls(id=id, raw=raw, size=len(raw), received_at=received_at, customer=customer,
                    attachments=attachments, rejected_attachments=rejected, **fields)
+        mail.held = mail.auto_reply and mail.register_no is None
+        held_note = "automatic reply naming no register number: kept for Sales, " \
+                    "not registered as feedback"
         mail.log(SYSTEM, "received", {"from": mail.from_address, "is_fax": mail.is_fax,
                                       "malformed": mail.malformed,
+                                      "auto_reply": mail.auto_reply,
                                       "customer": customer.id if customer else None,
                                       "register_no": mail.register_no,
                                       "attachments": len(attachments)},
-                 note="; ".join(mail.problems) or None)
+                 note="; ".join(mail.problems + ([held_note] if mail.held else [])) or None)
+        if mail.held:
+            return mail
         mail.emit(MailReceived(
             mail_id=id, from_address=mail.from_address, from_name=mail.from_name,
             subject=mail.subject, body=mail.body, received_at=received_at, is_fax=mail.is_fax,
             customer=customer, register_no=mail.register_no, attachments=attachments,
             malformed=mail.malformed), SYSTEM)
         return mail
+
+    def received_again(self, *, envelope_to: list[str], peer: str | None) -> None:
+        """The same message once more (a retry after a lost `250`, or via another alias):
+        noted, never registered twice."""
+        self.log(SYSTEM, "received_again", {"envelope_to": envelope_to, "peer": peer},
+                 note="the same message (Message-ID, sender, content) was delivered again")
 
 
 # ---------------------------------------------------------------- what notify knows of a case
@@ -443,8 +487,21 @@ class CaseView(Aggregate):
     severity: Severity | None = None
     product: Product | None = None
     description: str | None = None
+    classified: bool = Field(False, description="Sales (re)classified it: that customer holds")
 
     def remember(self, **facts: Any) -> None:
         for key, value in facts.items():
+            # a registration redelivered after Sales' classification must not undo it
+            if value is not None and not (self.classified and key in CLASSIFIED_FACTS):
+                setattr(self, key, value)
+
+    def reclassify(self, **facts: Any) -> None:
+        """`feedback.classified` replaces what the registration said (e.g. for a mail from
+        an unidentified sender): the customer a reply goes to, and their language."""
+        for key, value in facts.items():
             if value is not None:
                 setattr(self, key, value)
+        self.classified = True
+
+
+CLASSIFIED_FACTS = ("customer", "category", "severity")

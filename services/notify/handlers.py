@@ -12,7 +12,12 @@ from dataclasses import dataclass
 from services.notify.context import Notify
 from services.notify.domain import CaseView, ChannelName, Notification, Subscription
 from services.notify.rules import Audience, mail_rule
-from shared.contracts import ComplaintEscalated, FeedbackRegistered, MajorAlert
+from shared.contracts import (
+    ComplaintEscalated,
+    FeedbackClassified,
+    FeedbackRegistered,
+    MajorAlert,
+)
 from shared.events import Contract, Envelope, utcnow
 from shared.store import AlreadyExists
 from shared.vocabulary import Head, Language, Severity
@@ -56,6 +61,10 @@ async def remember_case(notify: Notify, event: Envelope, payload: Contract) -> N
         facts = {"register_no": payload.register_no, "customer": payload.customer,
                  "category": payload.category, "severity": payload.severity,
                  "product": payload.product, "description": payload.description}
+    elif isinstance(payload, FeedbackClassified):  # Sales said who the customer really is
+        facts = {"register_no": payload.register_no, "customer": payload.customer,
+                 "category": payload.category, "severity": payload.severity,
+                 "product": payload.product}
     elif isinstance(payload, MajorAlert):
         facts = {"register_no": payload.register_no, "customer": payload.customer,
                  "product": payload.product, "description": payload.description,
@@ -69,7 +78,10 @@ async def remember_case(notify: Notify, event: Envelope, payload: Contract) -> N
             await repo.add(CaseView(id=case_id))
         except AlreadyExists:
             pass
-    await repo.apply_event(case_id, event, lambda case: case.remember(**facts))
+    if isinstance(payload, FeedbackClassified):
+        await repo.apply_event(case_id, event, lambda case: case.reclassify(**facts))
+    else:
+        await repo.apply_event(case_id, event, lambda case: case.remember(**facts))
 
 
 # ---------------------------------------------------------------- webhooks
@@ -101,21 +113,53 @@ async def tell_people(notify: Notify, event: Envelope, payload: Contract) -> int
     case = await notify.cases.get(event.correlation_id)
     recipients = await _resolve(notify, rule.audience, case)
     if not recipients:
-        notify.metrics.unresolved.labels(rule.purpose).inc()
-        log.warning("%s for event %s (%s): nobody to tell; check the directory",
-                    rule.purpose, event.id, event.type)
+        await _record_nobody(notify, rule.purpose, rule.audience, event, payload, case)
         return 0
     created = 0
     for r in recipients:
-        subject, body = notify.renderer.render(rule.purpose, r.language, {
-            "p": payload, "event": event, "case": case, "recipient": r,
-            "company": notify.settings.company_name})
+        subject, body = _render(notify, rule.purpose, r, event, payload, case)
         n = Notification.create(channel=ChannelName.EMAIL, recipient=r.address, event=event,
                                 purpose=rule.purpose, subject=subject, body=body, now=utcnow(),
                                 recipient_name=r.name, language=r.language,
                                 register_no=case.register_no if case else None)
         created += await _insert_once(notify, n)
     return created
+
+
+def _render(notify: Notify, purpose: str, r: Recipient, event: Envelope, payload: Contract,
+            case: CaseView | None) -> tuple[str, str]:
+    return notify.renderer.render(purpose, r.language, {
+        "p": payload, "event": event, "case": case, "recipient": r,
+        "company": notify.settings.company_name})
+
+
+async def _record_nobody(notify: Notify, purpose: str, audience: Audience, event: Envelope,
+                         payload: Contract, case: CaseView | None) -> None:
+    """Nobody to tell is an answer too: recorded (once per event) so that "was the customer
+    told?" has one in GET /notifications, with the text they would have read."""
+    if audience.customer and case is not None and case.customer is not None:
+        c = case.customer
+        meant = f"customer:{c.id}"
+        reason = f"customer {c.id} ({c.name}) has no e-mail address"
+        reader = Recipient("", c.contact_person or c.name, c.language)
+    else:
+        groups = [f"head:{h.unit}" for h in audience.heads] + \
+            [g for tier in audience.tiers for g in tier]
+        meant = ", ".join(dict.fromkeys(groups))
+        reason = f"no active directory entry in {meant}"
+        reader = Recipient("", meant, notify.settings.default_language)
+    subject, body = _render(notify, purpose, reader, event, payload, case)
+    n = Notification.nobody(channel=ChannelName.EMAIL, audience=meant, reason=reason,
+                            event=event, purpose=purpose, subject=subject, body=body,
+                            now=utcnow(), language=reader.language,
+                            register_no=case.register_no if case else None)
+    try:
+        await notify.notifications.add(n)
+    except AlreadyExists:
+        return  # a redelivered event: recorded already
+    notify.metrics.unresolved.labels(purpose).inc()
+    log.warning("%s for event %s (%s): nobody to tell (%s); recorded as no_recipient",
+                purpose, event.id, event.type, reason)
 
 
 async def _resolve(notify: Notify, audience: Audience, case: CaseView | None) -> \
@@ -140,8 +184,7 @@ def _customer(case: CaseView | None) -> list[Recipient]:
                           "(feedback.registered has not arrived); retrying")
     c = case.customer
     if not c.email:
-        log.warning("customer %s has no e-mail address; the reply is not mailed", c.id)
-        return []
+        return []  # recorded as no_recipient by the caller
     return [Recipient(c.email.lower(), c.contact_person or c.name, c.language)]
 
 

@@ -5,13 +5,18 @@ stored with the service's database client: attachment files first (by sha256,
 the layout intake shares), then ONE insert holding the raw message, what was
 parsed from it, and the `mail.received` event for the outbox. Only then does the
 sender get `250`; if the insert fails it gets `451` and sends again later.
+
+A mail's id comes from its Message-ID (with its sender and content), so the same mail
+delivered twice (a retry after a lost `250`, or via two aliases) is stored and
+announced once; intake keys the feedback on that id too.
 """
 
 import asyncio
+import errno
 import logging
 from datetime import datetime
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4, uuid5
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
@@ -22,16 +27,19 @@ from services.notify.mailparse import (
     compose_body,
     find_register_no,
     is_fax,
+    mail_key,
     parse_mail,
 )
 from services.notify.metrics import NotifyMetrics
 from services.notify.settings import Settings
 from shared.attachments import AttachmentStore
 from shared.events import utcnow
-from shared.store import Repository
+from shared.store import AlreadyExists, Repository
 from shared.vocabulary import AttachmentMeta, Customer
 
 log = logging.getLogger("qms.notify.inbound")
+# Never change it: stored mails and intake's feedback ids are derived from it.
+MAIL_ID_NS = UUID("6b0f6c0e-8d35-4f2e-a3f4-1c2d9e7b5a40")
 
 
 class Inbox:
@@ -49,29 +57,38 @@ class Inbox:
 
     async def receive(self, raw: bytes, *, envelope_from: str | None,
                       envelope_to: list[str], peer: str | None) -> str:
-        mail_id = str(uuid4())
         now = utcnow()
         try:
-            mail = await self._read(mail_id, raw, now, envelope_from)
+            mail = await self._read(raw, now, envelope_from)
         except Exception as exc:  # noqa: BLE001 - never drop a mail: keep it raw and flagged
-            log.error("could not read mail %s; kept raw and flagged: %s", mail_id, exc,
+            mail = self._unreadable(str(uuid4()), raw, now, envelope_from, exc)
+            log.error("could not read mail %s; kept raw and flagged: %s", mail.id, exc,
                       exc_info=exc)
-            mail = self._unreadable(mail_id, raw, now, envelope_from, exc)
         mail.envelope_from = envelope_from
         mail.envelope_to = envelope_to
         mail.peer = peer
-        await self.mails.add(mail)
+        try:
+            await self.mails.add(mail)
+        except AlreadyExists:
+            await self.mails.change(mail.id, lambda m: m.received_again(
+                envelope_to=envelope_to, peer=peer))
+            self.metrics.inbound_duplicates.inc()
+            log.info("mail %s from %s delivered again (Message-ID %s): kept once", mail.id,
+                     mail.from_address, mail.message_id)
+            return mail.id
         self.metrics.inbound.labels("fax" if mail.is_fax else "email",
                                     str(mail.malformed).lower()).inc()
-        log.info("mail %s from %s stored (fax=%s, malformed=%s, customer=%s, register_no=%s)",
-                 mail_id, mail.from_address, mail.is_fax, mail.malformed,
+        log.info("mail %s from %s stored (fax=%s, malformed=%s, auto_reply=%s, held=%s, "
+                 "customer=%s, register_no=%s)", mail.id, mail.from_address, mail.is_fax,
+                 mail.malformed, mail.auto_reply, mail.held,
                  mail.customer.id if mail.customer else None, mail.register_no)
-        return mail_id
+        return mail.id
 
-    async def _read(self, mail_id: str, raw: bytes, now: datetime,
-                    envelope_from: str | None) -> InboundMail:
+    async def _read(self, raw: bytes, now: datetime, envelope_from: str | None) -> InboundMail:
         parsed = await asyncio.to_thread(parse_mail, raw, envelope_from=envelope_from,
                                          limits=self.limits)
+        key = mail_key(parsed)
+        mail_id = str(uuid5(MAIL_ID_NS, key)) if key else str(uuid4())
         attachments = [await self._keep(att.data, att.filename, att.content_type, parsed, now)
                        for att in parsed.attachments]
         customer = await self.match_customer(parsed.from_address)
@@ -90,6 +107,7 @@ class Inbox:
                              self.s.fax_subject_prefixes),
             "register_no": find_register_no(parsed.subject),
             "malformed": parsed.malformed, "problems": [p[:300] for p in parsed.problems[:50]],
+            "auto_reply": parsed.auto_reply,
         }
 
     async def _keep(self, data: bytes, filename: str, content_type: str, parsed: ParsedMail,
@@ -156,13 +174,38 @@ class _Handler:
         return f"250 2.0.0 OK: queued as {mail_id}"
 
 
+class Listening:
+    """Whether the inbound endpoint listens: a readiness check (/readyz says 503 until it
+    does, so `make up` and a load balancer see a complaints mailbox that receives nothing)."""
+
+    def __init__(self, host: str, port: int):
+        self.where = f"{host}:{port}"
+        self.port = port
+        self.problem: str | None = f"inbound SMTP endpoint not listening on {self.where} yet"
+
+    async def check(self) -> str:
+        return "ok" if self.problem is None else f"down: {self.problem}"
+
+    def cannot_bind(self, exc: OSError, retry_s: float) -> str:
+        why = {errno.EADDRINUSE: f"port {self.port} is taken by another process",
+               errno.EACCES: f"no permission to listen on port {self.port}",
+               errno.EADDRNOTAVAIL: "the address is not one of this machine's"}.get(
+            exc.errno or 0, str(exc))
+        self.problem = f"inbound SMTP endpoint not listening on {self.where}: {why} " \
+                       f"({exc.strerror or exc}); retrying every {retry_s:g}s"
+        return self.problem
+
+
 class InboundServer:
     """Listens while the service runs. A taken port is retried (and logged), not fatal:
-    outbound notifications keep working meanwhile, and /metrics says it is not listening."""
+    outbound notifications keep working meanwhile; /readyz (503) and /metrics say it is not
+    listening."""
 
-    def __init__(self, settings: Settings, inbox: Inbox, metrics: NotifyMetrics):
+    def __init__(self, settings: Settings, inbox: Inbox, metrics: NotifyMetrics,
+                 listening: Listening):
         self.s = settings
         self.metrics = metrics
+        self.listening = listening
         self.handler = _Handler(settings, inbox, metrics)
         self.server: asyncio.AbstractServer | None = None
 
@@ -180,15 +223,17 @@ class InboundServer:
                 self.server = await loop.create_server(self._protocol, self.s.inbound_host,
                                                        self.s.inbound_port)
             except OSError as exc:
-                log.error("inbound SMTP endpoint cannot listen on %s (%s); retrying in %ss",
-                          where, exc, self.s.inbound_bind_retry_s)
+                log.error("%s; complaints by mail are not received meanwhile",
+                          self.listening.cannot_bind(exc, self.s.inbound_bind_retry_s))
                 await asyncio.sleep(self.s.inbound_bind_retry_s)
+        self.listening.problem = None
         self.metrics.inbound_listening.set(1)
         log.info("inbound SMTP endpoint listening on %s for <%s>", where,
                  self.s.complaints_mailbox)
         try:
             await asyncio.Event().wait()  # until the service stops (cancelled)
         finally:
+            self.listening.problem = f"inbound SMTP endpoint on {where} stopped"
             self.metrics.inbound_listening.set(0)
             self.server.close()
             self.server = None

@@ -4,6 +4,7 @@ Nothing here raises on bad input: what cannot be read is listed in `problems`,
 which makes the mail `malformed` (kept and flagged for Sales, never dropped).
 """
 
+import hashlib
 import mimetypes
 import re
 import unicodedata
@@ -22,6 +23,8 @@ MAX_TEXT = 20_000  # the contract's LongText
 MAX_SUBJECT = 998  # RFC 5322 line length
 GENERIC = {"", "application/octet-stream", "binary/octet-stream", "application/x-download"}
 CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
+# RFC 3834 `Precedence` values that mark an automatic answer, not a person writing
+AUTOMATIC_PRECEDENCE = {"bulk", "auto_reply", "junk"}
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,7 @@ class ParsedMail:
     subject: str
     body: str
     message_id: str | None = None
+    auto_reply: bool = False
     attachments: list[Attachment] = field(default_factory=list)
     refused: list[Refused] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
@@ -78,7 +82,7 @@ def parse_mail(raw: bytes, *, envelope_from: str | None, limits: Limits) -> Pars
         from_address=address or _fallback_sender(envelope_from), from_name=name,
         subject=_header(msg, "Subject", problems)[:MAX_SUBJECT],
         body="", message_id=_header(msg, "Message-ID", problems)[:300] or None,
-        problems=problems)
+        auto_reply=is_auto_reply(msg), problems=problems)
     if msg.get_content_maintype() == "multipart" and not msg.is_multipart():
         # a multipart without its boundaries: the text is all we can offer Sales
         payload = _decoded(msg)
@@ -96,6 +100,44 @@ def parse_mail(raw: bytes, *, envelope_from: str | None, limits: Limits) -> Pars
         # a bare non-text message: its content is the only thing there is
         problems.append("no text body and no attachment")
     return parsed
+
+
+def is_auto_reply(msg: EmailMessage) -> bool:
+    """An out-of-office or other automatic answer (RFC 3834 and the common vendor headers)."""
+    def value(name: str) -> str:
+        try:
+            return str(msg.get(name) or "").strip().lower()
+        except Exception:  # noqa: BLE001 - an unreadable header says nothing
+            return ""
+
+    submitted = value("Auto-Submitted")
+    return bool((submitted and submitted.split(";")[0].strip() != "no")
+                or value("Precedence") in AUTOMATIC_PRECEDENCE
+                or value("X-Autoreply") or value("X-Autorespond"))
+
+
+def mail_key(parsed: ParsedMail) -> str | None:
+    """What makes two deliveries the same mail: its Message-ID, and (so that a sender reusing
+    one Message-ID for every mail loses none) its sender and content. None without one."""
+    message_id = normalised_message_id(parsed.message_id)
+    if message_id is None:
+        return None
+    content = hashlib.sha256()
+    for part in (parsed.subject, parsed.body, *(hashlib.sha256(a.data).hexdigest()
+                                                 for a in parsed.attachments)):
+        content.update(part.encode("utf-8", "surrogatepass") + b"\x00")
+    return f"{message_id}\n{parsed.from_address.lower()}\n{content.hexdigest()}"
+
+
+def normalised_message_id(value: str | None) -> str | None:
+    """`<Local@Domain>` → `local@domain`-ish: brackets and spaces off, the domain lowercased
+    (the local part is case-sensitive by the RFC, so it is kept)."""
+    found = re.search(r"<([^<>]+)>", value or "")
+    text = "".join((found.group(1) if found else (value or "")).split())
+    if not text:
+        return None
+    local, at, domain = text.rpartition("@")
+    return f"{local}@{domain.lower()}" if at else text
 
 
 def find_register_no(subject: str) -> str | None:

@@ -27,6 +27,9 @@ class NotifyMetrics:
         self.inbound_refused = Counter(
             "qms_notify_inbound_refused", "Inbound SMTP refusals (recipient, failure)",
             ["reason"], registry=registry)
+        self.inbound_duplicates = Counter(
+            "qms_notify_inbound_duplicates", "Mails delivered again (same Message-ID, sender "
+            "and content) and kept once", registry=registry)
         self.inbound_listening = Gauge(
             "qms_notify_inbound_listening", "1 while the inbound SMTP endpoint is listening",
             registry=registry)

@@ -12,6 +12,7 @@ from shared.contracts import (
     ComplaintEscalated,
     CustomerReplied,
     MajorAlert,
+    RepliedDirectly,
     ResolutionReady,
     SlaAtRisk,
     SlaBreached,
@@ -22,6 +23,8 @@ from shared.vocabulary import Head
 QUALITY = "role:quality"
 MANAGER = "role:manager"
 SALES = "role:sales"
+# Mails to the customer: they may answer them (Reply-To the complaints mailbox).
+TO_CUSTOMER = frozenset({"customer_reply", "direct_reply"})
 
 
 @dataclass(frozen=True)
@@ -61,4 +64,6 @@ def mail_rule(payload: Contract) -> MailRule | None:
             return MailRule("resolution_ready", Audience(tiers=((SALES,),)))
         case CustomerReplied():  # P-F.4, P-3.1: Sales' reply goes to the customer
             return MailRule("customer_reply", Audience(customer=True))
+        case RepliedDirectly():  # P-F.2 yes, P-5.3.3: Sales answered without a form
+            return MailRule("direct_reply", Audience(customer=True))
     return None

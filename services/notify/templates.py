@@ -17,7 +17,7 @@ from shared.vocabulary import Language, Money
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 PURPOSES = ("form_arrived", "form_reopened", "action_requested", "major_alert", "sla_at_risk",
-            "sla_breached", "resolution_ready", "customer_reply")
+            "sla_breached", "resolution_ready", "customer_reply", "direct_reply")
 
 
 class Renderer:

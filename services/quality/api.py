@@ -31,7 +31,7 @@ from shared.api import Page, PageParams, page_params, service_of
 from shared.auth import Principal, require
 from shared.contracts import ResolutionReady
 from shared.domain import HistoryEntry
-from shared.errors import NotFound
+from shared.errors import Invalid, NotFound
 from shared.store import Repository
 from shared.vocabulary import (
     AttachmentMeta,
@@ -41,6 +41,7 @@ from shared.vocabulary import (
     LongText,
     Money,
     Name,
+    NoActionOutcome,
     NoNul,
     Product,
     ReturnedSample,
@@ -117,6 +118,23 @@ class Verification(BaseModel):
         if info.data.get("accepted") is False and not (value or "").strip():
             raise ValueError("a rejection needs a reason the unit can act on")
         return value
+
+
+class NoActionConclusion(BaseModel):
+    """P-F.3: the complaint is not the plant's fault; no responsible unit is asked to act."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "outcome": "customer_misuse",
+        "finding": "Housings were torqued to 45 Nm at the customer; the drawing allows 25 Nm",
+        "defect_code": "D03",
+        "summary": "Cracks come from over-torque at assembly; parts are within specification."}]})
+
+    outcome: NoActionOutcome = Field(..., description="Why no corrective action is needed")
+    finding: Required = Field(..., description="The cause or finding that shows it")
+    defect_code: str | None = Field(None, min_length=1, max_length=64,
+                                    description="Optional, from `GET /defect-codes`")
+    summary: LongText | None = Field(None, description="Quality's conclusion for Sales; "
+                                                       "generated when not given")
 
 
 class SiteVisitIn(BaseModel):
@@ -232,7 +250,7 @@ class KindRead(BaseModel):
     count: int = Field(..., description="Complaints since the last CAPA closed")
     threshold: int = Field(..., description="The count that asks for a CAPA")
     feedback_ids: list[str] = Field(..., description="The complaints counted now")
-    total_complaints: int
+    total_complaints: int = Field(..., description="Ever, withdrawn ones not counted")
     detected: bool = Field(..., description="A CAPA was asked for in this count")
     detections: list[Detection]
     capas: list[KindCapa]
@@ -241,7 +259,8 @@ class KindRead(BaseModel):
     def of(cls, kind: Kind, threshold: int) -> "KindRead":
         return cls(kind=kind.id, dimension=kind.dimension, subject=kind.subject,
                    defect_code=kind.defect_code, count=kind.count, threshold=threshold,
-                   feedback_ids=kind.window_ids, total_complaints=len(kind.complaints),
+                   feedback_ids=kind.window_ids,
+                   total_complaints=sum(e.withdrawn_at is None for e in kind.complaints),
                    detected=kind.detected, detections=kind.detections, capas=kind.capas)
 
 
@@ -387,6 +406,25 @@ async def verify(request: Request, ref: Ref, body: Verification, who: Writer) ->
     return await _change(request, ref, lambda c: c.verify(
         unit=body.unit, accepted=body.accepted, reason=body.reason, summary=body.summary,
         actor=who.as_actor(), now=now_ms()))
+
+
+@router.post("/cases/{ref}/conclusion", response_model=CaseRead,
+             summary="P-F.3: conclude without corrective action (not justified, no fault found, "
+                     "customer misuse); the quality record goes to Sales and the clock stops",
+             responses={409: {"description": "Units were asked to act and their requests are "
+                                             "open, or the case is not open"}})
+async def conclude(request: Request, ref: Ref, body: NoActionConclusion,
+                   who: Writer) -> CaseRead:
+    catalogue = _settings(request).defect_catalogue
+    if body.defect_code is not None and body.defect_code not in catalogue:
+        known = ", ".join(sorted(catalogue))
+        msg = f"unknown defect code {body.defect_code!r}; known codes: {known}"
+        raise Invalid(f"Invalid request: body.defect_code: {msg}",
+                      [{"loc": "body.defect_code", "msg": msg}])
+    return await _change(request, ref, lambda c: c.conclude_without_action(
+        outcome=body.outcome, finding=body.finding, defect_code=body.defect_code,
+        defect_name=catalogue.get(body.defect_code) if body.defect_code else None,
+        summary=body.summary, actor=who.as_actor(), now=now_ms()))
 
 
 @router.post("/cases/{ref}/follow-ups", response_model=CaseRead, status_code=201,

@@ -2,13 +2,14 @@
 
 A `Case` is created when Sales escalates a feedback (P-5.3.1) and lives through
 rounds: each round has its own 3-day clock (P-F.5), analysis, responsible units
-and, at the end, the quality record handed to Sales. A reopen (P-F.4 "not
-satisfied") starts a new round; earlier rounds are kept as they were.
+and, at the end, the quality record handed to Sales (or Quality's conclusion that no
+corrective action is needed). A reopen (P-F.4 "not satisfied") or Sales returning an
+inadequate record starts a new round; earlier rounds are kept as they were.
 """
 
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field
 
@@ -20,6 +21,7 @@ from shared.contracts import (
     ComplaintAccepted,
     ComplaintEscalated,
     ComplaintReopened,
+    ComplaintReturned,
     CountermeasuresProposed,
     CountermeasuresRejected,
     CountermeasuresVerified,
@@ -46,6 +48,7 @@ from shared.vocabulary import (
     Customer,
     Head,
     Money,
+    NoActionOutcome,
     Product,
     ReturnedSample,
     Severity,
@@ -211,6 +214,8 @@ class Round(BaseModel):
     due_at: datetime
     at_risk_at: datetime
     reopen_comment: str | None = None
+    returned_reason: str | None = Field(None, description="Sales sent the record back "
+                                        "(P-F.4 review); not a customer reopen")
     resolved_at: datetime | None = None
     stopped_at: datetime | None = None
     at_risk_flagged_at: datetime | None = None
@@ -221,6 +226,8 @@ class Round(BaseModel):
     assigned_at: datetime | None = None
     assigned_by: str | None = None
     units: list[UnitEntry] = Field(default_factory=list)
+    outcome: NoActionOutcome | None = Field(None, description="Concluded without corrective "
+                                            "action: not the plant's fault")
     summary: str | None = None
     record: ResolutionReady | None = None
 
@@ -326,7 +333,7 @@ class Case(Aggregate):
             feedback_received_at=form.received_at, note=form.note,
             attachments=list(form.attachments), samples=list(form.samples),
         )
-        case._start_round(1, now, policy, None, event_id)
+        case._start_round(1, now, policy, event_id, trigger="form")
         case.log(actor, "received", {"status": case.status, "round": 1,
                                      "due_at": case.current.due_at}, event_id=event_id,
                  note=form.note)
@@ -336,14 +343,19 @@ class Case(Aggregate):
         return case
 
     def _start_round(self, number: int, now: datetime, policy: ClockPolicy,
-                     comment: str | None, causation_id: str | None) -> None:
+                     causation_id: str | None, *,
+                     trigger: Literal["form", "reopened", "returned"],
+                     reopen_comment: str | None = None,
+                     returned_reason: str | None = None) -> None:
         rnd = Round(number=number, received_at=now, due_at=policy.due_at(now),
-                    at_risk_at=policy.at_risk_at(now), reopen_comment=comment)
+                    at_risk_at=policy.at_risk_at(now), reopen_comment=reopen_comment,
+                    returned_reason=returned_reason)
         self.rounds.append(rnd)
         self.status = CaseStatus.OPEN
         self.emit(ComplaintAccepted(feedback_id=self.id, register_no=self.register_no,
                                     round=number, received_at=rnd.received_at, due_at=rnd.due_at,
-                                    at_risk_at=rnd.at_risk_at, severity=self.severity),
+                                    at_risk_at=rnd.at_risk_at, severity=self.severity,
+                                    trigger=trigger),
                   SYSTEM, causation_id)
 
     # -- major complaint (P-5.3.5) ---------------------------------------------------
@@ -415,7 +427,12 @@ class Case(Aggregate):
             preliminary_cause=preliminary_cause, defect_code=defect_code,
             customer_id=self.customer.id, product_code=self.product.code if self.product else None,
             units=[UnitRequest(unit=e.unit, request=e.request, action_id=e.action_id)
-                   for e in rnd.units]), actor)
+                   for e in rnd.units],
+            # the complaint as the units need to see it (P-5.3.2 "with the same attachments")
+            customer_name=self.customer.name, severity=self.severity, product=self.product,
+            quantity_affected=self.quantity_affected, description=self.description,
+            defect_name=defect_name, attachments=list(self.attachments),
+            samples=list(self.samples)), actor)
         self.log(actor, "responsibility_assigned",
                  {"status": self.status, "defect_code": defect_code,
                   "units": [e.unit for e in rnd.units]}, note=preliminary_cause)
@@ -490,8 +507,44 @@ class Case(Aggregate):
         if all(e.verified_at is not None for e in rnd.units):
             self._resolve(actor, now)
 
+    def conclude_without_action(self, *, outcome: NoActionOutcome, finding: str,
+                                defect_code: str | None, defect_name: str | None,
+                                summary: str | None, actor: Actor, now: datetime) -> None:
+        """P-F.3: the complaint is not the plant's fault; no unit is asked to act. The
+        record goes to Sales as for a handled case and the clock stops (P-F.5)."""
+        if self.status == CaseStatus.AWAITING_UNITS:
+            open_units = [u.unit for u in self.current.units if u.verified_at is None]
+            raise Conflict(f"Cannot conclude case {self.register_no} without corrective action: "
+                           f"round {self.round_no} already asked {', '.join(open_units)} to act "
+                           f"and their requests are open; verify or reject their "
+                           f"countermeasures instead.")
+        self._require((CaseStatus.OPEN,), "conclude without corrective action")
+        rnd = self.current
+        rnd.preliminary_cause, rnd.outcome = finding, outcome
+        rnd.defect_code, rnd.defect_name = defect_code, defect_name
+        if summary:
+            rnd.summary = summary
+        self.log(actor, "concluded_without_action",
+                 {"outcome": outcome, "defect_code": defect_code}, note=finding)
+        self._resolve(actor, now)
+
+    def return_from_sales(self, returned: ComplaintReturned, *, actor: Actor, now: datetime,
+                          policy: ClockPolicy, event_id: str) -> None:
+        """P-F.4 review: Sales found the record inadequate. A new round with its own clock
+        (the form is with Quality again), kept apart from customer reopens."""
+        if self.status != CaseStatus.RESOLVED or returned.round != self.round_no:
+            self.log(actor, "return_noted", {"round": returned.round}, note=returned.reason,
+                     event_id=event_id)
+            return
+        self._start_round(self.round_no + 1, now, policy, event_id, trigger="returned",
+                          returned_reason=returned.reason)
+        self.log(actor, "returned_by_sales", {"status": self.status, "round": self.round_no,
+                                              "due_at": self.current.due_at},
+                 note=returned.reason, event_id=event_id)
+
     def _resolve(self, actor: Actor, now: datetime) -> None:
-        """Every unit's countermeasures are verified: the record goes to Sales; clock stops."""
+        """Every unit's countermeasures are verified (or Quality concluded without action):
+        the record goes to Sales; the clock stops."""
         rnd = self.current
         rnd.resolved_at = now
         self.status = CaseStatus.RESOLVED
@@ -503,14 +556,18 @@ class Case(Aggregate):
             feedback_id=self.id, register_no=self.register_no, round=rnd.number,
             cause=rnd.preliminary_cause or "", defect_code=rnd.defect_code or "",
             outcomes=outcomes, summary=rnd.summary or self._summary(outcomes),
-            received_at=rnd.received_at, resolved_at=now, due_at=rnd.due_at, met_deadline=met)
+            received_at=rnd.received_at, resolved_at=now, due_at=rnd.due_at, met_deadline=met,
+            outcome=rnd.outcome)
         self.emit(rnd.record, actor)
         self.log(actor, "resolved", {"status": self.status, "resolved_at": now,
                                      "met_deadline": met})
 
     def _summary(self, outcomes: list[UnitOutcome]) -> str:
         rnd = self.current
-        parts = [f"Cause: {rnd.preliminary_cause}. Defect {rnd.defect_code} ({rnd.defect_name})."]
+        defect = f" Defect {rnd.defect_code} ({rnd.defect_name})." if rnd.defect_code else ""
+        parts = [f"Cause: {rnd.preliminary_cause}.{defect}"]
+        if rnd.outcome is not None:
+            parts.append(f"Concluded without corrective action: {rnd.outcome.value}.")
         for o in outcomes:
             parts.append(f"{o.unit}: root cause {o.root_cause}; countermeasures: "
                          f"{'; '.join(o.countermeasures) or 'none'}.")
@@ -580,7 +637,8 @@ class Case(Aggregate):
             self.log(actor, "reopen_noted", {"reopen_count": reopened.reopen_count},
                      note=reopened.comment, event_id=event_id)
             return
-        self._start_round(self.round_no + 1, now, policy, reopened.comment, event_id)
+        self._start_round(self.round_no + 1, now, policy, event_id, trigger="reopened",
+                          reopen_comment=reopened.comment)
         self.closed_at = None
         self.log(actor, "reopened", {"status": self.status, "round": self.round_no,
                                      "due_at": self.current.due_at,

@@ -8,9 +8,10 @@ one idempotent update each: a crash in between only means a redelivery.
 
 import logging
 from collections.abc import Callable
+from datetime import datetime
 
 from services.quality.clock import now_ms
-from services.quality.domain import Case, kinds_of
+from services.quality.domain import Case, CaseStatus, kinds_of
 from services.quality.recurrence import Kind, KindEntry, parse_kind
 from services.quality.settings import Settings
 from services.quality.sla import policy_of
@@ -18,8 +19,10 @@ from shared.contracts import (
     ActionCompleted,
     CapaClosed,
     CapaOpened,
+    CapaWithdrawn,
     ComplaintEscalated,
     ComplaintReopened,
+    ComplaintReturned,
     CountermeasuresProposed,
     EvidenceAdded,
     FeedbackClosed,
@@ -35,6 +38,13 @@ log = logging.getLogger("qms.quality")
 
 class CaseNotYetKnown(Exception):
     """An event about a case that is not here (yet): retried, then dead-lettered."""
+
+
+def clock_start(occurred_at: datetime) -> datetime:
+    """When a round's 3-day clock starts (P-F.5): when the event happened, not when we got to
+    it, so a backlog or a late delivery hides no time; never in the future (sender skew)."""
+    at = min(occurred_at, now_ms())
+    return at.replace(microsecond=at.microsecond // 1000 * 1000)  # BSON keeps milliseconds
 
 
 def register(service: Service, settings: Settings) -> None:
@@ -59,10 +69,8 @@ def register(service: Service, settings: Settings) -> None:
     async def form_arrived(event: Envelope, form: ComplaintEscalated) -> None:
         # The clock starts when Sales opened the form (P-F.5), not when we got the message:
         # a late delivery or a paper form entered later must not hide a breach.
-        opened = form.form_opened_at or event.occurred_at
-        received = min(opened, now_ms())
         case = Case.receive(form, event_id=event.id, actor=event.actor,
-                            now=received.replace(microsecond=received.microsecond // 1000 * 1000),
+                            now=clock_start(form.form_opened_at or event.occurred_at),
                             policy=policy, heads=heads)
         try:
             await cases().add(case)
@@ -81,8 +89,16 @@ def register(service: Service, settings: Settings) -> None:
         if not p.had_form:
             return  # back to Sales, not to Quality
         await on_case(p.feedback_id, event,
-                      lambda c: c.reopen(p, actor=event.actor, now=now_ms(), policy=policy,
-                                         event_id=event.id), required=True)
+                      lambda c: c.reopen(p, actor=event.actor, now=clock_start(event.occurred_at),
+                                         policy=policy, event_id=event.id), required=True)
+
+    @service.consumer.on("complaint.returned_to_quality")
+    async def returned(event: Envelope, p: ComplaintReturned) -> None:
+        await on_case(p.feedback_id, event,
+                      lambda c: c.return_from_sales(p, actor=event.actor,
+                                                    now=clock_start(event.occurred_at),
+                                                    policy=policy, event_id=event.id),
+                      required=True)
 
     @service.consumer.on("feedback.closed")
     async def closed(event: Envelope, p: FeedbackClosed) -> None:
@@ -93,9 +109,16 @@ def register(service: Service, settings: Settings) -> None:
 
     @service.consumer.on("feedback.withdrawn")
     async def withdrawn(event: Envelope, p: FeedbackWithdrawn) -> None:
-        await on_case(p.feedback_id, event,
-                      lambda c: c.withdraw(p, actor=event.actor, now=now_ms(),
-                                           event_id=event.id), required=False)
+        now = now_ms()
+        case = await on_case(p.feedback_id, event,
+                             lambda c: c.withdraw(p, actor=event.actor, now=now,
+                                                  event_id=event.id), required=False)
+        if case is None:
+            return  # no form: it was never counted
+        # P-5.3.4: a complaint registered in error must not help open a formal CAPA.
+        for key in sorted(case.kinds):
+            await on_kind(key, event, lambda k: k.withdraw_complaint(
+                p.feedback_id, actor=event.actor, at=now), create=False)
 
     # -- from the responsible units (capa) ------------------------------------------------
     @service.consumer.on("action.countermeasures_proposed")
@@ -126,6 +149,10 @@ def register(service: Service, settings: Settings) -> None:
 
     @service.consumer.on("complaint.responsibility_assigned")
     async def count_kinds(event: Envelope, p: ResponsibilityAssigned) -> None:
+        case = await cases().get(p.feedback_id)
+        if case is not None and case.status == CaseStatus.WITHDRAWN:
+            log.info("%s was withdrawn before it was counted: not counted", p.register_no)
+            return
         now = now_ms()
         entry = KindEntry(feedback_id=p.feedback_id, register_no=p.register_no, round=p.round,
                           customer_id=p.customer_id, product_code=p.product_code, counted_at=now)
@@ -165,6 +192,13 @@ def register(service: Service, settings: Settings) -> None:
             await on_case(feedback_id, event,
                           lambda c: c.capa_closed(p, actor=event.actor, event_id=event.id),
                           required=False)
+
+    @service.consumer.on("capa.withdrawn")
+    async def capa_withdrawn(event: Envelope, p: CapaWithdrawn) -> None:
+        # No longer open, like a closed CAPA: the kind may ask for a CAPA again.
+        await capa_closed(event, CapaClosed(capa_id=p.capa_id, kind=p.kind,
+                                            feedback_ids=p.feedback_ids,
+                                            closed_at=p.withdrawn_at))
 
 
 def _is_kind(key: str) -> bool:

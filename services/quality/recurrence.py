@@ -25,6 +25,8 @@ class KindEntry(BaseModel):
     customer_id: str
     product_code: str | None = None
     counted_at: datetime
+    withdrawn_at: datetime | None = Field(None, description="Registered in error: no longer "
+                                          "counts towards the kind")
 
 
 class Detection(BaseModel):
@@ -124,6 +126,17 @@ class Kind(Aggregate):
             product_code=self.subject if self.dimension == "product" else self._common(
                 "product_code")), SYSTEM, causation_id)
         self.log(SYSTEM, "recurrence_detected", {"count": self.count, "feedback_ids": ids})
+
+    def withdraw_complaint(self, feedback_id: str, *, actor: Actor, at: datetime) -> None:
+        """A complaint registered in error stops counting (kept in `complaints`, marked).
+
+        A CAPA it already helped ask for stays asked for: capa owns it from then on."""
+        for entry in self.complaints:
+            if entry.feedback_id == feedback_id and entry.withdrawn_at is None:
+                entry.withdrawn_at = at
+        self.window = [e for e in self.window if e.feedback_id != feedback_id]
+        self.log(actor, "withdrawn", {"feedback_id": feedback_id, "count": self.count},
+                 note="registered in error: no longer counts")
 
     @property
     def detected_ids(self) -> set[str]:

@@ -359,7 +359,7 @@ async def _chart(views: Views, chart: str, first: str, last: str, currency: str 
                   for name in ("feedbacks", "complaints", "quality_records", "breaches")}
         return await asyncio.to_thread(charts.trend, months, series,
                                        f"Monthly trend, {months[0]} to {months[-1]}")
-    shares = [statistics.ratio(row["met"], row["quality_records"]) for row in rows]
+    shares = [statistics.ratio(row["met"], row["forms_due"]) for row in rows]
     hist = statistics.minutes_histogram(in_period, "qr")
     record_hours = {minutes / 60: n for minutes, n in hist.items()}
     return await asyncio.to_thread(charts.timeliness, months, shares, record_hours,

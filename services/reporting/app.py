@@ -1,5 +1,8 @@
 """Composition root of the reporting service."""
 
+import asyncio
+import logging
+
 from fastapi import FastAPI
 
 from services.reporting import api, handlers
@@ -8,13 +11,17 @@ from services.reporting.views import Views
 from shared.service import Service, create_app
 
 NAME = "reporting"
+log = logging.getLogger("qms.reporting")
 
 
 class ReportingService(Service):
     """The kit's service, plus the read models it serves (`views`)."""
 
     def __init__(self, settings: Settings):
-        super().__init__(NAME, settings)
+        # The read models have one writer: the monthly counters are read, added to and written
+        # back, under this process's locks. So one replica consumes and the others stand by
+        # (RabbitMQ hands the queue to one of them when the active one goes).
+        super().__init__(NAME, settings, single_active_consumer=True)
         self.views = Views(settings, self.registry)
 
 
@@ -25,7 +32,16 @@ def build(settings: Settings) -> ReportingService:
     async def start_views() -> None:
         await service.views.start(service.database, service.locks)
 
+    async def keep_gauges_current() -> None:
+        while True:  # a standby applies no events: its gauges follow the database
+            await asyncio.sleep(settings.gauges_refresh_interval_s)
+            try:
+                await service.views.refresh_gauges()
+            except Exception as exc:  # noqa: BLE001 - a metric must not stop the service
+                log.warning("could not refresh the reporting gauges: %s", exc)
+
     service.on_start.append(start_views)
+    service.background(keep_gauges_current)
     service.routers.append(api.router())
     return service
 

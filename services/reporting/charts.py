@@ -70,7 +70,8 @@ def trend(months: Sequence[str], series: Mapping[str, Sequence[float]], title: s
 
 def timeliness(months: Sequence[str], shares: Sequence[float | None],
                record_hours: dict[float, int], target: float, title: str) -> bytes:
-    """Left: share of quality records within 3 days per month against the target.
+    """Left: share of the forms due per month whose record came within 3 days, against the
+    target.
     Right: how long the period's quality records took, against the 72-hour line."""
     fig = Figure(figsize=(12, 4.5))
     left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
@@ -82,7 +83,7 @@ def timeliness(months: Sequence[str], shares: Sequence[float | None],
                  label=f"target {100 * target:.0f}%")
     left.set_ylim(0, 105)
     left.yaxis.set_major_formatter(PercentFormatter())
-    left.set_ylabel("quality records within 3 days")
+    left.set_ylabel("forms due: record within 3 days")
     left.tick_params(axis="x", rotation=45)
     left.legend(loc="lower left")
     if record_hours:

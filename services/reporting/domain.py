@@ -32,6 +32,7 @@ from pydantic import BaseModel, Field, model_validator
 from shared import contracts as c
 from shared.domain import Aggregate, bson_safe
 from shared.events import Contract, Envelope
+from shared.vocabulary import Severity
 
 MONTHLY = "monthly"            # per-month counters of the statistics table
 MONTHLY_OPEN = "monthly_open"  # per-month receipts/closures by received day (open-case ages)
@@ -321,7 +322,16 @@ class FeedbackRow(ReadRow):
         return dict(total)
 
     # -- derived -------------------------------------------------------------
+    def round_severity(self, r: Round) -> str | None:
+        """A round still open when Quality flagged the complaint major is a major one."""
+        if self.major_alert_at is not None and (r.resolved_at is None
+                                                or r.resolved_at > self.major_alert_at):
+            return Severity.MAJOR.value
+        return r.severity or self.severity
+
     def derive(self, tz: ZoneInfo) -> None:
+        if self.major_alert_at is not None:  # P-5.3.5: Quality's flag wins over registration
+            self.severity = Severity.MAJOR.value
         self.status = self._status()
         live = self.registered and self.closed_at is None and self.withdrawn_at is None
         self.open = bool(live and self.is_complaint)
@@ -426,9 +436,15 @@ class FeedbackRow(ReadRow):
             out.add_at(r.resolved_at, "qr|sec", secs)
             out.add_at(r.resolved_at, f"qr|min|{secs // 60}")
         due = r.due_at or r.resolved_at
+        # Timeliness (P-F.5) in the month of the deadline, once it is decided: the record came
+        # (in time or late), or the deadline passed without one (counts as not met).
+        if due is not None and (r.resolved_at is not None or r.breached):
+            out.add_at(due, "tl|n")
+            if r.resolved_at is not None and r.met_deadline:
+                out.add_at(due, "tl|met")
         if r.is_breach and due is not None:
             out.add_at(due, "br|n")
-            out.add_at(due, f"br|severity|{esc(r.severity or self.severity or 'unknown')}")
+            out.add_at(due, f"br|severity|{esc(self.round_severity(r) or 'unknown')}")
 
 
 class CapaRow(ReadRow):
@@ -443,11 +459,13 @@ class CapaRow(ReadRow):
     feedback_ids: list[str] = Field(default_factory=list)
     opened_at: datetime | None = None
     closed_at: datetime | None = None
+    withdrawn_at: datetime | None = None
     effective: bool | None = None
     open: bool = False
 
     def derive(self, tz: ZoneInfo) -> None:
-        self.open = self.opened_at is not None and self.closed_at is None
+        self.open = (self.opened_at is not None and self.closed_at is None
+                     and self.withdrawn_at is None)
 
     def contributions(self, tz: ZoneInfo) -> Contribution:
         out = _Acc(tz)
@@ -702,7 +720,10 @@ def _accepted(row: FeedbackRow, env: Envelope, p: c.ComplaintAccepted) -> None:
 
 @_on("complaint.major_alert")
 def _major(row: FeedbackRow, env: Envelope, p: c.MajorAlert) -> None:
-    row.major_alert_at = env.occurred_at
+    # At registration or later (Quality's POST /cases/{ref}/major): either way the complaint
+    # is major from now on (`derive`); its counters move from its old severity to major.
+    first = [t for t in (row.major_alert_at, env.occurred_at) if t is not None]
+    row.major_alert_at = min(first)
 
 
 @_on("complaint.responsibility_assigned")
@@ -775,3 +796,14 @@ def _capa_verified(row: CapaRow, env: Envelope, p: c.CapaEffectivenessVerified) 
 @_on("capa.closed", RowKind.CAPA)
 def _capa_closed(row: CapaRow, env: Envelope, p: c.CapaClosed) -> None:
     row.closed_at = p.closed_at
+
+
+@_on("capa.owner_assigned", RowKind.CAPA)
+def _capa_owner(row: CapaRow, env: Envelope, p: c.CapaOwnerAssigned) -> None:
+    row.owner_unit = p.owner_unit
+
+
+@_on("capa.withdrawn", RowKind.CAPA)
+def _capa_withdrawn(row: CapaRow, env: Envelope, p: c.CapaWithdrawn) -> None:
+    # Opened in error: no longer open, and not a closure either (it fixed nothing).
+    row.withdrawn_at = p.withdrawn_at

@@ -165,6 +165,7 @@ def summary_rows(t: MonthlyTable) -> list[tuple[str, Any]]:
         ("Feedbacks", t.counts.feedbacks), ("Complaints", t.counts.complaints),
         ("Suggestions", t.counts.suggestions),
         ("Forms opened", tl.forms_opened), ("Quality records", tl.quality_records),
+        ("Forms due (3-day deadline in period)", tl.forms_due),
         ("Met 3-day rule", tl.met_3_day_rule),
         ("Share met 3-day rule", tl.share_met_3_day_rule),
         ("Form to quality record: count", tl.form_to_quality_record.count),

@@ -4,7 +4,8 @@ projects the event into the read models.
 The history is what a rebuild of the read models replays; an event is stored
 once, whatever the redeliveries (its id is the document id). The projection is
 idempotent too (see `readmodels`), and waits at the gate while the read models
-recover at start or are rebuilt.
+recover (before this replica's first event: it has just become the one writer) or
+are rebuilt.
 """
 
 from pymongo.errors import DuplicateKeyError
@@ -18,6 +19,7 @@ from shared.service import Service
 def register(service: Service, views: Views) -> None:
     @service.consumer.on_any
     async def on_event(event: Envelope, payload: Contract) -> None:
+        await views.take_over()
         await keep_history(service, event)
         async with views.gate.shared():
             result = await views.models.project(event, payload)

@@ -3,11 +3,13 @@
 Counters and histograms count what this process applied (a redelivery counts
 nothing). The gauges of what is open (cases, forms and their 3-day state,
 CAPAs) are computed at scrape time from an in-memory index of the open rows,
-which is loaded from the database at start and after a rebuild, and kept
-current as events are applied: right after a restart they are right.
+which is loaded from the database at start and after a rebuild, kept current
+as events are applied, and recomputed from the database every
+`gauges_refresh_interval_s`: right after a restart, and right on a standby
+replica that applies no events (so Prometheus takes the `max` over replicas).
 """
 
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -46,6 +48,9 @@ class LiveState:
         self.forms.clear()
         self.capas.clear()
 
+    def take(self, other: "LiveState") -> None:
+        self.cases, self.forms, self.capas = other.cases, other.forms, other.capas
+
     def track(self, row: ReadRow) -> None:
         if isinstance(row, FeedbackRow):
             if row.open and row.received_at is not None:
@@ -54,7 +59,7 @@ class LiveState:
                 self.cases.pop(row.id, None)
             current = row.current_round
             if row.form_open and current is not None:
-                severity = current.severity or row.severity or "normal"
+                severity = row.round_severity(current) or "normal"
                 self.forms[row.id] = (severity, current.at_risk_at, current.due_at)
             else:
                 self.forms.pop(row.id, None)
@@ -117,6 +122,7 @@ class LiveCollector(Collector):
 class DomainMetrics:
     def __init__(self, registry: CollectorRegistry):
         self.live = LiveState()
+        self._meanwhile: list[ReadRow] | None = None  # rows tracked during a `reload`
         registry.register(LiveCollector(self.live))
         self.registered = Counter("qms_feedbacks_registered_total",
                                   "Feedback entered in the register (P-5.4.1)",
@@ -175,12 +181,28 @@ class DomainMetrics:
             self.time_to_reply.labels(kind)
 
     def load(self, rows: Iterable[ReadRow]) -> None:
+        """At start and after a rebuild (events wait at the gate meanwhile)."""
         self.live.clear()
         for row in rows:
             self.live.track(row)
 
+    async def reload(self, rows: AsyncIterator[ReadRow]) -> None:
+        """From the database while events are applied: a row tracked meanwhile may have been
+        read before its change, so it is tracked again on the fresh state before the swap."""
+        fresh, self._meanwhile = LiveState(), []
+        try:
+            async for row in rows:
+                fresh.track(row)
+            for row in self._meanwhile:
+                fresh.track(row)
+        finally:
+            self._meanwhile = None
+        self.live.take(fresh)
+
     def observe(self, env: Envelope, payload: Contract, result: Projected) -> None:
         self.live.track(result.row)
+        if self._meanwhile is not None:
+            self._meanwhile.append(result.row)
         if not result.applied:
             return
         self.lag.observe(max(0.0, (utcnow() - env.occurred_at).total_seconds()))

@@ -9,10 +9,12 @@ Exactly-once, on a database without transactions (FerretDB v1):
 3. the row drops the posted delta; 4. the monthly documents drop the id.
 A crash anywhere leaves either a pending delta on the row (posted again, and
 recognised by the monthly document if step 2 had happened) or a stale id in
-`inflight` (harmless; cleared at start, when nothing is pending any more).
+`inflight` (harmless; cleared by `recover`, when nothing is pending any more).
 Steps 1-4 for one row run under a per-row lock, every single-document write
 under the kit's per-document write lock (FerretDB's `$inc` is not atomic, see
-the README).
+the README). These locks are a process's: one replica writes at a time (the
+queue has a single active consumer), and `recover` runs before a replica's
+first event, when it has become that writer.
 
 A month's counters are one JSON text (`data`), not one field per counter:
 FerretDB v1 handles a document field by field, and a busy month has thousands
@@ -112,8 +114,9 @@ class RowStore:
     Every write matches on `_id` alone, under the per-document write lock: FerretDB v1
     hands a lone `_id` filter to SQLite and decodes every document of the collection for
     any other filter (the kit's `Repository.save` also matches `version`, which costs a
-    full decode per write here). This process is the only writer of its read models
-    (one reporting instance, as the README says for FerretDB), so the lock suffices."""
+    full decode per write here). This process is the only writer of its read models (the
+    reporting queue has a single active consumer; the other replicas only read), so the
+    lock suffices."""
 
     def __init__(self, collection: AsyncCollection, model: type[ReadRow], locks: WriteLocks):
         self.collection = collection
@@ -226,7 +229,8 @@ class ReadModels:
                  "$push": {"inflight": delta_id}})
 
     async def recover(self) -> int:
-        """At start (gate closed): post what a crash left pending, then clear stale ids."""
+        """When a replica becomes the writer (gate closed): post what a crash left pending,
+        then clear stale ids."""
         posted = 0
         for kind, store in self.rows.items():
             async for doc in store.collection.find({"has_pending": True}, projection={"_id": 1}):

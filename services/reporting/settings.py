@@ -19,9 +19,12 @@ class Settings(ServiceSettings):
     export_max_rows: int = Field(200_000, ge=1,
                                  description="Most register rows one CSV/XLSX export may hold.")
     max_range_months: int = Field(60, ge=1, description="Longest period of one statistics query.")
+    gauges_refresh_interval_s: float = Field(
+        60, gt=0, description="How often the open-case and open-form gauges are recomputed from "
+                              "the database (a standby replica applies no events).")
     timeliness_target: float = Field(
-        0.95, gt=0, le=1, description="Share of quality records within 3 days the timeliness "
-                                      "chart draws as the target line.")
+        0.95, gt=0, le=1, description="Share of the forms due whose quality record came "
+                                      "within 3 days, drawn as the timeliness chart's target.")
 
     @field_validator("timezone")
     @classmethod

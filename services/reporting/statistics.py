@@ -11,9 +11,12 @@ Definitions (also in the README):
   escalation), quality records (handed over, `resolved_at`), first customer
   replies, closures, reopens, satisfaction answers, recurrences, CAPAs opened
   and closed; a 3-day breach in the month of its deadline.
-- Timeliness: share = quality records that met the 3-day rule (`met_deadline`)
-  / quality records handed over in the period. Each round of a reopened form is
-  one quality record with its own 3-day clock.
+- Timeliness: the forms whose 3-day deadline falls in the period and is decided
+  (the quality record came, in time or late, or the deadline passed without
+  one); met = the quality record came within the deadline (`met_deadline`);
+  share = met / those forms. A form past its deadline with no record yet counts
+  as not met, so a month in which Quality does not answer does not look good.
+  Each round of a reopened form has its own 3-day clock and counts once.
 - Durations: form -> quality record is `resolved_at - received_at` of the round
   (Quality's receipt of the form); registration -> customer reply is the
   feedback's `received_at` to its first reply to the customer (direct reply or
@@ -147,8 +150,11 @@ class Durations(BaseModel):
 class Timeliness(BaseModel):
     forms_opened: int = Field(..., description="Complaint Handling Forms opened in the period")
     quality_records: int = Field(..., description="Quality records handed to Sales")
-    met_3_day_rule: int
-    share_met_3_day_rule: float | None = Field(None, examples=[0.9412])
+    forms_due: int = Field(0, description="Forms whose 3-day deadline fell in the period and "
+                                          "is decided: record handed over, or deadline passed")
+    met_3_day_rule: int = Field(..., description="Of `forms_due`: record within the deadline")
+    share_met_3_day_rule: float | None = Field(None, examples=[0.9412],
+                                               description="met_3_day_rule / forms_due")
     form_to_quality_record: Durations
     registration_to_reply: Durations = Field(..., description="Received -> first customer reply")
 
@@ -343,8 +349,9 @@ def _table(period: Period, previous: tuple[str, str], tz_name: str) -> MonthlyTa
             suggestions=k.get("fb") - k.get("cp"),
             **{f"by_{dim}": _count_rows(k, dim) for dim in DIMENSIONS}),
         timeliness=Timeliness(
-            forms_opened=k.get("forms"), quality_records=qr,
-            met_3_day_rule=k.get("qr|met"), share_met_3_day_rule=ratio(k.get("qr|met"), qr),
+            forms_opened=k.get("forms"), quality_records=qr, forms_due=k.get("tl|n"),
+            met_3_day_rule=k.get("tl|met"),
+            share_met_3_day_rule=ratio(k.get("tl|met"), k.get("tl|n")),
             form_to_quality_record=_durations(k, "qr"),
             registration_to_reply=_durations(k, "rp")),
         breaches=Breaches(count=k.get("br|n"), by_severity=_key_counts(k, "br|severity")),
@@ -375,6 +382,7 @@ def headline(t: MonthlyTable) -> dict[str, float | int | str | None]:
         "complaints": t.counts.complaints,
         "forms_opened": t.timeliness.forms_opened,
         "quality_records": t.timeliness.quality_records,
+        "forms_due": t.timeliness.forms_due,
         "share_met_3_day_rule": t.timeliness.share_met_3_day_rule,
         "form_to_quality_record_mean_hours": t.timeliness.form_to_quality_record.mean_hours,
         "form_to_quality_record_p90_hours": t.timeliness.form_to_quality_record.p90_hours,
@@ -429,6 +437,7 @@ class TrendMonth(TypedDict):
     feedbacks: int
     complaints: int
     quality_records: int
+    forms_due: int
     met: int
     breaches: int
     closures: int
@@ -440,7 +449,8 @@ def trend(monthly: dict[str, dict[str, int]], months: list[str]) -> list[TrendMo
     for m in months:
         k = monthly.get(m, {})
         out.append({"month": m, "feedbacks": k.get("fb", 0), "complaints": k.get("cp", 0),
-                    "quality_records": k.get("qr|n", 0), "met": k.get("qr|met", 0),
+                    "quality_records": k.get("qr|n", 0), "forms_due": k.get("tl|n", 0),
+                    "met": k.get("tl|met", 0),
                     "breaches": k.get("br|n", 0), "closures": k.get("closed", 0)})
     return out
 

@@ -1,5 +1,6 @@
 """What the reporting service holds while it runs: the read models, the gate, the metrics."""
 
+import asyncio
 from datetime import date
 from zoneinfo import ZoneInfo
 
@@ -19,9 +20,11 @@ class Views:
     def __init__(self, settings: Settings, registry: CollectorRegistry):
         self.settings = settings
         self.tz = ZoneInfo(settings.timezone)
-        self.gate = Gate()  # closed until `start` has recovered: events wait
+        self.gate = Gate()  # closed until `start` has run: events wait
         self.metrics = DomainMetrics(registry)
         self._models: ReadModels | None = None
+        self._taken_over = False
+        self._taking_over = asyncio.Lock()
 
     @property
     def models(self) -> ReadModels:
@@ -39,15 +42,32 @@ class Views:
     async def start(self, db: AsyncDatabase, locks: WriteLocks) -> None:
         self._models = ReadModels(db, locks, self.tz, self.gate)
         await self._models.ensure_indexes()
-        await self._models.recover()
         await self._reload_gauges()
         await self.gate.open()
+
+    async def take_over(self) -> None:
+        """Before the first event this replica applies: post what a writer that died left
+        pending. Not at start: a standby starts while the active replica writes, and RabbitMQ
+        delivers to it only once that one is gone (single active consumer), so the first
+        delivery is when this replica becomes the one writer."""
+        if self._taken_over:
+            return
+        async with self._taking_over:
+            if not self._taken_over:
+                async with self.gate.exclusive():
+                    await self.models.recover()
+                self._taken_over = True
 
     async def rebuild(self) -> RebuildReport:
         async with self.gate.exclusive():
             report = await self.models.rebuild()
             await self._reload_gauges()
         return report
+
+    async def refresh_gauges(self) -> None:
+        """Recompute the gauges from the database while events go on being applied."""
+        async with self.gate.shared():
+            await self.metrics.reload(self.models.live_rows())
 
     async def _reload_gauges(self) -> None:
         self.metrics.load([row async for row in self.models.live_rows()])

@@ -5,9 +5,12 @@ the units and Quality through capa's HTTP API, and watch what capa publishes
 through a queue of their own bound to the exchange.
 """
 
+import hashlib
+import os
 import re
 import uuid
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -21,6 +24,7 @@ from shared.contracts import (
     UnitRequest,
 )
 from shared.events import Actor, make_event
+from tests.e2e.flow import Flow
 from tests.e2e.harness import Actors, EventTap, System
 from tests.support import eventually, ok, refused
 
@@ -210,7 +214,86 @@ async def test_p_3_3_redelivered_assignment_opens_no_second_request(system, acto
     assert page["items"][0]["request"] == "production: find the root cause and contain"
 
 
+async def test_p_3_3_withdrawn_complaint_withdraws_the_units_open_requests(system, actors, unit):
+    flow = Flow(actors)
+    fb = await flow.register()
+    await flow.escalate(fb["id"])
+    assigned = await flow.assign(fb["id"], ["production", "logistics"])
+    ids = {u["unit"]: u["action_id"] for u in assigned["responsible_units"]}
+    production = unit("production")
+    await arrived(production, ids["production"], status="requested")
+    ok(await production.put(f"/actions/{ids['production']}/investigation",
+                            json={"containment": "Stock quarantined"}))
+    ok(await actors.sales.post(f"/feedback/{fb['id']}/withdraw",
+                               json={"reason": "Registered twice by mistake"}))
+
+    # Every open request of the complaint ends, with the reason, attributable to Sales.
+    for action_id in ids.values():
+        gone = await arrived(actors.capa_quality, action_id, status="withdrawn")
+        assert gone["withdrawal"]["reason"] == "Registered twice by mistake"
+        assert gone["withdrawal"]["by"] == "wang.fang"
+    history = ok(await production.get(f"/actions/{ids['production']}/history"))
+    assert (history[-1]["action"], history[-1]["actor"]["sub"],
+            history[-1]["note"]) == ("withdrawn", "wang.fang", "Registered twice by mistake")
+
+    # Nothing more is accepted, and the unit is told why.
+    before = ok(await production.get(f"/actions/{ids['production']}"))
+    assert before["containment"] == "Stock quarantined"  # what was done stays on record
+    for resp in (await production.put(f"/actions/{ids['production']}/investigation",
+                                      json=COMPLETE_INVESTIGATION),
+                 await production.post(f"/actions/{ids['production']}/submit")):
+        error = refused(resp, 409)
+        assert "withdrawn" in error["message"]
+        assert "Registered twice by mistake" in error["message"]
+    after = ok(await production.get(f"/actions/{ids['production']}"))
+    assert after["version"] == before["version"]
+    listed = ok(await actors.capa_quality.get("/actions", params={
+        "feedback_id": fb["id"], "status": "withdrawn"}))
+    assert listed["total"] == 2
+
+
 # ------------------------------------------------------------------ P-5.3.2
+
+
+async def test_p_5_3_2_the_unit_sees_the_complaint_with_the_same_attachments(system, actors):
+    flow = Flow(actors)
+    fb = await flow.register()
+    photo = b"\x89PNG\r\n\x1a\n" + os.urandom(2_000)
+    files = {"file": ("crack at boss.png", photo, "image/png")}
+    ok(await actors.sales.post(f"/feedback/{fb['id']}/attachments", files=files), 201)
+    sample = {"quantity": 12, "received_on": "2026-11-20", "location": "QA lab shelf B3"}
+    ok(await actors.sales.post(f"/feedback/{fb['id']}/samples", json=sample), 201)
+    await flow.escalate(fb["id"])
+    assigned = await flow.assign(fb["id"], ["production"])
+    action_id = assigned["responsible_units"][0]["action_id"]
+
+    action = await flow.action(action_id, "production")
+    complaint = action["complaint"]
+    assert complaint["product"] == fb["product"] | {"delivery_note": None}
+    assert complaint["product"]["lot"] == "L2026-11-03"
+    assert complaint["defect_code"] == "D03" and complaint["defect_name"]
+    assert complaint["preliminary_cause"] == "Porosity at the boss from a worn die"
+    assert complaint["customer_name"] == fb["customer"]["name"]
+    assert complaint["quantity_affected"] == 40
+    assert complaint["description"] == fb["description"]
+    [attachment] = complaint["attachments"]
+    assert attachment == attachment | {
+        "filename": "crack at boss.png", "content_type": "image/png", "size": len(photo),
+        "sha256": hashlib.sha256(photo).hexdigest()}
+    assert [s["location"] for s in complaint["samples"]] == ["QA lab shelf B3"]
+
+    # Evidence Sales adds later reaches the unit's open request too.
+    report = b"%PDF-1.4\n" + os.urandom(500) + b"\n%%EOF\n"
+    ok(await actors.sales.post(f"/feedback/{fb['id']}/attachments",
+                               files={"file": ("lab report.pdf", report, "application/pdf")}),
+       201)
+
+    async def both() -> list[str] | None:
+        names = [a["filename"] for a in
+                 (await flow.action(action_id, "production"))["complaint"]["attachments"]]
+        return names if len(names) == 2 else None
+    assert await eventually(both, what="the later attachment") == [
+        "crack at boss.png", "lab report.pdf"]
 
 
 async def test_p_5_3_2_disposition_recorded_and_rejected_proposal_comes_back_with_reason(
@@ -299,8 +382,8 @@ async def test_p_5_3_4_capa_closes_only_after_an_effective_verification(system, 
     refused(await quality.post(f"/capas/{cid}/close"), 409)
 
     # Ineffective: the plan reopens, the check stays on record.
-    check = {"criteria": "No D03 from this customer for 90 days", "window_from": "2027-02-01",
-             "window_to": "2027-04-30"}
+    check = {"criteria": "No D03 from this customer for 90 days", "window_from": "2026-05-01",
+             "window_to": "2026-07-31"}
     reopened = ok(await quality.post(f"/capas/{cid}/effectiveness", json=check | {
         "evaluation": "Recurred in March", "effective": False}))
     assert reopened["status"] == "planned"
@@ -313,7 +396,7 @@ async def test_p_5_3_4_capa_closes_only_after_an_effective_verification(system, 
          "due_date": "2027-05-31"}]}))
     ok(await quality.post(f"/capas/{cid}/implemented", json={"note": "Sensors installed"}))
     ok(await quality.post(f"/capas/{cid}/effectiveness", json=check | {
-        "window_from": "2027-06-01", "window_to": "2027-08-31",
+        "window_from": "2026-08-01", "window_to": "2026-10-31",
         "evaluation": "No recurrence in the window", "effective": True}))
     closed = ok(await quality.post(f"/capas/{cid}/close"))
     assert closed["status"] == "closed" and closed["closed_at"]
@@ -326,6 +409,8 @@ async def test_p_5_3_4_capa_closes_only_after_an_effective_verification(system, 
     history = [h["action"] for h in ok(await quality.get(f"/capas/{cid}/history"))]
     assert history[0] == "opened" and history[-1] == "closed"
     assert history.count("effectiveness_verified") == 2
+    too_late = refused(await quality.post(f"/capas/{cid}/withdraw", json={"reason": "x"}), 409)
+    assert "closed" in too_late["message"]
 
 
 # ------------------------------------------------------------------ P-3.2
@@ -353,8 +438,8 @@ async def test_p_3_2_only_quality_opens_capas_and_verifies_their_effectiveness(
     implemented = ok(await production.post(f"/capas/{cid}/implemented", json={"note": "done"}))
     assert [c["id"] for c in ok(await production.get("/capas"))["items"]].count(cid) == 1
 
-    check = {"criteria": "No recurrence in 90 days", "window_from": "2027-02-01",
-             "window_to": "2027-04-30", "evaluation": "None", "effective": True}
+    check = {"criteria": "No recurrence in 90 days", "window_from": "2026-08-01",
+             "window_to": "2026-10-31", "evaluation": "None", "effective": True}
     for client in (production, capa_as("manager")):
         refused(await client.post(f"/capas/{cid}/effectiveness", json=check), 403)
     refused(await production.post(f"/capas/{cid}/close"), 403)
@@ -441,3 +526,128 @@ async def test_p_5_3_4_ops_see_open_capas_and_overdue_actions_in_metrics(system)
         text = (await anonymous.get("/metrics")).text
     assert 'qms_capa_overdue_actions{record="action_request"}' in text
     assert 'qms_capa_open{status="open"}' in text
+
+
+# ------------------------------------------------------------------ withdrawal, window, owner
+
+
+async def test_p_5_3_4_quality_withdraws_a_capa_with_a_reason_and_it_accepts_no_more(
+        system, actors, unit, capa_as, tap):
+    quality, production = actors.capa_quality, unit("production")
+    capa = ok(await quality.post("/capas", json={"title": "Opened by mistake",
+                                                 "owner_unit": "production"}), 201)
+    cid = capa["id"]
+
+    # Wrong role: 403; bad input: 422 naming the field; neither writes anything.
+    for client in (production, capa_as("manager"), capa_as("auditor")):
+        refused(await client.post(f"/capas/{cid}/withdraw", json={"reason": "not mine"}), 403)
+    for body, loc in (({}, "body.reason"), ({"reason": ""}, "body.reason"),
+                      ({"reason": "x", "surprise": 1}, "body.surprise")):
+        error = refused(await quality.post(f"/capas/{cid}/withdraw", json=body), 422)
+        assert loc in [d["loc"] for d in error["details"]]
+    refused(await quality.post("/capas/no-such-capa/withdraw", json={"reason": "x"}), 404)
+    assert ok(await quality.get(f"/capas/{cid}"))["version"] == capa["version"]
+
+    withdrawn = ok(await quality.post(f"/capas/{cid}/withdraw",
+                                      json={"reason": "Duplicate of the mould CAPA"}))
+    assert withdrawn["status"] == "withdrawn"
+    assert withdrawn["withdrawal"]["reason"] == "Duplicate of the mould CAPA"
+    assert withdrawn["withdrawal"]["by"] == "li.wei"
+    [event] = await tap.wait("capa.withdrawn", capa_id=cid)
+    assert event.payload["reason"] == "Duplicate of the mould CAPA"
+
+    # A withdrawn CAPA accepts no further changes, and says why.
+    for resp in (
+            await production.put(f"/capas/{cid}/root-cause",
+                                 json={"statement": "s", "category": "man"}),
+            await quality.put(f"/capas/{cid}/owner", json={"unit": "logistics"}),
+            await quality.post(f"/capas/{cid}/close"),
+            await quality.post(f"/capas/{cid}/withdraw", json={"reason": "again"})):
+        assert "Duplicate of the mould CAPA" in refused(resp, 409)["message"]
+    history = ok(await quality.get(f"/capas/{cid}/history"))
+    assert (history[-1]["action"], history[-1]["actor"]["sub"]) == ("withdrawn", "li.wei")
+    assert ok(await quality.get("/capas", params={"status": "withdrawn"}))["total"] >= 1
+
+
+async def test_p_5_3_4_a_recurrence_after_a_withdrawn_capa_opens_a_new_one(system, actors):
+    quality = actors.capa_quality
+    first = [str(uuid.uuid4()) for _ in range(3)]
+    kind = recurrence(first)
+    await system.publish(kind, correlation_id=first[-1], actor=QUALITY, producer="quality")
+    [capa] = await eventually(lambda: capas_of(quality, first[-1]), what="the first CAPA")
+    ok(await quality.post(f"/capas/{capa['id']}/withdraw", json={"reason": "Wrong kind"}))
+    again = [str(uuid.uuid4())]
+    await system.publish(kind.model_copy(update={"feedback_ids": again}),
+                         correlation_id=again[0], actor=QUALITY, producer="quality")
+    [new] = await eventually(lambda: capas_of(quality, again[0]), what="a new CAPA")
+    assert new["id"] != capa["id"] and new["status"] == "open"
+
+
+async def test_p_5_3_4_effectiveness_cannot_be_judged_before_its_window_ends(system, actors):
+    quality = actors.capa_quality
+    capa = await recurrence_capa(system, quality)
+    cid = capa["id"]
+    ok(await quality.put(f"/capas/{cid}/root-cause", json={"statement": "s", "category": "man"}))
+    ok(await quality.put(f"/capas/{cid}/plan", json={"actions": [
+        {"description": "d", "owner": "o", "due_date": "2026-10-31"}]}))
+    implemented = ok(await quality.post(f"/capas/{cid}/implemented", json={"note": "done"}))
+    today = datetime.now(UTC).date()
+    window_end = today + timedelta(days=30)
+    check = {"criteria": "No recurrence for 90 days", "evaluation": "None so far",
+             "window_from": (today - timedelta(days=60)).isoformat(),
+             "window_to": window_end.isoformat()}
+    for effective in (True, False):
+        error = refused(await quality.post(f"/capas/{cid}/effectiveness",
+                                           json=check | {"effective": effective}), 409)
+        assert f"ends on {window_end.isoformat()}" in error["message"]
+        assert (window_end + timedelta(days=1)).isoformat() in error["message"]
+    after = ok(await quality.get(f"/capas/{cid}"))
+    assert after["version"] == implemented["version"] and after["verifications"] == []
+
+    ended = ok(await quality.post(f"/capas/{cid}/effectiveness", json=check | {
+        "window_to": (today - timedelta(days=1)).isoformat(), "effective": True}))
+    assert ended["status"] == "effective"
+
+
+async def test_p_5_3_4_quality_assigns_the_owner_unit_of_a_recurrence_capa(
+        system, actors, unit, capa_as, tap):
+    quality, production, logistics = actors.capa_quality, unit("production"), unit("logistics")
+    capa = await recurrence_capa(system, quality)
+    cid = capa["id"]
+    assert capa["owner_unit"] is None
+    # No owner yet: the unit neither sees nor changes it.
+    assert (await production.get(f"/capas/{cid}")).status_code == 404
+    refused(await production.put(f"/capas/{cid}/root-cause",
+                                 json={"statement": "s", "category": "man"}), 403)
+
+    # Only Quality assigns; bad input is refused; neither writes anything.
+    for client in (production, capa_as("manager"), capa_as("auditor")):
+        refused(await client.put(f"/capas/{cid}/owner", json={"unit": "production"}), 403)
+    for body, loc in (({}, "body.unit"), ({"unit": "Production Dept"}, "body.unit"),
+                      ({"unit": "production", "extra": 1}, "body.extra")):
+        error = refused(await quality.put(f"/capas/{cid}/owner", json=body), 422)
+        assert loc in [d["loc"] for d in error["details"]]
+    assert ok(await quality.get(f"/capas/{cid}"))["version"] == capa["version"]
+
+    owned = ok(await quality.put(f"/capas/{cid}/owner", json={"unit": "production"}))
+    assert owned["owner_unit"] == "production"
+    [event] = await tap.wait("capa.owner_assigned", capa_id=cid)
+    assert event.payload["owner_unit"] == "production"
+    assert event.payload["previous_owner_unit"] is None
+
+    # Now the owner unit sees it and works on it.
+    assert cid in [c["id"] for c in ok(await production.get("/capas"))["items"]]
+    ok(await production.put(f"/capas/{cid}/root-cause",
+                            json={"statement": "Die wear not tracked", "category": "method"}))
+
+    # Quality hands it to another unit: recorded, and the first unit is out.
+    ok(await quality.put(f"/capas/{cid}/owner", json={"unit": "logistics"}))
+    assert (await production.get(f"/capas/{cid}")).status_code == 404
+    ok(await logistics.put(f"/capas/{cid}/plan", json={"actions": [
+        {"description": "Die life counter", "owner": "He Ping", "due_date": "2026-12-20"}]}))
+    history = ok(await quality.get(f"/capas/{cid}/history"))
+    owners = [(h["actor"]["sub"], h["changes"]) for h in history
+              if h["action"] == "owner_assigned"]
+    assert owners == [
+        ("li.wei", {"owner_unit": "production", "previous_owner_unit": None}),
+        ("li.wei", {"owner_unit": "logistics", "previous_owner_unit": "production"})]

@@ -67,3 +67,46 @@ async def test_p_5_1_fax_forwarded_by_a_gateway_is_registered_as_a_fax(system, a
                body="Please see the faxed complaint about late delivery.")
     fb = await eventually(lambda: find(actors, tag), what="the fax in the register")
     assert fb["channel"] == "fax"
+
+
+async def test_p_5_1_the_same_mail_delivered_twice_is_registered_once(system, actors):
+    tag = uuid.uuid4().hex[:10]
+    msg = EmailMessage()
+    msg["From"], msg["To"] = f"buyer@{tag}.example", "complaints@plant.example"
+    msg["Subject"], msg["Message-ID"] = f"Short delivery {tag}", f"<{tag}@{tag}.example>"
+    msg.set_content("Order SO-88123: 40 pieces missing.")
+    port = int(system.env["QMS_NOTIFY_INBOUND_PORT"])
+    # The sending server lost our 250 and sends the same message again.
+    for _ in range(2):
+        await aiosmtplib.send(msg, hostname="127.0.0.1", port=port, timeout=20)
+
+    await eventually(lambda: find(actors, tag), what="the mailed complaint in the register")
+    async with system.client("notify", "sales") as notify_sales:
+        [kept] = ok(await notify_sales.get("/mail", params={"from_address":
+                                                            f"buyer@{tag}.example"}))["items"]
+        mail = ok(await notify_sales.get(f"/mail/{kept['id']}"))
+    # Both deliveries were answered 250 only after notify decided: the second added nothing.
+    assert [h["action"] for h in mail["history"]] == ["received", "received_again"]
+    assert ok(await actors.sales.get("/feedback", params={"q": tag}))["total"] == 1
+
+
+async def test_p_5_1_an_out_of_office_opens_no_feedback_and_is_kept_for_sales(system, actors):
+    tag = uuid.uuid4().hex[:10]
+    sender = f"buyer@{tag}.example"
+    away = EmailMessage()
+    away["From"], away["To"] = sender, "complaints@plant.example"
+    away["Subject"], away["Auto-Submitted"] = f"Out of office {tag}", "auto-replied"
+    away.set_content("I am away until Monday.")
+    await aiosmtplib.send(away, hostname="127.0.0.1",
+                          port=int(system.env["QMS_NOTIFY_INBOUND_PORT"]), timeout=20)
+    # The same person then writes for real: once that is registered, the first was not.
+    await send(system, sender=sender, subject=f"Wrong labels {tag}", body="Lot L7 mislabelled.")
+    await eventually(lambda: find(actors, f"Wrong labels {tag}"), what="the real complaint")
+
+    assert ok(await actors.sales.get("/feedback", params={"q": "Out of office " + tag}))[
+        "total"] == 0
+    async with system.client("notify", "sales") as notify_sales:
+        held = ok(await notify_sales.get("/mail", params={"held": "true",
+                                                          "from_address": sender}))
+    [kept] = held["items"]
+    assert kept["subject"] == f"Out of office {tag}" and kept["auto_reply"] is True

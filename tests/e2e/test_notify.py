@@ -7,6 +7,7 @@ Upstream events are published straight to the exchange, as the other services wo
 
 import hashlib
 import json
+import socket
 import threading
 import uuid
 from datetime import datetime, timedelta
@@ -18,6 +19,7 @@ from typing import Any
 
 import aio_pika
 import aiosmtplib
+import httpx
 import pytest
 from aiosmtpd.controller import Controller
 from prometheus_client.parser import text_string_to_metric_families
@@ -29,6 +31,7 @@ from shared.contracts import (
     CustomerReplied,
     FeedbackRegistered,
     MajorAlert,
+    RepliedDirectly,
     ResolutionReady,
     SlaAtRisk,
     SlaBreached,
@@ -38,7 +41,7 @@ from shared.events import Actor, make_event, utcnow
 from shared.settings import InfraSettings
 from shared.vocabulary import Customer, Head, Product
 from tests.conftest import test_namespace
-from tests.e2e.harness import ROOT, System, free_port
+from tests.e2e.harness import LOGS, ROOT, System, free_port
 from tests.support import eventually, ok
 
 MAILBOX = "complaints@plant.example"
@@ -359,6 +362,53 @@ async def test_p_5_1_malformed_mail_is_kept_raw_and_flagged_for_sales(ntf):
     assert await ntf.metric("qms_notify_inbound_mails_total", malformed="true") >= 1
 
 
+async def test_p_5_1_the_same_mail_delivered_twice_is_kept_and_announced_once(ntf):
+    u = uid()
+    sender = f"twice-{u}@elsewhere.example"
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = sender, MAILBOX, f"Late delivery {u}"
+    msg["Message-ID"] = f"<{u}.retry@elsewhere.example>"
+    msg.set_content("Order SO-88123 is two days late.")
+    # The sending server never saw our 250 and sends the same message again.
+    _, first = await ntf.send_mail(msg)
+    _, again = await ntf.send_mail(msg)
+    assert first == again  # "queued as <the same mail id>"
+
+    p = (await ntf.published(sender))["payload"]  # one mail.received: one feedback in intake
+    assert p["mail_id"] in first
+    async with ntf.client("sales") as sales:
+        listed = ok(await sales.get("/mail", params={"from_address": sender}))
+        assert [m["id"] for m in listed["items"]] == [p["mail_id"]]
+        mail = ok(await sales.get(f"/mail/{p['mail_id']}"))
+    assert [h["action"] for h in mail["history"]] == ["received", "received_again"]
+    assert len(ntf.tap.mail_from(sender)) == 1
+
+
+async def test_p_5_1_an_out_of_office_answer_is_kept_for_sales_not_registered(ntf):
+    u = uid()
+    sender = f"away-{u}@elsewhere.example"
+    away = EmailMessage()
+    away["From"], away["To"], away["Subject"] = sender, MAILBOX, "Automatic reply: out of office"
+    away["Auto-Submitted"] = "auto-replied"
+    away.set_content("I am out of the office until Monday.")
+    await ntf.send_mail(away)
+    real = EmailMessage()  # then the same person writes, sent after the automatic answer
+    real["From"], real["To"], real["Subject"] = sender, MAILBOX, f"Wrong labels {u}"
+    real.set_content("The labels on lot L7 are wrong.")
+    await ntf.send_mail(real)
+
+    p = (await ntf.published(sender))["payload"]  # only the person's mail reaches intake
+    assert p["subject"] == f"Wrong labels {u}"
+    async with ntf.client("sales") as sales:
+        held = ok(await sales.get("/mail", params={"held": "true", "from_address": sender}))
+        [kept] = held["items"]
+        assert kept["auto_reply"] is True and kept["subject"] == "Automatic reply: out of office"
+        mail = ok(await sales.get(f"/mail/{kept['id']}"))
+        assert "not registered as feedback" in mail["history"][0]["note"]
+        assert "out of the office" in mail["body"]
+    assert len(ntf.tap.mail_from(sender)) == 1
+
+
 async def test_p_5_1_only_the_complaints_mailbox_and_bounded_sizes_are_accepted(ntf):
     msg = EmailMessage()
     msg["From"] = "someone@elsewhere.example"
@@ -511,6 +561,73 @@ async def test_p_f_4_the_reply_reaches_the_customer_in_their_language_whatever_t
     assert mail["Subject"] == f"Re: your feedback {number}"
     assert "The mould was replaced on 20 Nov." in mail.get_content()
     assert mail["Reply-To"] == MAILBOX  # the customer's answer comes back to the register
+
+
+async def test_p_f_2_a_direct_reply_by_sales_reaches_the_customer_once(ntf):
+    u = uid()
+    fid, number = str(uuid.uuid4()), register_no()
+    address = f"planner.{u}@customer.example"
+    await ntf.system.publish(FeedbackRegistered(
+        feedback_id=fid, register_no=number, customer=customer(u, language="en", email=address),
+        channel="phone", received_at=utcnow(), category="delivery", severity="normal",
+        description="40 pieces missing from the delivery", is_complaint=True),
+        correlation_id=fid)
+    reply = make_event(RepliedDirectly(
+        feedback_id=fid, register_no=number, category="delivery",
+        reply="The missing 40 pieces leave our warehouse on Monday."),
+        producer="intake", correlation_id=fid, actor=Actor(sub="wang.fang", roles=("sales",)))
+    handled_before = await ntf.handled("feedback.replied_directly")
+    await ntf.system.publish_envelope(reply)
+    await ntf.system.publish_envelope(reply)  # the broker delivers it again
+
+    async def both_handled():
+        return await ntf.handled("feedback.replied_directly") >= handled_before + 2
+    await eventually(both_handled, what="notify handling both copies")
+    [mail] = (await ntf.mails(reply.id, address))[address]
+    assert mail["Subject"] == f"Re: your feedback {number}"  # English: the customer's language
+    assert "The missing 40 pieces leave our warehouse on Monday." in mail.get_content()
+    assert "about the delivery" in mail.get_content()
+    assert mail["Reply-To"] == MAILBOX  # their answer comes back to the register
+
+    async def sent():
+        records = await ntf.notifications(event_id=reply.id)
+        return records if records and records[0]["status"] == "sent" else None
+    [record] = await eventually(sent, what="the reply recorded as sent")
+    assert record["purpose"] == "direct_reply" and record["recipient"] == address
+    assert record["attempts"] == 1 and record["feedback_id"] == fid
+    assert len(ntf.sink.for_event(reply.id)[address]) == 1
+
+
+async def test_p_f_4_a_customer_without_an_e_mail_address_is_recorded_as_not_told(ntf):
+    u = uid()
+    fid, number = str(uuid.uuid4()), register_no()
+    await ntf.system.publish(FeedbackRegistered(
+        feedback_id=fid, register_no=number, customer=customer(u),  # phoned in, no e-mail
+        channel="phone", received_at=utcnow(), category="product_quality", severity="normal",
+        description="Cracked housings", is_complaint=True), correlation_id=fid)
+    reply = make_event(CustomerReplied(
+        feedback_id=fid, register_no=number, reply="更换了模具。", replied_at=utcnow()),
+        producer="intake", correlation_id=fid, actor=Actor(sub="wang.fang", roles=("sales",)))
+    handled_before = await ntf.handled("feedback.customer_replied")
+    await ntf.system.publish_envelope(reply)
+    await ntf.system.publish_envelope(reply)
+
+    async def both_handled():
+        return await ntf.handled("feedback.customer_replied") >= handled_before + 2
+    await eventually(both_handled, what="notify handling both copies")
+    # The manager asks "was the customer told?": no, and why, once.
+    async with ntf.client("manager") as manager:
+        page = ok(await manager.get("/notifications", params={"feedback_id": fid}))
+        [record] = page["items"]
+        assert record["status"] == "no_recipient" and record["purpose"] == "customer_reply"
+        assert record["event_id"] == reply.id and record["recipient"] == f"customer:C-{u}"
+        assert "no e-mail address" in record["reason"] and record["attempts"] == 0
+        full = ok(await manager.get(f"/notifications/{record['id']}"))
+    assert "更换了模具。" in full["body"]  # what to tell them by phone or letter
+    assert ntf.sink.for_event(reply.id) == {}
+    async with ntf.client("ops") as ops:
+        refused = await ops.post(f"/notifications/{record['id']}/retry")
+        assert refused.status_code == 409 and "nobody" in refused.json()["error"]["message"]
 
 
 async def test_p_5_3_5_smtp_down_the_alert_is_retried_and_delivered_once_it_is_back(ntf):
@@ -668,3 +785,49 @@ async def test_p_3_only_ops_manage_plant_systems_and_the_directory(ntf):
         assert bad.status_code == 422
 
 
+
+
+# ---------------------------------------------------------------- readiness
+
+
+async def test_p_5_1_not_ready_while_the_inbound_smtp_port_is_taken():
+    port = free_port()
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", port))
+    squatter.listen()
+    namespace = test_namespace(f"ntfport{uid()}")
+    system = System(namespace, services=("notify",), env={
+        "QMS_NOTIFY_INBOUND_PORT": str(port), "QMS_NOTIFY_INBOUND_BIND_RETRY_S": "0.3"})
+    system._spawn("notify")  # started by hand: System.start waits for a ready service
+    try:
+        async def readyz():
+            try:
+                async with system.client("notify", None) as anon:
+                    return (await anon.get("/readyz")).json()
+            except httpx.HTTPError:
+                return None  # not serving HTTP yet
+
+        async def refused():
+            body = await readyz()
+            return body if body and "taken" in body["checks"].get("inbound_smtp", "") else None
+        body = await eventually(refused, timeout=60, what="/readyz naming the taken port")
+        assert body["status"] == "not ready" and body["checks"]["database"] == "ok"
+        assert f"not listening on 127.0.0.1:{port}: port {port} is taken" in \
+            body["checks"]["inbound_smtp"]
+        async with system.client("notify", None) as anon:
+            assert (await anon.get("/readyz")).status_code == 503
+        log = (LOGS / f"{namespace}-notify.log").read_text()
+        assert f"not listening on 127.0.0.1:{port}" in log and "taken" in log
+
+        squatter.close()  # the other program lets go of the port
+
+        async def ready():
+            async with system.client("notify", None) as anon:
+                return (await anon.get("/readyz")).status_code == 200
+        await eventually(ready, timeout=30, what="/readyz 200 once the port is free")
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port) as smtp:
+            code, _ = await smtp.noop()
+            assert code == 250  # the complaints mailbox answers
+    finally:
+        squatter.close()
+        await system.stop()

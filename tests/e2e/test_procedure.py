@@ -192,8 +192,8 @@ async def test_p_5_3_4_third_complaint_of_the_same_kind_opens_a_capa_that_needs_
     refused = await q.post(f"/capas/{cid}/close")
     assert refused.status_code == 409 and "effective" in refused.json()["error"]["message"]
     ok(await q.post(f"/capas/{cid}/effectiveness", json={
-        "criteria": "No D02 from this customer for 90 days", "window_from": "2027-01-01",
-        "window_to": "2027-03-31", "evaluation": "None recurred", "effective": True}))
+        "criteria": "No D02 from this customer for 90 days", "window_from": "2026-08-01",
+        "window_to": "2026-10-31", "evaluation": "None recurred", "effective": True}))
     closed = ok(await q.post(f"/capas/{cid}/close"))
     assert closed["status"] == "closed"
 
@@ -326,3 +326,95 @@ async def test_p_f_5_a_paper_form_entered_late_starts_the_clock_when_it_was_open
         "form_opened_at": (datetime.now(UTC) - timedelta(days=30)).isoformat()})
     assert refused.status_code == 422
     assert refused.json()["error"]["details"][0]["loc"] == "body.form_opened_at"
+
+
+async def test_p_f_3_complaint_not_the_plants_fault_is_concluded_without_action_then_closed(
+        flow, actors):
+    """Quality finds customer misuse: no unit is asked to act, Sales still gets the record."""
+    fb = await flow.register()
+    await flow.escalate(fb["id"])
+    case = await flow.case(fb["id"])
+    url = f"/cases/{fb['id']}/conclusion"
+    conclusion = {"outcome": "customer_misuse", "defect_code": "D03",
+                  "finding": "Housings torqued to 45 Nm at the customer; the drawing allows 25"}
+    for loc, bad in (("body.outcome", conclusion | {"outcome": "bad_luck"}),
+                     ("body.finding", conclusion | {"finding": ""}),
+                     ("body.defect_code", conclusion | {"defect_code": "D77"})):
+        err = (await actors.quality.post(url, json=bad)).json()["error"]
+        assert loc in [d["loc"] for d in err["details"]], err
+    assert ok(await actors.quality.get(f"/cases/{fb['id']}"))["version"] == case["version"]
+    async with actors.as_role("quality", "sales") as sales_on_quality:
+        assert (await sales_on_quality.post(url, json=conclusion)).status_code == 403  # P-3.2
+
+    concluded = ok(await actors.quality.post(url, json=conclusion))
+    assert concluded["status"] == "resolved" and concluded["responsible_units"] == []
+    assert concluded["clock"]["running"] is False and concluded["clock"]["met_deadline"] is True
+    assert concluded["quality_record"]["outcome"] == "customer_misuse"
+    assert concluded["kinds"] == []  # not the plant's fault: no recurrence count (P-5.3.4)
+
+    ready = await flow.feedback(fb["id"], status="quality_record_ready")
+    record = ready["quality_record"]
+    assert record["outcome"] == "customer_misuse" and record["outcomes"] == []
+    assert record["cause"].startswith("Housings torqued") and record["defect_code"] == "D03"
+    ok(await actors.sales.post(f"/feedback/{fb['id']}/reply", json={
+        "reply": "The cracks come from over-torque at assembly; please use 25 Nm."}))
+    closed = ok(await actors.sales.post(f"/feedback/{fb['id']}/satisfaction",
+                                        json={"satisfied": True}))
+    assert closed["status"] == "closed"
+    await flow.case(fb["id"], status="closed", what="Quality's case to close")
+    actions = ok(await actors.capa_quality.get("/actions", params={"feedback_id": fb["id"]}))
+    assert actions["total"] == 0  # no responsible unit was asked for anything
+
+
+async def test_p_f_4_sales_returns_an_inadequate_record_and_quality_answers_again(flow, actors):
+    """P-F.4 "Sales reviews it": a record Sales cannot answer the customer with goes back to
+    Quality, which is not the customer being unsatisfied."""
+    fb = await flow.handle_quality_complaint()
+    url = f"/feedback/{fb['id']}/return-to-quality"
+    err = (await actors.sales.post(url, json={"reason": "  "})).json()["error"]
+    assert err["details"][0]["loc"] == "body.reason"
+    async with actors.as_role("intake", "quality") as quality:
+        assert (await quality.post(url, json={"reason": "x"})).status_code == 403
+    assert ok(await actors.sales.get(f"/feedback/{fb['id']}"))["version"] == fb["version"]
+
+    returned = ok(await actors.sales.post(url, json={
+        "reason": "No containment for the stock in transit; the customer will ask"}))
+    assert returned["status"] == "with_quality" and returned["returned_to_quality"] == 1
+    assert returned["reopen_count"] == 0 and returned["satisfaction"] is None
+    again = await actors.sales.post(url, json={"reason": "again"})
+    assert again.status_code == 409 and "quality_record_ready" in again.json()["error"]["message"]
+
+    case = await flow.case(fb["id"], round=2, status="open", what="the returned round")
+    assert case["rounds"][1]["returned_reason"].startswith("No containment")
+    assert case["rounds"][1]["reopen_comment"] is None
+    assert case["clock"]["running"] and case["rounds"][0]["record"]["met_deadline"] is True
+    assigned = await flow.assign(fb["id"], ["production"])
+    await flow.propose(assigned["responsible_units"][0]["action_id"], "production")
+    await flow.verify(fb["id"], "production")
+    ready = await flow.feedback(fb["id"], status="quality_record_ready")
+    assert ready["quality_record"]["round"] == 2
+    ok(await actors.sales.post(f"/feedback/{fb['id']}/reply", json={"reply": "Fixed; stock "
+                                                                    "in transit sorted too."}))
+    closed = ok(await actors.sales.post(f"/feedback/{fb['id']}/satisfaction",
+                                        json={"satisfied": True}))
+    assert closed["status"] == "closed" and closed["reopen_count"] == 0
+    history = ok(await actors.sales.get(f"/feedback/{fb['id']}/history"))
+    [entry] = [h for h in history if h["action"] == "returned_to_quality"]
+    assert entry["actor"]["sub"] == "wang.fang" and entry["note"].startswith("No containment")
+
+
+async def test_p_5_3_5_a_case_quality_flags_major_later_is_major_in_the_register(flow, actors):
+    cust = new_customer()
+    fb = await flow.register(customer=cust)
+    await flow.escalate(fb["id"])
+    await flow.case(fb["id"])
+    ok(await actors.quality.post(f"/cases/{fb['id']}/major",
+                                 json={"reason": "The customer's line 3 stopped"}))
+    major = await flow.feedback(fb["id"], severity="major")
+    assert major["status"] == "with_quality"
+    listed = ok(await actors.sales.get("/feedback", params={"severity": "major",
+                                                           "customer_id": cust["id"]}))
+    assert [i["id"] for i in listed["items"]] == [fb["id"]]
+    history = ok(await actors.sales.get(f"/feedback/{fb['id']}/history"))
+    [entry] = [h for h in history if h["action"] == "major_alert"]
+    assert entry["actor"]["sub"] == "li.wei" and entry["changes"]["was"] == "normal"

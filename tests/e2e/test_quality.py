@@ -25,6 +25,7 @@ from shared.contracts import (
     FeedbackClosed,
     FeedbackWithdrawn,
 )
+from shared.events import Actor, make_event
 from shared.vocabulary import AttachmentMeta, Customer, Money, Product, ReturnedSample
 from tests.e2e.harness import EventTap, System
 from tests.support import eventually, ok, refused
@@ -663,3 +664,84 @@ async def test_p_5_3_4_a_case_unimproved_for_too_long_asks_for_a_capa(fast_clock
         assert event.payload["kind"] == f"customer:{f.customer.id}|defect:D01"
         history = ok(await q.get(f"/cases/{f.feedback_id}/history"))
         assert "unimproved" in [h["action"] for h in history]
+
+
+# ------------------------------------------------------------------ additions: audit findings
+
+
+async def test_p_f_3_conclusion_without_action_is_refused_while_units_have_open_requests(
+        system, actors):
+    q = actors.quality
+    f, _ = await escalate(system, q)
+    fid = f.feedback_id
+    case = await assign(q, fid, "production", "purchasing")
+    err = refused(await q.post(f"/cases/{fid}/conclusion", json={
+        "outcome": "no_fault_found", "finding": "Could not reproduce the crack"}), 409)
+    assert "production, purchasing" in err["message"] and "open" in err["message"]
+    after = ok(await q.get(f"/cases/{fid}"))
+    assert after["status"] == "awaiting_units" and after["version"] == case["version"]
+    # an open case, with no unit asked yet, may be concluded; once only
+    g, _ = await escalate(system, q)
+    done = ok(await q.post(f"/cases/{g.feedback_id}/conclusion", json={
+        "outcome": "not_justified", "finding": "Within the agreed tolerance of 0.2 mm"}))
+    assert done["quality_record"]["outcome"] == "not_justified"
+    assert done["quality_record"]["defect_code"] == ""
+    refused(await q.post(f"/cases/{g.feedback_id}/conclusion", json={
+        "outcome": "not_justified", "finding": "again"}), 409)
+
+
+async def test_p_f_5_a_reopened_rounds_clock_starts_when_the_customer_reopened(system, actors):
+    """A backlog in Quality's queue must not hide time: the clock starts at the event."""
+    q = actors.quality
+    f, _ = await escalate(system, q)
+    fid = f.feedback_id
+    await resolve(system, q, fid, "production")
+    reopened_at = datetime.now(UTC).replace(microsecond=123000) - timedelta(hours=5)
+    event = make_event(ComplaintReopened(feedback_id=fid, register_no=f.register_no,
+                                         comment="Cracks again", reopen_count=1,
+                                         had_form=True),
+                       producer="intake", correlation_id=fid,
+                       actor=Actor(sub="wang.fang", roles=("sales",)))
+    await system.publish_envelope(event.model_copy(update={"occurred_at": reopened_at}))
+    case = await case_of(q, fid, round=2)
+    assert datetime.fromisoformat(case["clock"]["received_at"]) == reopened_at
+    assert datetime.fromisoformat(case["clock"]["due_at"]) == reopened_at + timedelta(days=3)
+
+
+async def test_p_5_3_4_a_withdrawn_complaint_stops_counting_towards_recurrence(system, actors):
+    q = actors.quality
+    customer = f"C-{uuid.uuid4().hex[:8]}"
+    ck = f"customer:{customer}|defect:D02"
+    async with EventTap(system, "complaint.recurrence_detected") as tap:
+        forms = []
+        for _ in range(2):
+            f, _ = await escalate(system, q, customer_id=customer, product_code=None)
+            await assign(q, f.feedback_id, "production", defect_code="D02")
+            forms.append(f)
+
+        async def count_is(n: int, ids: list[str]) -> Any:
+            async def reached() -> dict[str, Any] | None:
+                kind = (await _kinds(q, customer_id=customer)).get(ck)
+                return kind if kind and kind["count"] == n and \
+                    sorted(kind["feedback_ids"]) == sorted(ids) else None
+            return await eventually(reached, what=f"{ck} to count {n}")
+
+        await count_is(2, [f.feedback_id for f in forms])
+        first = forms[0]
+        await system.publish(FeedbackWithdrawn(feedback_id=first.feedback_id,
+                                               register_no=first.register_no,
+                                               reason="Registered in error: another customer"),
+                             correlation_id=first.feedback_id)
+        kind = await count_is(1, [forms[1].feedback_id])
+        assert kind["total_complaints"] == 1
+        third, _ = await escalate(system, q, customer_id=customer, product_code=None)
+        await assign(q, third.feedback_id, "production", defect_code="D02")
+        await count_is(2, [forms[1].feedback_id, third.feedback_id])
+        await tap.drain()
+        assert not [e for e in tap.seen if e.payload["kind"] == ck]  # no CAPA asked for
+        fourth, _ = await escalate(system, q, customer_id=customer, product_code=None)
+        await assign(q, fourth.feedback_id, "production", defect_code="D02")
+        detected = await tap.wait_for("complaint.recurrence_detected",
+                                      where=lambda p: p["kind"] == ck)
+        assert first.feedback_id not in detected.payload["feedback_ids"]
+        assert len(detected.payload["feedback_ids"]) == 3

@@ -102,8 +102,9 @@ async def test_p_f_6_known_month_statistics_table_xlsx_and_csv(reporting, march)
     summary = {r[0]: r[1] for r in wb["Summary"].iter_rows(min_row=2, values_only=True)}
     assert summary["Period from"] == MONTH
     assert (summary["Feedbacks"], summary["Complaints"], summary["Suggestions"]) == (6, 5, 1)
-    assert (summary["Quality records"], summary["Met 3-day rule"]) == (3, 2)
-    assert summary["Share met 3-day rule"] == pytest.approx(0.6667)
+    assert (summary["Quality records"], summary["Forms due (3-day deadline in period)"],
+            summary["Met 3-day rule"]) == (3, 4, 2)
+    assert summary["Share met 3-day rule"] == pytest.approx(0.5)
     assert summary["Form to quality record: mean hours"] == 48.0
     assert summary["Form to quality record: p90 hours"] == 96.0
     assert summary["Registration to reply: mean hours"] == 51.5
@@ -250,7 +251,8 @@ async def test_p_5_4_1_register_filters_sorts_and_pages(reporting, march):
     assert await numbers(category="delivery") == ["CF-2031-F3"]
     assert await numbers(channel="phone") == ["CF-2031-F1", "CF-2031-F5", "CF-2031-F7"]
     assert await numbers(customer=story.customer("B")) == ["CF-2031-F3", "CF-2031-F4"]
-    assert await numbers(severity="major") == ["CF-2031-F2"]
+    # F5 was registered normal; Quality flagged it major later (its alert arrived first here)
+    assert await numbers(severity="major") == ["CF-2031-F2", "CF-2031-F5"]
     assert await numbers(unit="purchasing") == ["CF-2031-F2"]
     assert await numbers(complaint="false") == ["CF-2031-F4"]
     assert await numbers(received_from="2031-03-10", received_to="2031-03-20") == \
@@ -378,3 +380,40 @@ async def test_p_f_5_breach_visible_in_metrics_and_right_after_a_restart(reporti
     text = await metrics_text(reporting)
     assert gauge(text, "qms_open_forms", severity="major", sla="breached") == 1
     assert gauge(text, "qms_open_cases", severity="major", age="3d_7d") == 1
+
+
+async def test_p_5_3_5_a_complaint_flagged_major_later_is_watched_as_major(reporting):
+    """Registered normal two days ago; Quality flags it major now (POST /cases/{ref}/major):
+    the open-case and open-form gauges, and so QmsMajorComplaintOpenTooLong, see a major one."""
+    story = Story(f"j{uuid.uuid4().hex[:6]}")
+    now = utcnow().replace(microsecond=0)
+    received = now - timedelta(days=2)
+    facts = story.register("J1", received=received, category=Category.PRODUCT_QUALITY,
+                           channel=Channel.PHONE, customer="J")
+    story.form("J1", facts, received, received, received + timedelta(days=3))
+    for env in story.events:
+        await reporting.publish_envelope(env.model_copy(update={"occurred_at": now}))
+
+    async def open_normal() -> float | None:
+        text = await metrics_text(reporting)
+        n = gauge(text, "qms_open_cases", severity="normal", age="1d_3d")
+        return n if n >= 1 else None
+    normal_before = await eventually(open_normal, what="the normal complaint in the gauge")
+    major_before = gauge(await metrics_text(reporting), "qms_open_cases", severity="major",
+                         age="1d_3d")
+
+    await reporting.publish(c.MajorAlert(feedback_id=story.fid("J1"), register_no="CF-2031-J1",
+                                         customer=facts["customer"], description="line stopped",
+                                         heads=[]), correlation_id=story.fid("J1"))
+
+    async def moved() -> str | None:
+        text = await metrics_text(reporting)
+        return text if (gauge(text, "qms_open_cases", severity="major", age="1d_3d")
+                        == major_before + 1) else None
+    text = await eventually(moved, what="the complaint counted as major")
+    assert gauge(text, "qms_open_cases", severity="normal", age="1d_3d") == normal_before - 1
+    assert gauge(text, "qms_open_case_oldest_age_seconds", severity="major") >= 2 * 86400 - 60
+    assert gauge(text, "qms_open_forms", severity="major", sla="on_time") >= 1
+    async with reporting.client("reporting", "manager") as http:
+        row = (await http.get(f"/register/{story.fid('J1')}")).json()
+    assert row["severity"] == "major"

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
 
+from services.notify.metrics import NotifyMetrics
 from services.reporting.app import create
 from services.reporting.settings import Settings
 
@@ -53,7 +55,9 @@ def test_prometheus_config_is_valid_and_scrapes_everything(promtool):
 
 
 def test_p_f_5_alert_rules_fire_when_the_three_day_rule_is_breached(promtool):
-    """promtool's unit tests: breach, at risk, major open too long, DLQ, consumer, backlog."""
+    """promtool's unit tests: breach, at risk, major open too long, DLQ, consumer, backlog;
+    two reporting replicas counting one breach once; notify parked and its mailbox; the
+    broker and database scrapes down."""
     tests = PROMETHEUS / "tests" / "alerts_test.yml"
     out = run(promtool, "test", "rules", str(tests))
     assert "SUCCESS" in out
@@ -61,14 +65,17 @@ def test_p_f_5_alert_rules_fire_when_the_three_day_rule_is_breached(promtool):
     fired = {t["alertname"] for case in cases for t in case["alert_rule_test"] if t["exp_alerts"]}
     assert {"QmsThreeDayRuleBreached", "QmsThreeDayRuleBreachReported", "QmsThreeDayRuleAtRisk",
             "QmsMajorComplaintOpenTooLong", "QmsDeadLetters", "QmsConsumerGone",
-            "QmsQueueBacklogGrowing", "QmsServiceDown"} <= fired
+            "QmsQueueBacklogGrowing", "QmsServiceDown", "QmsNotificationsParked",
+            "QmsComplaintsMailboxNotListening", "QmsRabbitMQDown", "QmsFerretDBDown"} <= fired
 
 
 def _exported_names() -> set[str]:
-    """Every series name the reporting service exports (its registry, without starting it)."""
+    """Every series name reporting and notify export (their registries, without starting)."""
     app = create(Settings())
+    notify = CollectorRegistry()
+    NotifyMetrics(notify)
     names = set()
-    for family in app.state.service.registry.collect():
+    for family in [*app.state.service.registry.collect(), *notify.collect()]:
         names |= {family.name, *(s.name for s in family.samples)}
         names |= {family.name + suffix for suffix in ("_total", "_bucket", "_count", "_sum")}
     return names
@@ -90,3 +97,28 @@ def test_alerts_and_dashboard_use_metrics_that_exist():
         (GRAFANA / "provisioning" / "datasources" / "prometheus.yml").read_text())
     uid = datasources["datasources"][0]["uid"]
     assert all(p["datasource"]["uid"] == uid for p in dashboard["panels"] if "datasource" in p)
+
+
+# Gauges of the domain's state (from the database or kept in memory by the active replica):
+# every replica of the service exports the same value, so they aggregate with `max`.
+PER_DOMAIN_GAUGES = ("qms_open_forms", "qms_open_cases", "qms_open_case_oldest_age_seconds",
+                     "qms_capas_open", "qms_capa_open", "qms_capa_overdue_actions",
+                     "qms_quality_open_cases", "qms_notify_parked")
+
+
+def _expressions() -> list[str]:
+    rules = yaml.safe_load((PROMETHEUS / "alerts.yml").read_text())
+    dashboard = json.loads((GRAFANA / "dashboards" / "qms-complaints.json").read_text())
+    return [r["expr"] for g in rules["groups"] for r in g["rules"]] + \
+        [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+
+
+def test_gauges_every_replica_exports_are_taken_once_not_summed_over_replicas():
+    checked = 0
+    for expr in _expressions():
+        for gauge in PER_DOMAIN_GAUGES:
+            for found in re.finditer(rf"\b{gauge}\b", expr):
+                aggregations = re.findall(r"\b(sum|max|min|avg|count)\b", expr[:found.start()])
+                assert aggregations and aggregations[-1] == "max", f"{gauge} in {expr!r}"
+                checked += 1
+    assert checked >= 8

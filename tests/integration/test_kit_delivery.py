@@ -159,3 +159,26 @@ async def test_dead_letters_survive_being_listed_many_times(infra, services):
         queue = (await http.get(f"{api}/queues/%2F/{tally.topology.dlq.name}")).json()
     assert queue["arguments"]["x-delivery-limit"] > 10_000
     assert "replayed 1 message(s)" in _dlq_command(infra, "replay")
+
+
+async def test_stopping_a_service_finishes_the_event_in_hand(infra, services):
+    """Graceful shutdown (a deploy, a scale-in): the event being handled is finished and
+    acked, not cut off halfway and not handled again by the next instance."""
+    in_hand = asyncio.Event()
+
+    async def slow(_event: Envelope) -> None:
+        in_hand.set()
+        await asyncio.sleep(1.5)  # a handler mid-way through its work
+
+    tally = await _start(services, tally_service(infra, before_apply=slow))
+    ledger = await _start(services, ledger_service(infra))
+    c = Counter(_id=str(uuid.uuid4()))
+    c.bump(6, ACTOR)
+    await ledger.repo("counters").add(c)
+    await asyncio.wait_for(in_hand.wait(), 20)
+    await tally.stop()  # while the handler is mid-way
+
+    successor = await _start(services, tally_service(infra))
+    t = await successor.repo("tallies").get(c.id)
+    assert t is not None and t.total == 6, "the event in hand was not finished before the stop"
+    assert len(t.applied_events) == 1

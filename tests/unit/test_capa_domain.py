@@ -1,6 +1,6 @@
 """The capa domain, pure: the action request and CAPA state machines, the completeness check."""
 
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 
 import pytest
@@ -19,10 +19,16 @@ from services.capa.domain import (
     ItemKind,
     ItemStatus,
 )
-from shared.contracts import RecurrenceDetected, ResponsibilityAssigned, UnitRequest
+from shared.contracts import (
+    EvidenceAdded,
+    RecurrenceDetected,
+    ResponsibilityAssigned,
+    UnitRequest,
+)
 from shared.domain import bson_safe
 from shared.errors import Conflict, Forbidden, NotFound
-from shared.events import Actor
+from shared.events import Actor, utcnow
+from shared.vocabulary import AttachmentMeta, Product, ReturnedSample
 
 QUALITY = Actor(sub="li.wei", roles=("quality",))
 PRODUCTION = Actor(sub="zhao.lei", roles=("unit",), unit="production")
@@ -44,11 +50,18 @@ COMPLETE = {
 }
 
 
+PHOTO = AttachmentMeta(sha256="a" * 64, filename="crack.jpg", content_type="image/jpeg",
+                       size=48_213, uploaded_by="wang.fang", uploaded_at="2026-11-20T08:00:00Z")
+SAMPLES = ReturnedSample(quantity=12, received_on="2026-11-20", location="QA lab shelf B3")
+
+
 def new_action(unit: str = "production") -> ActionRequest:
     assigned = ResponsibilityAssigned(
         feedback_id="fb-1", register_no="CF-2026-000001", round=1,
         preliminary_cause="thin wall", defect_code="D03", customer_id="C-1",
-        units=[UnitRequest(unit=unit, request="Find the cause", action_id="act-1")])
+        units=[UnitRequest(unit=unit, request="Find the cause", action_id="act-1")],
+        customer_name="Bright Motors", product=Product(code="HSG-220", lot="L2026-11-03"),
+        quantity_affected=40, description="Cracks at the boss", attachments=[PHOTO])
     return ActionRequest.open(assigned.units[0], assigned, QUALITY, "evt-assigned")
 
 
@@ -148,6 +161,50 @@ def test_items_are_done_only_after_acceptance_and_the_last_one_completes():
     assert action.pending_events[-1].type == "action.completed"
 
 
+def test_p_5_3_2_the_unit_gets_the_complaint_with_its_evidence_and_later_evidence_too():
+    action = new_action()
+    complaint = action.complaint
+    assert complaint.product.lot == "L2026-11-03" and complaint.defect_code == "D03"
+    assert complaint.customer_name == "Bright Motors" and complaint.quantity_affected == 40
+    assert complaint.preliminary_cause == "thin wall" and complaint.attachments == [PHOTO]
+    later = EvidenceAdded(feedback_id="fb-1", register_no="CF-2026-000001", sample=SAMPLES)
+    action.add_evidence(later, QUALITY, "evt-evidence")
+    action.add_evidence(later, QUALITY, "evt-evidence-again")
+    assert action.complaint.samples == [SAMPLES]
+    assert [h.action for h in action.history].count("evidence_added") == 1
+    again = ActionRequest.model_validate(action.to_document())
+    assert again.complaint.attachments == [PHOTO]
+
+
+def test_an_event_without_the_complaint_still_opens_a_request_with_the_product_code():
+    assigned = ResponsibilityAssigned(
+        feedback_id="fb-2", register_no="CF-2026-000002", round=1, preliminary_cause="c",
+        defect_code="D03", customer_id="C-1", product_code="HSG-220",
+        units=[UnitRequest(unit="production", request="r", action_id="act-2")])
+    action = ActionRequest.open(assigned.units[0], assigned, QUALITY, "evt-old")
+    assert action.complaint.product.code == "HSG-220" and action.complaint.attachments == []
+
+
+def test_withdrawn_complaint_ends_open_requests_and_refuses_changes_with_the_reason():
+    action = new_action()
+    action.withdraw("Registered twice", Actor(sub="wang.fang", roles=("sales",)), "evt-w")
+    assert action.status is ActionStatus.WITHDRAWN
+    assert action.withdrawal.reason == "Registered twice" and action.withdrawal.by == "wang.fang"
+    assert (action.history[-1].action, action.history[-1].actor.sub) == ("withdrawn",
+                                                                         "wang.fang")
+    with pytest.raises(Conflict, match="withdrawn .* by wang.fang \\(Registered twice\\)"):
+        action.draft(InvestigationDraft(containment="x"), PRODUCTION)
+    with pytest.raises(Conflict, match="withdrawn"):
+        action.accept("late", QUALITY, "evt-late")
+    done = proposed_action()
+    done.accept("ok", QUALITY, "evt-ok")
+    for kind, no in ((ItemKind.CORRECTIVE, 1), (ItemKind.PREVENTIVE, 1),
+                     (ItemKind.PREVENTIVE, 2)):
+        done.complete_item(kind, no, None, PRODUCTION)
+    done.withdraw("Registered twice", QUALITY, "evt-w")
+    assert done.status is ActionStatus.COMPLETED and done.withdrawal is None
+
+
 def test_document_is_bson_safe_and_reads_back():
     action = proposed_action()
     doc = action.to_document()
@@ -165,9 +222,10 @@ PLAN = CapaPlan(actions=[{"description": "Add wear check", "owner": "Sun Mei",
                           "due_date": "2027-01-31"}])
 
 
-def check(effective: bool) -> EffectivenessInput:
-    return EffectivenessInput(criteria="No recurrence for 3 months", window_from="2027-02-01",
-                              window_to="2027-04-30", evaluation="see data", effective=effective)
+def check(effective: bool, window_to: str = "2026-08-31") -> EffectivenessInput:
+    """A window that has ended (unless `window_to` says otherwise)."""
+    return EffectivenessInput(criteria="No recurrence for 3 months", window_from="2026-06-01",
+                              window_to=window_to, evaluation="see data", effective=effective)
 
 
 def manual_capa(owner: str | None = "production") -> Capa:
@@ -248,3 +306,66 @@ def test_p_5_3_4_overdue_actions_are_those_past_due_and_not_done():
              "preventive": [{"due_date": "2026-12-31", "status": "open"}]},
             {"corrective": None, "preventive": [{"due_date": "2026-11-27"}]}]
     assert overdue_items(docs, "2026-11-28", ("corrective", "preventive")) == 2
+
+
+def test_p_5_3_4_effectiveness_is_judged_only_after_its_window_has_ended():
+    capa = manual_capa()
+    capa.set_root_cause(ROOT, QUALITY)
+    capa.set_plan(PLAN, QUALITY)
+    capa.implemented("done", QUALITY)
+    today = utcnow().date()
+    for window_end in (today, today + timedelta(days=60)):
+        with pytest.raises(Conflict) as early:
+            capa.verify_effectiveness(check(True, window_end.isoformat()), QUALITY)
+        assert f"ends on {window_end.isoformat()}" in early.value.message
+        assert f"from {(window_end + timedelta(days=1)).isoformat()} on" in early.value.message
+    assert capa.status is CapaStatus.IMPLEMENTED and capa.verifications == []
+    yesterday = (today - timedelta(days=1)).isoformat()
+    capa.verify_effectiveness(check(True, yesterday), QUALITY)
+    assert capa.status is CapaStatus.EFFECTIVE
+
+
+def test_quality_withdraws_a_capa_with_a_reason_and_it_accepts_nothing_more():
+    capa = manual_capa()
+    with pytest.raises(Forbidden):
+        capa.withdraw("not mine", PRODUCTION)
+    capa.withdraw("Duplicate of CAPA-2026-0007", QUALITY)
+    assert capa.status is CapaStatus.WITHDRAWN and capa.withdrawal.by == "li.wei"
+    event = capa.pending_events[-1]
+    assert event.type == "capa.withdrawn"
+    assert event.payload["reason"] == "Duplicate of CAPA-2026-0007"
+    for change in (lambda: capa.set_root_cause(ROOT, QUALITY), lambda: capa.close(QUALITY),
+                   lambda: capa.withdraw("again", QUALITY),
+                   lambda: capa.assign_owner("logistics", QUALITY)):
+        with pytest.raises(Conflict, match="Duplicate of CAPA-2026-0007"):
+            change()
+
+
+def test_a_closed_capa_cannot_be_withdrawn():
+    capa = manual_capa()
+    capa.set_root_cause(ROOT, QUALITY)
+    capa.set_plan(PLAN, QUALITY)
+    capa.implemented("done", QUALITY)
+    capa.verify_effectiveness(check(True), QUALITY)
+    capa.close(QUALITY)
+    with pytest.raises(Conflict, match="closed"):
+        capa.withdraw("too late", QUALITY)
+    assert capa.status is CapaStatus.CLOSED
+
+
+def test_quality_assigns_the_owner_unit_whose_people_may_then_work_on_the_capa():
+    capa = manual_capa(owner=None)
+    with pytest.raises(Forbidden):
+        capa.set_root_cause(ROOT, PRODUCTION)
+    with pytest.raises(Forbidden):
+        capa.assign_owner("production", PRODUCTION)
+    assert capa.assign_owner("production", QUALITY) is True
+    assert capa.assign_owner("production", QUALITY) is False  # no change, nothing recorded
+    capa.set_root_cause(ROOT, PRODUCTION)
+    capa.assign_owner("logistics", QUALITY)
+    with pytest.raises(Forbidden):
+        capa.set_plan(PLAN, PRODUCTION)
+    owners = [h.changes for h in capa.history if h.action == "owner_assigned"]
+    assert owners == [{"owner_unit": "production", "previous_owner_unit": None},
+                      {"owner_unit": "logistics", "previous_owner_unit": "production"}]
+    assert [e.type for e in capa.pending_events].count("capa.owner_assigned") == 2

@@ -5,10 +5,10 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from services.intake.domain import Feedback, FeedbackStatus, NewFeedback
-from shared.contracts import ComplaintAccepted, ResolutionReady
+from shared.contracts import ComplaintAccepted, MajorAlert, ResolutionReady
 from shared.errors import Conflict, Invalid
 from shared.events import Actor, make_event
-from shared.vocabulary import AttachmentMeta, ReturnedSample
+from shared.vocabulary import AttachmentMeta, Head, NoActionOutcome, ReturnedSample, Severity
 
 SALES = Actor(sub="wang.fang", roles=("sales",))
 QUALITY = Actor(sub="li.wei", roles=("quality",))
@@ -188,3 +188,46 @@ def test_document_is_storable_and_round_trips():
     assert doc["samples"][0]["received_on"] == "2026-11-21"  # no date in BSON
     again = Feedback.model_validate(doc)
     assert again.estimated_loss == fb.estimated_loss and again.samples == fb.samples
+
+
+def test_p_f_4_sales_returns_an_inadequate_record_to_quality_without_a_reopen():
+    fb = register()
+    fb.escalate(SALES)
+    with pytest.raises(Conflict, match="quality_record_ready"):
+        fb.return_to_quality("Not yet", SALES)
+    quality_ready(fb, 1)
+    fb.return_to_quality("No containment for stock in transit", SALES)
+    assert fb.status is FeedbackStatus.WITH_QUALITY
+    assert fb.reopen_count == 0 and fb.returned_to_quality == 1 and fb.satisfaction is None
+    returned = fb.pending_events[-1]
+    assert returned.type == "complaint.returned_to_quality"
+    assert returned.payload["round"] == 1 and returned.payload["reason"].startswith("No cont")
+    assert fb.history[-1].action == "returned_to_quality"
+    with pytest.raises(Conflict):
+        fb.return_to_quality("again", SALES)
+    quality_ready(fb, 2)  # Quality's next round comes back to Sales
+    assert fb.status is FeedbackStatus.QUALITY_RECORD_READY and fb.quality_record.round == 2
+
+
+def test_p_5_3_5_a_case_quality_flags_major_is_major_in_the_register():
+    fb = register()
+    fb.escalate(SALES)
+    alert = MajorAlert(feedback_id="f-1", register_no="CF-2026-000001",
+                       customer=fb.customer, description=fb.description,
+                       heads=[Head(unit="rd", name="R&D head")])
+    fb.major_flagged(alert, make_event(alert, producer="quality", correlation_id="f-1",
+                                       actor=QUALITY))
+    assert fb.severity is Severity.MAJOR
+    entry = fb.history[-1]
+    assert entry.action == "major_alert" and entry.changes["was"] == "normal"
+    assert entry.actor.sub == "li.wei"
+
+
+def test_p_f_3_a_record_without_corrective_action_carries_its_outcome():
+    fb = register()
+    fb.escalate(SALES)
+    payload = resolution().model_copy(update={"outcome": NoActionOutcome.NO_FAULT_FOUND})
+    fb.quality_record_ready(payload, make_event(payload, producer="quality",
+                                                correlation_id=fb.id, actor=QUALITY))
+    assert fb.quality_record.outcome is NoActionOutcome.NO_FAULT_FOUND
+    assert fb.history[-1].changes["outcome"] == "no_fault_found"

@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.notify.domain import (
+    CaseView,
     ChannelName,
     CustomerEntry,
     DirectoryEntry,
@@ -21,7 +22,7 @@ from services.notify.domain import (
 from shared.contracts import SlaBreached
 from shared.errors import Conflict, Invalid
 from shared.events import Actor, make_event
-from shared.vocabulary import Language
+from shared.vocabulary import Customer, Language
 
 T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
 OPS = Actor(sub="ops.tester", roles=("ops",))
@@ -97,6 +98,22 @@ def test_only_a_parked_notification_can_be_retried(status):
     if status == "sent":
         n.delivered(T0)
     with pytest.raises(Conflict, match="Only a parked notification"):
+        n.retry(OPS, T0)
+
+
+def test_nobody_to_tell_is_recorded_once_per_event_with_the_reason():
+    ev = event()
+    n = Notification.nobody(channel=ChannelName.EMAIL, audience="customer:C-1001",
+                            reason="customer C-1001 (Bright Motors) has no e-mail address",
+                            event=ev, purpose="customer_reply", subject="Re", body="text",
+                            now=T0)
+    again = Notification.nobody(channel=ChannelName.EMAIL, audience="customer:C-1001",
+                                reason="r", event=ev, purpose="customer_reply", body="t", now=T0)
+    assert n.id == again.id == notification_id(ev.id, "email", "no_recipient")
+    assert n.status == NotificationStatus.NO_RECIPIENT and not n.is_due(T0)
+    assert n.recipient == "customer:C-1001" and "no e-mail address" in n.reason
+    assert n.history[0].action == "no_recipient"
+    with pytest.raises(Conflict, match="nobody to send it to"):
         n.retry(OPS, T0)
 
 
@@ -180,3 +197,36 @@ def test_a_received_mail_is_kept_and_announced_in_the_same_write():
     assert ev.type == "mail.received" and ev.correlation_id == "m-1"
     assert ev.payload["register_no"] == "CF-2026-000001" and ev.payload["customer"] is None
     assert m.size == len(m.raw) and m.history[0].action == "received"
+
+
+def test_an_auto_reply_naming_no_register_number_is_kept_but_not_announced():
+    fields = {"from_address": "a@b.example", "subject": "Out of office", "body": "Back Monday",
+              "auto_reply": True, "malformed": False}
+    held = InboundMail.receive(id="m-2", raw=b"x", received_at=T0, customer=None,
+                               attachments=[], rejected=[], fields=fields)
+    assert held.held and held.pending_events == []
+    assert "not registered as feedback" in held.history[0].note
+    # Naming a register number it joins that record's history as any answer would.
+    named = InboundMail.receive(id="m-3", raw=b"x", received_at=T0, customer=None,
+                                attachments=[], rejected=[],
+                                fields=fields | {"register_no": "CF-2026-000001"})
+    assert not named.held and [e.type for e in named.pending_events] == ["mail.received"]
+
+
+def test_a_mail_delivered_again_is_noted_not_announced_again():
+    m = InboundMail.receive(id="m-4", raw=b"x", received_at=T0, customer=None, attachments=[],
+                            rejected=[], fields={"from_address": "a@b.example", "subject": "s",
+                                                 "body": "b"})
+    m = InboundMail.model_validate(m.to_document())  # as stored, its event on its way
+    m.received_again(envelope_to=["complaints@plant.example"], peer="127.0.0.1:4000")
+    assert m.history[-1].action == "received_again" and m.pending_events == []
+
+
+def test_sales_classification_holds_whatever_order_the_registration_arrives_in():
+    unidentified = Customer(id="UNIDENTIFIED", name="buyer@x.example", email="buyer@x.example")
+    known = Customer(id="C-1001", name="Bright Motors", email="zhang@bright.example",
+                     language=Language.EN)
+    case = CaseView(id="f-1")
+    case.reclassify(customer=known, category="delivery")
+    case.remember(customer=unidentified, register_no="CF-2026-000001")  # a late registration
+    assert case.customer == known and case.register_no == "CF-2026-000001"

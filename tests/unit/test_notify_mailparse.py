@@ -13,6 +13,8 @@ from services.notify.mailparse import (
     find_register_no,
     html_to_text,
     is_fax,
+    mail_key,
+    normalised_message_id,
     parse_mail,
     safe_filename,
 )
@@ -107,3 +109,45 @@ def test_types_come_from_the_content_then_the_name():
 
 def test_html_to_text_keeps_paragraphs():
     assert html_to_text("<div>a</div><div>b<br>c</div>") == "a\n\nb\nc"
+
+
+# ---------------------------------------------------------------- the same mail twice, auto-replies
+
+
+def _parsed(body: str = "The housings crack.", *, received: str | None = None,
+            sender: str | None = None, **headers: str):
+    msg = message(Message_ID="<Abc.123@Bright.Example>", **headers)
+    if sender:
+        msg.replace_header("From", sender)
+    msg.set_content(body)
+    raw = msg.as_bytes()
+    if received:  # a relay on the way adds its trace header: the bytes differ
+        raw = f"Received: from {received}\r\n".encode() + raw
+    return parse_mail(raw, envelope_from=None, limits=LIMITS)
+
+
+def test_the_same_mail_delivered_twice_has_one_key_whatever_the_relays_added():
+    first, again = _parsed(received="mx1.example"), _parsed(received="mx2.example")
+    assert mail_key(first) is not None and mail_key(first) == mail_key(again)
+    assert normalised_message_id(" <Abc.123@Bright.Example> ") == "Abc.123@bright.example"
+    # A sender that reuses one Message-ID for every mail loses none of them.
+    assert mail_key(_parsed("Another lot cracked.")) != mail_key(first)
+    assert mail_key(_parsed(sender="other@elsewhere.example")) != mail_key(first)
+    no_id = message()
+    no_id.set_content("x")
+    assert mail_key(parse_mail(no_id.as_bytes(), envelope_from=None, limits=LIMITS)) is None
+
+
+@pytest.mark.parametrize(("headers", "automatic"), [
+    ({"Auto_Submitted": "auto-replied"}, True),
+    ({"Auto_Submitted": "auto-generated; owner-email=x@y.example"}, True),
+    ({"Auto_Submitted": "no"}, False),
+    ({"Precedence": "bulk"}, True),
+    ({"Precedence": "Auto_Reply"}, True),
+    ({"Precedence": "junk"}, True),
+    ({"Precedence": "list"}, False),
+    ({"X_Autoreply": "yes"}, True),
+    ({}, False),
+])
+def test_automatic_answers_are_recognised(headers, automatic):
+    assert _parsed(**headers).auto_reply is automatic

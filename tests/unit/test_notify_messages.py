@@ -17,6 +17,7 @@ from shared.contracts import (
     CustomerReplied,
     FeedbackClosed,
     MajorAlert,
+    RepliedDirectly,
     ResolutionReady,
     SlaAtRisk,
     SlaBreached,
@@ -48,6 +49,8 @@ PAYLOADS = {
                               countermeasures=["Replace"])], summary="Done", received_at=T0,
         resolved_at=T0, due_at=T0, met_deadline=True),
     "customer_reply": CustomerReplied(**BASE, reply="We replaced the mould.", replied_at=T0),
+    "direct_reply": RepliedDirectly(**BASE, category="delivery",
+                                    reply="The missing 40 pieces ship on Monday."),
 }
 
 
@@ -62,6 +65,7 @@ def test_every_event_that_concerns_people_has_a_rule():
     assert rules["resolution_ready"].audience.tiers == ((SALES,),)
     assert rules["major_alert"].audience.heads[0].unit == "rd"  # P-5.3.5
     assert rules["customer_reply"].audience.customer
+    assert rules["direct_reply"].audience.customer  # P-F.2 yes: no form, still an answer
     first_round = ComplaintAccepted(**BASE, round=1, received_at=T0, due_at=T0, at_risk_at=T0,
                                     severity="normal")
     assert mail_rule(first_round) is None  # the escalation already told Quality
@@ -82,6 +86,9 @@ def test_every_template_renders_in_both_languages(purpose, language):
         assert "2026-11-20 16:00 (Asia/Shanghai)" in body and "1250.00 CNY" in body
     if purpose == "customer_reply":
         assert "We replaced the mould." in body
+    if purpose == "direct_reply":
+        assert "The missing 40 pieces ship on Monday." in body
+        assert ("delivery" if language == Language.EN else "交付") in body
 
 
 def test_the_mail_says_which_event_and_record_it_is_for():
@@ -98,3 +105,22 @@ def test_the_mail_says_which_event_and_record_it_is_for():
     assert msg["X-QMS-Event-Id"] == event.id and msg["X-QMS-Register-No"] == "CF-2026-000123"
     assert msg["Reply-To"] == "box@plant.example" and msg["Content-Language"] == "en"
     assert msg["Message-ID"] == EmailChannel(s).message(n)["Message-ID"]  # stable on resend
+    direct = n.model_copy(update={"purpose": "direct_reply"})
+    assert EmailChannel(s).message(direct)["Reply-To"] == "box@plant.example"
+    assert EmailChannel(s).message(direct)["Auto-Submitted"] is None  # the customer may answer
+
+
+@pytest.mark.parametrize("language, returned, customer", [
+    (Language.EN, "Sales reviewed Quality's record and returned it", "not satisfied"),
+    (Language.ZH, "业务审核品保记录后", "客户对答复不满意")])
+def test_a_record_sales_returned_is_not_announced_as_an_unhappy_customer(language, returned,
+                                                                          customer):
+    def body(trigger: str) -> str:
+        payload = PAYLOADS["form_reopened"].model_copy(update={"trigger": trigger})
+        event = make_event(payload, producer="quality", correlation_id="f-1",
+                           actor=Actor(sub="t"))
+        return Renderer("Asia/Shanghai").render("form_reopened", language, {
+            "p": payload, "event": event, "case": None, "company": "Plant",
+            "recipient": Recipient("x@plant.example", "Li Wei", language)})[1]
+    assert returned in body("returned") and customer not in body("returned")
+    assert customer in body("reopened") and returned not in body("reopened")

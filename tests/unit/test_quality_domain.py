@@ -22,13 +22,14 @@ from shared.contracts import (
     CapaOpened,
     ComplaintEscalated,
     ComplaintReopened,
+    ComplaintReturned,
     CountermeasuresProposed,
     Disposition,
     FeedbackWithdrawn,
 )
 from shared.errors import Conflict, Invalid
 from shared.events import Actor
-from shared.vocabulary import Customer, Head, Product
+from shared.vocabulary import Customer, Head, NoActionOutcome, Product
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)  # a Monday
 QUALITY = Actor(sub="li.wei", roles=("quality",))
@@ -404,3 +405,77 @@ def test_p_f_5_two_instances_flagging_the_same_round_record_the_same_event():
     breach = [[e.id for e in c.pending_events if e.type == "complaint.sla_breached"]
               for c in (one, two)]
     assert breach[0] == breach[1] and len(breach[0]) == 1
+
+
+# ------------------------------------------------------------------ concluded without action
+
+
+def concluded(case: Case, now: datetime = T0 + timedelta(hours=6),
+              defect_code: str | None = None) -> Case:
+    case.conclude_without_action(
+        outcome=NoActionOutcome.CUSTOMER_MISUSE, finding="Torqued to 45 Nm; drawing says 25",
+        defect_code=defect_code, defect_name="Functional failure" if defect_code else None,
+        summary=None, actor=QUALITY, now=now)
+    return case
+
+
+def test_p_f_3_not_the_plants_fault_hands_a_record_without_units_and_stops_the_clock():
+    case = concluded(new_case())
+    assert case.status == CaseStatus.RESOLVED
+    assert types(case)[-1] == "complaint.resolution_ready"  # no responsibility_assigned
+    record = case.pending_events[-1].payload
+    assert record["outcome"] == "customer_misuse" and record["outcomes"] == []
+    assert record["cause"].startswith("Torqued") and record["defect_code"] == ""
+    assert record["met_deadline"] is True and "customer_misuse" in record["summary"]
+    assert case.kinds == []  # not the plant's fault: no recurrence count (P-5.3.4)
+    clock = case.clock(T0 + timedelta(days=9))
+    assert not clock.running and not clock.breached
+    assert case.history[-2].action == "concluded_without_action"
+
+
+def test_p_f_3_conclusion_without_action_is_refused_while_units_have_open_requests():
+    case = assigned(new_case(), ("production", "purchasing"))
+    with pytest.raises(Conflict, match="production, purchasing") as err:
+        concluded(case)
+    assert "requests are open" in err.value.message
+    assert case.status == CaseStatus.AWAITING_UNITS
+    with pytest.raises(Conflict, match="already went to Sales"):
+        concluded(concluded(new_case()))
+
+
+def test_p_f_4_sales_returning_the_record_starts_a_round_that_is_not_a_reopen():
+    case = concluded(new_case(), defect_code="D03")
+    back = T0 + timedelta(days=1)
+    returned = ComplaintReturned(feedback_id="f-1", register_no="CF-2026-f-1", round=1,
+                                 reason="Say what torque the customer should use")
+    case.return_from_sales(returned, actor=SALES, now=back, policy=POLICY, event_id="e-ret")
+    assert case.status == CaseStatus.OPEN and case.round_no == 2
+    assert case.current.returned_reason.startswith("Say what")
+    assert case.current.reopen_comment is None
+    assert case.current.received_at == back and case.current.due_at == back + timedelta(days=3)
+    accepted = case.pending_events[-1]
+    assert accepted.type == "complaint.accepted" and accepted.payload["trigger"] == "returned"
+    assert case.rounds[0].record is not None and case.rounds[0].outcome == "customer_misuse"
+    # a stale or repeated return changes nothing
+    case.return_from_sales(returned, actor=SALES, now=back, policy=POLICY, event_id="e-ret2")
+    assert case.round_no == 2 and case.history[-1].action == "return_noted"
+
+
+def test_p_5_3_4_a_withdrawn_complaint_stops_counting_towards_its_kind():
+    kind = Kind.new("customer:C-1|defect:D03")
+    for fid in ("f1", "f2"):
+        kind.count_complaint(entry(fid), threshold=3, now=T0)
+    kind.withdraw_complaint("f1", actor=SALES, at=T0)
+    assert kind.window_ids == ["f2"] and kind.complaints[0].withdrawn_at == T0
+    kind.count_complaint(entry("f3"), threshold=3, now=T0)
+    assert kind.pending_events == []  # f1 no longer helps reach three
+    kind.count_complaint(entry("f4"), threshold=3, now=T0)
+    assert kind.pending_events[0].payload["feedback_ids"] == ["f2", "f3", "f4"]
+
+
+def test_p_f_5_a_rounds_clock_starts_when_its_event_occurred_not_when_it_was_processed():
+    from services.quality.handlers import clock_start
+    backlog = datetime.now(UTC) - timedelta(hours=5, microseconds=1234)
+    assert clock_start(backlog) == backlog.replace(microsecond=backlog.microsecond // 1000 * 1000)
+    skewed = datetime.now(UTC) + timedelta(minutes=2)  # a sender's clock ahead of ours
+    assert clock_start(skewed) <= datetime.now(UTC)

@@ -191,3 +191,76 @@ def test_p_f_5_a_paper_form_counts_from_when_it_was_opened():
     story.add(c.ComplaintEscalated(**facts, form_opened_at=at(2, 9)), "A", at(4, 15))
     row = fold_one(story.events, "A", story)
     assert row.form_opened_at == at(2, 9) and row.status is Status.WITH_QUALITY
+
+
+def test_p_5_3_5_flagged_major_after_registration_moves_the_counts_once_in_any_order():
+    story = Story("d12")
+    facts = story.register("A", received=at(2, 8), category=Category.PRODUCT_QUALITY,
+                           channel=Channel.PHONE, customer="X")
+    story.form("A", facts, at(2, 9), at(2, 10), at(5, 10))  # accepted as a normal form
+    story.add(c.MajorAlert(feedback_id=story.fid("A"), register_no="CF-2031-A",
+                           customer=facts["customer"], description="line stopped", heads=[]),
+              "A", at(3, 8))  # Quality: POST /cases/{ref}/major
+    for events in (story.events, list(reversed(story.events))):
+        row = fold_one(events, "A", story)
+        assert row.severity == "major"
+        assert row.round_severity(row.rounds[0]) == "major"  # the open form is a major one
+        month = row.contributions(UTC_ZONE)["monthly/2031-03"]
+        assert month["fb|severity|major"] == month["cp|severity|major"] == 1
+        assert "fb|severity|normal" not in month and "cp|severity|normal" not in month
+
+    # Applied one by one, the deltas move the complaint from normal to major: never both.
+    row, total = FeedbackRow(_id=story.fid("A")), {}
+    for env in story.events:
+        e, p = parsed(env)
+        domain.apply(row, e, p, UTC_ZONE)
+        delta = domain.settle(row, e.id, UTC_ZONE)
+        if delta is not None:
+            domain.add_into(total, delta.parts)
+    month = {k: v for k, v in total["monthly/2031-03"].items() if v}
+    assert month["cp|severity|major"] == 1 and "cp|severity|normal" not in month
+
+
+def test_p_f_5_a_breached_form_without_a_record_counts_as_not_met_in_its_deadline_month():
+    story = Story("d13")
+    facts = story.register("A", received=at(28, 8), category=Category.PRODUCT_QUALITY,
+                           channel=Channel.PHONE, customer="X")
+    due = at(28, 8) + timedelta(days=4)  # 1 April
+    story.form("A", facts, at(28, 8), at(28, 8), due)
+    row = fold_one(story.events, "A", story)
+    assert "tl|n" not in row.contributions(UTC_ZONE).get("monthly/2031-04", {})  # not due yet
+
+    story.sla("A", due, Severity.NORMAL, breached=True)
+    april = fold_one(story.events, "A", story).contributions(UTC_ZONE)["monthly/2031-04"]
+    assert april["tl|n"] == 1 and "tl|met" not in april  # due, no record: not met
+
+    story.record("A", 1, "D9", at(28, 8), due + timedelta(hours=5), due, [])
+    april = fold_one(story.events, "A", story).contributions(UTC_ZONE)["monthly/2031-04"]
+    assert april["tl|n"] == 1 and "tl|met" not in april  # the late record: still one, not met
+
+
+def test_p_f_5_a_record_in_time_counts_as_met_in_its_deadline_month():
+    story = Story("d14")
+    facts = story.register("A", received=at(30, 8), category=Category.PRODUCT_QUALITY,
+                           channel=Channel.PHONE, customer="X")
+    due = at(30, 8) + timedelta(days=3)  # 2 April
+    story.form("A", facts, at(30, 8), at(30, 8), due)
+    story.record("A", 1, "D9", at(30, 8), at(31, 8), due, [])  # in March, within the deadline
+    contrib = fold_one(story.events, "A", story).contributions(UTC_ZONE)
+    assert contrib["monthly/2031-03"]["qr|n"] == 1  # the record counts when handed over
+    assert (contrib["monthly/2031-04"]["tl|n"], contrib["monthly/2031-04"]["tl|met"]) == (1, 1)
+
+
+def test_a_withdrawn_capa_is_no_longer_open_nor_counted_as_closed():
+    story = Story("d10")
+    story.add(c.CapaOpened(capa_id="d10-W", number="CAPA-2031-0009", source="manual",
+                           title="Opened in error", feedback_ids=[]), "capa", at(3))
+    story.add(c.CapaOwnerAssigned(capa_id="d10-W", number="CAPA-2031-0009",
+                                  owner_unit="production", feedback_ids=[]), "capa", at(4))
+    story.add(c.CapaWithdrawn(capa_id="d10-W", number="CAPA-2031-0009", feedback_ids=[],
+                              reason="Duplicate of CAPA-2031-0008", withdrawn_at=at(5)),
+              "capa", at(5))
+    rows = domain.fold([parsed(e) for e in story.events], UTC_ZONE)
+    w = rows[(RowKind.CAPA, "d10-W")]
+    assert isinstance(w, CapaRow) and not w.open and w.owner_unit == "production"
+    assert w.contributions(UTC_ZONE) == {"monthly/2031-03": {"capa|opened": 1}}

@@ -17,8 +17,10 @@ The month, case by case (UTC; hours are exact):
   F3 delivery, fax, normal, customer B; estimate 250.50 USD. Received 03-10 00:00, replied
      directly 03-10 12:00 (12 h), closed 03-11.
   F4 suggestion, visit, customer B. Received 03-14, replied directly after 24 h, closed.
-  F5 product quality, phone, normal, customer C, P1. Received 03-20 08:00, form received
-     03-20 09:00, due 03-23 09:00: breached, no record yet; engineering, D02. Open.
+  F5 product quality, phone, registered normal, customer C, P1. Received 03-20 08:00, form
+     received 03-20 09:00 (normal), due 03-23 09:00; Quality flags it MAJOR on 03-21 08:00
+     (POST /cases/{ref}/major): from then on it is a major complaint, so it counts as major
+     and its breach is a major one. Breached, no record yet; engineering, D02. Open.
   F6 service/documents, letter, normal, customer C. Received 03-29. Open.
   F7 registered 03-25 and withdrawn: counts nowhere.
   F8 (February) product quality, phone, customer A, P1. Received 02-10 08:00, replied
@@ -188,6 +190,9 @@ def known_month(tag: str) -> Story:
                     product="P1")
     s.form("F5", f5, at(20, 9), at(20, 9), at(23, 9))
     s.assign("F5", 1, "D02", ["engineering"], at(20, 12))
+    s.add(c.MajorAlert(feedback_id=s.fid("F5"), register_no="CF-2031-F5",
+                       customer=f5["customer"], description="flagged major later", heads=[]),
+          "F5", at(21, 8))
     s.sla("F5", at(23, 9), normal, breached=False)
     s.sla("F5", at(23, 9), normal, breached=True)
     s.register("F6", received=at(29, 0), category=Category.SERVICE, channel=Channel.LETTER,
@@ -225,18 +230,23 @@ def expected(s: Story) -> dict:
                        "letter": (1, 1)},
         "by_customer": {A: (2, 2), B: (2, 1), C: (2, 2)},
         "by_product": {s.product("P1"): (2, 2), s.product("P2"): (1, 1)},
-        "by_severity": {"normal": (5, 4), "major": (1, 1)},
+        # F2 registered major; F5 registered normal and flagged major by Quality later
+        "by_severity": {"normal": (4, 3), "major": (2, 2)},
         "by_defect_code": {"D01": (2, 2), "D02": (1, 1)},
         "by_unit": {"production": (2, 2), "purchasing": (1, 1), "engineering": (1, 1)},
         "forms_opened": 3,
         # records: F1 24 h (met), F2 96 h (missed), F2 round 2 24 h (met)
-        "quality_records": 3, "met": 2, "share": 0.6667,
+        "quality_records": 3,
+        # 3-day deadlines in March: F1 (03-05, met), F2 round 1 (03-06, record late), F2 round 2
+        # (03-12, met) and F5 (03-23, breached, still no record: not met). Before, F5 was left
+        # out (no record) and the share read 2/3 = 0.6667; Quality's silence must not help.
+        "forms_due": 4, "met": 2, "share": 0.5,
         "record_mean_h": 48.0,   # (24 + 96 + 24) / 3
         "record_p90_h": 96.0,    # nearest rank: k = ceil(0.9 * 3) = 3rd of [24, 24, 96]
         # first replies: F1 50 h, F2 120 h, F3 12 h, F4 24 h
         "replies": 4, "reply_mean_h": 51.5,  # 206 / 4
         "reply_p90_h": 120.0,                 # k = ceil(0.9 * 4) = 4th of [12, 24, 50, 120]
-        "breaches": 2, "breaches_by_severity": {"major": 1, "normal": 1},
+        "breaches": 2, "breaches_by_severity": {"major": 2},  # F5 was major by its deadline
         "open_total": 2, "open_by_age": {"0-3 days": 1, "4-7 days": 0, "8-30 days": 1,
                                          "over 30 days": 0},
         "loss_total": {"CNY": "2100.00", "USD": "250.50"},
@@ -265,8 +275,8 @@ def assert_table(table: statistics.MonthlyTable, exp: dict) -> None:
         assert got == exp[f"by_{dim}"], dim
     tl = t.timeliness
     assert tl.forms_opened == exp["forms_opened"]
-    assert (tl.quality_records, tl.met_3_day_rule, tl.share_met_3_day_rule) == \
-        (exp["quality_records"], exp["met"], exp["share"])
+    assert (tl.quality_records, tl.forms_due, tl.met_3_day_rule, tl.share_met_3_day_rule) == \
+        (exp["quality_records"], exp["forms_due"], exp["met"], exp["share"])
     assert (tl.form_to_quality_record.mean_hours, tl.form_to_quality_record.p90_hours) == \
         (exp["record_mean_h"], exp["record_p90_h"])
     assert (tl.registration_to_reply.count, tl.registration_to_reply.mean_hours,

@@ -71,8 +71,8 @@ def test_months_and_periods():
 
 
 def test_p_f_6_change_from_the_previous_month_keeps_money_exact():
-    now = {"fb": 3, "cp": 2, "qr|n": 2, "qr|met": 1, "loss|total|all|CNY": 10010}
-    before = {"fb": 1, "cp": 1, "qr|n": 1, "qr|met": 1, "loss|total|all|CNY": 20,
+    now = {"fb": 3, "cp": 2, "qr|n": 2, "tl|n": 2, "tl|met": 1, "loss|total|all|CNY": 10010}
+    before = {"fb": 1, "cp": 1, "qr|n": 1, "tl|n": 1, "tl|met": 1, "loss|total|all|CNY": 20,
               "loss|total|all|USD": 500}
     table = st.table_at("2031-03", "2031-03", {"2031-03": now, "2031-02": before}, {},
                         date(2026, 1, 1), "UTC")
