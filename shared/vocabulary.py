@@ -32,6 +32,8 @@ Amount = Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=2),
 
 
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"  # one rule for every address we keep
+# A register number as people say it (`CF-2026-000123`; a seventh digit after 999,999).
+REGISTER_NO_PATTERN = r"CF-\d{4}-\d{6,}"
 
 
 class Category(StrEnum):

@@ -43,10 +43,11 @@ from shared.attachments import (
 )
 from shared.auth import Principal, require
 from shared.domain import HistoryEntry
-from shared.errors import Conflict, DomainError, Invalid, NotFound
+from shared.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
 from shared.events import utcnow
 from shared.store import AlreadyExists, Repository, WriteLocks
 from shared.vocabulary import (
+    REGISTER_NO_PATTERN,
     AttachmentMeta,
     Category,
     Channel,
@@ -61,7 +62,7 @@ from shared.vocabulary import (
 FEEDBACK = "feedback"
 SALES = ("sales",)
 READERS = ("sales", "quality", "manager", "auditor")
-REGISTER_NO = re.compile(r"^CF-\d{4}-\d{6,}$")
+REGISTER_NO = re.compile(rf"^{REGISTER_NO_PATTERN}$")
 # Ids derived from Idempotency-Key: the same caller and key always name the same record.
 IDEMPOTENCY_NS = UUID("5b0f3f4e-6c1d-4f0e-9a53-1d8b2c7e9a10")
 
@@ -394,11 +395,18 @@ def router(settings: Settings) -> APIRouter:
 
     @api.get("/feedback/{ref}/attachments/{sha256}", response_class=FileResponse,
              tags=["evidence"], summary="Download an attachment's bytes",
+             description="Sales, Quality, managers and auditors; and the people of a unit "
+                         "Quality made responsible for this complaint (P-5.3.2).",
              responses={200: {"content": {"application/octet-stream": {}},
                               "description": "The file, with its content type"}})
     async def get_attachment(request: Request, ref: Ref, sha256: Sha,
-                             _: Annotated[Principal, Depends(require(*READERS))]) -> FileResponse:
+                             who: Annotated[Principal, Depends(require(*READERS, "unit"))]
+                             ) -> FileResponse:
         fb = await _load(request, ref)
+        if not who.has_any(READERS) and who.unit not in fb.responsible_units:
+            # P-5.3.2: a responsible unit gets the same attachments; other units do not.
+            raise Forbidden(f"Unit {who.unit!r} is not responsible for {fb.register_no}; "
+                            "Quality names the responsible units.")
         meta = next((a for a in fb.attachments if a.sha256 == sha256), None)
         if meta is None:
             raise NotFound(f"{fb.register_no} has no attachment {sha256}.")

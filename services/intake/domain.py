@@ -38,6 +38,7 @@ from shared.contracts import (
     MajorAlert,
     RepliedDirectly,
     ResolutionReady,
+    ResponsibilityAssigned,
     SatisfactionRecorded,
     UnitOutcome,
 )
@@ -186,6 +187,8 @@ class Feedback(Aggregate):
     reopen_count: int = 0
     returned_to_quality: int = Field(0, description="Records Sales sent back to Quality "
                                      "(P-F.4 review); not reopens")
+    responsible_units: list[str] = Field(default_factory=list, description="Units Quality "
+                                         "asked to act (P-3.2); their people read the evidence")
     withdrawn_reason: LongText | None = None
     registered_by: str
     created_at: datetime
@@ -438,6 +441,14 @@ class Feedback(Aggregate):
             "defect_code": payload.defect_code, "met_deadline": payload.met_deadline,
             "outcome": payload.outcome.value if payload.outcome else None},
             event_id=event.id)
+
+    def units_assigned(self, payload: ResponsibilityAssigned, event: Envelope) -> None:
+        """P-3.2: Quality named the responsible units; they may read this record's evidence
+        (P-5.3.2 "with the same attachments")."""
+        units = [u.unit for u in payload.units]
+        self.responsible_units = sorted(set(self.responsible_units) | set(units))
+        self._changed(event.actor, "responsibility_assigned", {
+            "units": units, "defect_code": payload.defect_code}, event_id=event.id)
 
     def major_flagged(self, payload: MajorAlert, event: Envelope) -> None:
         """P-5.3.5: Quality found it major (or confirms a major registration); the register

@@ -10,7 +10,13 @@ from collections.abc import Callable
 from uuid import UUID, uuid5
 
 from services.intake.domain import Feedback, register_number
-from shared.contracts import ComplaintAccepted, MailReceived, MajorAlert, ResolutionReady
+from shared.contracts import (
+    ComplaintAccepted,
+    MailReceived,
+    MajorAlert,
+    ResolutionReady,
+    ResponsibilityAssigned,
+)
 from shared.events import Contract, Envelope
 from shared.service import Service
 from shared.store import AlreadyExists
@@ -41,6 +47,11 @@ def register(service: Service) -> None:
         assert isinstance(payload, ResolutionReady)
         await apply(payload.feedback_id, event,
                     lambda fb: fb.quality_record_ready(payload, event))
+
+    @service.consumer.on("complaint.responsibility_assigned")
+    async def units_assigned(event: Envelope, payload: Contract) -> None:
+        assert isinstance(payload, ResponsibilityAssigned)
+        await apply(payload.feedback_id, event, lambda fb: fb.units_assigned(payload, event))
 
     @service.consumer.on("complaint.major_alert")
     async def major_alert(event: Envelope, payload: Contract) -> None:

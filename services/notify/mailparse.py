@@ -15,9 +15,9 @@ from email.parser import BytesParser
 from html.parser import HTMLParser
 
 from shared.attachments import HEAD_BYTES, is_utf8_text, sniff
-from shared.vocabulary import EMAIL_PATTERN
+from shared.vocabulary import EMAIL_PATTERN, REGISTER_NO_PATTERN
 
-REGISTER_NO = re.compile(r"\bCF-\d{4}-\d{6}\b")
+REGISTER_NO = re.compile(rf"\b{REGISTER_NO_PATTERN}\b")
 EMAIL = re.compile(EMAIL_PATTERN)
 MAX_TEXT = 20_000  # the contract's LongText
 MAX_SUBJECT = 998  # RFC 5322 line length

@@ -17,7 +17,13 @@ from typing import Any
 
 import httpx
 
-from shared.contracts import ComplaintAccepted, ResolutionReady, UnitOutcome
+from shared.contracts import (
+    ComplaintAccepted,
+    ResolutionReady,
+    ResponsibilityAssigned,
+    UnitOutcome,
+    UnitRequest,
+)
 from shared.events import Actor
 from tests.support import eventually, ok, refused
 
@@ -472,3 +478,32 @@ async def test_bad_input_is_422_with_its_location_and_nothing_is_written(actors)
     refused(await actors.sales.get("/feedback/CF-2026-999999"), 404)
     after = ok(await actors.sales.get(url))
     assert after["version"] == fb["version"] and after["samples"] == []
+
+
+async def test_p_5_3_2_the_responsible_unit_downloads_the_same_attachments(actors, system):
+    fb = await register(actors.sales)
+    photo = b"\x89PNG\r\n\x1a\n" + os.urandom(2048)
+    sha = hashlib.sha256(photo).hexdigest()
+    ok(await actors.sales.post(f"/feedback/{fb['id']}/attachments",
+                               files={"file": ("boss.png", photo, "image/png")}), 201)
+    url = f"/feedback/{fb['id']}/attachments/{sha}"
+    async with system.client("intake", "unit", sub="li.na", unit="production") as production, \
+            system.client("intake", "unit", sub="zhao.lei", unit="purchasing") as purchasing:
+        assert "not responsible" in refused(await production.get(url), 403)["message"]
+        await system.publish(ResponsibilityAssigned(
+            feedback_id=fb["id"], register_no=fb["register_no"], round=1,
+            preliminary_cause="Porosity at the boss", defect_code="D03",
+            customer_id=fb["customer"]["id"],
+            units=[UnitRequest(unit="production", request="Contain and find the cause",
+                               action_id=str(uuid.uuid4()))]),
+            correlation_id=fb["id"], actor=QUALITY, producer="quality")
+
+        async def downloaded():
+            resp = await production.get(url)
+            return resp if resp.status_code == 200 else None
+        download = await eventually(downloaded, what="production to be named responsible")
+        assert hashlib.sha256(download.content).hexdigest() == sha
+        refused(await purchasing.get(url), 403)  # another unit: not its complaint
+    history = ok(await actors.sales.get(f"/feedback/{fb['id']}/history"))
+    assert history[-1]["action"] == "responsibility_assigned"
+    assert history[-1]["changes"]["units"] == ["production"]

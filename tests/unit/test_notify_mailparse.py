@@ -86,6 +86,8 @@ def test_a_bare_pdf_message_is_an_attachment():
 def test_register_number_and_fax_recognition():
     assert find_register_no("回复：关于您的反馈 CF-2026-000123 的答复") == "CF-2026-000123"
     assert find_register_no("CF-26-123 is not one") is None
+    # Past 999,999 in a year the number grows a digit; intake accepts it, so must the mailbox.
+    assert find_register_no("Re: CF-2026-1000001 again") == "CF-2026-1000001"
     assert is_fax("gw@fax.plant.example", "anything", ["fax.plant.example"], [])
     assert is_fax("gw@eu.fax.plant.example", "", ["fax.plant.example"], [])
     assert is_fax("someone@x.example", "Fwd: Fax from +86 755", [], ["Fax from"])
