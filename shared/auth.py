@@ -11,7 +11,9 @@ from collections.abc import Callable
 from typing import Annotated
 
 import jwt
-from fastapi import Depends, Request
+from fastapi import APIRouter, Depends, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, ValidationError
 
@@ -21,6 +23,9 @@ from shared.settings import InfraSettings
 
 ROLES = ("sales", "quality", "unit", "manager", "ops", "auditor")
 READERS = ("manager", "auditor")  # read everything, change nothing
+
+# The roles each `require(...)` dependency admits, so the API can say them (P-3).
+_ALLOWED: dict[Callable[..., "Principal"], tuple[str, ...]] = {}
 
 
 class Principal(BaseModel):
@@ -94,7 +99,29 @@ def require(*roles: str) -> Callable[..., Principal]:
             )
         return principal
 
+    _ALLOWED[check] = roles
     return check
+
+
+def allowed_roles(dependant: Dependant) -> tuple[str, ...] | None:
+    """The roles a route's `require(...)` admits; None for a route open to everyone."""
+    for dep in dependant.dependencies:
+        if dep.call is not None and dep.call in _ALLOWED:
+            return _ALLOWED[dep.call]
+        if (found := allowed_roles(dep)) is not None:
+            return found
+    return None
+
+
+def document_roles(router: APIRouter) -> None:
+    """P-3: every operation names the roles allowed to take it, in its description and as
+    `x-roles` in the OpenAPI document (clients and tests read it from there). Called on a
+    router before the app includes it."""
+    for route in router.routes:
+        if isinstance(route, APIRoute) and (roles := allowed_roles(route.dependant)):
+            route.openapi_extra = (route.openapi_extra or {}) | {"x-roles": list(roles)}
+            route.description = (f"{route.description}\n\n" if route.description else "") \
+                + f"**Roles:** {', '.join(f'`{r}`' for r in roles)}"
 
 
 def make_token(secret: str, sub: str, roles: list[str], name: str | None = None,

@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.api import audit_router, record_refusal
 from shared.asyncapi import event_catalogue
-from shared.auth import TokenVerifier
+from shared.auth import TokenVerifier, document_roles
 from shared.domain import Aggregate
 from shared.errors import error_response, install_error_handlers
 from shared.logs import set_correlation
@@ -261,5 +261,6 @@ def create_app(service: Service, *, title: str, description: str,
         return Response(generate_latest(service.registry), media_type=CONTENT_TYPE_LATEST)
 
     for router in [*service.routers, audit_router()]:
+        document_roles(router)
         app.include_router(router)
     return app

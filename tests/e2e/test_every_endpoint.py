@@ -1,11 +1,13 @@
 """P-3: every action names the role allowed to take it. Managers and auditors read
 everything and change nothing: on every write endpoint of every service they get
-403, and the refusal is the only trace (in the audit log)."""
+403, and the refusal is the only trace (in the audit log). Every operation says its
+roles in the OpenAPI document, and every other role is refused."""
 
 import re
 
 import pytest
 
+from shared.auth import ROLES
 from tests.e2e.harness import SERVICES
 from tests.support import ok
 
@@ -46,3 +48,31 @@ async def test_p_3_readers_change_nothing_on_any_write_endpoint(system, role):
             after = ok(await auditor.get("/audit/refusals"))["total"]
             assert after - before == len(writes), f"{service}: every refusal is audited"
     assert checked >= 30  # every service's write endpoints were found and tried
+
+
+async def test_p_3_every_operation_names_its_roles_and_refuses_every_other(system):
+    checked = 0
+    for service in SERVICES:
+        async with system.client(service, "auditor", sub="audit.check") as auditor:
+            spec = ok(await auditor.get("/openapi.json"))
+            before = ok(await auditor.get("/audit/refusals"))["total"]
+        operations = [(path, method, op.get("x-roles")) for path, ops in spec["paths"].items()
+                      for method, op in ops.items()]
+        unguarded = {path for path, _, roles in operations if roles is None}
+        assert unguarded == {"/healthz", "/readyz", "/metrics", "/asyncapi.json"}, service
+        refused_here = 0
+        for role in ROLES:
+            async with system.client(service, role, sub=f"{role}.someone",
+                                     unit="production" if role == "unit" else None) as client:
+                for path, method, roles in operations:
+                    if roles is None or role in roles:
+                        continue
+                    resp = await client.request(method.upper(), concrete(path), json={})
+                    assert resp.status_code == 403, (service, role, method, path, resp.text)
+                    assert "needs role" in resp.json()["error"]["message"]
+                    refused_here += 1
+        async with system.client(service, "auditor", sub="audit.check") as auditor:
+            after = ok(await auditor.get("/audit/refusals"))["total"]
+        assert after - before == refused_here, f"{service}: every refusal is audited"
+        checked += refused_here
+    assert checked >= 150  # every service, every role it does not admit
