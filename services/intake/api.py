@@ -416,11 +416,21 @@ def router(settings: Settings) -> APIRouter:
         return FileResponse(path, media_type=meta.content_type, filename=meta.filename)
 
     @api.post("/feedback/{ref}/samples", response_model=FeedbackRead, status_code=201,
-              tags=["evidence"], summary="Note returned nonconforming samples (P-5.3.1)")
-    async def add_sample(request: Request, ref: Ref, body: ReturnedSample,
+              tags=["evidence"], summary="Note returned nonconforming samples (P-5.3.1)",
+              description="The same note again (a retried request) adds nothing: 200.",
+              responses={200: {"description": "These samples are already noted"}})
+    async def add_sample(request: Request, response: Response, ref: Ref, body: ReturnedSample,
                          who: Annotated[Principal, Depends(require(*SALES))]) -> FeedbackRead:
-        return FeedbackRead.of(await _change(
-            request, ref, lambda fb: fb.add_sample(body, who.as_actor())))
+        added: list[bool] = []
+
+        def apply(fb: Feedback) -> bool:
+            added.append(fb.add_sample(body, who.as_actor()))
+            return added[-1]
+
+        fb = await _change(request, ref, apply)
+        if not added[-1]:
+            response.status_code = 200
+        return FeedbackRead.of(fb)
 
     @api.post("/feedback/{ref}/direct-reply", response_model=FeedbackRead,
               summary="Answer the customer directly, no form (P-F.2 yes, P-5.3.3)",

@@ -293,14 +293,18 @@ class Feedback(Aggregate):
                       event_id=event.id)
         return True
 
-    def add_sample(self, sample: ReturnedSample, actor: Actor) -> None:
-        """Note nonconforming samples the customer returned."""
+    def add_sample(self, sample: ReturnedSample, actor: Actor) -> bool:
+        """Note nonconforming samples the customer returned; the same note twice (a retried
+        request) is one entry. False: known."""
         self._require_open("add evidence to")
+        if sample in self.samples:
+            return False
         self.samples.append(sample)
         event = self.emit(EvidenceAdded(feedback_id=self.id, register_no=self.register_no,
                                         sample=sample), actor)
         self._changed(actor, "sample_added", {"sample": sample.model_dump(mode="json")},
                       event_id=event.id)
+        return True
 
     # -- Sales decides (P-F.2) ---------------------------------------------
     def reply_directly(self, reply: str, actor: Actor, now: datetime | None = None) -> None:
