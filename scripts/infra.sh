@@ -14,6 +14,10 @@ FERRET_BIN="$CACHE/ferretdb-$FERRET_VERSION"
 MONGO_PORT="${QMS_MONGO_PORT:-27017}"
 FERRET_DEBUG_PORT="${QMS_FERRET_DEBUG_PORT:-8088}"
 AMQP_PORT=5672
+# The broker we start keeps its data and logs in the project, like FerretDB: a clean clone
+# (CI) gets a clean broker, not the queues earlier runs left in /var/lib/rabbitmq.
+RABBIT_DIR="$VAR/rabbitmq"
+export RABBITMQ_MNESIA_BASE="$RABBIT_DIR/mnesia" RABBITMQ_LOG_BASE="$RABBIT_DIR/log"
 WAIT_SECONDS="${QMS_INFRA_WAIT:-180}"
 
 say() { printf '[infra] %s\n' "$*"; }
@@ -83,13 +87,18 @@ start_rabbitmq() {
   local holder; holder=$(port_holder $AMQP_PORT)
   [ -z "$holder" ] || die "port $AMQP_PORT (AMQP) is taken by $holder, which is not a RabbitMQ we can manage"
   rabbitmq-plugins enable --offline rabbitmq_management rabbitmq_prometheus >/dev/null
-  say "starting RabbitMQ"
+  # Debian's scripts run the broker as the `rabbitmq` user: it must own its folder.
+  mkdir -p "$RABBITMQ_MNESIA_BASE" "$RABBITMQ_LOG_BASE"
+  need_root_or_sudo chown -R rabbitmq:rabbitmq "$RABBIT_DIR"
+  need_root_or_sudo su rabbitmq -s /bin/sh -c "test -w '$RABBITMQ_MNESIA_BASE'" 2>/dev/null \
+    || die "the rabbitmq user cannot write $RABBITMQ_MNESIA_BASE (a parent folder closed to other users?)"
+  say "starting RabbitMQ (data and logs under var/rabbitmq)"
   rabbitmq-server -detached >/dev/null 2>&1 || true
   # `-detached` returns before the Erlang node is reachable, and await_startup
   # fails at once on an unreachable node: ask again until the deadline.
   local deadline=$((SECONDS + WAIT_SECONDS))
   until rabbitmqctl -q await_startup --timeout 10 >/dev/null 2>&1; do
-    [ $SECONDS -lt $deadline ] || die "RabbitMQ did not start within ${WAIT_SECONDS}s (see /var/log/rabbitmq/)"
+    [ $SECONDS -lt $deadline ] || die "RabbitMQ did not start within ${WAIT_SECONDS}s (see var/rabbitmq/log/)"
     sleep 1
   done
   mkdir -p "$RUN" && touch "$RUN/rabbitmq.ours"
@@ -126,7 +135,14 @@ stop_all() {
   fi
   if [ -f "$RUN/rabbitmq.ours" ]; then
     say "stopping RabbitMQ"
-    rabbitmqctl -q stop >/dev/null 2>&1 || true
+    # A stuck node must not hang `make down` (and CI): give it a minute, then end it.
+    # Given the pid file, `stop` waits until the process has ended.
+    local pidfile pid; pidfile=$(ls "$RABBITMQ_MNESIA_BASE"/*.pid 2>/dev/null | head -n1 || true)
+    pid=$(cat "$pidfile" 2>/dev/null || true)
+    timeout 60 rabbitmqctl -q stop $pidfile >/dev/null 2>&1 || true
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+      say "RabbitMQ did not stop within 60s; killing it (pid $pid)"; kill -9 "$pid" || true
+    fi
     # rabbitmq-server started the Erlang port mapper too; it exits once no node uses it.
     epmd -kill >/dev/null 2>&1 || true
     rm -f "$RUN/rabbitmq.ours"
