@@ -6,10 +6,10 @@ contract registered for its `(type, version)`. Contracts live in
 """
 
 from datetime import UTC, datetime
-from typing import Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 from uuid import UUID, uuid4, uuid5
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 
 def utcnow() -> datetime:
@@ -48,7 +48,9 @@ class Envelope(BaseModel):
     id: str = Field(default_factory=lambda: str(uuid4()), description="Unique event id (UUID)")
     type: str = Field(..., examples=["feedback.registered"], description="Also the routing key")
     version: int = Field(1, ge=1, description="Contract version of the payload")
-    occurred_at: datetime = Field(default_factory=utcnow, description="UTC")
+    # A time without a zone is ambiguous (a plant system's local clock?): refused, not guessed.
+    occurred_at: Annotated[AwareDatetime, AfterValidator(lambda at: at.astimezone(UTC))] = Field(
+        default_factory=utcnow, description="When it happened, with its zone; kept in UTC")
     producer: str = Field(..., examples=["intake"])
     correlation_id: str = Field(..., description="The feedback id: the story of one complaint")
     causation_id: str | None = Field(None, description="The event that caused this one")
@@ -123,7 +125,9 @@ def parse_event(raw: bytes | str | dict) -> tuple[Envelope, Contract]:
         env = (Envelope.model_validate(raw) if isinstance(raw, dict)
                else Envelope.model_validate_json(raw))
     except ValidationError as exc:
-        raise MalformedEvent(f"not a valid event envelope: {exc.errors()[0]['msg']}") from exc
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])  # the DLQ says which field
+        raise MalformedEvent(f"not a valid event envelope: {loc}: {err['msg']}") from exc
     model = _REGISTRY.get((env.type, env.version))
     if model is None:
         known = sorted(v for (t, v) in _REGISTRY if t == env.type)

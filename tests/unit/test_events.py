@@ -1,5 +1,8 @@
 """Event contracts: an event is valid against its registered contract, or refused with a reason."""
 
+import json
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from pydantic import Field
 
@@ -45,3 +48,15 @@ def test_payload_breaking_its_contract_is_malformed_with_the_field():
         parse_event(env.model_dump_json())
     with pytest.raises(MalformedEvent, match="not a valid event envelope"):
         parse_event(b"{}")
+
+
+def test_occurred_at_needs_its_zone_and_is_kept_in_utc():
+    env = make_event(SampleHappened(what="x"), producer="unit", correlation_id="f1", actor=ACTOR)
+    raw = json.loads(env.model_dump_json())
+    raw["occurred_at"] = "2026-11-28T16:00:00+08:00"  # a plant system on Beijing time
+    parsed, _ = parse_event(json.dumps(raw))
+    assert parsed.occurred_at == datetime(2026, 11, 28, 8, 0, tzinfo=UTC)
+    assert parsed.occurred_at.utcoffset() == timedelta(0)
+    raw["occurred_at"] = "2026-11-28T16:00:00"  # whose clock? refused, not guessed
+    with pytest.raises(MalformedEvent, match="occurred_at"):
+        parse_event(json.dumps(raw))
