@@ -247,9 +247,11 @@ class KindRead(BaseModel):
     dimension: str = Field(..., examples=["customer"])
     subject: str = Field(..., description="Customer id or product code")
     defect_code: str
-    count: int = Field(..., description="Complaints since the last CAPA closed")
+    count: int = Field(..., description="Occurrences since the last CAPA closed: complaints "
+                       "that came after every earlier one was handled (others join them)")
     threshold: int = Field(..., description="The count that asks for a CAPA")
-    feedback_ids: list[str] = Field(..., description="The complaints counted now")
+    feedback_ids: list[str] = Field(..., description="The complaints linked now, joined ones "
+                                    "included")
     total_complaints: int = Field(..., description="Ever, withdrawn ones not counted")
     detected: bool = Field(..., description="A CAPA was asked for in this count")
     detections: list[Detection]

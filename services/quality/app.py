@@ -25,7 +25,9 @@ back with Sales.
 * **Verification**: accept or reject each unit's countermeasures; when all are
   accepted the quality record goes to Sales (`complaint.resolution_ready`).
 * **Recurrence (P-5.3.4)**: the third complaint of the same kind (customer or
-  product + defect), or a case unimproved for too long, asks for a formal CAPA.
+  product + defect) that came after the earlier ones were handled (one arriving
+  while another is still being handled joins it), or a case unimproved for too
+  long, asks for a formal CAPA.
 
 `{ref}` is the feedback id or its register number. Writes need role `quality`;
 `sales`, `manager` and `auditor` read.

@@ -1,9 +1,10 @@
 """Events Quality reacts to. Every handler is idempotent: the effect and the event id
 are written in one document update (`repo.apply_event`) or the id is deterministic.
 
-Recurrence counting (P-5.3.4) consumes Quality's own `complaint.responsibility_assigned`,
-so assigning responsibility writes one document and the kinds follow from the event,
-one idempotent update each: a crash in between only means a redelivery.
+Recurrence counting (P-5.3.4) consumes Quality's own `complaint.responsibility_assigned`
+(a complaint joins its kinds) and `complaint.resolution_ready` (it was handled), so a
+case change writes one document and the kinds follow from the event, one idempotent
+update each: a crash in between only means a redelivery.
 """
 
 import logging
@@ -12,7 +13,7 @@ from datetime import datetime
 
 from services.quality.clock import now_ms
 from services.quality.domain import Case, CaseStatus, kinds_of
-from services.quality.recurrence import Kind, KindEntry, parse_kind
+from services.quality.recurrence import Cover, Kind, KindEntry, parse_kind
 from services.quality.settings import Settings
 from services.quality.sla import policy_of
 from shared.contracts import (
@@ -27,6 +28,7 @@ from shared.contracts import (
     EvidenceAdded,
     FeedbackClosed,
     FeedbackWithdrawn,
+    ResolutionReady,
     ResponsibilityAssigned,
 )
 from shared.events import Envelope
@@ -116,9 +118,9 @@ def register(service: Service, settings: Settings) -> None:
         if case is None:
             return  # no form: it was never counted
         # P-5.3.4: a complaint registered in error must not help open a formal CAPA.
-        for key in sorted(case.kinds):
-            await on_kind(key, event, lambda k: k.withdraw_complaint(
-                p.feedback_id, actor=event.actor, at=now), create=False)
+        await through_kinds(sorted(case.kinds), event, lambda k, cover: k.withdraw_complaint(
+            p.feedback_id, actor=event.actor, at=now, threshold=settings.recurrence_count,
+            causation_id=event.id, covered=cover), create=False)
 
     # -- from the responsible units (capa) ------------------------------------------------
     @service.consumer.on("action.countermeasures_proposed")
@@ -147,6 +149,18 @@ def register(service: Service, settings: Settings) -> None:
         except AlreadyExists:  # created by a concurrent event meanwhile
             return await kinds().apply_event(key, event, apply)
 
+    async def through_kinds(keys: list[str], event: Envelope,
+                            change: Callable[[Kind, Cover | None], None], *, create: bool) -> None:
+        """Apply a change to each kind in turn; once one has asked for a CAPA, the next
+        ones know it covers them (one CAPA for one problem, not one per kind)."""
+        covered: Cover | None = None
+        for key in keys:
+            def apply(kind: Kind, cover: Cover | None = covered) -> None:
+                change(kind, cover)
+            kind = await on_kind(key, event, apply, create=create)
+            if kind is not None and kind.detected_ids and covered is None:
+                covered = (key, kind.detected_ids)
+
     @service.consumer.on("complaint.responsibility_assigned")
     async def count_kinds(event: Envelope, p: ResponsibilityAssigned) -> None:
         case = await cases().get(p.feedback_id)
@@ -154,16 +168,30 @@ def register(service: Service, settings: Settings) -> None:
             log.info("%s was withdrawn before it was counted: not counted", p.register_no)
             return
         now = now_ms()
+        # "Came back" (P-5.3.4) is judged when the form reached Quality (Sales opened it; the
+        # 3-day clock starts there), on Quality's own timeline like the handover it is
+        # compared with; the customer's report time is typed in by Sales, often after the fact.
+        arrived = case.rounds[0].received_at if case else event.occurred_at
+        # already handed over when this event reaches us late
+        handed = next((r.resolved_at for r in case.rounds if r.resolved_at), None) if case \
+            else None
         entry = KindEntry(feedback_id=p.feedback_id, register_no=p.register_no, round=p.round,
-                          customer_id=p.customer_id, product_code=p.product_code, counted_at=now)
-        covered: tuple[str, set[str]] | None = None
-        for key in kinds_of(p.customer_id, p.product_code, p.defect_code):
-            def count(kind: Kind, cover: tuple[str, set[str]] | None = covered) -> None:
-                kind.count_complaint(entry, threshold=settings.recurrence_count, now=now,
-                                     causation_id=event.id, covered=cover)
-            kind = await on_kind(key, event, count, create=True)
-            if kind is not None and kind.detected_ids and covered is None:
-                covered = (key, kind.detected_ids)
+                          customer_id=p.customer_id, product_code=p.product_code, counted_at=now,
+                          arrived_at=arrived, handled_at=handed)
+        await through_kinds(kinds_of(p.customer_id, p.product_code, p.defect_code), event,
+                            lambda k, cover: k.count_complaint(
+                                entry, threshold=settings.recurrence_count, now=now,
+                                causation_id=event.id, covered=cover), create=True)
+
+    @service.consumer.on("complaint.resolution_ready")
+    async def handed_over(event: Envelope, p: ResolutionReady) -> None:
+        case = await cases().get(p.feedback_id)
+        if case is None or not case.kinds:
+            return  # concluded without responsibility assigned: never counted
+        now = now_ms()
+        await through_kinds(sorted(case.kinds), event, lambda k, cover: k.complaint_handled(
+            p.feedback_id, at=p.resolved_at, threshold=settings.recurrence_count, now=now,
+            causation_id=event.id, covered=cover), create=False)
 
     @service.consumer.on("capa.opened")
     async def capa_opened(event: Envelope, p: CapaOpened) -> None:

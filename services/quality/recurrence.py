@@ -1,10 +1,15 @@
 """Recurrence tracking (P-5.3.4): the kinds of complaint and how often each came back. Pure.
 
 A kind is `customer:<id>|defect:<code>` or `product:<code>|defect:<code>`. A
-`Kind` counts the distinct complaints of that kind since its last CAPA closed
-(its *window*). When the window reaches the configured count and no CAPA is
-open for the kind, it asks for a formal CAPA (`complaint.recurrence_detected`),
-once per window.
+`Kind` keeps the complaints of that kind since its last CAPA closed (its *window*)
+and counts its *occurrences*: the procedure asks for a CAPA when the kind "was
+handled, came back, was handled again and came back again". A complaint is a new
+occurrence only if every earlier complaint in the window had been handled (its
+quality record handed to Sales) when it arrived; one that arrives while an earlier
+one is still being handled joins that occurrence: it stays linked, but adds nothing
+to the count. When the occurrences reach the configured count and no CAPA is open
+for the kind, it asks for a formal CAPA (`complaint.recurrence_detected`), once per
+window.
 """
 
 from datetime import datetime
@@ -25,6 +30,10 @@ class KindEntry(BaseModel):
     customer_id: str
     product_code: str | None = None
     counted_at: datetime
+    arrived_at: datetime | None = Field(None, description="When its form reached Quality; "
+                                        "absent on entries stored before occurrences counted")
+    handled_at: datetime | None = Field(None, description="When Quality first handed its "
+                                        "quality record to Sales (a later round does not move it)")
     withdrawn_at: datetime | None = Field(None, description="Registered in error: no longer "
                                           "counts towards the kind")
 
@@ -41,6 +50,20 @@ class KindCapa(BaseModel):
     number: str | None = None
     opened_at: datetime
     closed_at: datetime | None = None
+
+
+Cover = tuple[str, set[str]]  # (another kind, the complaints its detection asked a CAPA for)
+
+
+def came_back(entry: KindEntry, earlier: list[KindEntry]) -> bool:
+    """P-5.3.4: every earlier complaint had been handled when this one arrived.
+
+    An entry stored before arrivals were recorded stands alone, as it was counted then."""
+    if entry.arrived_at is None:
+        return True
+    arrived = entry.arrived_at
+    return all(e.handled_at is not None and e.handled_at <= arrived
+               for e in earlier if e.arrived_at is not None)
 
 
 def parse_kind(key: str) -> tuple[Literal["customer", "product"], str, str]:
@@ -60,8 +83,8 @@ class Kind(Aggregate):
     dimension: Literal["customer", "product"]
     subject: str = Field(..., description="The customer id or product code")
     defect_code: str
-    window: list[KindEntry] = Field(default_factory=list,
-                                    description="Complaints since the last CAPA closed")
+    window: list[KindEntry] = Field(default_factory=list, description="Complaints since the "
+                                    "last CAPA closed, each counted or joined to an occurrence")
     complaints: list[KindEntry] = Field(default_factory=list, description="Every one, ever")
     detected: bool = Field(False, description="A CAPA was asked for in this window")
     detections: list[Detection] = Field(default_factory=list)
@@ -79,7 +102,10 @@ class Kind(Aggregate):
 
     @property
     def count(self) -> int:
-        return len(self.window)
+        """Occurrences in the window: the complaints that came back after all earlier ones
+        were handled (decided from the entries, so the order events arrive in is irrelevant)."""
+        ordered = sorted(self.window, key=lambda e: e.arrived_at or e.counted_at)
+        return sum(came_back(e, ordered[:i]) for i, e in enumerate(ordered))
 
     @property
     def window_ids(self) -> list[str]:
@@ -94,13 +120,8 @@ class Kind(Aggregate):
         return values.pop() if len(values) == 1 else None
 
     def count_complaint(self, entry: KindEntry, *, threshold: int, now: datetime,
-                        causation_id: str | None = None,
-                        covered: tuple[str, set[str]] | None = None) -> None:
-        """Count a complaint (once) and ask for a CAPA when the kind has come back enough.
-
-        `covered` = (other kind, its detected complaints): when this window holds only
-        complaints another kind has already asked a CAPA for, asking again would open a
-        second CAPA for the same problem."""
+                        causation_id: str | None = None, covered: Cover | None = None) -> None:
+        """Add a complaint (once) and ask for a CAPA when the kind has come back enough."""
         if entry.feedback_id not in [e.feedback_id for e in self.complaints]:
             self.complaints.append(entry)
         self.last_feedback_id = entry.feedback_id
@@ -109,6 +130,28 @@ class Kind(Aggregate):
         self.window.append(entry)
         self.log(SYSTEM, "counted", {"feedback_id": entry.feedback_id, "count": self.count},
                  event_id=causation_id)
+        self._detect(threshold=threshold, now=now, causation_id=causation_id, covered=covered)
+
+    def complaint_handled(self, feedback_id: str, *, at: datetime, threshold: int,
+                          now: datetime, causation_id: str | None = None,
+                          covered: Cover | None = None) -> None:
+        """Its quality record went to Sales: complaints arriving from now on came back.
+
+        Checks again for a CAPA: a complaint counted before this news reached us may have
+        arrived after the handover."""
+        for entry in self.complaints + self.window:
+            if entry.feedback_id == feedback_id and entry.handled_at is None:
+                entry.handled_at = at
+        self.log(SYSTEM, "handled", {"feedback_id": feedback_id, "count": self.count},
+                 event_id=causation_id)
+        self._detect(threshold=threshold, now=now, causation_id=causation_id, covered=covered)
+
+    def _detect(self, *, threshold: int, now: datetime, causation_id: str | None,
+                covered: Cover | None) -> None:
+        """Ask for a CAPA once the occurrences reach the threshold, once per window.
+
+        `covered`: when this window holds only complaints another kind has already asked a
+        CAPA for, asking again would open a second CAPA for the same problem."""
         if self.count < threshold or self.detected or self.open_capas:
             return
         self.detected = True
@@ -127,16 +170,20 @@ class Kind(Aggregate):
                 "product_code")), SYSTEM, causation_id)
         self.log(SYSTEM, "recurrence_detected", {"count": self.count, "feedback_ids": ids})
 
-    def withdraw_complaint(self, feedback_id: str, *, actor: Actor, at: datetime) -> None:
+    def withdraw_complaint(self, feedback_id: str, *, actor: Actor, at: datetime,
+                           threshold: int, causation_id: str | None = None,
+                           covered: Cover | None = None) -> None:
         """A complaint registered in error stops counting (kept in `complaints`, marked).
 
-        A CAPA it already helped ask for stays asked for: capa owns it from then on."""
+        A CAPA it already helped ask for stays asked for: capa owns it from then on. Checks
+        again for a CAPA: complaints that had joined it may now count as having come back."""
         for entry in self.complaints:
             if entry.feedback_id == feedback_id and entry.withdrawn_at is None:
                 entry.withdrawn_at = at
         self.window = [e for e in self.window if e.feedback_id != feedback_id]
         self.log(actor, "withdrawn", {"feedback_id": feedback_id, "count": self.count},
                  note="registered in error: no longer counts")
+        self._detect(threshold=threshold, now=at, causation_id=causation_id, covered=covered)
 
     @property
     def detected_ids(self) -> set[str]:

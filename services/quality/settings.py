@@ -63,8 +63,9 @@ class Settings(ServiceSettings):
     holidays: list[date] = Field(default_factory=list, description="Days not counted")
     calendar_timezone: str = Field("UTC", description="Where a working day starts and ends, "
                                                       "e.g. Asia/Shanghai")
-    recurrence_count: int = Field(3, ge=2, description="P-5.3.4: the n-th complaint of the same "
-                                                       "kind opens a CAPA")
+    recurrence_count: int = Field(3, ge=2, description="P-5.3.4: the n-th occurrence of the same "
+                                                       "kind (it came back after the earlier "
+                                                       "ones were handled) opens a CAPA")
     unimproved_after: timedelta = Field(timedelta(days=30),
                                         description="P-5.3.4: a case not resolved this long after "
                                                     "it was received opens a CAPA")

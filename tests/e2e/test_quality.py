@@ -118,12 +118,19 @@ async def verify(client: httpx.AsyncClient, feedback_id: str, unit: str, **body:
 
 
 async def resolve(system: System, client: httpx.AsyncClient, feedback_id: str,
-                  *units: str) -> dict[str, Any]:
-    case = await assign(client, feedback_id, *units)
+                  *units: str, defect_code: str = "D03") -> dict[str, Any]:
+    return await finish(system, client, await assign(client, feedback_id, *units,
+                                                     defect_code=defect_code))
+
+
+async def finish(system: System, client: httpx.AsyncClient,
+                 case: dict[str, Any]) -> dict[str, Any]:
+    """The units of an assigned case propose; Quality verifies: the record goes to Sales."""
+    units = [u["unit"] for u in case["responsible_units"]]
     for unit in units:
         case = await propose(system, client, case, unit)
     for unit in units:
-        case = await verify(client, feedback_id, unit)
+        case = await verify(client, case["id"], unit)
     return case
 
 
@@ -571,41 +578,59 @@ async def _kinds(client: httpx.AsyncClient, **params: Any) -> dict[str, dict[str
     return {k["kind"]: k for k in page["items"]}
 
 
-async def test_p_5_3_4_third_complaint_of_the_same_kind_asks_for_a_capa(system, actors):
+async def _kind_when(client: httpx.AsyncClient, customer: str, key: str, count: int,
+                     ids: list[str]) -> dict[str, Any]:
+    """The kind once it counts `count` occurrences linking exactly these complaints."""
+    async def reached() -> dict[str, Any] | None:
+        kind = (await _kinds(client, customer_id=customer)).get(key)
+        return kind if kind and kind["count"] == count and \
+            sorted(kind["feedback_ids"]) == sorted(ids) else None
+    return await eventually(reached, what=f"{key} to count {count} with {len(ids)} complaints")
+
+
+async def test_p_5_3_4_concurrent_complaints_are_one_occurrence_a_capa_needs_it_to_come_back(
+        system, actors):
+    """"Recurs two or more times in a row": handled, came back, handled again, came back
+    again. One bad lot reported three times at once is one occurrence, not a recurrence."""
     q = actors.quality
     customer = f"C-{uuid.uuid4().hex[:8]}"
     product = f"HSG-{uuid.uuid4().hex[:6]}"
     ck, pk = f"customer:{customer}|defect:D02", f"product:{product}|defect:D02"
     async with EventTap(system, "complaint.recurrence_detected") as tap:
-        ids = []
-        for _ in range(2):
+        lot = []
+        for _ in range(3):  # three forms open at the same time, none handled yet
             f, _ = await escalate(system, q, customer_id=customer, product_code=product)
-            await assign(q, f.feedback_id, "production", defect_code="D02")
-            ids.append(f.feedback_id)
+            lot.append(await assign(q, f.feedback_id, "production", defect_code="D02"))
+        ids = [c["id"] for c in lot]
         # A different defect of the same customer is another kind: it does not count.
         other, _ = await escalate(system, q, customer_id=customer, product_code=product)
         await assign(q, other.feedback_id, "production", defect_code="D05")
+        kind = await _kind_when(q, customer, ck, 1, ids)  # linked, counted once
+        assert kind["detected"] is False and kind["threshold"] == 3
+        await _kind_when(q, customer, f"customer:{customer}|defect:D05", 1, [other.feedback_id])
+        for case in lot:
+            await finish(system, q, case)
+        await _kind_when(q, customer, ck, 1, ids)
+        await tap.drain()
+        assert not [e for e in tap.seen if e.payload["kind"] in (ck, pk)]  # no CAPA asked for
 
-        async def counted() -> dict[str, dict[str, Any]] | None:
-            kinds = await _kinds(q, customer_id=customer)
-            return kinds if kinds.get(ck, {}).get("count") == 2 and \
-                f"customer:{customer}|defect:D05" in kinds else None
-        kinds = await eventually(counted, what="two complaints counted")
-        assert kinds[ck]["detected"] is False and kinds[ck]["threshold"] == 3
-        assert kinds[f"customer:{customer}|defect:D05"]["count"] == 1
-
+        # Handled, it comes back: the second occurrence; handled again, it comes back again.
+        second, _ = await escalate(system, q, customer_id=customer, product_code=product)
+        await resolve(system, q, second.feedback_id, "production", defect_code="D02")
+        ids.append(second.feedback_id)
+        await _kind_when(q, customer, ck, 2, ids)
         third, _ = await escalate(system, q, customer_id=customer, product_code=product)
         await assign(q, third.feedback_id, "production", defect_code="D02")
         ids.append(third.feedback_id)
         detected = await tap.wait_for("complaint.recurrence_detected",
                                       where=lambda p: p["kind"] in (ck, pk))
         assert detected.payload["reason"] == "recurred"
-        assert sorted(detected.payload["feedback_ids"]) == sorted(ids)
+        assert sorted(detected.payload["feedback_ids"]) == sorted(ids)  # the lot stays linked
         assert detected.payload["defect_code"] == "D02"
         assert detected.payload["customer_id"] == customer
         assert detected.payload["product_code"] == product
 
-        # The product kind holds the same three complaints: one CAPA is asked for, not two.
+        # The product kind holds the same complaints: one CAPA is asked for, not two.
         async def both_detected() -> bool:
             kinds = await _kinds(q, product_code=product) | await _kinds(q, customer_id=customer)
             return kinds[ck]["detected"] and kinds[pk]["detected"]
@@ -714,29 +739,21 @@ async def test_p_5_3_4_a_withdrawn_complaint_stops_counting_towards_recurrence(s
     ck = f"customer:{customer}|defect:D02"
     async with EventTap(system, "complaint.recurrence_detected") as tap:
         forms = []
-        for _ in range(2):
+        for _ in range(2):  # handled, came back, handled again
             f, _ = await escalate(system, q, customer_id=customer, product_code=None)
-            await assign(q, f.feedback_id, "production", defect_code="D02")
+            await resolve(system, q, f.feedback_id, "production", defect_code="D02")
             forms.append(f)
-
-        async def count_is(n: int, ids: list[str]) -> Any:
-            async def reached() -> dict[str, Any] | None:
-                kind = (await _kinds(q, customer_id=customer)).get(ck)
-                return kind if kind and kind["count"] == n and \
-                    sorted(kind["feedback_ids"]) == sorted(ids) else None
-            return await eventually(reached, what=f"{ck} to count {n}")
-
-        await count_is(2, [f.feedback_id for f in forms])
+        await _kind_when(q, customer, ck, 2, [f.feedback_id for f in forms])
         first = forms[0]
         await system.publish(FeedbackWithdrawn(feedback_id=first.feedback_id,
                                                register_no=first.register_no,
                                                reason="Registered in error: another customer"),
                              correlation_id=first.feedback_id)
-        kind = await count_is(1, [forms[1].feedback_id])
+        kind = await _kind_when(q, customer, ck, 1, [forms[1].feedback_id])
         assert kind["total_complaints"] == 1
         third, _ = await escalate(system, q, customer_id=customer, product_code=None)
-        await assign(q, third.feedback_id, "production", defect_code="D02")
-        await count_is(2, [forms[1].feedback_id, third.feedback_id])
+        await resolve(system, q, third.feedback_id, "production", defect_code="D02")
+        await _kind_when(q, customer, ck, 2, [forms[1].feedback_id, third.feedback_id])
         await tap.drain()
         assert not [e for e in tap.seen if e.payload["kind"] == ck]  # no CAPA asked for
         fourth, _ = await escalate(system, q, customer_id=customer, product_code=None)

@@ -465,7 +465,7 @@ def test_p_5_3_4_a_withdrawn_complaint_stops_counting_towards_its_kind():
     kind = Kind.new("customer:C-1|defect:D03")
     for fid in ("f1", "f2"):
         kind.count_complaint(entry(fid), threshold=3, now=T0)
-    kind.withdraw_complaint("f1", actor=SALES, at=T0)
+    kind.withdraw_complaint("f1", actor=SALES, at=T0, threshold=3)
     assert kind.window_ids == ["f2"] and kind.complaints[0].withdrawn_at == T0
     kind.count_complaint(entry("f3"), threshold=3, now=T0)
     assert kind.pending_events == []  # f1 no longer helps reach three
