@@ -198,6 +198,7 @@ class Feedback(Aggregate):
     needs_triage: bool = Field(False, description="Arrived by mail: Sales still has to check "
                                "the customer and the classification (P-5.2)")
     source_mail_id: str | None = None
+    source_mail_from: str | None = Field(None, description="Who sent the mail that opened it")
 
     # -- registration ------------------------------------------------------
     @classmethod
@@ -240,6 +241,7 @@ class Feedback(Aggregate):
         fb = cls.register(id=id, register_no=register_no, new=new, actor=actor,
                           now=max(utcnow(), mail.received_at))
         fb.needs_triage, fb.source_mail_id = True, mail.mail_id
+        fb.source_mail_from = mail.from_address
         for meta in mail.attachments:
             fb.add_attachment(meta, actor)
         if mail.malformed:
@@ -249,14 +251,34 @@ class Feedback(Aggregate):
         return fb
 
     def mail_followup(self, mail: MailReceived, actor: Actor) -> None:
-        """A mail naming this register number: kept in the record's history (P-5.4.2)."""
+        """A mail naming this register number: kept in the record's history (P-5.4.2).
+
+        Anyone can quote a register number: a sender who is neither the customer nor who
+        opened the record by mail is kept in the history but flagged for Sales, and its
+        attachments stay with the mail in notify instead of joining the evidence."""
+        recognised = self._sender_recognised(mail)
         self._changed(actor, "mail_received", {
             "mail_id": mail.mail_id, "from": mail.from_address, "subject": mail.subject,
-            "attachments": [a.filename for a in mail.attachments]},
-            note=mail.body[:2000] or None)
-        if self.status not in (FeedbackStatus.CLOSED, FeedbackStatus.WITHDRAWN):
+            "attachments": [a.filename for a in mail.attachments],
+            "sender_recognised": recognised}, note=mail.body[:2000] or None)
+        if not recognised:
+            self.needs_triage = True
+            self.log(actor, "flagged", {"needs_triage": True},
+                     note=f"{mail.from_address} is not this record's customer: check the mail "
+                          f"(mail {mail.mail_id} in notify) before using what it says.")
+        elif self.status not in (FeedbackStatus.CLOSED, FeedbackStatus.WITHDRAWN):
             for meta in mail.attachments:
                 self.add_attachment(meta, actor)
+
+    def _sender_recognised(self, mail: MailReceived) -> bool:
+        """The customer (as notify matched it, or by address or domain), or whoever sent the
+        mail that opened this record."""
+        if mail.customer is not None and mail.customer.id == self.customer.id:
+            return True
+        known = [a.lower() for a in (self.customer.email, self.source_mail_from) if a]
+        sender = mail.from_address.lower()
+        return sender in known or sender.rpartition("@")[2] in {
+            a.rpartition("@")[2] for a in known}
 
     def classify(self, actor: Actor, *, customer: Customer, category: Category,
                  severity: Severity, product: Product | None) -> None:

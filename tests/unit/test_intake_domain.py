@@ -5,7 +5,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from services.intake.domain import Feedback, FeedbackStatus, NewFeedback
-from shared.contracts import ComplaintAccepted, MajorAlert, ResolutionReady
+from shared.contracts import ComplaintAccepted, MailReceived, MajorAlert, ResolutionReady
 from shared.errors import Conflict, Invalid
 from shared.events import Actor, make_event
 from shared.vocabulary import AttachmentMeta, Head, NoActionOutcome, ReturnedSample, Severity
@@ -231,3 +231,29 @@ def test_p_f_3_a_record_without_corrective_action_carries_its_outcome():
                                                 correlation_id=fb.id, actor=QUALITY))
     assert fb.quality_record.outcome is NoActionOutcome.NO_FAULT_FOUND
     assert fb.history[-1].changes["outcome"] == "no_fault_found"
+
+
+def followup(sender: str) -> MailReceived:
+    photo = AttachmentMeta(sha256="a" * 64, filename="more.png", content_type="image/png",
+                           size=10, uploaded_by="notify", uploaded_at=NOW)
+    return MailReceived(mail_id=f"m-{sender}", from_address=sender,
+                        subject="Re: CF-2026-000001 more photos", body="Two more lots.",
+                        received_at=NOW, register_no="CF-2026-000001", attachments=[photo])
+
+
+def test_p_5_4_2_a_mail_quoting_the_register_number_joins_the_history_and_its_evidence():
+    fb = register(customer={"id": "C-1001", "name": "Bright Motors",
+                            "email": "zhang@bright.example"})
+    fb.mail_followup(followup("li@bright.example"), SALES)  # a colleague at the customer
+    assert [h.action for h in fb.history[-2:]] == ["mail_received", "attachment_added"]
+    assert fb.history[-2].changes["sender_recognised"] is True
+    assert [a.filename for a in fb.attachments] == ["more.png"] and not fb.needs_triage
+
+
+def test_p_5_4_2_a_stranger_quoting_the_register_number_is_kept_but_flagged_for_sales():
+    fb = register(customer={"id": "C-1001", "name": "Bright Motors",
+                            "email": "zhang@bright.example"})
+    fb.mail_followup(followup("someone@elsewhere.example"), SALES)
+    assert [h.action for h in fb.history[-2:]] == ["mail_received", "flagged"]
+    assert fb.history[-2].changes["sender_recognised"] is False
+    assert fb.attachments == [] and fb.needs_triage  # evidence only from the customer's side
