@@ -148,6 +148,9 @@ class DomainMetrics:
                              registry=registry)
         self.closed = Counter("qms_feedbacks_closed_total", "Cases closed (P-F.4 satisfied)",
                               ["had_form"], registry=registry)
+        self.time_to_close = Histogram(
+            "qms_time_to_close_seconds", "Feedback received -> closed (customer satisfied)",
+            ["had_form"], buckets=REPLY_BUCKETS, registry=registry)
         self.reopened = Counter("qms_complaints_reopened_total",
                                 "Cases reopened (P-F.4 not satisfied)", registry=registry)
         self.withdrawn = Counter("qms_feedbacks_withdrawn_total", "Feedback withdrawn",
@@ -176,6 +179,7 @@ class DomainMetrics:
         for flag in ("true", "false"):
             self.quality_records.labels(flag)
             self.closed.labels(flag)
+            self.time_to_close.labels(flag)
             self.satisfaction.labels(flag)
         for kind in ("direct", "after_quality_record"):
             self.time_to_reply.labels(kind)
@@ -229,7 +233,11 @@ class DomainMetrics:
             case c.MajorAlert():
                 self.major.inc()
             case c.FeedbackClosed():
-                self.closed.labels(str(payload.had_form).lower()).inc()
+                had_form = str(payload.had_form).lower()
+                self.closed.labels(had_form).inc()
+                if isinstance(row, FeedbackRow) and row.received_at is not None:
+                    self.time_to_close.labels(had_form).observe(
+                        max(0.0, (payload.closed_at - row.received_at).total_seconds()))
             case c.ComplaintReopened():
                 self.reopened.inc()
             case c.FeedbackWithdrawn():

@@ -39,3 +39,20 @@ async def test_a_reload_keeps_what_an_event_changed_while_the_database_was_read(
     await metrics.reload(rows_read_before_a_change())
     assert open_cases(registry, "normal") == 0  # A's closure is not undone by the stale read
     assert open_cases(registry, "major") == 1   # B, which this replica had not seen, counts
+
+
+def test_time_to_close_is_observed_once_from_receipt_to_closure():
+    registry = CollectorRegistry()
+    metrics = DomainMetrics(registry)
+    row = open_complaint("A", "normal")
+    closed_at = row.received_at + timedelta(days=2)
+    closure = c.FeedbackClosed(feedback_id="A", register_no="CF-1", closed_at=closed_at,
+                               had_form=True)
+    event = make_event(closure, producer="intake", correlation_id="A",
+                       actor=Actor(sub="t", roles=("sales",)))
+    row.open = False
+    metrics.observe(event, closure, Projected(row.kind, row, applied=True))
+    metrics.observe(event, closure, Projected(row.kind, row, applied=False))  # a redelivery
+    labels = {"had_form": "true"}
+    assert registry.get_sample_value("qms_time_to_close_seconds_count", labels) == 1
+    assert registry.get_sample_value("qms_time_to_close_seconds_sum", labels) == 2 * 86400
