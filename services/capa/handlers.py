@@ -13,6 +13,8 @@ import logging
 from collections.abc import Callable
 from uuid import NAMESPACE_URL, uuid5
 
+from pymongo.errors import DuplicateKeyError
+
 from services.capa.domain import (
     ENDED_CAPA_STATUSES,
     OPEN_ACTION_STATUSES,
@@ -29,7 +31,7 @@ from shared.contracts import (
     ResponsibilityAssigned,
 )
 from shared.errors import Conflict
-from shared.events import Contract, Envelope, utcnow
+from shared.events import Actor, Contract, Envelope, utcnow
 from shared.service import Service
 from shared.store import AlreadyExists, Repository
 
@@ -37,6 +39,7 @@ log = logging.getLogger("qms.capa")
 
 ACTIONS = "actions"
 CAPAS = "capas"
+WITHDRAWN = "withdrawn_feedback"  # complaints Sales withdrew: for assignments arriving later
 CAPA_IDS = uuid5(NAMESPACE_URL, "qms:capa:recurrence")
 
 
@@ -62,11 +65,18 @@ def register(service: Service, settings: Settings) -> None:
     async def on_responsibility_assigned(event: Envelope, payload: Contract) -> None:
         assert isinstance(payload, ResponsibilityAssigned)
         repo = service.repo(ACTIONS)
+        # Sales' withdrawal and Quality's assignment travel separately and may arrive in
+        # either order: a request for a complaint already withdrawn opens withdrawn.
+        withdrawn = await service.database[WITHDRAWN].find_one({"_id": payload.feedback_id})
         for unit in payload.units:
             if await repo.get(unit.action_id) is not None:
                 continue  # a redelivery: this unit's request exists already
+            request = ActionRequest.open(unit, payload, event.actor, event.id)
+            if withdrawn is not None:
+                request.withdraw(withdrawn["reason"], Actor.model_validate(withdrawn["actor"]),
+                                 withdrawn["event_id"])
             try:
-                await repo.add(ActionRequest.open(unit, payload, event.actor, event.id))
+                await repo.add(request)
             except AlreadyExists:
                 pass
 
@@ -131,6 +141,12 @@ def register(service: Service, settings: Settings) -> None:
     @service.consumer.on("feedback.withdrawn")
     async def on_feedback_withdrawn(event: Envelope, payload: Contract) -> None:
         assert isinstance(payload, FeedbackWithdrawn)
+        try:  # remembered for requests whose assignment arrives after the withdrawal
+            await service.database[WITHDRAWN].insert_one({
+                "_id": payload.feedback_id, "reason": payload.reason, "event_id": event.id,
+                "actor": event.actor.model_dump(mode="json"), "at": event.occurred_at})
+        except DuplicateKeyError:
+            pass  # a redelivery
         await on_open_requests(payload.feedback_id, event,
                                lambda a: a.withdraw(payload.reason, event.actor, event.id))
 

@@ -19,6 +19,7 @@ import pytest
 from shared.contracts import (
     CountermeasuresRejected,
     CountermeasuresVerified,
+    FeedbackWithdrawn,
     RecurrenceDetected,
     ResponsibilityAssigned,
     UnitRequest,
@@ -29,6 +30,7 @@ from tests.e2e.harness import Actors, EventTap, System
 from tests.support import eventually, ok, refused
 
 QUALITY = Actor(sub="li.wei", name="Li Wei", roles=("quality",))
+SALES = Actor(sub="wang.fang", name="Wang Fang", roles=("sales",))
 
 COMPLETE_INVESTIGATION: dict[str, Any] = {
     "containment": "Shipments of lot L2026-11-03 stopped; stock sorted 100%.",
@@ -83,9 +85,10 @@ async def capa_as(system: System) -> AsyncIterator[Callable[[str], httpx.AsyncCl
 # ------------------------------------------------------------------ Quality's side
 
 
-async def assign(system: System, *units: str) -> tuple[str, dict[str, str]]:
-    """Quality assigns responsibility for a new complaint; returns its id and the action ids."""
-    feedback_id = str(uuid.uuid4())
+async def assign(system: System, *units: str,
+                 feedback_id: str | None = None) -> tuple[str, dict[str, str]]:
+    """Quality assigns responsibility for a (new) complaint; returns its id and the action ids."""
+    feedback_id = feedback_id or str(uuid.uuid4())
     actions = {u: str(uuid.uuid4()) for u in units}
     await system.publish(ResponsibilityAssigned(
         feedback_id=feedback_id, register_no=f"CF-2026-{uuid.uuid4().int % 10**6:06d}",
@@ -250,6 +253,20 @@ async def test_p_3_3_withdrawn_complaint_withdraws_the_units_open_requests(syste
     listed = ok(await actors.capa_quality.get("/actions", params={
         "feedback_id": fb["id"], "status": "withdrawn"}))
     assert listed["total"] == 2
+
+
+async def test_p_3_3_a_withdrawal_that_overtakes_the_assignment_still_ends_the_request(
+        system, actors, unit):
+    """Sales' withdrawal and Quality's assignment are separate events that may arrive in
+    either order: the unit is never left with a request for a withdrawn complaint."""
+    feedback_id = str(uuid.uuid4())
+    await system.publish(FeedbackWithdrawn(
+        feedback_id=feedback_id, register_no="CF-2026-000998", reason="Customer's own error"),
+        correlation_id=feedback_id, actor=SALES, producer="intake")
+    _, actions = await assign(system, "production", feedback_id=feedback_id)
+    gone = await arrived(unit("production"), actions["production"], status="withdrawn")
+    assert gone["withdrawal"]["reason"] == "Customer's own error"
+    assert gone["withdrawal"]["by"] == SALES.sub
 
 
 # ------------------------------------------------------------------ P-5.3.2
