@@ -195,11 +195,14 @@ async def _groups(notify: Notify, groups: tuple[str, ...]) -> list[Recipient]:
 
 
 async def _heads(notify: Notify, heads: tuple[Head, ...]) -> list[Recipient]:
-    """The heads the event names; their language from the directory when it knows them."""
+    """The heads the event names; their language from the directory when it knows them.
+
+    A head the directory marks inactive (on leave, moved on) is not summoned: the unit's
+    active `head:<unit>` entries (a deputy) are, as for a head named without an address."""
     out: list[Recipient] = []
     for head in heads:
-        if head.email and EMAIL.match(head.email):
-            entry = await notify.directory.get(head.email.lower())
+        entry = await notify.directory.get(head.email.lower()) if head.email else None
+        if head.email and EMAIL.match(head.email) and (entry is None or entry.active):
             language = entry.language if entry else notify.settings.default_language
             out.append(Recipient(head.email.lower(), head.name, language))
         else:

@@ -491,6 +491,24 @@ async def test_p_5_3_5_major_complaint_mails_each_head_at_once_in_their_language
     assert number in got["production.head@plant.example"][0]["Subject"]
 
 
+async def test_p_5_3_5_a_head_on_leave_is_replaced_by_the_units_deputy(ntf):
+    u = uid()
+    unit, head, deputy = f"lab-{u}", f"lab.head.{u}@plant.example", f"lab.deputy.{u}@plant.example"
+    async with ntf.client("ops") as ops:
+        for email, name in ((head, "Lab head"), (deputy, "Lab deputy")):
+            ok(await ops.post("/directory", json={"email": email, "name": name,
+                                                  "language": "en", "groups": [f"head:{unit}"]}))
+        ok(await ops.patch(f"/directory/{head}", json={"active": False}))  # on leave
+    fid, number = str(uuid.uuid4()), register_no()
+    alert = await ntf.system.publish(MajorAlert(
+        feedback_id=fid, register_no=number, customer=customer(u), description="Line stop",
+        heads=[Head(unit=unit, name="Lab head", email=head)]), correlation_id=fid)
+    got = await ntf.mails(alert.id, deputy)
+    assert number in got[deputy][0]["Subject"]
+    records = await ntf.notifications(event_id=alert.id)
+    assert [r["recipient"] for r in records] == [deputy]  # the head on leave is not mailed
+
+
 async def test_p_f_5_at_risk_and_breach_mail_quality_and_the_managers(ntf):
     u = uid()
     manager = f"deputy.{u}@plant.example"
