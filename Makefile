@@ -9,7 +9,7 @@ ROLE ?= sales
 SUB ?= dev.user
 UNIT ?=
 
-.PHONY: up down test token demo install infra clean help
+.PHONY: up down test token demo install infra clean help lock
 
 help:
 	@echo "make up     install what is missing, start RabbitMQ, FerretDB and the five services"
@@ -18,10 +18,10 @@ help:
 	@echo "make token ROLE=quality SUB=li.wei [UNIT=production]   a development JWT"
 	@echo "make demo   play a realistic month through the APIs (with make up running)"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip >/dev/null
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -c requirements.lock -e '.[test,reporting,notify]'
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -50,3 +50,10 @@ clean:
 	rm -rf var reports
 demo: $(STAMP)
 	@$(PY) scripts/demo.py
+
+# Pin what the services run on (the images install from it too); after changing the
+# dependencies in pyproject.toml.
+lock: $(STAMP)
+	$(PY) -m pip install -q pip-tools
+	$(VENV)/bin/pip-compile -q --strip-extras --extra reporting --extra notify \
+	  --no-emit-find-links --no-emit-index-url -o requirements.lock pyproject.toml

@@ -272,9 +272,12 @@ def test_each_service_has_a_slim_multi_stage_non_root_image_with_a_readiness_che
     assert str(PORTS[name]) in " ".join(a for op, a in final if op == "EXPOSE")
     assert f"QMS_{name.upper()}_HTTP_HOST=0.0.0.0" in " ".join(a for op, a in final if op == "ENV")
     # Only what this service needs: the kit and its own package, no other service, no tests.
-    copied = [a.split()[0] for op, a in steps if op == "COPY" and not a.startswith("--from")]
-    assert sorted(copied) == sorted(["pyproject.toml", "shared/", "services/__init__.py",
-                                     f"services/{name}/"]), copied
+    copied = [src for op, a in steps if op == "COPY" and not a.startswith("--from")
+              for src in a.split()[:-1]]
+    assert sorted(copied) == sorted(["pyproject.toml", "requirements.lock", "shared/",
+                                     "services/__init__.py", f"services/{name}/"]), copied
+    # ...at the versions the tests ran on.
+    assert "pip install -c requirements.lock" in " ".join(a for op, a in steps if op == "RUN")
 
 
 @pytest.mark.parametrize("name", SERVICES)
@@ -282,8 +285,9 @@ def test_what_the_image_copies_is_enough_to_build_the_service(name, tmp_path):
     """The files the Dockerfile copies, alone (no other service), build the service's app."""
     for op, args in dockerfile(name):
         if op == "COPY" and not args.startswith("--from"):
-            source, target = args.split()
+            *sources, target = args.split()
             if target.startswith("/app/"):
+                (source,) = sources
                 destination = tmp_path / target.removeprefix("/app/")
                 if (ROOT / source).is_dir():
                     shutil.copytree(ROOT / source, destination,
@@ -315,7 +319,7 @@ def test_the_image_context_holds_only_the_code():
     lines = [ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines()
              if ln.strip() and not ln.startswith("#")]
     assert lines[0] == "*", "allow-list: everything is excluded unless named"
-    assert {"!pyproject.toml", "!shared", "!services"} <= set(lines)
+    assert {"!pyproject.toml", "!requirements.lock", "!shared", "!services"} <= set(lines)
     assert not [ln for ln in lines if ln.startswith(("!.env", "!var"))]
 
 
