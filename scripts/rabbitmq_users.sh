@@ -4,9 +4,10 @@
 # setup that docker compose and Kubernetes use. Only those users and their permissions are
 # imported (`rabbitmqctl import_definitions` of that subset, through stdin so no file holds
 # the hashes; each rabbitmqctl call starts an Erlang VM, so one import rather than three calls
-# per user); nothing else on the broker changes. Idempotent: existing users get their
-# password, tags and permissions set again. The import is asynchronous, so the script then
-# waits until `list_permissions` shows every user with its permissions.
+# per user); nothing else on the broker changes. Topic permissions say which event types
+# (routing keys on the events exchange) each service may publish. Idempotent: existing users
+# get their password, tags and permissions set again. The import is asynchronous, so the script then
+# waits until `list_permissions` and `list_topic_permissions` show every user.
 # Passwords: RABBITMQ_<USER>_PASSWORD from the environment, .env, or .env.example (the
 # documented development defaults).
 # Usage: scripts/rabbitmq_users.sh               apply
@@ -31,8 +32,12 @@ out=$("$PYTHON" "$USERS_PY" local | rabbitmqctl -q import_definitions 2>&1) \
   || die "could not import the service users into the local broker: $out"
 
 deadline=$((SECONDS + WAIT_SECONDS))
-until rabbitmqctl -q list_permissions -p "$VHOST" --no-table-headers 2>/dev/null \
-    | "$PYTHON" "$USERS_PY" check 2>/dev/null; do
+listings() {
+  rabbitmqctl -q list_permissions -p "$VHOST" --no-table-headers 2>/dev/null
+  echo "--- topic permissions"
+  rabbitmqctl -q list_topic_permissions -p "$VHOST" --no-table-headers 2>/dev/null
+}
+until listings | "$PYTHON" "$USERS_PY" check 2>/dev/null; do
   [ $SECONDS -lt $deadline ] || die "the service users did not appear within ${WAIT_SECONDS}s"
   sleep 1
 done

@@ -14,8 +14,10 @@ Usage (standard library only, so it runs in a bare python image):
                                      included, as definitions JSON on stdout for
                                      `rabbitmqctl import_definitions` (administrators left out:
                                      the local broker has its own; nothing else is touched)
-  users.py check                     exit 0 once `rabbitmqctl list_permissions` (on stdin)
-                                     shows every service user with its permissions
+  users.py check                     exit 0 once `rabbitmqctl list_permissions` and
+                                     `list_topic_permissions` (on stdin, in that order,
+                                     separated by TOPIC_LISTING) show every service user
+                                     with its permissions
   users.py render DEFINITIONS OUT    the whole definitions with password hashes (compose)
   users.py env [--host H] [--port P] QMS_<SVC>_AMQP_URL=... lines for the local services
 """
@@ -92,20 +94,32 @@ def service_permissions(definitions: dict) -> list[dict]:
 
 
 def local_subset(definitions: dict) -> dict:
-    """The service users (hashed; dev defaults allowed) and their permissions, nothing else."""
+    """The service users (hashed; dev defaults allowed) and their permissions (on queues and
+    exchanges, and on the event types they may publish), nothing else."""
     permissions = service_permissions(definitions)
     names = {p["user"] for p in permissions}
     users = [u | {"password_hash": rabbit_hash(password_of(u["name"], dev_defaults=True)),
                   "hashing_algorithm": "rabbit_password_hashing_sha256"}
              for u in definitions["users"] if u["name"] in names]
-    return {"users": users, "permissions": permissions}
+    topics = [t for t in definitions.get("topic_permissions", []) if t["user"] in names]
+    return {"users": users, "permissions": permissions, "topic_permissions": topics}
+
+
+TOPIC_LISTING = "--- topic permissions"  # separates the two listings `check` reads
 
 
 def missing_permissions(definitions: dict, listing: str) -> list[str]:
-    """The service users whose permissions `rabbitmqctl list_permissions` does not show."""
-    rows = {tuple(line.split("\t")) for line in listing.splitlines()}
-    return [p["user"] for p in service_permissions(definitions)
-            if (p["user"], p["configure"], p["write"], p["read"]) not in rows]
+    """The service users whose permissions `rabbitmqctl list_permissions` (then, after
+    TOPIC_LISTING, `list_topic_permissions`) does not show."""
+    plain, _, topic = listing.partition(TOPIC_LISTING)
+    rows = {tuple(line.split("\t")) for line in plain.splitlines()}
+    topic_rows = {tuple(line.split("\t")) for line in topic.splitlines()}
+    names = {p["user"] for p in service_permissions(definitions)}
+    missing = [p["user"] for p in service_permissions(definitions)
+               if (p["user"], p["configure"], p["write"], p["read"]) not in rows]
+    return missing + [f"{t['user']} (topics)" for t in definitions.get("topic_permissions", [])
+                      if t["user"] in names
+                      and (t["user"], t["exchange"], t["write"], t["read"]) not in topic_rows]
 
 
 def render(definitions: dict) -> dict:

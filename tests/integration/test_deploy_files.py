@@ -2,6 +2,7 @@
 Dockerfiles, the RabbitMQ definitions (loaded into the real local broker) and the Kubernetes
 manifests (parsed, and built with kustomize where it is installed)."""
 
+import ast
 import importlib.util
 import json
 import os
@@ -19,6 +20,8 @@ import httpx
 import pytest
 import yaml
 
+import shared.contracts  # noqa: F401 - registers every contract
+from shared.events import registered_contracts
 from shared.messaging import Topology
 from tests.conftest import test_namespace
 
@@ -373,6 +376,38 @@ def local_users() -> None:
                    capture_output=True, timeout=180)
 
 
+def emitted_event_types(service: str) -> set[str]:
+    """The event types a service's code emits (`....emit(SomeContract(...))`)."""
+    by_class = {c.__name__: t for (t, _), c in registered_contracts().items()}
+    found: set[str] = set()
+    for path in (ROOT / "services" / service).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr == "emit" and node.args
+                    and isinstance(node.args[0], ast.Call)
+                    and isinstance(node.args[0].func, ast.Name)
+                    and node.args[0].func.id in by_class):
+                found.add(by_class[node.args[0].func.id])
+    return found
+
+
+def test_each_event_type_has_one_publisher_and_each_service_publishes_only_its_own():
+    """Topic permissions: a service's broker user may publish only the event types it owns,
+    so a compromised or buggy notify cannot, say, hand Sales a quality record."""
+    write = {t["user"].removeprefix("qms-"): re.compile(t["write"])
+             for t in load_definitions()["topic_permissions"] if t["exchange"] == "qms.events"}
+    assert set(write) == set(SERVICES)
+    for event_type, _ in registered_contracts():
+        if event_type.startswith(("kit.", "unit.")):  # the tests' own contracts
+            continue
+        owners = [name for name, allowed in write.items() if allowed.fullmatch(event_type)]
+        assert len(owners) == 1, f"{event_type} may be published by {owners or 'nobody'}"
+    for name in SERVICES:
+        emitted = emitted_event_types(name)
+        assert name == "reporting" or emitted, f"found no emit(...) in {name}"
+        assert {t for t in emitted if not write[name].fullmatch(t)} == set(), name
+
+
 def test_the_users_script_gives_the_local_broker_the_same_users_and_permissions(local_users):
     out = subprocess.run(["rabbitmqctl", "-q", "list_permissions", "-p", "/",
                           "--no-table-headers"], check=True, capture_output=True, text=True,
@@ -383,6 +418,12 @@ def test_the_users_script_gives_the_local_broker_the_same_users_and_permissions(
         if p["user"] == "qms-admin":
             continue  # the local broker keeps its own administrator
         assert on_broker.get(p["user"]) == (p["configure"], p["write"], p["read"]), p["user"]
+    out = subprocess.run(["rabbitmqctl", "-q", "list_topic_permissions", "-p", "/",
+                          "--no-table-headers"], check=True, capture_output=True, text=True,
+                         timeout=60).stdout
+    topics = {tuple(line.split("\t")) for line in out.splitlines() if line}
+    for t in load_definitions()["topic_permissions"]:
+        assert (t["user"], t["exchange"], t["write"], t["read"]) in topics, t["user"]
 
 
 @pytest.fixture
@@ -533,6 +574,11 @@ def test_the_topology_operator_objects_match_the_definitions():
     assert got == wanted
     k8s_users = {d["metadata"]["name"] for d in docs if d["kind"] == "User"}
     assert k8s_users == set(wanted)
+    topics = {(t["user"], t["vhost"], t["exchange"], t["write"], t["read"])
+              for t in definitions["topic_permissions"]}
+    assert topics == {(d["spec"]["user"], d["spec"]["vhost"],
+                       *(d["spec"]["permissions"][k] for k in ("exchange", "write", "read")))
+                      for d in docs if d["kind"] == "TopicPermission"}
     (exchange,) = [d["spec"] for d in docs if d["kind"] == "Exchange"]
     (declared,) = definitions["exchanges"]
     assert (exchange["name"], exchange["type"], exchange["durable"]) \

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aio_pika
+import httpx
 import pytest
 from aiormq.exceptions import ChannelAccessRefused
 
@@ -179,3 +180,34 @@ async def test_scaler_user_reads_queue_depth_but_cannot_consume(infra, started):
         assert "ACCESS_REFUSED" in await refused(consume)
     finally:
         await connection.close()
+
+
+async def test_a_service_user_publishes_only_its_own_event_types(infra, started):
+    """The topic permissions `qms.events` has in definitions.json, given to this test's own
+    exchange: intake may publish feedback.registered but not Quality's resolution_ready."""
+    intake = Service("intake", ServiceSettings(amqp_url=url_of("qms-intake"), infra=infra))
+    intake.consumer.on("kit.counter_bumped")(ignore)
+    await intake.start()  # declares this namespace's events exchange
+    started.append(intake)
+    exchange = intake.topology.exchange.name
+    (rule,) = [t for t in users.load()["topic_permissions"]
+               if t["user"] == "qms-intake" and t["exchange"] == "qms.events"]
+    api = "http://127.0.0.1:15672/api/topic-permissions/%2F/qms-intake"
+    async with httpx.AsyncClient(auth=("guest", "guest"), timeout=10) as http:
+        resp = await http.put(api, json={"exchange": exchange, "write": rule["write"],
+                                         "read": rule["read"]})
+        assert resp.status_code in (201, 204), resp.text
+    connection = await aio_pika.connect(url_of("qms-intake"))
+    try:
+        async def publish(routing_key: str) -> None:
+            channel = await connection.channel(publisher_confirms=True)
+            events = await channel.get_exchange(exchange, ensure=False)
+            await events.publish(aio_pika.Message(b"{}"), routing_key=routing_key)
+
+        await publish("feedback.registered")
+        assert "ACCESS_REFUSED" in await refused(
+            lambda: publish("complaint.resolution_ready"))
+    finally:
+        await connection.close()
+        async with httpx.AsyncClient(auth=("guest", "guest"), timeout=10) as http:
+            await http.request("DELETE", api + "/" + exchange)
