@@ -1,9 +1,10 @@
 """Pure building blocks for aggregates: no broker, no database, no web framework.
 
 An aggregate is a pydantic model with a `version` (optimistic concurrency), an
-append-only `history` (records control, P-5.4.2: who, what, when, what changed),
-the ids of the events it has applied (the idempotent inbox), and the events a
-change produced, which the repository writes in the same document update.
+append-only `history` (records control, P-5.4.2: who, what, when, what changed and
+what it was before), the ids of the events it has applied (the idempotent inbox),
+and the events a change produced, which the repository writes in the same document
+update.
 """
 
 from datetime import date, datetime
@@ -21,6 +22,9 @@ class HistoryEntry(BaseModel):
     actor: Actor
     action: str = Field(..., examples=["registered"])
     changes: dict[str, Any] = Field(default_factory=dict, description="field -> new value")
+    before: dict[str, Any] = Field(
+        default_factory=dict, description="field -> value before this change (only the "
+        "aggregate's own fields this change altered; empty for a new record)")
     note: str | None = None
     event_id: str | None = Field(None, description="The event this change caused or applied")
 
@@ -35,6 +39,20 @@ class Aggregate(BaseModel):
     history: list[HistoryEntry] = Field(default_factory=list)
     applied_events: list[str] = Field(default_factory=list)
     _pending: list[Envelope] = PrivateAttr(default_factory=list)
+    # Each field's value as last recorded: taken when the aggregate is loaded, and updated
+    # for the fields an entry names. `log` compares the fields named in `changes` with it,
+    # so every service gets `before` without writing it, and several entries in one save
+    # each see their own. None for a record not yet stored until its first entry (a new
+    # record has no "before").
+    _recorded: dict[str, Any] | None = PrivateAttr(default=None)
+
+    def model_post_init(self, context: Any, /) -> None:
+        if self.version > 0:
+            self._recorded = self._fields()
+
+    def _fields(self, names: set[str] | None = None) -> dict[str, Any]:
+        """The aggregate's own fields (all, or `names`) as stored; bookkeeping left out."""
+        return bson_safe(self.model_dump(mode="python", include=names, exclude=_BOOKKEEPING))
 
     @property
     def correlation_id(self) -> str:
@@ -54,9 +72,22 @@ class Aggregate(BaseModel):
     def log(self, actor: Actor, action: str, changes: dict[str, Any] | None = None,
             note: str | None = None, event_id: str | None = None,
             at: datetime | None = None) -> None:
-        """Append to the history; `at` lets an entry carry the command's own time."""
-        self.history.append(HistoryEntry(actor=actor, action=action, changes=changes or {},
-                                         note=note, event_id=event_id, at=at or utcnow()))
+        """Append to the history; `at` lets an entry carry the command's own time.
+
+        Call it after changing the fields: `before` gets, for each key of `changes` that is
+        a field of the aggregate, its value at the previous entry (or load) if it differs."""
+        changes = changes or {}
+        before: dict[str, Any] = {}
+        if self._recorded is None:
+            self._recorded = self._fields()
+        else:
+            now = self._fields(set(changes) & set(type(self).model_fields))
+            before = {k: self._recorded[k] for k, v in now.items()
+                      if k in self._recorded and self._recorded[k] != v}
+            self._recorded |= now
+        self.history.append(HistoryEntry(actor=actor, action=action, changes=changes,
+                                         before=before, note=note, event_id=event_id,
+                                         at=at or utcnow()))
 
     def emit(self, payload: Contract, actor: Actor, causation_id: str | None = None,
              event_id: str | None = None) -> Envelope:
@@ -69,6 +100,9 @@ class Aggregate(BaseModel):
 
     def to_document(self) -> dict[str, Any]:
         return bson_safe(self.model_dump(mode="python", by_alias=True))
+
+
+_BOOKKEEPING = {"id", "version", "history", "applied_events"}
 
 
 def bson_safe(value: Any) -> Any:

@@ -668,3 +668,6 @@ async def test_p_5_3_4_quality_assigns_the_owner_unit_of_a_recurrence_capa(
     assert owners == [
         ("li.wei", {"owner_unit": "production", "previous_owner_unit": None}),
         ("li.wei", {"owner_unit": "logistics", "previous_owner_unit": "production"})]
+    # P-5.4.2: the history also shows each owner unit before the change.
+    assert [h["before"] for h in history if h["action"] == "owner_assigned"] == [
+        {"owner_unit": None}, {"owner_unit": "production"}]

@@ -390,6 +390,20 @@ async def test_p_5_4_2_history_attributable_nothing_deleted_withdraw_keeps_recor
     assert len(ok(await actors.sales.get(f"/feedback/{fb['id']}/history"))) == 3
 
 
+async def test_p_5_4_2_history_shows_each_value_before_and_after_a_change(actors):
+    fb = await register(actors.sales)
+    ok(await actors.sales.post(f"/feedback/{fb['id']}/escalate", json={"note": "Analyse"}))
+    history = ok(await actors.auditor_intake.get(f"/feedback/{fb['register_no']}/history"))
+    registered, escalated = history[0], next(h for h in history if h["action"] == "escalated")
+    assert registered["before"] == {}  # a new record: nothing was there before
+    assert (escalated["before"]["status"], escalated["changes"]["status"]) == (
+        "registered", "with_quality")
+    assert (escalated["before"]["has_form"], escalated["changes"]["has_form"]) == (False, True)
+    spec = ok(await actors.auditor_intake.get("/openapi.json"))
+    before = spec["components"]["schemas"]["HistoryEntry"]["properties"]["before"]
+    assert before["description"].startswith("field -> value before this change")
+
+
 async def test_p_5_4_2_idempotency_key_makes_a_retry_return_the_first_record(actors):
     payload = body()
     key = str(uuid.uuid4())
