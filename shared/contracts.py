@@ -438,3 +438,60 @@ class MailReceived(Contract):
     register_no: str | None = Field(None, description="A register number found in the subject")
     attachments: list[AttachmentMeta] = Field(default_factory=list)
     malformed: bool = Field(False, description="Could not be parsed fully; raw kept in notify")
+
+
+# ---------------------------------------------------------------- notify (its own deliveries)
+
+
+class NotificationFacts(Contract):
+    """One notification (one message to one recipient over one channel, because of one
+    event) as notify tells it: what was sent, to whom, for which event. Never a webhook's
+    secret, nor the message body (`GET /notifications/{id}` has it, for those allowed)."""
+
+    notification_id: str = Field(..., description="Id in notify's log: `GET /notifications/"
+                                 "{id}` (ops, manager, auditor)")
+    cause_event_id: str = Field(..., description="The event this notification was about "
+                                "(also the envelope's `causation_id`)")
+    cause_event_type: str = Field(..., examples=["complaint.sla_breached"])
+    channel: Literal["email", "webhook"]
+    recipient: str = Field(..., description="The e-mail address, or the webhook "
+                           "subscription's id", examples=["quality@plant.example"])
+    recipient_name: ShortText | None = Field(None, description="The person, or the "
+                                             "subscribed plant system's name")
+    target: str | None = Field(None, description="Webhooks: the URL, without user info, "
+                               "query or fragment", examples=["https://erp.plant.example/qms"])
+    purpose: str = Field(..., description="The mail's template, or `webhook`",
+                         examples=["sla_breached", "customer_reply", "webhook"])
+    feedback_id: str = Field(..., description="The causing event's correlation id (the "
+                             "feedback id; a mail id for `mail.received`)")
+    register_no: str | None = None
+    attempts: int = Field(..., ge=1, description="Delivery attempts so far, manual retries "
+                          "included")
+
+
+@contract("notification.sent")
+class NotificationSent(NotificationFacts):
+    """A notification was delivered: the SMTP server or the plant system accepted it.
+
+    Published once per notification, also when a manual retry delivers a parked one."""
+
+    sent_at: datetime
+    status_code: int | None = Field(None, description="HTTP status (webhooks) or SMTP code")
+
+
+@contract("notification.failed")
+class NotificationFailed(NotificationFacts):
+    """Notify gave up on a notification: parked after its retry limit, or refused
+    permanently. Not published for a failed attempt that is still retried. Ops may retry
+    it by hand (`POST /notifications/{id}/retry`): `notification.sent` follows if it works,
+    another `notification.failed` if it is given up again."""
+
+    failed_at: datetime
+    last_error: LongText = Field(..., description="The last attempt's error or answer")
+    status_code: int | None = Field(None, description="HTTP status (webhooks) or SMTP code "
+                                    "of the last attempt")
+    permanent: bool = Field(..., description="Refused for good (the SMTP server refused "
+                            "the recipient; the subscription was deleted or deactivated) "
+                            "rather than given up after the retry limit")
+    parked: bool = Field(..., description="Kept for a manual retry (`POST /notifications/"
+                         "{id}/retry`)")

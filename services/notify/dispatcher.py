@@ -134,6 +134,8 @@ class Dispatcher:
                                              status_code=outcome.status_code,
                                              duration_ms=duration_ms))
 
+        # The outcome's event (`notification.sent`, or `notification.failed` once parked; none
+        # for an attempt still retried) is written by this same update: the outbox publishes it.
         await self.repo.change(n.id, record)
         result = "sent" if isinstance(outcome, Delivered) else \
             "parked" if parked and parked[-1] else "failed"

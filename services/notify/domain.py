@@ -12,13 +12,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import AfterValidator, BaseModel, Field
 
-from shared.contracts import MailReceived
+from shared.contracts import MailReceived, NotificationFailed, NotificationSent
 from shared.domain import Aggregate
 from shared.errors import Conflict, Invalid
-from shared.events import Actor, Envelope
+from shared.events import Actor, Envelope, once_id
 from shared.vocabulary import (
     EMAIL_PATTERN,
     AttachmentMeta,
@@ -113,6 +114,24 @@ class Attempt(BaseModel):
     duration_ms: int = 0
 
 
+def _text(value: str | None, limit: int) -> str | None:
+    """Free text fit for a contract (bounded, no NUL): what a server answered is not ours."""
+    return (value.replace("\x00", "")[:limit] or None) if value else None
+
+
+def public_url(url: str) -> str:
+    """A URL fit to publish: without user info (a password), query or fragment (a token)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"  # IPv6
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return urlunsplit((parts.scheme, f"{host}:{port}" if port else host, parts.path, "", ""))
+
+
 def notification_id(event_id: str, channel: str, recipient: str) -> str:
     """Deterministic: the same event never notifies the same recipient twice."""
     return f"{event_id}:{channel}:{recipient.lower()}"
@@ -194,8 +213,15 @@ class Notification(Aggregate):
         self.next_attempt_at = now + lease
         return True
 
+    @property
+    def correlation_id(self) -> str:
+        return self.feedback_id  # the story of the complaint the causing event belongs to
+
     def delivered(self, now: datetime, detail: str | None = None,
                   status_code: int | None = None, duration_ms: int = 0) -> None:
+        """Record a successful attempt and announce it (`notification.sent`, in the same
+        write): once per notification, also when a manual retry delivers a parked one."""
+        first = self.status != NotificationStatus.SENT
         self._attempted(Attempt(at=now, ok=True, detail=detail, status_code=status_code,
                                 duration_ms=duration_ms))
         self.status = NotificationStatus.SENT
@@ -204,12 +230,23 @@ class Notification(Aggregate):
         self.last_error = None
         self.log(SYSTEM, "sent", {"status": self.status.value, "attempts": self.attempts},
                  note=detail)
+        if first:  # a late attempt whose lease had run out delivered it again: told once
+            self.emit(NotificationSent(**self._facts(), sent_at=now, status_code=status_code),
+                      SYSTEM, causation_id=self.event_id,
+                      event_id=once_id("notification.sent", self.id))
 
     def failed(self, now: datetime, error: str, policy: RetryPolicy, *, permanent: bool = False,
                status_code: int | None = None, duration_ms: int = 0) -> bool:
-        """Record a failed attempt; back off, or park at the limit. True when parked."""
+        """Record a failed attempt; back off, or park at the limit. True when parked.
+
+        Only giving up is announced (`notification.failed`, in the same write as the
+        parking): a failed attempt that will be retried is no fact for anyone outside (the
+        attempt log and the metrics have it), and announcing each would flood the exchange
+        while an SMTP server is down."""
         self._attempted(Attempt(at=now, ok=False, detail=error[:1000], status_code=status_code,
                                 duration_ms=duration_ms))
+        if self.status in (NotificationStatus.SENT, NotificationStatus.PARKED):
+            return False  # a late attempt (its lease had run out) after the outcome: moot
         self.last_error = error[:1000]
         if permanent or self.round_attempts >= policy.max_attempts:
             self.status = NotificationStatus.PARKED
@@ -218,9 +255,27 @@ class Notification(Aggregate):
                 f"gave up after {self.round_attempts} attempts"
             self.log(SYSTEM, "parked", {"status": self.status.value, "attempts": self.attempts},
                      note=f"{why}: {self.last_error}")
+            # One per round of attempts: a manual retry given up again is a new fact.
+            self.emit(NotificationFailed(**self._facts(), failed_at=now,
+                                         last_error=_text(self.last_error, 1000) or "",
+                                         status_code=status_code,
+                                         permanent=permanent, parked=True),
+                      SYSTEM, causation_id=self.event_id,
+                      event_id=once_id("notification.failed", self.id, self.attempts))
             return True
         self.next_attempt_at = now + policy.delay(self.round_attempts)
         return False
+
+    def _facts(self) -> dict[str, Any]:
+        """What `notification.sent` and `.failed` say of this notification (no body, no
+        secret: a webhook's URL without user info or query)."""
+        return {"notification_id": self.id, "cause_event_id": self.event_id,
+                "cause_event_type": self.event_type, "channel": self.channel.value,
+                "recipient": self.recipient,
+                "recipient_name": _text(self.recipient_name, 200),
+                "target": public_url(self.target) if self.target else None,
+                "purpose": self.purpose, "feedback_id": self.feedback_id,
+                "register_no": self.register_no, "attempts": self.attempts}
 
     def retry(self, actor: Actor, now: datetime) -> None:
         """Manual retry (ops): a parked notification gets a fresh round of attempts."""

@@ -1,6 +1,7 @@
 """Events in: remember case facts, fan out to plant systems, tell the people concerned.
 
-Notify binds `#`: a plant system may subscribe to any event type. Every effect
+Notify binds `#`: a plant system may subscribe to any event type except notify's own
+`notification.sent` / `notification.failed` (see `register`). Every effect
 is idempotent: notification ids are deterministic (event id + channel +
 recipient) and inserted once, so a redelivered event notifies nobody twice.
 """
@@ -17,6 +18,8 @@ from shared.contracts import (
     FeedbackClassified,
     FeedbackRegistered,
     MajorAlert,
+    NotificationFailed,
+    NotificationSent,
 )
 from shared.events import Contract, Envelope, utcnow
 from shared.store import AlreadyExists
@@ -42,6 +45,11 @@ def register(notify: Notify) -> None:
     consumer = notify.service.consumer
 
     async def on_event(event: Envelope, payload: Contract) -> None:
+        if isinstance(payload, NotificationSent | NotificationFailed):
+            # Notify's own facts about its deliveries come back through `#`: a webhook or a
+            # mail about a delivery would be a delivery to announce again, without end.
+            # Plant systems that want them bind their own queue to the exchange.
+            return
         await notify.ready.wait()  # the directory is seeded and the dispatcher exists
         await remember_case(notify, event, payload)
         created = await fan_out(notify, event)

@@ -42,6 +42,7 @@ from shared.settings import InfraSettings
 from shared.vocabulary import Customer, Head, Product
 from tests.conftest import test_namespace
 from tests.e2e.harness import LOGS, ROOT, System, free_port
+from tests.e2e.harness import EventTap as PlantQueue
 from tests.support import eventually, ok
 
 MAILBOX = "complaints@plant.example"
@@ -535,9 +536,11 @@ async def test_p_f_5_at_risk_and_breach_mail_quality_and_the_managers(ntf):
         assert [h["action"] for h in entry["history"]] == ["added", "updated"]
 
 
-async def test_p_f_5_a_redelivered_event_sends_no_second_mail(ntf):
-    fid, number = str(uuid.uuid4()), register_no()
-    breach = make_event(SlaBreached(feedback_id=fid, register_no=number, round=1,
+async def a_breach_delivered_twice(ntf):
+    """A major complaint's 3-day breach that the broker delivers to notify twice; returned
+    once notify has handled both copies."""
+    fid = str(uuid.uuid4())
+    breach = make_event(SlaBreached(feedback_id=fid, register_no=register_no(), round=1,
                                     due_at=utcnow(), severity="major"),
                         producer="quality", correlation_id=fid, actor=Actor.system("quality"))
     handled_before = await ntf.handled("complaint.sla_breached")
@@ -547,6 +550,11 @@ async def test_p_f_5_a_redelivered_event_sends_no_second_mail(ntf):
     async def both_handled():
         return await ntf.handled("complaint.sla_breached") >= handled_before + 2
     await eventually(both_handled, what="notify handling both copies")
+    return breach
+
+
+async def test_p_f_5_a_redelivered_event_sends_no_second_mail(ntf):
+    breach = await a_breach_delivered_twice(ntf)
     got = await ntf.mails(breach.id, "quality@plant.example", "manager@plant.example")
 
     async def all_sent():
@@ -776,6 +784,88 @@ async def test_p_f_5_a_failing_plant_system_is_retried_parked_then_retried_by_ha
         again = await ops.post(f"/notifications/{delivery['id']}/retry")
         assert again.status_code == 409 and "parked" in again.json()["error"]["message"]
         ok(await ops.patch(f"/webhooks/{sub['id']}", json={"active": False}))
+
+
+# ---------------------------------------------------------------- notify's own facts
+
+
+async def test_a_delivered_mail_is_announced_once_as_notification_sent(ntf):
+    """A plant system (or ops) bound to `notification.*` learns each delivery once, even when
+    the event that caused the mail was delivered to notify twice."""
+    async with PlantQueue(ntf.system, "notification.*") as plant:
+        breach = await a_breach_delivered_twice(ntf)
+        fid, number = breach.correlation_id, breach.payload["register_no"]
+        await ntf.mails(breach.id, "quality@plant.example", "manager@plant.example")
+        await plant.wait("notification.sent", count=2, cause_event_id=breach.id)
+        await _after_a_later_delivery(ntf, plant)  # anything twice would be here by now
+
+        sent = [e for e in plant.of("notification.sent", fid)
+                if e.payload["cause_event_id"] == breach.id]
+        assert sorted(e.payload["recipient"] for e in sent) == ["manager@plant.example",
+                                                                "quality@plant.example"]
+        records = {r["id"]: r for r in await ntf.notifications(event_id=breach.id)}
+        for event in sent:
+            p = event.payload
+            assert event.producer == "notify" and event.causation_id == breach.id
+            assert p["notification_id"] in records and p["channel"] == "email"
+            assert p["cause_event_type"] == "complaint.sla_breached"
+            assert p["purpose"] == "sla_breached" and p["register_no"] == number
+            assert p["attempts"] == 1 and p["feedback_id"] == fid
+        assert plant.of("notification.failed", fid) == []
+
+
+async def test_a_parked_webhook_is_announced_once_as_notification_failed(ntf):
+    """Ops learn that a plant system was given up on (not of each failed attempt), and of
+    the delivery once a manual retry gets it through."""
+    path = f"/supplier/{uid()}"
+    called = f"{path}?key=portal-api-key"  # the receiver sees the path with its query
+    ntf.hooks.status[called] = 500
+    secret = "portal-shared-secret-0123456789"
+    async with PlantQueue(ntf.system, "notification.*") as plant:
+        async with ntf.client("ops") as ops:
+            sub = ok(await ops.post("/webhooks", json={
+                "name": "Supplier portal", "url": ntf.hooks.url(called),
+                "event_types": ["complaint.sla_at_risk"], "secret": secret}))
+        fid = str(uuid.uuid4())
+        risk = await ntf.system.publish(SlaAtRisk(feedback_id=fid, register_no=register_no(),
+                                                  round=1, due_at=utcnow(),
+                                                  severity="normal"), correlation_id=fid)
+
+        # (the mails to Quality and the managers about the same event are announced too)
+        [failed] = await plant.wait("notification.failed", cause_event_id=risk.id,
+                                    channel="webhook")
+        p = failed.payload
+        assert failed.correlation_id == fid and failed.causation_id == risk.id
+        assert p["channel"] == "webhook" and p["recipient"] == sub["id"]
+        assert p["recipient_name"] == "Supplier portal" and p["purpose"] == "webhook"
+        assert p["target"] == ntf.hooks.url(path)  # no query: it may hold a key
+        assert p["attempts"] == 3 and p["parked"] is True and p["permanent"] is False
+        assert p["status_code"] == 500 and "500" in p["last_error"]
+        raw = failed.model_dump_json()
+        assert secret not in raw and "portal-api-key" not in raw
+        assert len(ntf.hooks.received(called, risk.id)) == 3  # 3 attempts, 1 announcement
+
+        ntf.hooks.status[called] = 204  # the portal is fixed; ops retry by hand
+        async with ntf.client("ops") as ops:
+            ok(await ops.post(f"/webhooks/{sub['id']}/deliveries/{p['notification_id']}/retry"))
+        [sent] = await plant.wait("notification.sent", notification_id=p["notification_id"])
+        assert sent.payload["attempts"] == 4 and sent.payload["status_code"] == 204
+        await _after_a_later_delivery(ntf, plant)
+        about_it = [e.type for e in plant.seen
+                    if e.payload["notification_id"] == p["notification_id"]]
+        assert about_it == ["notification.failed", "notification.sent"]
+        async with ntf.client("ops") as ops:
+            ok(await ops.patch(f"/webhooks/{sub['id']}", json={"active": False}))
+
+
+async def _after_a_later_delivery(ntf, plant: PlantQueue) -> None:
+    """Wait for the announcement of a mail caused after the ones under test: a second copy of
+    theirs would have been published by the same relay before it."""
+    fid, u = str(uuid.uuid4()), uid()
+    later = await ntf.system.publish(ActionRequested(
+        action_id=f"A-{u}", feedback_id=fid, register_no=register_no(), unit="production",
+        request="Barrier", round=1), correlation_id=fid)
+    await plant.wait("notification.sent", cause_event_id=later.id)
 
 
 # ---------------------------------------------------------------- roles (P-3)
