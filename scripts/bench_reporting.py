@@ -159,7 +159,7 @@ async def main() -> None:
     try:
         models = ReadModels(db, WriteLocks(), tz)
         started = time.perf_counter()
-        await models.replace(rows.values(), totals)
+        await models.replace(rows.values(), totals, domain.customer_names(events).values())
         timed("write the read models", time.perf_counter() - started)
         views = Views(settings, CollectorRegistry())
         views.use(models)

@@ -181,8 +181,10 @@ async def monthly_table(views: Views, first: str, last: str) -> MonthlyTable:
     prev_first, _ = statistics.previous_period(first, last)
     monthly = await views.models.monthly(statistics.months_between(prev_first, last))
     open_docs = await views.models.open_counters(last)
-    return statistics.table_at(first, last, monthly, open_docs, views.today(),
-                               views.settings.timezone)
+    table = statistics.table_at(first, last, monthly, open_docs, views.today(),
+                                views.settings.timezone)
+    names = await views.models.customer_names(statistics.customer_ids(table))
+    return statistics.name_customers(table, names)
 
 
 def router() -> APIRouter:

@@ -36,6 +36,7 @@ from shared.vocabulary import Severity
 
 MONTHLY = "monthly"            # per-month counters of the statistics table
 MONTHLY_OPEN = "monthly_open"  # per-month receipts/closures by received day (open-case ages)
+CUSTOMER_NAMES = "customer_names"  # the latest name stated for each customer id
 UNASSIGNED = "(unassigned)"    # loss not yet attributed to a responsible unit
 ALL = "all"
 
@@ -468,11 +469,15 @@ class CapaRow(ReadRow):
                      and self.withdrawn_at is None)
 
     def contributions(self, tz: ZoneInfo) -> Contribution:
+        # A withdrawn CAPA stays counted as opened (it was) and counts as withdrawn in the
+        # month it was withdrawn; never as closed.
         out = _Acc(tz)
         if self.opened_at is not None:
             out.add_at(self.opened_at, "capa|opened")
         if self.closed_at is not None:
             out.add_at(self.closed_at, "capa|closed")
+        if self.withdrawn_at is not None:
+            out.add_at(self.withdrawn_at, "capa|withdrawn")
         return out.result()
 
 
@@ -540,6 +545,64 @@ def add_into(total: dict[str, dict[str, int]], contrib: Contribution) -> None:
         bucket = total.setdefault(key, {})
         for k, v in counters.items():
             bucket[k] = bucket.get(k, 0) + v
+
+
+# ------------------------------------------------------------------ customer names
+
+
+class CustomerName(BaseModel):
+    """A customer's name as an event stated it; the table (P-F.6) shows the latest one next to
+    the customer id.
+
+    Names are not counters: they sit beside the monthly counters in their own small read
+    model (one document per customer id), which keeps the statement with the highest `rank`.
+    That is a maximum, so applying a statement twice or in any order gives the same document,
+    live as in a rebuild."""
+
+    id: str = Field(..., description="The customer id")
+    name: str
+    said_at: int = Field(..., description="Whole seconds since 1970 of the stating event")
+    event_id: str
+
+    @property
+    def rank(self) -> tuple[int, str]:
+        """Later wins; on the same second, the greater event id (arbitrary, but the same
+        everywhere)."""
+        return self.said_at, self.event_id
+
+    def to_document(self) -> dict[str, Any]:
+        return {"_id": self.id, "name": self.name, "said_at": self.said_at,
+                "event_id": self.event_id}
+
+    @classmethod
+    def of_document(cls, doc: dict[str, Any]) -> "CustomerName":
+        return cls(id=doc["_id"], name=doc["name"], said_at=doc["said_at"],
+                   event_id=doc["event_id"])
+
+
+def customer_name_of(env: Envelope, payload: Contract) -> CustomerName | None:
+    """The name an event states for a customer id: Sales' registration and (re)classification
+    (P-5.2). Events that copy a feedback's facts later (the form, a major alert, the units'
+    requests) repeat what was said then, so they would bring an old name back."""
+    if isinstance(payload, c.FeedbackRegistered | c.FeedbackClassified):
+        return CustomerName(id=payload.customer.id, name=payload.customer.name,
+                            said_at=epoch(env.occurred_at), event_id=env.id)
+    return None
+
+
+def latest(current: CustomerName | None, said: CustomerName) -> bool:
+    """Whether `said` replaces `current` (None: nothing known yet)."""
+    return current is None or said.rank > current.rank
+
+
+def customer_names(events: Iterable[tuple[Envelope, Contract]]) -> dict[str, CustomerName]:
+    """The latest name of every customer id (rebuild, benchmark, the unit tests)."""
+    out: dict[str, CustomerName] = {}
+    for env, payload in events:
+        said = customer_name_of(env, payload)
+        if said is not None and latest(out.get(said.id), said):
+            out[said.id] = said
+    return out
 
 
 # ------------------------------------------------------------------ applying events

@@ -180,46 +180,56 @@ def summary_rows(t: MonthlyTable) -> list[tuple[str, Any]]:
         ("Satisfaction answers", fu.satisfaction_answers), ("Satisfied", fu.satisfied),
         ("Satisfaction rate", fu.satisfaction_rate), ("Recurrences", fu.recurrences),
         ("CAPAs opened", fu.capas_opened), ("CAPAs closed", fu.capas_closed),
+        ("CAPAs withdrawn", fu.capas_withdrawn),
     ]
     rows += [(f"Loss total ({r.currency})", Decimal(r.amount)) for r in t.losses.total]
     return rows
 
 
-def _count_sections(t: MonthlyTable) -> Iterator[tuple[str, str, int, int]]:
+def _count_sections(t: MonthlyTable) -> Iterator[tuple[str, str, str | None, int, int]]:
+    """(dimension, key, name, feedbacks, complaints); a name for customers only."""
     for dim in ("category", "channel", "customer", "product", "defect_code", "unit",
                 "severity"):
         for r in getattr(t.counts, f"by_{dim}"):
-            yield dim, r.key, r.feedbacks, r.complaints
+            yield dim, r.key, getattr(r, "name", None), r.feedbacks, r.complaints
 
 
-def _loss_sections(t: MonthlyTable) -> Iterator[tuple[str, str, str, str]]:
+def _loss_sections(t: MonthlyTable) -> Iterator[tuple[str, str, str | None, str, str]]:
+    """(dimension, key, name, currency, amount); a name for customers only."""
     for dim in ("total", "by_category", "by_unit", "by_customer", "by_defect_code"):
         for r in getattr(t.losses, dim):
-            yield dim.removeprefix("by_"), r.key, r.currency, r.amount
+            yield dim.removeprefix("by_"), r.key, getattr(r, "name", None), r.currency, r.amount
+
+
+def _text(value: str | None) -> str:
+    return "" if value is None else safe_text(value)
 
 
 def table_csv(t: MonthlyTable) -> str:
-    """Long format: section, dimension, key, measure, value."""
+    """Long format: section, dimension, key, name, measure, value (`name`: the customer's
+    latest known name next to its id; empty for the other dimensions)."""
     buffer = io.StringIO()
     w = csv.writer(buffer)
-    w.writerow(["section", "dimension", "key", "measure", "value"])
+    w.writerow(["section", "dimension", "key", "name", "measure", "value"])
     for label, value in summary_rows(t):
-        w.writerow(["summary", "", "", label, "" if value is None else value])
-    for dim, key, feedbacks, complaints in _count_sections(t):
-        w.writerow(["counts", dim, safe_text(key), "feedbacks", feedbacks])
-        w.writerow(["counts", dim, safe_text(key), "complaints", complaints])
+        w.writerow(["summary", "", "", "", label, "" if value is None else value])
+    for dim, key, name, feedbacks, complaints in _count_sections(t):
+        w.writerow(["counts", dim, safe_text(key), _text(name), "feedbacks", feedbacks])
+        w.writerow(["counts", dim, safe_text(key), _text(name), "complaints", complaints])
     for band in t.open_cases.by_age:
-        w.writerow(["open_cases", "age", band.age, "cases", band.cases])
+        w.writerow(["open_cases", "age", band.age, "", "cases", band.cases])
     for severity in t.breaches.by_severity:
-        w.writerow(["breaches", "severity", severity.key, "count", severity.count])
-    for dim, key, currency, amount in _loss_sections(t):
-        w.writerow(["losses", dim, safe_text(key), currency, amount])
+        w.writerow(["breaches", "severity", severity.key, "", "count", severity.count])
+    for dim, key, name, currency, amount in _loss_sections(t):
+        w.writerow(["losses", dim, safe_text(key), _text(name), currency, amount])
     for defect in t.follow_up.recurrences_by_defect_code:
-        w.writerow(["recurrences", "defect_code", safe_text(defect.key), "count", defect.count])
+        w.writerow(["recurrences", "defect_code", safe_text(defect.key), "", "count",
+                    defect.count])
     for change in t.change:
         for measure in ("current", "previous", "change"):
             value = getattr(change, measure)
-            w.writerow(["change", "", change.measure, measure, "" if value is None else value])
+            w.writerow(["change", "", change.measure, "", measure,
+                        "" if value is None else value])
     return "\ufeff" + buffer.getvalue()
 
 
@@ -228,14 +238,14 @@ def table_xlsx(t: MonthlyTable) -> bytes:
     ws = wb.active
     ws.title = "Summary"
     _sheet(ws, ["Measure", "Value"], summary_rows(t))
-    _sheet(wb.create_sheet("Counts"), ["Dimension", "Key", "Feedbacks", "Complaints"],
+    _sheet(wb.create_sheet("Counts"), ["Dimension", "Key", "Name", "Feedbacks", "Complaints"],
            list(_count_sections(t)))
     _sheet(wb.create_sheet("Open cases"), ["Age", "Cases"],
            [(r.age, r.cases) for r in t.open_cases.by_age])
     _sheet(wb.create_sheet("Breaches"), ["Severity", "Count"],
            [(r.key, r.count) for r in t.breaches.by_severity])
-    _sheet(wb.create_sheet("Losses"), ["Dimension", "Key", "Currency", "Amount"],
-           [(d, k, cur, Decimal(a)) for d, k, cur, a in _loss_sections(t)])
+    _sheet(wb.create_sheet("Losses"), ["Dimension", "Key", "Name", "Currency", "Amount"],
+           [(d, k, name, cur, Decimal(a)) for d, k, name, cur, a in _loss_sections(t)])
     _sheet(wb.create_sheet("Recurrences"), ["Defect code", "Count"],
            [(r.key, r.count) for r in t.follow_up.recurrences_by_defect_code])
     _sheet(wb.create_sheet("Change"), ["Measure", "Current", "Previous", "Change"],

@@ -20,12 +20,17 @@ A month's counters are one JSON text (`data`), not one field per counter:
 FerretDB v1 handles a document field by field, and a busy month has thousands
 of counters (measured here: 8000 counters as fields take 650 ms to read, as
 one text 38 ms). The write lock keeps the read-modify-write safe.
+
+Customer names (shown next to the customer id in the table) are not counters: one
+document per customer id (`customer_names`) keeps the latest name stated for it
+(`domain.CustomerName`). Keeping the latest is idempotent and order-free, so it
+needs no delta: a redelivery writes it again or changes nothing.
 """
 
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +41,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from services.reporting import domain
 from services.reporting.domain import (
+    CUSTOMER_NAMES,
     MONTHLY,
     MONTHLY_OPEN,
     ROW_MODELS,
@@ -173,6 +179,7 @@ class ReadModels:
 
     # -- projecting one event --------------------------------------------------------
     async def project(self, env: Envelope, payload: Contract) -> Projected | None:
+        await self._note_customer(env, payload)  # before the row: a redelivery repeats it
         target = domain.target_of(env, payload)
         if target is None:
             return None
@@ -190,6 +197,20 @@ class ReadModels:
             if row.pending:  # steps 2-4 (also what a crash left of an earlier event)
                 await self._post(store, row)
         return Projected(kind, row, applied)
+
+    async def _note_customer(self, env: Envelope, payload: Contract) -> None:
+        """Keep the customer's name if this event states a later one than known."""
+        said = domain.customer_name_of(env, payload)
+        if said is None:
+            return
+        coll = self.db[CUSTOMER_NAMES]
+        async with self.locks(CUSTOMER_NAMES, said.id):
+            doc = await coll.find_one({"_id": said.id})
+            if doc is None:
+                await coll.insert_one(said.to_document())
+            elif domain.latest(domain.CustomerName.of_document(doc), said):
+                await coll.update_one({"_id": said.id}, {"$set": {
+                    "name": said.name, "said_at": said.said_at, "event_id": said.event_id}})
 
     async def _post(self, store: RowStore, row: ReadRow) -> None:
         deltas = list(row.pending)
@@ -257,6 +278,13 @@ class ReadModels:
                                             projection={"data": 1})
         return {d["_id"]: json.loads(d["data"]) async for d in cursor}
 
+    async def customer_names(self, ids: list[str]) -> dict[str, str]:
+        """The latest name known for each of these customer ids (those with one)."""
+        if not ids:
+            return {}
+        cursor = self.db[CUSTOMER_NAMES].find({"_id": {"$in": ids}}, projection={"name": 1})
+        return {d["_id"]: d["name"] async for d in cursor}
+
     async def history_of(self, row: ReadRow) -> list[dict[str, Any]]:
         cursor = self.db[HISTORY].find({"_id": {"$in": list(row.applied_events)}})
         return sorted([d async for d in cursor], key=lambda d: (d["occurred_at"], d["_id"]))
@@ -284,16 +312,20 @@ class ReadModels:
         events.sort(key=lambda e: (e[0].occurred_at, e[0].id))
         rows = domain.fold(events, self.tz)
         totals = domain.monthly_totals(rows.values())
-        await self.replace(rows.values(), totals)
+        await self.replace(rows.values(), totals, domain.customer_names(events).values())
         counts = {k.value: sum(1 for (kind, _) in rows if kind is k) for k in RowKind}
         return RebuildReport(events=len(events), skipped=skipped, rows=counts,
                              months=len({split_part(p)[1] for p in totals}),
                              seconds=round(time.perf_counter() - started, 3))
 
-    async def replace(self, rows: Any, totals: dict[str, dict[str, int]]) -> None:
-        """Write rows and counters into `<name>__next`, then swap each into place."""
+    async def replace(self, rows: Any, totals: dict[str, dict[str, int]],
+                      names: Iterable[domain.CustomerName] | None = None) -> None:
+        """Write rows, counters and (given) customer names into `<name>__next`, then swap each
+        into place."""
         docs: dict[str, list[dict[str, Any]]] = {n: [] for n in
                                                  [*ROW_COLLECTIONS.values(), *COUNTER_COLLECTIONS]}
+        if names is not None:
+            docs[CUSTOMER_NAMES] = [said.to_document() for said in names]
         for row in rows:
             docs[ROW_COLLECTIONS[row.kind]].append(row.to_document() | {"version": 1})
         for key, counters in totals.items():

@@ -2,7 +2,7 @@
 
 The reporting service keeps every event it has seen (`event_history`,
 append-only). This command folds that history again into fresh collections
-(register, CAPAs, recurrences, monthly counters) and swaps them in; the
+(register, CAPAs, recurrences, monthly counters, customer names) and swaps them in; the
 statistics table it gives is the same as the one built live.
 
 Run it while the reporting service is stopped: FerretDB does not make one

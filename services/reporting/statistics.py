@@ -9,8 +9,12 @@ Definitions (also in the README):
   nowhere.
 - Every other figure counts in the month the thing happened: forms opened (the
   escalation), quality records (handed over, `resolved_at`), first customer
-  replies, closures, reopens, satisfaction answers, recurrences, CAPAs opened
-  and closed; a 3-day breach in the month of its deadline.
+  replies, closures, reopens, satisfaction answers, recurrences, CAPAs opened,
+  closed and withdrawn (a withdrawn CAPA still counts as opened in the month it was
+  opened; it never counts as closed); a 3-day breach in the month of its deadline.
+- Customers: keyed by customer id; `name` is the latest name known for that id
+  (stated by the latest `feedback.registered` or `feedback.classified` for it,
+  whatever the period), from the `customer_names` read model beside the counters.
 - Timeliness: the forms whose 3-day deadline falls in the period and is decided
   (the quality record came, in time or late, or the deadline passed without
   one); met = the quality record came within the deadline (`met_deadline`);
@@ -37,7 +41,7 @@ Definitions (also in the README):
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
@@ -127,13 +131,20 @@ class CountRow(BaseModel):
     complaints: int = Field(..., description="Of which complaints (not suggestions)")
 
 
+class CustomerCountRow(CountRow):
+    key: str = Field(..., examples=["C-1001"], description="The customer id")
+    name: str | None = Field(None, examples=["Shenzhen Bright Motors Co."],
+                             description="The latest name known for the customer id")
+
+
 class Counts(BaseModel):
     feedbacks: int
     complaints: int
     suggestions: int
     by_category: list[CountRow]
     by_channel: list[CountRow]
-    by_customer: list[CountRow] = Field(..., description="Keyed by customer id")
+    by_customer: list[CustomerCountRow] = Field(..., description="Keyed by customer id, "
+                                                "with the latest name known for it")
     by_product: list[CountRow] = Field(..., description="Keyed by product code")
     by_defect_code: list[CountRow]
     by_unit: list[CountRow] = Field(..., description="Responsible units")
@@ -186,11 +197,18 @@ class LossRow(BaseModel):
     amount: str = Field(..., examples=["1250.00"], description="Decimal string")
 
 
+class CustomerLossRow(LossRow):
+    key: str = Field(..., examples=["C-1001"], description="The customer id")
+    name: str | None = Field(None, examples=["Shenzhen Bright Motors Co."],
+                             description="The latest name known for the customer id")
+
+
 class Losses(BaseModel):
     total: list[LossRow] = Field(..., description="Per currency (key = 'all')")
     by_category: list[LossRow]
     by_unit: list[LossRow]
-    by_customer: list[LossRow]
+    by_customer: list[CustomerLossRow] = Field(..., description="Keyed by customer id, with "
+                                               "the latest name known for it")
     by_defect_code: list[LossRow]
 
 
@@ -202,8 +220,10 @@ class FollowUp(BaseModel):
     satisfaction_rate: float | None
     recurrences: int
     recurrences_by_defect_code: list[KeyCount]
-    capas_opened: int
+    capas_opened: int = Field(..., description="Opened in the period (withdrawn ones too)")
     capas_closed: int
+    capas_withdrawn: int = Field(0, description="Withdrawn in the period (opened in error or "
+                                 "overtaken; not closures)")
 
 
 class ChangeRow(BaseModel):
@@ -232,6 +252,11 @@ class MonthlyTable(BaseModel):
                                     "period of the same length")
 
 
+# Dimensions whose rows carry more than the key (customers: their name).
+COUNT_ROWS: dict[str, type[CountRow]] = {"customer": CustomerCountRow}
+LOSS_ROWS: dict[str, type[LossRow]] = {"customer": CustomerLossRow}
+
+
 # ------------------------------------------------------------------ building it
 
 
@@ -257,10 +282,10 @@ class Counters:
         return self.groups.get(name, {})
 
 
-def _count_rows(k: Counters, dim: str) -> list[CountRow]:
+def _count_rows(k: Counters, dim: str, row: type[CountRow] = CountRow) -> list[CountRow]:
     feedbacks, complaints = k.group(f"fb|{dim}"), k.group(f"cp|{dim}")
-    out = [CountRow(key=unesc(key), feedbacks=feedbacks.get(key, 0),
-                    complaints=complaints.get(key, 0))
+    out = [row(key=unesc(key), feedbacks=feedbacks.get(key, 0),
+               complaints=complaints.get(key, 0))
            for key in feedbacks.keys() | complaints.keys()
            if feedbacks.get(key, 0) or complaints.get(key, 0)]
     return sorted(out, key=lambda r: (-r.feedbacks, -r.complaints, r.key))
@@ -293,9 +318,9 @@ def _loss_cents(k: Counters, dim: str) -> list[tuple[str, str, int]]:
     return out
 
 
-def _losses(k: Counters, dim: str) -> list[LossRow]:
+def _losses(k: Counters, dim: str, row: type[LossRow] = LossRow) -> list[LossRow]:
     out = sorted(_loss_cents(k, dim), key=lambda r: (r[1], -r[2], r[0]))
-    return [LossRow(key=key, currency=cur, amount=money(v)) for key, cur, v in out]
+    return [row(key=key, currency=cur, amount=money(v)) for key, cur, v in out]
 
 
 def open_cases(open_docs: dict[str, dict[str, int]], last_month: str, as_of: date) -> OpenCases:
@@ -347,7 +372,8 @@ def _table(period: Period, previous: tuple[str, str], tz_name: str) -> MonthlyTa
         counts=Counts(
             feedbacks=k.get("fb"), complaints=k.get("cp"),
             suggestions=k.get("fb") - k.get("cp"),
-            **{f"by_{dim}": _count_rows(k, dim) for dim in DIMENSIONS}),
+            **{f"by_{dim}": _count_rows(k, dim, COUNT_ROWS.get(dim, CountRow))
+               for dim in DIMENSIONS}),
         timeliness=Timeliness(
             forms_opened=k.get("forms"), quality_records=qr, forms_due=k.get("tl|n"),
             met_3_day_rule=k.get("tl|met"),
@@ -357,15 +383,31 @@ def _table(period: Period, previous: tuple[str, str], tz_name: str) -> MonthlyTa
         breaches=Breaches(count=k.get("br|n"), by_severity=_key_counts(k, "br|severity")),
         open_cases=period.open_cases,
         losses=Losses(total=_losses(k, "total"),
-                      **{f"by_{dim}": _losses(k, dim) for dim in LOSS_DIMENSIONS}),
+                      **{f"by_{dim}": _losses(k, dim, LOSS_ROWS.get(dim, LossRow))
+                         for dim in LOSS_DIMENSIONS}),
         follow_up=FollowUp(
             closures=k.get("closed"), reopens=k.get("reopens"),
             satisfaction_answers=answers, satisfied=k.get("sat|yes"),
             satisfaction_rate=ratio(k.get("sat|yes"), answers),
             recurrences=k.get("rec|n"),
             recurrences_by_defect_code=_key_counts(k, "rec|defect_code"),
-            capas_opened=k.get("capa|opened"), capas_closed=k.get("capa|closed")),
+            capas_opened=k.get("capa|opened"), capas_closed=k.get("capa|closed"),
+            capas_withdrawn=k.get("capa|withdrawn")),
         previous_from=previous[0], previous_to=previous[1], change=[])
+
+
+def customer_ids(t: MonthlyTable) -> list[str]:
+    """The customer ids the table shows (to look up their names)."""
+    return sorted({r.key for r in t.counts.by_customer} | {r.key for r in t.losses.by_customer})
+
+
+def name_customers(t: MonthlyTable, names: Mapping[str, str]) -> MonthlyTable:
+    """Put the latest known name next to each customer id (None when none is known)."""
+    for count in t.counts.by_customer:
+        count.name = names.get(count.key)
+    for loss in t.losses.by_customer:
+        loss.name = names.get(loss.key)
+    return t
 
 
 def build_table(current: Period, previous: Period, tz_name: str) -> MonthlyTable:
@@ -396,6 +438,7 @@ def headline(t: MonthlyTable) -> dict[str, float | int | str | None]:
         "recurrences": t.follow_up.recurrences,
         "capas_opened": t.follow_up.capas_opened,
         "capas_closed": t.follow_up.capas_closed,
+        "capas_withdrawn": t.follow_up.capas_withdrawn,
     }
     for row in t.losses.total:
         out[f"loss_{row.currency}"] = row.amount

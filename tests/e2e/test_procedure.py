@@ -307,9 +307,11 @@ async def test_p_f_6_months_forms_are_summarised_by_reporting(flow, actors, syst
             return table if customer["id"] in rows else None
         table = await eventually(counted, what="this complaint in the monthly table")
     rows = {r["key"]: r for r in table["counts"]["by_customer"]}
-    assert rows[customer["id"]] == {"key": customer["id"], "feedbacks": 1, "complaints": 1}
+    assert rows[customer["id"]] == {"key": customer["id"], "name": customer["name"],
+                                    "feedbacks": 1, "complaints": 1}
     loss = {r["key"]: r for r in table["losses"]["by_customer"]}[customer["id"]]
-    assert (loss["currency"], loss["amount"]) == ("CNY", "1250.00")
+    assert (loss["currency"], loss["amount"], loss["name"]) == \
+        ("CNY", "1250.00", customer["name"])
     assert table["timeliness"]["quality_records"] >= 1
 
 

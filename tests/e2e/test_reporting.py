@@ -27,7 +27,19 @@ from shared.vocabulary import Category, Channel, Severity
 from tests.conftest import test_namespace
 from tests.e2e.harness import ROOT, System
 from tests.support import eventually
-from tests.unit.test_reporting_scenario import MONTH, Story, assert_table, at, expected, known_month
+from tests.unit.test_reporting_scenario import (
+    JULY,
+    JUNE,
+    MONTH,
+    Story,
+    assert_renamed,
+    assert_table,
+    at,
+    expected,
+    expected_renamed,
+    known_month,
+    renamed_customer_and_withdrawn_capas,
+)
 
 pytestmark = pytest.mark.infra
 
@@ -113,12 +125,12 @@ async def test_p_f_6_known_month_statistics_table_xlsx_and_csv(reporting, march)
     assert (summary["Recurrences"], summary["CAPAs opened"], summary["CAPAs closed"]) == (1, 1, 1)
     assert float(summary["Loss total (CNY)"]) == 2100.00
     assert float(summary["Loss total (USD)"]) == 250.50
-    counts = {(d, k): (f, cp) for d, k, f, cp in wb["Counts"].iter_rows(min_row=2,
-                                                                       values_only=True)}
+    counts = {(d, k): (f, cp) for d, k, _, f, cp in wb["Counts"].iter_rows(min_row=2,
+                                                                          values_only=True)}
     for dim in ("category", "channel", "customer", "product", "severity", "defect_code", "unit"):
         assert {k: v for (d, k), v in counts.items() if d == dim} == exp[f"by_{dim}"], dim
-    losses = {(d, k, cur): float(a) for d, k, cur, a in wb["Losses"].iter_rows(min_row=2,
-                                                                            values_only=True)}
+    losses = {(d, k, cur): float(a) for d, k, _, cur, a in wb["Losses"].iter_rows(
+        min_row=2, values_only=True)}
     for (unit, cur), amount in exp["loss_by_unit"].items():
         assert losses[("unit", unit, cur)] == float(amount)
     ages = dict(wb["Open cases"].iter_rows(min_row=2, values_only=True))
@@ -129,9 +141,10 @@ async def test_p_f_6_known_month_statistics_table_xlsx_and_csv(reporting, march)
     resp = await get(reporting, "/statistics/monthly", month=MONTH, format="csv")
     assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/csv")
     rows = list(csv.reader(io.StringIO(resp.content.decode("utf-8-sig"))))
-    assert rows[0] == ["section", "dimension", "key", "measure", "value"]
-    assert ["summary", "", "", "Complaints", "5"] in rows
-    assert ["losses", "unit", "production", "CNY", "1800.00"] in rows
+    assert rows[0] == ["section", "dimension", "key", "name", "measure", "value"]
+    assert ["summary", "", "", "", "Complaints", "5"] in rows
+    assert ["losses", "unit", "production", "", "CNY", "1800.00"] in rows
+    assert ["counts", "customer", story.customer("A"), "Customer A", "feedbacks", "2"] in rows
 
 
 async def test_p_f_6_redelivered_events_do_not_double_count(reporting, march):
@@ -186,6 +199,59 @@ async def test_p_f_6_rebuild_from_history_gives_the_same_table(reporting, march)
     assert '"events"' in done.stdout
     await reporting.restart("reporting")
     assert await table(reporting, month=MONTH) == before
+
+
+async def test_p_f_6_customer_names_and_capas_withdrawn_through_the_api(reporting):
+    """A customer renamed (the table shows the latest name next to the id, in JSON, CSV and
+    XLSX, whatever the order the events arrive in) and CAPAs withdrawn (counted in their
+    month and in the change, still counted as opened); a rebuild gives the same table."""
+    story = renamed_customer_and_withdrawn_capas(f"w{uuid.uuid4().hex[:6]}")
+    exp = expected_renamed(story)
+    await publish_all(reporting, list(reversed(story.events)))  # newest name first
+    await publish_all(reporting, story.events[:3])              # redelivered, old name first
+
+    async def ready():
+        july, june = await table(reporting, month=JULY), await table(reporting, month=JUNE)
+        try:
+            assert_renamed(MonthlyTable.model_validate(july),
+                           MonthlyTable.model_validate(june), exp)
+        except AssertionError:
+            return None
+        return july, june
+
+    july, june = await eventually(ready, timeout=60, what="July 2031 as stated by hand")
+    customer = story.customer("R")
+    row = {r["key"]: r for r in july["counts"]["by_customer"]}[customer]
+    assert row == {"key": customer, "name": "New Name Co. Ltd", "feedbacks": 2, "complaints": 2}
+    assert july["follow_up"]["capas_withdrawn"] == 2
+    assert {r["measure"]: r["change"] for r in july["change"]}["capas_withdrawn"] == 1
+
+    resp = await get(reporting, "/statistics/monthly", month=JULY, format="csv")
+    assert resp.status_code == 200, resp.text
+    rows = list(csv.reader(io.StringIO(resp.content.decode("utf-8-sig"))))
+    assert ["counts", "customer", customer, "New Name Co. Ltd", "complaints", "2"] in rows
+    assert ["losses", "customer", customer, "New Name Co. Ltd", "USD", "40.00"] in rows
+    assert ["summary", "", "", "", "CAPAs withdrawn", "2"] in rows
+    assert ["change", "", "capas_withdrawn", "", "previous", "1"] in rows
+
+    resp = await get(reporting, "/statistics/monthly", month=JULY, format="xlsx")
+    assert resp.status_code == 200, resp.text
+    wb = load_workbook(io.BytesIO(resp.content))
+    summary = dict(wb["Summary"].iter_rows(min_row=2, values_only=True))
+    assert (summary["CAPAs opened"], summary["CAPAs closed"], summary["CAPAs withdrawn"]) == \
+        (2, 1, 2)
+    assert ("customer", customer, "New Name Co. Ltd", 2, 2) in \
+        list(wb["Counts"].iter_rows(min_row=2, values_only=True))
+    losses = {r[:4]: float(r[4]) for r in wb["Losses"].iter_rows(min_row=2, values_only=True)}
+    assert losses[("customer", customer, "New Name Co. Ltd", "CNY")] == 300.00
+    change = {r[0]: r[1:] for r in wb["Change"].iter_rows(min_row=2, values_only=True)}
+    assert change["capas_withdrawn"] == (2, 1, 1)
+
+    async with reporting.client("reporting", "ops") as http:
+        resp = await http.post("/admin/rebuild")
+    assert resp.status_code == 200, resp.text
+    assert await table(reporting, month=JULY) == july
+    assert await table(reporting, month=JUNE) == june
 
 
 async def test_p_f_6_charts_are_png(reporting, march):

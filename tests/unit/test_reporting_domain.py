@@ -263,4 +263,47 @@ def test_a_withdrawn_capa_is_no_longer_open_nor_counted_as_closed():
     rows = domain.fold([parsed(e) for e in story.events], UTC_ZONE)
     w = rows[(RowKind.CAPA, "d10-W")]
     assert isinstance(w, CapaRow) and not w.open and w.owner_unit == "production"
-    assert w.contributions(UTC_ZONE) == {"monthly/2031-03": {"capa|opened": 1}}
+    # still opened in its month (it was), and withdrawn in the month of the withdrawal
+    assert w.contributions(UTC_ZONE) == {"monthly/2031-03": {"capa|opened": 1,
+                                                             "capa|withdrawn": 1}}
+
+
+def test_p_f_6_a_capa_withdrawn_in_a_later_month_counts_there():
+    story = Story("d15")
+    story.add(c.CapaWithdrawn(capa_id="d15-W", number="CAPA-2031-0010", feedback_ids=[],
+                              reason="Overtaken", withdrawn_at=at(2, month=4)), "capa",
+              at(2, month=4))  # ahead of its opening: the row ends up the same
+    story.add(c.CapaOpened(capa_id="d15-W", number="CAPA-2031-0010", source="manual",
+                           title="Overtaken later", feedback_ids=[]), "capa", at(30))
+    w = domain.fold([parsed(e) for e in story.events], UTC_ZONE)[(RowKind.CAPA, "d15-W")]
+    assert w.contributions(UTC_ZONE) == {"monthly/2031-03": {"capa|opened": 1},
+                                         "monthly/2031-04": {"capa|withdrawn": 1}}
+
+
+def test_p_f_6_customer_name_is_the_latest_stated_in_any_order_and_once():
+    story = Story("d16")
+    old = story.facts("A", received=at(2, 8), category=Category.PRODUCT_QUALITY,
+                      channel=Channel.PHONE, customer="K")
+    old["customer"] = Customer(id=story.customer("K"), name="Old Name Co.")
+    story.add(c.FeedbackRegistered(**old, is_complaint=True), "A", at(2, 8))
+    new = story.facts("B", received=at(9, 8), category=Category.PRODUCT_QUALITY,
+                      channel=Channel.PHONE, customer="K")
+    new["customer"] = Customer(id=story.customer("K"), name="New Name Co.")
+    story.add(c.FeedbackRegistered(**new, is_complaint=True), "B", at(9, 8))
+    # the old feedback's form, later: it repeats what was registered then (not a new name)
+    story.add(c.ComplaintEscalated(**old), "A", at(20, 8))
+    # Sales reclassifies another feedback to the same customer, with the name as it is now
+    story.add(c.FeedbackClassified(
+        feedback_id=story.fid("C"), register_no="CF-2031-C",
+        customer=Customer(id=story.customer("K"), name="New Name Co. Ltd"),
+        category=Category.PRODUCT_QUALITY, severity=Severity.NORMAL, is_complaint=True),
+        "C", at(15, 8))
+    events = [parsed(e) for e in story.events]
+    for order in (events, events[::-1], events + events[:2], events[1:] + events[:1]):
+        names = domain.customer_names(order)
+        assert {k: v.name for k, v in names.items()} == {story.customer("K"): "New Name Co. Ltd"}
+    said = domain.customer_name_of(*events[0])
+    assert said is not None and said.name == "Old Name Co."
+    assert domain.customer_name_of(*events[2]) is None  # the form copies, it does not state
+    assert not domain.latest(domain.customer_names(events)[story.customer("K")], said)
+    assert domain.CustomerName.of_document(said.to_document()) == said

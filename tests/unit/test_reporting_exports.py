@@ -11,7 +11,14 @@ from prometheus_client import CollectorRegistry, generate_latest
 from services.reporting import charts, exports
 from services.reporting.domain import FeedbackRow, Round
 from services.reporting.metrics import DomainMetrics
-from tests.unit.test_reporting_scenario import expected, fold_table, known_month
+from tests.unit.test_reporting_scenario import (
+    JULY,
+    expected,
+    expected_renamed,
+    fold_table,
+    known_month,
+    renamed_customer_and_withdrawn_capas,
+)
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
@@ -68,6 +75,48 @@ def test_p_f_6_table_csv_has_every_section():
     sections = {r[0] for r in csv.reader(io.StringIO(text.lstrip("\ufeff")))}
     assert sections == {"section", "summary", "counts", "open_cases", "breaches", "losses",
                         "recurrences", "change"}
+
+
+def test_p_f_6_table_csv_and_xlsx_name_customers_and_count_capas_withdrawn():
+    story = renamed_customer_and_withdrawn_capas("x3")
+    exp = expected_renamed(story)
+    customer = story.customer("R")
+    table = fold_table(story.events, JULY, JULY)
+
+    rows = list(csv.reader(io.StringIO(exports.table_csv(table).lstrip("\ufeff"))))
+    assert rows[0] == ["section", "dimension", "key", "name", "measure", "value"]
+    assert ["counts", "customer", customer, exp["name"], "feedbacks", "2"] in rows
+    assert ["losses", "customer", customer, exp["name"], "CNY", "300.00"] in rows
+    assert ["counts", "category", "product_quality", "", "feedbacks", "2"] in rows
+    assert ["summary", "", "", "", "CAPAs withdrawn", "2"] in rows
+    assert ["change", "", "capas_withdrawn", "", "change", "1"] in rows
+
+    wb = load_workbook(io.BytesIO(exports.table_xlsx(table)))
+    summary = dict(wb["Summary"].iter_rows(min_row=2, values_only=True))
+    assert (summary["CAPAs opened"], summary["CAPAs closed"], summary["CAPAs withdrawn"]) == \
+        exp["july_capas"]
+    counts = list(wb["Counts"].iter_rows(values_only=True))
+    assert counts[0] == ("Dimension", "Key", "Name", "Feedbacks", "Complaints")
+    assert ("customer", customer, exp["name"], 2, 2) in counts
+    assert ("category", "product_quality", None, 2, 2) in counts
+    losses = list(wb["Losses"].iter_rows(values_only=True))
+    assert losses[0] == ("Dimension", "Key", "Name", "Currency", "Amount")
+    assert ("customer", customer, exp["name"], "USD", 40) in losses
+    change = {r[0]: r[1:] for r in wb["Change"].iter_rows(min_row=2, values_only=True)}
+    assert change["capas_withdrawn"] == exp["change"]["capas_withdrawn"]
+
+
+def test_p_f_6_customer_names_never_become_formulas():
+    story = renamed_customer_and_withdrawn_capas("x4")
+    table = fold_table(story.events, JULY, JULY)
+    exports_table = table.model_copy(deep=True)
+    for row in exports_table.counts.by_customer:
+        row.name = "=HYPERLINK(\"http://x\")"
+    rows = list(csv.reader(io.StringIO(exports.table_csv(exports_table).lstrip("\ufeff"))))
+    assert any(r[1] == "customer" and r[3].startswith("'=") for r in rows)
+    sheet = load_workbook(io.BytesIO(exports.table_xlsx(exports_table)))["Counts"]
+    cells = [r[2] for r in sheet.iter_rows(min_row=2) if r[0].value == "customer"]
+    assert cells and all(c.value.startswith("=") and c.data_type == "s" for c in cells)
 
 
 def test_p_f_6_charts_are_png_even_when_empty():

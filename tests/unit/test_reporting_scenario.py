@@ -26,6 +26,10 @@ The month, case by case (UTC; hours are exact):
   F8 (February) product quality, phone, customer A, P1. Received 02-10 08:00, replied
      directly after 24 h, closed 03-03.
   One recurrence (D01) on 03-12; CAPA X opened 03-13; CAPA Y opened 02-20, closed 03-25.
+  Customers are named "Customer A", "Customer B", "Customer C" (shown next to their ids).
+
+A second story, June and July 2031 (`renamed_customer_and_withdrawn_capas`), has a customer
+whose name changed and CAPAs withdrawn; its figures are stated in `expected_renamed`.
 """
 
 from datetime import UTC, date, datetime
@@ -256,7 +260,8 @@ def expected(s: Story) -> dict:
                          ("(unassigned)", "USD"): "250.50"},
         "loss_by_customer": {(A, "CNY"): "2100.00", (B, "USD"): "250.50"},
         "closures": 5, "reopens": 1, "answers": 3, "satisfied": 2, "satisfaction_rate": 0.6667,
-        "recurrences": 1, "capas_opened": 1, "capas_closed": 1,
+        "recurrences": 1, "capas_opened": 1, "capas_closed": 1, "capas_withdrawn": 0,
+        "customer_names": {A: "Customer A", B: "Customer B", C: "Customer C"},
         "change": {"feedbacks": (6, 1, 5), "complaints": (5, 1, 4), "open_cases": (2, 1, 1),
                    "capas_opened": (1, 1, 0),
                    "registration_to_reply_mean_hours": (51.5, 24.0, 27.5),
@@ -295,8 +300,13 @@ def assert_table(table: statistics.MonthlyTable, exp: dict) -> None:
     assert (fu.closures, fu.reopens, fu.satisfaction_answers, fu.satisfied,
             fu.satisfaction_rate) == (exp["closures"], exp["reopens"], exp["answers"],
                                       exp["satisfied"], exp["satisfaction_rate"])
-    assert (fu.recurrences, fu.capas_opened, fu.capas_closed) == \
-        (exp["recurrences"], exp["capas_opened"], exp["capas_closed"])
+    assert (fu.recurrences, fu.capas_opened, fu.capas_closed, fu.capas_withdrawn) == \
+        (exp["recurrences"], exp["capas_opened"], exp["capas_closed"], exp["capas_withdrawn"])
+    names = exp["customer_names"]  # the latest name known, next to each customer id
+    assert {r.key: r.name for r in t.counts.by_customer} == \
+        {k: names[k] for k in exp["by_customer"]}
+    assert {r.key: r.name for r in t.losses.by_customer} == \
+        {k: names[k] for k, _ in exp["loss_by_customer"]}
     change = {r.measure: (r.current, r.previous, r.change) for r in t.change}
     for measure, values in exp["change"].items():
         assert change[measure] == values, measure
@@ -312,7 +322,100 @@ def fold_table(events: list[Envelope], first: str = MONTH, last: str = MONTH,
                if k.startswith(domain.MONTHLY + "/")}
     open_docs = {domain.split_part(k)[1]: v for k, v in totals.items()
                  if k.startswith(domain.MONTHLY_OPEN + "/")}
-    return statistics.table_at(first, last, monthly, open_docs, today, "UTC")
+    table = statistics.table_at(first, last, monthly, open_docs, today, "UTC")
+    names = {i: said.name for i, said in domain.customer_names(parsed).items()}
+    return statistics.name_customers(table, names)
+
+
+# ------------------------------------------------------- renamed customer, withdrawn CAPAs
+
+JUNE, JULY = "2031-06", "2031-07"
+
+
+def renamed_customer_and_withdrawn_capas(tag: str) -> Story:
+    """June and July 2031 (UTC):
+      R1 customer R registered as "Old Name Co." on 06-10, product quality, phone.
+      R2 customer R registered as "New Name Co." on 07-03; estimate 300.00 CNY.
+      R3 registered 07-05 for customer U ("Unidentified sender"), estimate 40.00 USD; Sales
+         classifies it on 07-06 to customer R, "New Name Co. Ltd" (the latest name stated).
+      R1's form is opened 07-20: the form repeats R1's facts ("Old Name Co."), which must not
+         bring the old name back.
+      CAPAs: V1 opened 06-05, withdrawn 06-20; V4 opened 06-25, withdrawn 07-15;
+             V2 opened 07-02, withdrawn 07-09; V3 opened 07-04, closed 07-30.
+    """
+    s = Story(tag)
+    pq = Category.PRODUCT_QUALITY
+
+    def named(name: str, customer: str, label: str, **facts) -> dict:
+        f = s.facts(name, customer=customer, **facts)
+        f["customer"] = Customer(id=s.customer(customer), name=label)
+        return f
+
+    r1 = named("R1", "R", "Old Name Co.", received=at(10, 8, month=6), category=pq,
+               channel=Channel.PHONE)
+    s.add(c.FeedbackRegistered(**r1, is_complaint=True), "R1", at(10, 8, month=6))
+    r2 = named("R2", "R", "New Name Co.", received=at(3, 8, month=7), category=pq,
+               channel=Channel.EMAIL, estimate=("300.00", "CNY"))
+    s.add(c.FeedbackRegistered(**r2, is_complaint=True), "R2", at(3, 8, month=7))
+    r3 = named("R3", "U", "Unidentified sender", received=at(5, 8, month=7), category=pq,
+               channel=Channel.EMAIL, estimate=("40.00", "USD"))
+    s.add(c.FeedbackRegistered(**r3, is_complaint=True), "R3", at(5, 8, month=7))
+    s.add(c.FeedbackClassified(
+        feedback_id=s.fid("R3"), register_no="CF-2031-R3",
+        customer=Customer(id=s.customer("R"), name="New Name Co. Ltd"), category=pq,
+        severity=Severity.NORMAL, is_complaint=True), "R3", at(6, 9, month=7))
+    s.add(c.ComplaintEscalated(**r1), "R1", at(20, 9, month=7))
+
+    def capa(name: str, opened: datetime, withdrawn: datetime | None = None,
+             closed: datetime | None = None) -> None:
+        capa_id, number = f"{tag}-{name}", f"CAPA-2031-{name}"
+        s.add(c.CapaOpened(capa_id=capa_id, number=number, source="manual", feedback_ids=[],
+                           title=f"CAPA {name}"), name, opened)
+        if withdrawn is not None:
+            s.add(c.CapaWithdrawn(capa_id=capa_id, number=number, feedback_ids=[],
+                                  reason="Opened in error", withdrawn_at=withdrawn),
+                  name, withdrawn)
+        if closed is not None:
+            s.add(c.CapaClosed(capa_id=capa_id, feedback_ids=[], closed_at=closed), name, closed)
+
+    capa("V1", at(5, 0, month=6), withdrawn=at(20, 0, month=6))
+    capa("V4", at(25, 0, month=6), withdrawn=at(15, 0, month=7))
+    capa("V2", at(2, 0, month=7), withdrawn=at(9, 0, month=7))
+    capa("V3", at(4, 0, month=7), closed=at(30, 0, month=7))
+    return s
+
+
+def expected_renamed(s: Story) -> dict:
+    """July 2031 (and June), by hand (see `renamed_customer_and_withdrawn_capas`)."""
+    R = s.customer("R")
+    return {
+        "july_by_customer": {R: (2, 2)},  # R2 and R3 (classified to R); none left for U
+        "june_by_customer": {R: (1, 1)},
+        "name": "New Name Co. Ltd",       # latest stated, shown in June's table too
+        "july_loss_by_customer": {(R, "CNY"): "300.00", (R, "USD"): "40.00"},
+        # July: opened V2, V3; closed V3; withdrawn V2 (opened in July) and V4 (in June)
+        "july_capas": (2, 1, 2),
+        "june_capas": (2, 0, 1),          # opened V1, V4; withdrawn V1
+        "change": {"capas_opened": (2, 2, 0), "capas_closed": (1, 0, 1),
+                   "capas_withdrawn": (2, 1, 1)},
+    }
+
+
+def assert_renamed(july: statistics.MonthlyTable, june: statistics.MonthlyTable,
+                   exp: dict) -> None:
+    """The two gaps of P-F.6, as a quality manager reads them."""
+    for table, month in ((july, "july"), (june, "june")):
+        assert {r.key: (r.feedbacks, r.complaints) for r in table.counts.by_customer} == \
+            exp[f"{month}_by_customer"]
+        assert {r.name for r in table.counts.by_customer} == {exp["name"]}
+        fu = table.follow_up
+        assert (fu.capas_opened, fu.capas_closed, fu.capas_withdrawn) == exp[f"{month}_capas"]
+    assert {(r.key, r.currency): r.amount for r in july.losses.by_customer} == \
+        exp["july_loss_by_customer"]
+    assert {r.name for r in july.losses.by_customer} == {exp["name"]}
+    change = {r.measure: (r.current, r.previous, r.change) for r in july.change}
+    for measure, values in exp["change"].items():
+        assert change[measure] == values, measure
 
 
 # ------------------------------------------------------------------ the pure checks
@@ -352,3 +455,10 @@ def test_p_f_6_a_range_sums_its_months_and_compares_with_the_range_before():
     assert both.timeliness.registration_to_reply.count == 5
     assert both.open_cases.total == 2  # as of the end of the range
     assert both.follow_up.capas_opened == 2
+
+
+def test_p_f_6_customer_shown_with_its_latest_name_and_capas_withdrawn_counted():
+    story = renamed_customer_and_withdrawn_capas("u6")
+    exp = expected_renamed(story)
+    for events in (story.events, list(reversed(story.events)), story.events + story.events[:4]):
+        assert_renamed(fold_table(events, JULY, JULY), fold_table(events, JUNE, JUNE), exp)

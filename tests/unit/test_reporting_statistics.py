@@ -91,3 +91,23 @@ def test_counts_rows_are_sorted_and_keys_unescaped():
     assert [(r.key, r.feedbacks, r.complaints) for r in rows] == [
         ("Z", 5, 0), ("C.1", 2, 1), ("B", 2, 0)]
     assert st._count_rows(st.Counters([counters]), "unit") == []
+
+
+def test_p_f_6_customers_named_by_id_and_capas_withdrawn_in_the_change():
+    now = {"fb": 2, "fb|customer|C%2E1": 1, "fb|customer|C2": 1,
+           "loss|customer|C%2E1|CNY": 500, "loss|total|all|CNY": 500,
+           "capa|opened": 1, "capa|withdrawn": 2}
+    before = {"capa|opened": 3, "capa|withdrawn": 1}
+    table = st.table_at("2031-03", "2031-03", {"2031-03": now, "2031-02": before}, {},
+                        date(2026, 1, 1), "UTC")
+    assert st.customer_ids(table) == ["C.1", "C2"]  # counted or with a loss, unescaped
+    st.name_customers(table, {"C.1": "Acme Ltd", "other": "unused"})
+    assert {r.key: r.name for r in table.counts.by_customer} == {"C.1": "Acme Ltd", "C2": None}
+    assert [(r.key, r.name, r.amount) for r in table.losses.by_customer] == \
+        [("C.1", "Acme Ltd", "5.00")]
+    json_rows = table.model_dump(mode="json")["counts"]["by_customer"]
+    assert {r["key"]: r["name"] for r in json_rows} == {"C.1": "Acme Ltd", "C2": None}
+    assert (table.follow_up.capas_opened, table.follow_up.capas_withdrawn) == (1, 2)
+    change = {r.measure: (r.current, r.previous, r.change) for r in table.change}
+    assert change["capas_withdrawn"] == (2, 1, 1)
+    assert change["capas_opened"] == (1, 3, -2)
