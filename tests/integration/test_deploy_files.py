@@ -620,3 +620,44 @@ def test_the_overlays_build_and_keep_probes_resources_and_replicas(overlay):
         operator_written = {f"qms-mongodb-admin-qms-{s}" for s in SERVICES}
         assert refs - operator_written <= names, "every referenced Secret exists in dev"
 
+
+
+# --- Monitoring on Kubernetes (Prometheus Operator) --------------------------------------------
+def load_prometheus_rule_script():
+    spec = importlib.util.spec_from_file_location("qms_prometheus_rule",
+                                                  ROOT / "scripts" / "prometheus_rule.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_kubernetes_alerts_are_the_rules_promtool_tests():
+    """One source of alert rules: the PrometheusRule is alerts.yml, regenerated."""
+    script = load_prometheus_rule_script()
+    assert script.OUT.read_text() == script.render(), \
+        "run .venv/bin/python scripts/prometheus_rule.py"
+    (rule,) = [d for d in k8s_documents(K8S / "monitoring") if d["kind"] == "PrometheusRule"]
+    alerts = yaml.safe_load((ROOT / "deploy" / "prometheus" / "alerts.yml").read_text())
+    assert rule["spec"]["groups"] == alerts["groups"]
+
+
+def test_kubernetes_scrapes_give_the_job_names_the_rules_use():
+    """The rules say `up{job="qms-services"}` and `job="rabbitmq"`; the monitors relabel to
+    them (FerretDB is a development stand-in: Kubernetes runs MongoDB)."""
+    rules = (ROOT / "deploy" / "prometheus" / "alerts.yml").read_text()
+    wanted = set(re.findall(r'job="([^"]+)"', rules)) - {"ferretdb"}
+    monitors = [d for d in k8s_documents(K8S / "monitoring")
+                if d["kind"] in ("PodMonitor", "ServiceMonitor")]
+    endpoints = [e for m in monitors
+                 for e in m["spec"].get("podMetricsEndpoints", m["spec"].get("endpoints", []))]
+    jobs = {r["replacement"] for e in endpoints for r in e.get("relabelings", [])
+            if r.get("targetLabel") == "job"}
+    assert wanted == jobs
+    (services,) = [m for m in monitors if m["kind"] == "PodMonitor"]
+    selected = services["spec"]["selector"]["matchLabels"]
+    for deployment in (d for d in k8s_documents() if d["kind"] == "Deployment"):
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        ports = {p["name"] for c in deployment["spec"]["template"]["spec"]["containers"]
+                 for p in c.get("ports", [])}
+        assert selected.items() <= labels.items() and "http" in ports, \
+            deployment["metadata"]["name"]
