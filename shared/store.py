@@ -161,7 +161,15 @@ class Repository(Generic[A]):
 
     async def change(self, id: str, apply: Callable[[A], Awaitable[bool | None] | bool | None],
                      *, attempts: int = 30, what: str | None = None) -> A:
-        """Load, apply, save; on a concurrent save, reload and apply again (never lost).
+        """Load, apply, save; on a concurrent save, reload and apply again (never lost)."""
+        agg, _ = await self.change_and_tell(id, apply, attempts=attempts, what=what)
+        return agg
+
+    async def change_and_tell(
+            self, id: str, apply: Callable[[A], Awaitable[bool | None] | bool | None],
+            *, attempts: int = 30, what: str | None = None) -> tuple[A, bool]:
+        """`change`, also telling whether it wrote: False when `apply` returned False (nothing
+        new, e.g. a retried request), so an API can answer 200 instead of 201.
 
         Each round of n concurrent changers lets at least one through, so `attempts`
         must exceed the writers one document realistically sees at once; the jittered
@@ -172,9 +180,9 @@ class Repository(Generic[A]):
             if asyncio.iscoroutine(result):
                 result = await result
             if result is False:  # the change decided there is nothing to write
-                return agg
+                return agg, False
             try:
-                return await self.save(agg)
+                return await self.save(agg), True
             except ConcurrencyConflict:
                 await asyncio.sleep(random.uniform(0, min(0.2, 0.01 * (attempt + 1))))
         raise ConcurrencyConflict(f"{what or self.model.__name__} {id} is too busy; try again")

@@ -244,6 +244,15 @@ async def _change(request: Request, ref: str, apply: Any) -> Feedback:
     return await repo.change(await _resolve(repo, ref), apply, what="Feedback")
 
 
+async def _add(request: Request, response: Response, ref: str, apply: Any) -> Feedback:
+    """A change that may find nothing new (a retried request): then 200, not 201."""
+    repo = _repo(request)
+    fb, wrote = await repo.change_and_tell(await _resolve(repo, ref), apply, what="Feedback")
+    if not wrote:
+        response.status_code = 200
+    return fb
+
+
 def _fingerprint(body: NewFeedback) -> str:
     canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -382,15 +391,8 @@ def router(settings: Settings) -> APIRouter:
         meta = AttachmentMeta(sha256=sha, filename=_safe_filename(file.filename),
                               content_type=ctype, size=size, uploaded_by=who.sub,
                               uploaded_at=utcnow())
-        added: list[bool] = []
-
-        def apply(fb: Feedback) -> bool:
-            added.append(fb.add_attachment(meta, who.as_actor()))
-            return added[-1]
-
-        fb = await _change(request, ref, apply)
-        if not added[-1]:
-            response.status_code = 200
+        fb = await _add(request, response, ref,
+                        lambda fb: fb.add_attachment(meta, who.as_actor()))
         return next(a for a in fb.attachments if a.sha256 == sha)
 
     @api.get("/feedback/{ref}/attachments/{sha256}", response_class=FileResponse,
@@ -421,16 +423,8 @@ def router(settings: Settings) -> APIRouter:
               responses={200: {"description": "These samples are already noted"}})
     async def add_sample(request: Request, response: Response, ref: Ref, body: ReturnedSample,
                          who: Annotated[Principal, Depends(require(*SALES))]) -> FeedbackRead:
-        added: list[bool] = []
-
-        def apply(fb: Feedback) -> bool:
-            added.append(fb.add_sample(body, who.as_actor()))
-            return added[-1]
-
-        fb = await _change(request, ref, apply)
-        if not added[-1]:
-            response.status_code = 200
-        return FeedbackRead.of(fb)
+        return FeedbackRead.of(await _add(request, response, ref,
+                                          lambda fb: fb.add_sample(body, who.as_actor())))
 
     @api.post("/feedback/{ref}/direct-reply", response_model=FeedbackRead,
               summary="Answer the customer directly, no form (P-F.2 yes, P-5.3.3)",

@@ -61,14 +61,8 @@ async def check_once(repo: Repository[Case], settings: Settings,
 async def _apply_check(repo: Repository[Case], case_id: str,
                        check: Callable[[Case], bool]) -> int:
     """Run the aggregate's check in a versioned update; 1 when it changed the case."""
-    outcome: list[bool] = []
-
-    def apply(case: Case) -> bool:
-        outcome.append(check(case))  # the last attempt's verdict is the one written
-        return outcome[-1]
-
-    await repo.change(case_id, apply)
-    return int(outcome[-1])
+    _, changed = await repo.change_and_tell(case_id, check)
+    return int(changed)
 
 
 class ClockGauge:
