@@ -80,6 +80,10 @@ start_rabbitmq() {
     # Perhaps started by systemd after apt-get install: make sure of the plugins we use
     # (management API, Prometheus endpoint); enabling an enabled plugin changes nothing.
     say "RabbitMQ already running"
+    # A broker with a memory or disk alarm blocks every publisher: say so now, not after
+    # an hour of timeouts.
+    timeout 60 rabbitmq-diagnostics -q check_local_alarms >/dev/null 2>&1 \
+      || die "the running RabbitMQ reports a resource alarm (memory or disk) and blocks publishers: $(timeout 30 rabbitmq-diagnostics -q alarms 2>&1 | tail -n1)"
     rabbitmq-plugins -q enable rabbitmq_management rabbitmq_prometheus >/dev/null \
       || die "could not enable the RabbitMQ management and Prometheus plugins"
     return
