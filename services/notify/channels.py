@@ -7,6 +7,7 @@ dispatcher's business, so a new channel (SMS, WeCom…) is one small class.
 """
 
 import hashlib
+import ssl
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
@@ -59,6 +60,7 @@ class EmailChannel(Channel):
         self.s = settings
         self.from_name, self.from_address = parseaddr(settings.mail_from)
         self.domain = self.from_address.rsplit("@", 1)[-1] or "qms.local"
+        self.server = f"{settings.smtp_host}:{settings.smtp_port}"
 
     def message(self, n: Notification) -> EmailMessage:
         msg = EmailMessage()
@@ -92,20 +94,51 @@ class EmailChannel(Channel):
                 password=s.smtp_password.get_secret_value() if s.smtp_password else None,
                 use_tls=s.smtp_security == SmtpSecurity.TLS,
                 start_tls=s.smtp_security == SmtpSecurity.STARTTLS,
-                validate_certs=s.smtp_validate_certs, timeout=s.smtp_timeout_s)
+                validate_certs=s.smtp_validate_certs,
+                cert_bundle=str(s.smtp_ca_file) if s.smtp_ca_file else None,
+                timeout=s.smtp_timeout_s)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [r.code for r in exc.recipients]
             raise DeliveryFailed(f"recipient refused: {exc}", status_code=codes[0] if codes
                                  else None, permanent=all(c >= 500 for c in codes)) from exc
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            # Retried like any failure (ops may fix the password); the password is never said.
+            raise DeliveryFailed(f"SMTP login as {s.smtp_username!r} refused by {self.server}: "
+                                 f"{exc.code} {exc.message} (check QMS_NOTIFY_SMTP_USERNAME "
+                                 f"and QMS_NOTIFY_SMTP_PASSWORD)", status_code=exc.code) from exc
         except aiosmtplib.SMTPResponseException as exc:
             raise DeliveryFailed(f"SMTP {exc.code}: {exc.message}", status_code=exc.code) from exc
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            raise DeliveryFailed(f"SMTP server {s.smtp_host}:{s.smtp_port} unreachable: "
+            untrusted = _certificate_error(exc)
+            if untrusted is not None:
+                raise DeliveryFailed(
+                    f"TLS certificate of SMTP server {self.server} not trusted: "
+                    f"{untrusted.verify_message or untrusted} (if the server's certificate is "
+                    f"signed by the company's own CA, give that CA in QMS_NOTIFY_SMTP_CA_FILE)"
+                ) from exc
+            if isinstance(exc, (ConnectionError, TimeoutError)) \
+                    or not isinstance(exc, aiosmtplib.SMTPException):
+                raise DeliveryFailed(f"SMTP server {self.server} unreachable: "
+                                     f"{type(exc).__name__}: {exc}") from exc
+            # Connected, but the session could not go on (no STARTTLS, no AUTH offered…).
+            raise DeliveryFailed(f"SMTP server {self.server} ({s.smtp_security.value}): "
                                  f"{type(exc).__name__}: {exc}") from exc
         if errors:
             refused = "; ".join(f"{k}: {v.code} {v.message}" for k, v in errors.items())
             raise DeliveryFailed(f"recipient refused: {refused}", permanent=True)
         return Delivered(detail=answer[:300])
+
+
+def _certificate_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The refused server certificate behind an SMTP failure (aiosmtplib wraps it), if any."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 # ---------------------------------------------------------------- webhooks

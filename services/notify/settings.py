@@ -4,11 +4,12 @@ Lists are JSON in the environment, e.g.
 `QMS_NOTIFY_FAX_SENDER_DOMAINS='["fax.plant.example","efax.example"]'`.
 """
 
+import ssl
 from enum import StrEnum
 from pathlib import Path
 from typing import Self
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, FilePath, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.notify.domain import EmailAddress, Group
@@ -69,7 +70,11 @@ class Settings(ServiceSettings):
                                         description="none | starttls (587) | tls (465)")
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
-    smtp_validate_certs: bool = True
+    smtp_ca_file: FilePath | None = Field(
+        None, description="PEM file of the CA(s) that signed the SMTP server's certificate (a "
+                          "company CA), trusted in addition to the system's CAs")
+    smtp_validate_certs: bool = Field(True, description="Check the SMTP server's certificate "
+                                                        "and name (keep it on; use smtp_ca_file)")
     smtp_timeout_s: float = Field(30.0, gt=0)
     mail_from: str = Field("QMS <qms@plant.example>", description="From: of every mail")
     company_name: str = Field("Plant", description="Signs the mails")
@@ -128,6 +133,12 @@ class Settings(ServiceSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
+        if self.smtp_ca_file is not None:
+            try:
+                ssl.create_default_context(cafile=str(self.smtp_ca_file))
+            except (ssl.SSLError, OSError) as exc:
+                raise ValueError(f"smtp_ca_file {self.smtp_ca_file} is not a readable PEM file "
+                                 f"of CA certificates: {exc}") from exc
         if self.email_backoff_base_s > self.email_backoff_max_s:
             raise ValueError("email_backoff_base_s must not exceed email_backoff_max_s")
         if self.webhook_backoff_base_s > self.webhook_backoff_max_s:
