@@ -4,6 +4,7 @@ Lists are JSON in the environment, e.g.
 `QMS_NOTIFY_FAX_SENDER_DOMAINS='["fax.plant.example","efax.example"]'`.
 """
 
+import ipaddress
 import ssl
 from enum import StrEnum
 from pathlib import Path
@@ -139,6 +140,12 @@ class Settings(ServiceSettings):
             except (ssl.SSLError, OSError) as exc:
                 raise ValueError(f"smtp_ca_file {self.smtp_ca_file} is not a readable PEM file "
                                  f"of CA certificates: {exc}") from exc
+        if (self.smtp_security == SmtpSecurity.NONE and self.smtp_password is not None
+                and not _is_loopback(self.smtp_host)):
+            # A login over plain SMTP sends the password readable to the network.
+            raise ValueError(f"smtp_password is set but smtp_security is none: the password "
+                             f"would cross the network to {self.smtp_host} unencrypted; use "
+                             f"starttls (port 587) or tls (465)")
         if self.email_backoff_base_s > self.email_backoff_max_s:
             raise ValueError("email_backoff_base_s must not exceed email_backoff_max_s")
         if self.webhook_backoff_base_s > self.webhook_backoff_max_s:
@@ -147,3 +154,12 @@ class Settings(ServiceSettings):
             raise ValueError("dispatch_lease_s must be longer than the SMTP and webhook "
                              "timeouts, or a slow attempt could be made twice")
         return self
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -3,6 +3,7 @@
 from datetime import UTC, datetime
 
 import pytest
+from pydantic import ValidationError
 
 from services.notify.channels import EmailChannel
 from services.notify.domain import ChannelName, Notification
@@ -124,3 +125,13 @@ def test_a_record_sales_returned_is_not_announced_as_an_unhappy_customer(languag
             "recipient": Recipient("x@plant.example", "Li Wei", language)})[1]
     assert returned in body("returned") and customer not in body("returned")
     assert customer in body("reopened") and returned not in body("reopened")
+
+
+def test_a_password_is_not_sent_over_plain_smtp_to_another_host():
+    """Ops who set a relay password but forget STARTTLS are stopped at start, saying why."""
+    with pytest.raises(ValidationError, match="unencrypted; use starttls"):
+        Settings(smtp_host="smtp.plant.example", smtp_password="s3cret")
+    # A local relay on loopback, and any encrypted session, are fine.
+    Settings(smtp_host="127.0.0.1", smtp_password="s3cret")
+    Settings(smtp_host="smtp.plant.example", smtp_password="s3cret", smtp_security="starttls",
+             smtp_port=587)
