@@ -11,6 +11,8 @@ RUN="$VAR/run"
 FERRET_VERSION=v1.24.2
 CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/qms"
 FERRET_BIN="$CACHE/ferretdb-$FERRET_VERSION"
+KUSTOMIZE_VERSION=v5.8.0
+KUSTOMIZE_BIN="$CACHE/kustomize-$KUSTOMIZE_VERSION"  # the tests look for it here
 MONGO_PORT="${QMS_MONGO_PORT:-27017}"
 FERRET_DEBUG_PORT="${QMS_FERRET_DEBUG_PORT:-8088}"
 AMQP_PORT=5672
@@ -71,6 +73,16 @@ install_ferretdb() {
   (cd "$dir" && go build -o "$FERRET_BIN.tmp" ./cmd/ferretdb) || die "FerretDB build failed"
   mv "$FERRET_BIN.tmp" "$FERRET_BIN"
   rm -rf "$dir"
+}
+
+install_kustomize() {
+  # `make test` builds the Kubernetes manifests (deploy/k8s) with it, as kubectl apply -k would.
+  if [ -x "$KUSTOMIZE_BIN" ]; then return; fi
+  say "building kustomize $KUSTOMIZE_VERSION from its Go module (once; cached in $KUSTOMIZE_BIN)"
+  local gobin; gobin=$(mktemp -d)
+  GOBIN="$gobin" go install "sigs.k8s.io/kustomize/kustomize/v5@$KUSTOMIZE_VERSION" \
+    || die "kustomize build failed"
+  mkdir -p "$CACHE" && mv "$gobin/kustomize" "$KUSTOMIZE_BIN" && rm -rf "$gobin"
 }
 
 rabbit_running() { rabbitmqctl -q status >/dev/null 2>&1; }
@@ -154,8 +166,8 @@ stop_all() {
 }
 
 case "${1:-}" in
-  install) install_rabbitmq; install_promtool; install_ferretdb ;;
-  start) install_rabbitmq; install_promtool; install_ferretdb; start_rabbitmq
+  install) install_rabbitmq; install_promtool; install_ferretdb; install_kustomize ;;
+  start) install_rabbitmq; install_promtool; install_ferretdb; install_kustomize; start_rabbitmq
          "$ROOT/scripts/rabbitmq_users.sh"  # the per-service least-privilege users
          start_ferretdb
          say "RabbitMQ amqp://127.0.0.1:$AMQP_PORT (management http://127.0.0.1:15672), FerretDB mongodb://127.0.0.1:$MONGO_PORT" ;;

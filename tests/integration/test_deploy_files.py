@@ -490,12 +490,20 @@ def test_every_kubernetes_file_parses():
             assert doc is None or ("kind" in doc and "apiVersion" in doc), path
 
 
+def kustomize_command() -> list[str] | None:
+    """kustomize as `make test` installs it (scripts/infra.sh), else from PATH, else kubectl."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "qms"
+    for tool in [*sorted(cache.glob("kustomize-*")), shutil.which("kustomize")]:
+        if tool:
+            return [str(tool), "build"]
+    return ["kubectl", "kustomize"] if shutil.which("kubectl") else None
+
+
 def kustomize_build(overlay: str) -> list[dict]:
-    tool = shutil.which("kustomize")
-    cmd = [tool, "build"] if tool else (["kubectl", "kustomize"] if shutil.which("kubectl")
-                                        else None)
+    cmd = kustomize_command()
     if cmd is None:
-        pytest.skip("neither kustomize nor kubectl is installed (the base is checked directly)")
+        pytest.skip("neither kustomize nor kubectl is installed (`make test` installs "
+                    "kustomize; the base is checked directly)")
     out = subprocess.run([*cmd, str(K8S / overlay)], check=True, capture_output=True,
                          text=True, timeout=120).stdout
     return [d for d in yaml.safe_load_all(out) if d]
@@ -661,3 +669,10 @@ def test_kubernetes_scrapes_give_the_job_names_the_rules_use():
                  for p in c.get("ports", [])}
         assert selected.items() <= labels.items() and "http" in ports, \
             deployment["metadata"]["name"]
+
+
+def test_the_monitoring_builds_into_the_systems_namespace():
+    docs = kustomize_build("monitoring")
+    assert sorted(d["kind"] for d in docs) == ["PodMonitor", "PrometheusRule", "ServiceMonitor"]
+    assert all(d["metadata"]["namespace"] == "qms" for d in docs)
+    assert all(d["metadata"]["labels"]["app.kubernetes.io/part-of"] == "qms" for d in docs)
