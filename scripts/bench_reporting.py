@@ -10,7 +10,10 @@ itself (`domain.fold`) and written as the rebuild writes them. Then it times
 what a user asks for: the table of one month and of the whole year (what the
 HTTP route computes, without HTTP), its XLSX, optionally one register page,
 and a few feedbacks' events applied one by one through the live path (row and
-counter documents, as the service does). Prints figures; no thresholds.
+counter documents, as the service does): the time of each kind of event (median over
+the feedbacks), how many commands each sent to the register collection (on FerretDB
+v1.24's SQLite handler each one but an insert reads the whole table, even with a lone
+`_id` filter), and one refresh of the open-case gauges. Prints figures; no thresholds.
 Needs FerretDB/MongoDB (`make up` or `scripts/infra.sh start`).
 """
 
@@ -21,6 +24,7 @@ import statistics as stats
 import sys
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -28,6 +32,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from prometheus_client import CollectorRegistry
+from pymongo import monitoring
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -117,6 +122,27 @@ def feedback_events(i: int, rng: random.Random) -> Iterator[tuple[Envelope, Cont
                                            had_form=True), fid, reply + 2 * DAY)
 
 
+class RegisterCommands(monitoring.CommandListener):
+    """Counts the commands sent to the register collection (find, update, insert, ...)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command.get(event.command_name) == "register":
+            self.count += 1
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+COMMANDS = RegisterCommands()
+monitoring.register(COMMANDS)
+
+
 def timed(label: str, seconds: float, extra: str = "") -> None:
     print(f"{label:<52} {seconds * 1000:10.1f} ms {extra}")
 
@@ -136,10 +162,12 @@ async def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the namespace's database")
     parser.add_argument("--live", type=int, default=5,
                         help="feedbacks whose events then go through the live path one by one")
+    parser.add_argument("--prefix", default="bench",
+                        help="namespace prefix (a random suffix follows)")
     parser.add_argument("--register", action="store_true",
                         help="also time one register page (slow on FerretDB: a full scan)")
     args = parser.parse_args()
-    namespace = f"bench{uuid.uuid4().hex[:8]}"
+    namespace = f"{args.prefix}{uuid.uuid4().hex[:8]}"
     settings = Settings(infra=InfraSettings(namespace=namespace))
     tz = ZoneInfo(settings.timezone)
     rng = random.Random(20330101)
@@ -163,6 +191,7 @@ async def main() -> None:
         timed("write the read models", time.perf_counter() - started)
         views = Views(settings, CollectorRegistry())
         views.use(models)
+        await views.gate.open()  # as the service does once started
 
         low, mid, table = await best_of(5, lambda: api.monthly_table(views, "2033-06", "2033-06"))
         timed("monthly table, one month (2033-06)", mid, f"(best {low * 1000:.1f} ms; "
@@ -185,12 +214,23 @@ async def main() -> None:
 
         live = [e for i in range(args.feedbacks, args.feedbacks + args.live)
                 for e in feedback_events(i, rng)]
+        per_kind: dict[str, list[float]] = defaultdict(list)
+        sent: dict[str, list[int]] = defaultdict(list)
         started = time.perf_counter()
         for env, payload in live:
+            before, at = COMMANDS.count, time.perf_counter()
             await models.project(env, payload)
+            per_kind[env.type].append(time.perf_counter() - at)
+            sent[env.type].append(COMMANDS.count - before)
         spent = time.perf_counter() - started
         timed("live path: events applied one by one", spent / len(live),
-              f"per event ({len(live)} events, {len(live) / spent:.0f}/s)")
+              f"per event ({len(live)} events, {len(live) / spent:.1f}/s)")
+        for kind, seconds in sorted(per_kind.items()):
+            timed(f"  {kind}", stats.median(seconds),
+                  f"(median of {len(seconds)}; {stats.median(sent[kind]):.0f} register commands)")
+        low, mid, _ = await best_of(3, views.refresh_gauges)
+        timed("refresh the open-case gauges", mid, f"(best {low * 1000:.1f} ms; "
+              f"{len(views.metrics.live.cases)} open cases)")
     finally:
         if not args.keep:
             await client.drop_database(f"{namespace}_reporting")

@@ -37,6 +37,7 @@ from shared.vocabulary import Severity
 MONTHLY = "monthly"            # per-month counters of the statistics table
 MONTHLY_OPEN = "monthly_open"  # per-month receipts/closures by received day (open-case ages)
 CUSTOMER_NAMES = "customer_names"  # the latest name stated for each customer id
+OPEN_WORK = "open_work"        # what the gauges need of each open complaint, form and CAPA
 UNASSIGNED = "(unassigned)"    # loss not yet attributed to a responsible unit
 ALL = "all"
 
@@ -550,6 +551,54 @@ def add_into(total: dict[str, dict[str, int]], contrib: Contribution) -> None:
 # ------------------------------------------------------------------ customer names
 
 
+class OpenWork(BaseModel):
+    """What the gauges of open work (`metrics.LiveState`) need of one row: the open
+    complaint (severity, received), the form on the 3-day clock (severity of its round,
+    at risk at, due at), the open CAPA.
+
+    Kept in its own small read model (`open_work`, one document per row with open work, none
+    for the others) beside the register, so the periodic refresh of the gauges reads the
+    open work, not the whole register (FerretDB v1 decodes every row for a filter on
+    `open`). A pure function of the row: written after the row, again on a redelivery, and
+    built from the rows by a rebuild and when a replica takes over."""
+
+    kind: RowKind
+    row_id: str
+    case: tuple[str, datetime] | None = None
+    form: tuple[str, datetime | None, datetime | None] | None = None
+    capa: bool = False
+
+    @classmethod
+    def of(cls, row: "ReadRow") -> "OpenWork":
+        work = cls(kind=row.kind, row_id=row.id)
+        if isinstance(row, FeedbackRow):
+            if row.open and row.received_at is not None:
+                work.case = (row.severity or "normal", row.received_at)
+            current = row.current_round
+            if row.form_open and current is not None:
+                work.form = (row.round_severity(current) or "normal", current.at_risk_at,
+                             current.due_at)
+        elif isinstance(row, CapaRow):
+            work.capa = row.open
+        return work
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind.value}:{self.row_id}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.case is not None or self.form is not None or self.capa
+
+    def to_document(self) -> dict[str, Any]:
+        # Times as ISO text, as in a row's body: they validate back to the very same instant.
+        return {"_id": self.key} | self.model_dump(mode="json")
+
+    @classmethod
+    def of_document(cls, doc: dict[str, Any]) -> "OpenWork":
+        return cls.model_validate({k: v for k, v in doc.items() if k != "_id"})
+
+
 class CustomerName(BaseModel):
     """A customer's name as an event stated it; the table (P-F.6) shows the latest one next to
     the customer id.
@@ -624,6 +673,12 @@ class _AboutCapa(Protocol):
 
 class _AboutFeedback(Protocol):
     feedback_id: str
+
+
+# The events that normally come first to their row: the projection inserts the row straight
+# away (no lookup; FerretDB v1 scans the collection for a lookup by `_id`) and looks it up
+# only when it exists already (a redelivery, or an event that overtook this one).
+STARTS_ROW = frozenset({"feedback.registered", "capa.opened", "complaint.recurrence_detected"})
 
 
 def target_of(env: Envelope, payload: Contract) -> tuple[RowKind, str] | None:

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from services.reporting.domain import CapaRow, FeedbackRow, ReadRow, epoch
+from services.reporting.domain import FeedbackRow, OpenWork, ReadRow, RowKind, epoch
 from services.reporting.readmodels import Projected
 from shared import contracts as c
 from shared.events import Contract, Envelope, utcnow
@@ -51,23 +51,23 @@ class LiveState:
     def take(self, other: "LiveState") -> None:
         self.cases, self.forms, self.capas = other.cases, other.forms, other.capas
 
-    def track(self, row: ReadRow) -> None:
-        if isinstance(row, FeedbackRow):
-            if row.open and row.received_at is not None:
-                self.cases[row.id] = (row.severity or "normal", row.received_at)
+    def track(self, item: ReadRow | OpenWork) -> None:
+        """A row as applied, or its open work as stored (`OpenWork`, the same figures)."""
+        work = item if isinstance(item, OpenWork) else OpenWork.of(item)
+        if work.kind is RowKind.FEEDBACK:
+            if work.case is not None:
+                self.cases[work.row_id] = work.case
             else:
-                self.cases.pop(row.id, None)
-            current = row.current_round
-            if row.form_open and current is not None:
-                severity = row.round_severity(current) or "normal"
-                self.forms[row.id] = (severity, current.at_risk_at, current.due_at)
+                self.cases.pop(work.row_id, None)
+            if work.form is not None:
+                self.forms[work.row_id] = work.form
             else:
-                self.forms.pop(row.id, None)
-        elif isinstance(row, CapaRow):
-            if row.open:
-                self.capas.add(row.id)
+                self.forms.pop(work.row_id, None)
+        elif work.kind is RowKind.CAPA:
+            if work.capa:
+                self.capas.add(work.row_id)
             else:
-                self.capas.discard(row.id)
+                self.capas.discard(work.row_id)
 
 
 def age_bucket(age_s: float) -> str:
@@ -184,13 +184,13 @@ class DomainMetrics:
         for kind in ("direct", "after_quality_record"):
             self.time_to_reply.labels(kind)
 
-    def load(self, rows: Iterable[ReadRow]) -> None:
+    def load(self, rows: Iterable[ReadRow | OpenWork]) -> None:
         """At start and after a rebuild (events wait at the gate meanwhile)."""
         self.live.clear()
         for row in rows:
             self.live.track(row)
 
-    async def reload(self, rows: AsyncIterator[ReadRow]) -> None:
+    async def reload(self, rows: AsyncIterator[ReadRow | OpenWork]) -> None:
         """From the database while events are applied: a row tracked meanwhile may have been
         read before its change, so it is tracked again on the fresh state before the swap."""
         fresh, self._meanwhile = LiveState(), []

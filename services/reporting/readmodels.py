@@ -25,6 +25,18 @@ Customer names (shown next to the customer id in the table) are not counters: on
 document per customer id (`customer_names`) keeps the latest name stated for it
 (`domain.CustomerName`). Keeping the latest is idempotent and order-free, so it
 needs no delta: a redelivery writes it again or changes nothing.
+
+The open work (`open_work`: what the gauges need of each open complaint, form and
+CAPA, `domain.OpenWork`) is a pure function of its row, written after it (5.) and
+again on a redelivery, rebuilt from the rows by `recover` and by a rebuild. The gauges'
+periodic refresh reads it instead of the register.
+
+On FerretDB v1.24 (SQLite) every command on a collection that names a document reads
+the whole table, even a lone `_id` filter: FerretDB hands `_id` to SQLite as
+`->'$._id'`, which SQLite does not match with the `_id` index (built on `->"_id"`), so
+`explain` says SCAN. A lookup costs one scan of the register, an update two (FerretDB
+finds the document, then updates it by `_id`); an insert none. So the first event of a
+row inserts it without a lookup (`STARTS_ROW`), and nothing else reads the register.
 """
 
 import asyncio
@@ -38,13 +50,17 @@ from zoneinfo import ZoneInfo
 
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
 
 from services.reporting import domain
 from services.reporting.domain import (
     CUSTOMER_NAMES,
     MONTHLY,
     MONTHLY_OPEN,
+    OPEN_WORK,
     ROW_MODELS,
+    STARTS_ROW,
+    OpenWork,
     ReadRow,
     RowKind,
     split_part,
@@ -186,17 +202,53 @@ class ReadModels:
         kind, row_id = target
         store = self.rows[kind]
         async with self.row_locks(kind, row_id):
-            row = await store.get(row_id)
-            fresh = row is None
-            if row is None:  # the first event of this row (maybe ahead of its registration)
-                row = ROW_MODELS[kind](id=row_id)
-            applied = domain.apply(row, env, payload, self.tz)
-            if applied:  # step 1: effect + event id + counter difference, one write
-                domain.settle(row, env.id, self.tz)
-                await (store.insert(row) if fresh else store.save(row))
+            before = OpenWork(kind=kind, row_id=row_id)  # a new row has none
+            row = await self._start(store, row_id, env, payload)
+            applied = row is not None
+            if row is None:
+                row = await store.get(row_id)
+                fresh = row is None
+                if row is None:  # the first event of this row (maybe ahead of its registration)
+                    row = ROW_MODELS[kind](id=row_id)
+                before = OpenWork.of(row)
+                applied = domain.apply(row, env, payload, self.tz)
+                if applied:  # step 1: effect + event id + counter difference, one write
+                    domain.settle(row, env.id, self.tz)
+                    await (store.insert(row) if fresh else store.save(row))
             if row.pending:  # steps 2-4 (also what a crash left of an earlier event)
                 await self._post(store, row)
+            await self._note_open_work(row, before, applied)
         return Projected(kind, row, applied)
+
+    async def _start(self, store: RowStore, row_id: str, env: Envelope,
+                     payload: Contract) -> ReadRow | None:
+        """Step 1 for an event that normally comes first to its row: insert the new row without
+        looking it up. None (nothing written) when the row exists already."""
+        if env.type not in STARTS_ROW:
+            return None
+        row = store.model(id=row_id)
+        domain.apply(row, env, payload, self.tz)
+        domain.settle(row, env.id, self.tz)
+        try:
+            await store.insert(row)
+        except DuplicateKeyError:
+            return None  # a redelivery, or events of the row came first: the usual path
+        return row
+
+    async def _note_open_work(self, row: ReadRow, before: OpenWork, applied: bool) -> None:
+        """Step 5: the row's open work, when it changed; on a redelivery always (a crash may
+        have come between the row and this)."""
+        work = OpenWork.of(row)
+        if row.kind is RowKind.RECURRENCE or (applied and work == before):
+            return
+        coll = self.db[OPEN_WORK]
+        async with self.locks(OPEN_WORK, work.key):
+            if work.is_open:
+                doc = work.to_document()
+                doc.pop("_id")
+                await coll.update_one({"_id": work.key}, {"$set": doc}, upsert=True)
+            else:
+                await coll.delete_one({"_id": work.key})
 
     async def _note_customer(self, env: Envelope, payload: Contract) -> None:
         """Keep the customer's name if this event states a later one than known."""
@@ -251,18 +303,29 @@ class ReadModels:
 
     async def recover(self) -> int:
         """When a replica becomes the writer (gate closed): post what a crash left pending,
-        then clear stale ids."""
+        then clear stale ids; and rebuild the open work from the rows (the same pass)."""
         posted = 0
+        work: list[OpenWork] = []
         for kind, store in self.rows.items():
-            async for doc in store.collection.find({"has_pending": True}, projection={"_id": 1}):
-                async with self.row_locks(kind, doc["_id"]):
-                    row = await store.get(doc["_id"])
-                    if row is not None and row.pending:
-                        await self._post(store, row)
-                        posted += 1
+            wanted: dict[str, Any] = {"has_pending": True}
+            if kind is RowKind.FEEDBACK:
+                wanted = {"$or": [wanted, {"open": True}, {"form_open": True}]}
+            elif kind is RowKind.CAPA:
+                wanted = {"$or": [wanted, {"open": True}]}
+            async for doc in store.collection.find(wanted):
+                row: ReadRow | None = store.model.model_validate(doc)
+                if row is not None and row.pending:
+                    async with self.row_locks(kind, row.id):
+                        row = await store.get(row.id)
+                        if row is not None and row.pending:
+                            await self._post(store, row)
+                            posted += 1
+                if row is not None:
+                    work.append(OpenWork.of(row))
         for collection in COUNTER_COLLECTIONS:
             await self.db[collection].update_many({"inflight": {"$ne": []}},
                                                   {"$set": {"inflight": []}})
+        await self._swap_in(OPEN_WORK, [w.to_document() for w in work if w.is_open])
         return posted
 
     # -- reading -------------------------------------------------------------------------
@@ -289,8 +352,13 @@ class ReadModels:
         cursor = self.db[HISTORY].find({"_id": {"$in": list(row.applied_events)}})
         return sorted([d async for d in cursor], key=lambda d: (d["occurred_at"], d["_id"]))
 
-    async def live_rows(self) -> AsyncIterator[ReadRow]:
-        """Open complaints, open forms and open CAPAs (for the gauges after a start)."""
+    async def live_rows(self) -> AsyncIterator[ReadRow | OpenWork]:
+        """Open complaints, open forms and open CAPAs (for the gauges): their open work, or,
+        before a replica that keeps it has taken over (no `open_work` yet), the rows."""
+        if OPEN_WORK in await self.db.list_collection_names():
+            async for doc in self.db[OPEN_WORK].find({}):
+                yield OpenWork.of_document(doc)
+            return
         async for doc in self.register.collection.find(
                 {"$or": [{"open": True}, {"form_open": True}]}):
             yield domain.FeedbackRow.model_validate(doc)
@@ -320,28 +388,35 @@ class ReadModels:
 
     async def replace(self, rows: Any, totals: dict[str, dict[str, int]],
                       names: Iterable[domain.CustomerName] | None = None) -> None:
-        """Write rows, counters and (given) customer names into `<name>__next`, then swap each
-        into place."""
-        docs: dict[str, list[dict[str, Any]]] = {n: [] for n in
-                                                 [*ROW_COLLECTIONS.values(), *COUNTER_COLLECTIONS]}
+        """Write rows, their open work, counters and (given) customer names into
+        `<name>__next`, then swap each into place."""
+        docs: dict[str, list[dict[str, Any]]] = {
+            n: [] for n in [*ROW_COLLECTIONS.values(), *COUNTER_COLLECTIONS, OPEN_WORK]}
         if names is not None:
             docs[CUSTOMER_NAMES] = [said.to_document() for said in names]
         for row in rows:
             docs[ROW_COLLECTIONS[row.kind]].append(row.to_document() | {"version": 1})
+            work = OpenWork.of(row)
+            if work.is_open:
+                docs[OPEN_WORK].append(work.to_document())
         for key, counters in totals.items():
             collection, month = split_part(key)
             docs[collection].append({"_id": month, "version": 1, "data": _dump(counters),
                                      "inflight": []})
         for name, batch in docs.items():
-            side = self.db[f"{name}__next"]
-            await side.drop()
-            for i in range(0, len(batch), 5000):
-                await side.insert_many(batch[i:i + 5000], ordered=False)
-            if not batch:
-                await self.db.create_collection(side.name)
-            await self.db[name].drop()
-            await side.rename(name)
+            await self._swap_in(name, batch)
         await self.ensure_indexes()
+
+    async def _swap_in(self, name: str, batch: list[dict[str, Any]]) -> None:
+        """Replace collection `name` by these documents (written aside, then renamed)."""
+        side = self.db[f"{name}__next"]
+        await side.drop()
+        for i in range(0, len(batch), 5000):
+            await side.insert_many(batch[i:i + 5000], ordered=False)
+        if not batch:
+            await self.db.create_collection(side.name)
+        await self.db[name].drop()
+        await side.rename(name)
 
 
 def add_counters(counters: dict[str, int], incs: dict[str, int]) -> dict[str, int]:
