@@ -346,11 +346,22 @@ class Subscription(Aggregate):
         return True
 
 
+OWN_FACTS = "notification"  # notify's own events: never delivered by webhook (see handlers)
+
+
 def _unique_patterns(patterns: list[str]) -> list[str]:
     out = list(dict.fromkeys(patterns))
     if not out:
         raise Invalid("A subscription needs at least one event type.",
                       [{"loc": "body.event_types", "msg": "at least one event type"}])
+    own = [i for i, p in enumerate(out) if p.split(".")[0] == OWN_FACTS]
+    if own:
+        # Accepting it would promise deliveries that never come.
+        raise Invalid(f"{out[own[0]]!r}: notify does not deliver its own notification.* events "
+                      "by webhook (that would announce each delivery without end); bind a "
+                      "queue to the events exchange to receive them.",
+                      [{"loc": f"body.event_types.{i}", "msg": "notify's own events"}
+                       for i in own])
     return out
 
 

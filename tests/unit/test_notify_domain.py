@@ -161,6 +161,18 @@ def test_subscription_wants_matching_types_while_active_and_keeps_secrets_out_of
         sub.update(OPS, event_types=[])
 
 
+def test_a_subscription_to_notifys_own_events_is_refused_saying_where_they_are():
+    """Notify never webhooks notification.*: ops learn that at once, not from silence."""
+    with pytest.raises(Invalid) as refused:
+        Subscription.create(id="s2", name="Ops", url="https://ops.example/hook", secret="a" * 32,
+                            event_types=["complaint.*", "notification.*"], actor=OPS, now=T0)
+    assert "bind a queue" in str(refused.value)
+    assert refused.value.details == [{"loc": "body.event_types.1", "msg": "notify's own events"}]
+    # `#` still takes everything else.
+    assert Subscription.create(id="s3", name="All", url="https://all.example/hook",
+                               secret="a" * 32, event_types=["#"], actor=OPS, now=T0)
+
+
 # ---------------------------------------------------------------- directories
 
 
