@@ -10,7 +10,7 @@ update.
 from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
@@ -47,8 +47,15 @@ class Aggregate(BaseModel):
     _recorded: dict[str, Any] | None = PrivateAttr(default=None)
 
     def model_post_init(self, context: Any, /) -> None:
-        if self.version > 0:
+        if self.version > 0 and not (isinstance(context, dict) and context.get(_VIEW_ONLY)):
             self._recorded = self._fields()
+
+    @classmethod
+    def viewed(cls, doc: dict[str, Any]) -> Self:
+        """Load a stored record only to show it (list pages): no snapshot for `before`, which
+        would cost a full dump per record (about 4x the load). A viewed record that is then
+        changed still logs, only without `before`."""
+        return cls.model_validate(doc, context={_VIEW_ONLY: True})
 
     def _fields(self, names: set[str] | None = None) -> dict[str, Any]:
         """The aggregate's own fields (all, or `names`) as stored; bookkeeping left out."""
@@ -103,6 +110,7 @@ class Aggregate(BaseModel):
 
 
 _BOOKKEEPING = {"id", "version", "history", "applied_events"}
+_VIEW_ONLY = "qms_view_only"  # validation context key: see Aggregate.viewed
 
 
 def bson_safe(value: Any) -> Any:

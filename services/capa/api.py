@@ -73,7 +73,7 @@ async def page_of(repo: Repository, query: dict[str, Any], paging: PageParams, s
                   view: Any) -> Page:
     docs = await repo.collection.find(query, projection=LIST_PROJECTION).sort(sort, -1) \
         .skip(paging.skip).limit(paging.page_size).to_list(None)
-    return Page(items=[view.of(repo.model.model_validate(d)) for d in docs],
+    return Page(items=[view.of(repo.model.viewed(d)) for d in docs],
                 total=await repo.collection.count_documents(query),
                 page=paging.page, page_size=paging.page_size)
 

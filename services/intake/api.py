@@ -355,7 +355,7 @@ def router(settings: Settings) -> APIRouter:
                                                   "outbox": 0, "outbox_pending": 0}) \
             .sort([("received_at", -1), ("_id", -1)]) \
             .skip(paging.skip).limit(paging.page_size).to_list(None)
-        items = [FeedbackRead.of(Feedback.model_validate(d)) for d in docs]
+        items = [FeedbackRead.of(Feedback.viewed(d)) for d in docs]
         return Page(items=items, total=await coll.count_documents(query), page=paging.page,
                     page_size=paging.page_size)
 

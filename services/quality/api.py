@@ -345,7 +345,7 @@ async def list_cases(
     docs = await repo.collection.find(query, {"outbox": 0, "outbox_pending": 0}) \
         .sort([("first_received_at", -1), ("_id", 1)]) \
         .skip(paging.skip).limit(paging.page_size).to_list(None)
-    return Page(items=[CaseRead.of(Case.model_validate(d), now) for d in docs],
+    return Page(items=[CaseRead.of(Case.viewed(d), now) for d in docs],
                 total=await repo.collection.count_documents(query), page=paging.page,
                 page_size=paging.page_size)
 
@@ -461,6 +461,6 @@ async def recurrence(
         .sort([("count", -1), ("_id", 1)]).skip(paging.skip).limit(paging.page_size) \
         .to_list(None)
     threshold = _settings(request).recurrence_count
-    return Page(items=[KindRead.of(Kind.model_validate(d), threshold) for d in docs],
+    return Page(items=[KindRead.of(Kind.viewed(d), threshold) for d in docs],
                 total=await coll.count_documents(query), page=paging.page,
                 page_size=paging.page_size)

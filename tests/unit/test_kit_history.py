@@ -13,6 +13,7 @@ from services.capa.domain import Capa, CapaCreate
 from services.intake.domain import Feedback, FeedbackStatus, NewFeedback
 from shared.domain import Aggregate, HistoryEntry
 from shared.events import Actor
+from tests.unit.test_intake_domain import register
 
 SALES = Actor(sub="wang.fang", roles=("sales",))
 QUALITY = Actor(sub="li.wei", roles=("quality",))
@@ -140,3 +141,13 @@ def test_p_5_4_2_capa_owner_change_shows_the_previous_owner():
                                QUALITY))
     capa.assign_owner("logistics", QUALITY)
     assert capa.history[-1].before == {"owner_unit": "production"}
+
+
+def test_p_5_4_2_a_record_loaded_for_a_list_page_takes_no_snapshot_yet_still_logs():
+    """List pages load many records only to show them: no `before` snapshot is taken."""
+    doc = register().to_document() | {"version": 2}
+    assert Feedback.model_validate(doc)._recorded is not None
+    viewed = Feedback.viewed(doc)
+    assert viewed._recorded is None
+    viewed.log(SALES, "noted", {"status": "registered"})  # degrades to "no before", no error
+    assert viewed.history[-1].before == {}
