@@ -46,8 +46,12 @@ class Aggregate(BaseModel):
     # record has no "before").
     _recorded: dict[str, Any] | None = PrivateAttr(default=None)
 
+    # False for models that never log (read models): no snapshot to pay for on each load.
+    keeps_history: ClassVar[bool] = True
+
     def model_post_init(self, context: Any, /) -> None:
-        if self.version > 0 and not (isinstance(context, dict) and context.get(_VIEW_ONLY)):
+        if (self.keeps_history and self.version > 0
+                and not (isinstance(context, dict) and context.get(_VIEW_ONLY))):
             self._recorded = self._fields()
 
     @classmethod

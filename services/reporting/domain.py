@@ -190,6 +190,7 @@ class ReadRow(Aggregate):
     answers and contribution has about 150 of them (measured: 5 ms per row on a scan)."""
 
     producer: ClassVar[str] = "reporting"
+    keeps_history: ClassVar[bool] = False  # rows are rebuilt from events, never logged
     kind: ClassVar[RowKind]
     fields: ClassVar[frozenset[str]] = frozenset({"has_pending"})
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from services.capa.domain import Capa, CapaCreate
 from services.intake.domain import Feedback, FeedbackStatus, NewFeedback
+from services.reporting.domain import FeedbackRow
 from shared.domain import Aggregate, HistoryEntry
 from shared.events import Actor
 from tests.unit.test_intake_domain import register
@@ -151,3 +152,7 @@ def test_p_5_4_2_a_record_loaded_for_a_list_page_takes_no_snapshot_yet_still_log
     assert viewed._recorded is None
     viewed.log(SALES, "noted", {"status": "registered"})  # degrades to "no before", no error
     assert viewed.history[-1].before == {}
+
+
+def test_p_5_4_2_read_models_that_keep_no_history_take_no_snapshot():
+    assert FeedbackRow.model_validate({"_id": "r1", "version": 3})._recorded is None
