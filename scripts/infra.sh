@@ -10,7 +10,12 @@ VAR="$ROOT/var"
 RUN="$VAR/run"
 FERRET_VERSION=v1.24.2
 CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/qms"
-FERRET_BIN="$CACHE/ferretdb-$FERRET_VERSION"
+# The project's patch to FerretDB (deploy/ferretdb/*.patch: the SQLite handler uses its _id
+# index). The cached binary is named by the patches' hash, so a build made without them (or
+# with an older version of them) is never reused.
+FERRET_PATCHES=("$ROOT"/deploy/ferretdb/*.patch)
+FERRET_PATCH_KEY=$(cat "${FERRET_PATCHES[@]}" | sha256sum | cut -c1-12)
+FERRET_BIN="$CACHE/ferretdb-$FERRET_VERSION-qms-$FERRET_PATCH_KEY"
 KUSTOMIZE_VERSION=v5.8.0
 KUSTOMIZE_BIN="$CACHE/kustomize-$KUSTOMIZE_VERSION"  # the tests look for it here
 MONGO_PORT="${QMS_MONGO_PORT:-27017}"
@@ -60,7 +65,7 @@ install_promtool() {
 install_ferretdb() {
   if [ -x "$FERRET_BIN" ]; then return; fi
   command -v go >/dev/null || die "Go is needed to build FerretDB (apt-get install golang or see go.dev)"
-  say "building FerretDB $FERRET_VERSION from its Go module (once; cached in $FERRET_BIN)"
+  say "building FerretDB $FERRET_VERSION from its Go module with the project's patch (once; cached in $FERRET_BIN)"
   local src dir
   src=$(go mod download -json "github.com/FerretDB/FerretDB@$FERRET_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
   [ -d "$src" ] || die "go mod download gave no source folder for FerretDB"
@@ -69,6 +74,11 @@ install_ferretdb() {
   # The module lacks build/version/version.txt (git-ignored upstream); without it
   # the binary panics at start.
   echo "$FERRET_VERSION" > "$dir/build/version/version.txt"
+  local p
+  for p in "${FERRET_PATCHES[@]}"; do
+    say "applying $(basename "$p")"
+    (cd "$dir" && git apply -p1 "$p") || die "FerretDB patch $p does not apply"
+  done
   mkdir -p "$CACHE"
   (cd "$dir" && go build -o "$FERRET_BIN.tmp" ./cmd/ferretdb) || die "FerretDB build failed"
   mv "$FERRET_BIN.tmp" "$FERRET_BIN"

@@ -34,7 +34,7 @@ from shared.logs import set_correlation
 from shared.messaging import ConsumerMetrics, EventConsumer, EventPublisher, Topology, new_broker
 from shared.outbox import OutboxRelay
 from shared.settings import ServiceSettings
-from shared.store import Repository, WriteLocks, database, mongo_client
+from shared.store import OpenWork, Repository, WriteLocks, database, mongo_client
 
 log = logging.getLogger("qms.service")
 A = TypeVar("A", bound=Aggregate)
@@ -61,6 +61,8 @@ class Service:
         self.db: AsyncDatabase | None = None  # None until started; see `database`
         self.relay: OutboxRelay | None = None
         self._models: dict[str, type[Aggregate]] = {}
+        self._open_work: dict[str, tuple[Callable[[Any], dict[str, Any] | None],
+                                         dict[str, Any]]] = {}
         self._repos: dict[str, Repository] = {}
         self.on_start: list[Callable[[], Awaitable[None]]] = []
         self.on_stop: list[Callable[[], Awaitable[None]]] = []
@@ -68,11 +70,21 @@ class Service:
         # The service's own readiness checks beyond broker and database: name -> "ok" or why not
         self.readiness_checks: dict[str, Callable[[], Awaitable[str]]] = {}
         self.started = False
+        self._rebuilding: asyncio.Task | None = None
 
     # -- composition -----------------------------------------------------
-    def collection(self, name: str, model: type[A]) -> None:
-        """Declare an aggregate collection; its repository exists once the service starts."""
+    def collection(self, name: str, model: type[A], *,
+                   open_summary: Callable[[A], dict[str, Any] | None] | None = None,
+                   open_query: dict[str, Any] | None = None) -> None:
+        """Declare an aggregate collection; its repository exists once the service starts.
+
+        With `open_summary` (and `open_query`, the same selection as a database filter), the
+        repository keeps `<name>_open`: what timers and boards read (see `OpenWork`)."""
         self._models[name] = model
+        if open_summary is not None:
+            if open_query is None:
+                raise ValueError(f"{name}: open_summary needs open_query for the rebuild")
+            self._open_work[name] = (open_summary, open_query)
 
     def repo(self, name: str) -> Repository:
         return self._repos[name]
@@ -106,9 +118,14 @@ class Service:
         self.db = database(self.mongo, infra.namespace, self.name)
         self.locks = WriteLocks()
         self.relay = OutboxRelay(self.name, [], self.publisher, infra.relay_interval_s,
-                                 self.registry, self.locks)
+                                 self.registry, self.locks, infra.relay_sweep_interval_s)
         for name, model in self._models.items():
-            repo = Repository(self.db[name], model, on_events=self.relay.notify, locks=self.locks)
+            open_work = None
+            if name in self._open_work:
+                summary, query = self._open_work[name]
+                open_work = OpenWork(self.db[f"{name}_open"], model, summary, query)
+            repo = Repository(self.db[name], model, on_events=self.relay.notify,
+                              locks=self.locks, open_work=open_work)
             await repo.ensure_indexes()
             self._repos[name] = repo
             self.relay.collections.append(repo.collection)
@@ -119,13 +136,34 @@ class Service:
             self.consumer.subscribe()
         await self.broker.start()
         self.relay.start()
+        self._rebuilding = asyncio.create_task(self._rebuild_open_work(),
+                                               name=f"{self.name}-open-work-rebuild")
         for hook in self.on_start:
             await hook()
         self.started = True
         log.info("%s started", self.name)
 
+    async def _rebuild_open_work(self) -> None:
+        """Reconcile each open-work collection with its store, once per start, in the
+        background: it reads history (a scan on FerretDB), and the summaries kept on every
+        save are already right unless a crash fell between the two writes."""
+        for name, repo in self._repos.items():
+            if repo.open_work is None:
+                continue
+            started = time.perf_counter()
+            try:
+                count = await repo.open_work.rebuild(repo.collection)
+            except Exception as exc:  # noqa: BLE001 - the summaries kept on saves still serve
+                log.error("could not reconcile %s_open with the store: %s", name, exc)
+                continue
+            log.info("%s_open reconciled: %d open in %.1f s", name, count,
+                     time.perf_counter() - started)
+
     async def stop(self) -> None:
         """Stop consuming, finish in-flight work, flush the outbox, then disconnect."""
+        if self._rebuilding is not None:
+            self._rebuilding.cancel()
+            await asyncio.gather(self._rebuilding, return_exceptions=True)
         for hook in self.on_stop:
             await hook()
         for sub in self.broker.subscribers:

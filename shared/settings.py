@@ -25,7 +25,12 @@ class InfraSettings(BaseSettings):
     jwt_issuer: str | None = Field(None, description="Production: the identity provider's `iss`.")
     max_attempts: int = Field(5, ge=1, description="Deliveries of an event before the DLQ.")
     retry_delay_ms: int = Field(2000, ge=10, description="Wait before a failed event is retried.")
-    relay_interval_s: float = Field(1.0, gt=0, description="Outbox sweep for what a crash left.")
+    relay_interval_s: float = Field(1.0, gt=0, description="How soon events the broker "
+                                    "refused are offered again.")
+    relay_sweep_interval_s: float = Field(
+        300.0, gt=0, description="How often the whole store is swept for events a crash (or a "
+        "dead instance) left unpublished; also done at every start. The sweep reads all "
+        "history, so it is rare: saves hand their documents to the relay directly.")
     max_body_bytes: int = Field(1_000_000, ge=1024)
     log_level: str = "INFO"
 

@@ -9,6 +9,7 @@ entries and pulls them once the broker has confirmed them.
 import asyncio
 import random
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from pymongo import AsyncMongoClient, ReturnDocument
@@ -18,7 +19,7 @@ from pymongo.errors import DuplicateKeyError
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
-from shared.domain import Aggregate
+from shared.domain import Aggregate, bson_safe
 from shared.errors import Conflict, NotFound
 from shared.events import Envelope
 
@@ -79,15 +80,80 @@ def _events(events: list[Envelope]) -> list[dict[str, Any]]:
     return [e.model_dump(mode="json") for e in events]
 
 
+class OpenWork(Generic[A]):
+    """A small collection beside an aggregate collection, with a summary of each aggregate
+    that is still open work (`<collection>_open`): what timers, boards and gauges read.
+
+    Its size is bounded by open work, not by history, so reading it whole costs the same
+    with 100 or 100,000 records stored (on FerretDB's SQLite handler every read other than
+    an `_id` lookup reads a whole collection). The repository keeps it current on each save;
+    `rebuild` reconciles it with the store at start (a crash between the two writes).
+
+    `summary(agg)` returns the fields to keep, or None once the aggregate is no longer open
+    work; `query` selects the same aggregates in the store, for the rebuild only.
+    """
+
+    def __init__(self, collection: AsyncCollection, model: type[A],
+                 summary: Callable[[A], dict[str, Any] | None], query: dict[str, Any]):
+        self.collection = collection
+        self.model = model
+        self.summary = summary
+        self.query = query
+
+    async def record(self, agg: A, version: int) -> None:
+        """Keep the summary of `agg` as saved at `version` (never overwrite a newer one)."""
+        summary = self.summary(agg)
+        not_newer = {"_id": agg.id, "version": {"$lte": version}}
+        if summary is None:
+            await self.collection.delete_one(not_newer)
+            return
+        doc = bson_safe(summary) | {"version": version, "recorded_at": _now()}
+        result = await self.collection.update_one(not_newer, {"$set": doc})
+        if result.matched_count == 0:
+            try:
+                await self.collection.insert_one({"_id": agg.id} | doc)
+            except DuplicateKeyError:
+                pass  # a newer save of the same aggregate recorded it first
+
+    async def all(self, query: dict[str, Any] | None = None,
+                  projection: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Every summary (matching `query`): a read bounded by open work."""
+        return await self.collection.find(query or {}, projection).to_list(None)
+
+    async def rebuild(self, store: AsyncCollection) -> int:
+        """Reconcile with the store: add what is open, drop what is not. Reads the store by
+        `query` (a scan on FerretDB, an index on MongoDB), so it runs at start only."""
+        started = _now()
+        seen: set[str] = set()
+        async for doc in store.find(self.query, projection={OUTBOX: 0, PENDING: 0}):
+            agg = self.model.viewed(doc)
+            seen.add(agg.id)
+            await self.record(agg, agg.version)
+        # Closed while we were down, or never open: not open work, unless a save recorded it
+        # after the rebuild began.
+        before_rebuild = {"$or": [{"recorded_at": {"$lt": started}},
+                                  {"recorded_at": {"$exists": False}}]}
+        for doc in await self.collection.find({}, {"_id": 1}).to_list(None):
+            if doc["_id"] not in seen:
+                await self.collection.delete_one({"_id": doc["_id"]} | before_rebuild)
+        return len(seen)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
 class Repository(Generic[A]):
     """Loads and saves one kind of aggregate in its own collection."""
 
     def __init__(self, collection: AsyncCollection, model: type[A],
-                 on_events: Callable[[], None] | None = None, locks: WriteLocks | None = None):
+                 on_events: Callable[[str, str], None] | None = None,
+                 locks: WriteLocks | None = None, open_work: OpenWork[A] | None = None):
         self.collection = collection
         self.model = model
-        self._on_events = on_events or (lambda: None)
+        self._on_events = on_events or (lambda collection, doc_id: None)
         self.locks = locks or WriteLocks()
+        self.open_work = open_work
 
     def lock(self, doc_id: object) -> asyncio.Lock:
         return self.locks(self.collection.name, doc_id)
@@ -95,6 +161,11 @@ class Repository(Generic[A]):
     async def get(self, id: str) -> A | None:
         doc = await self.collection.find_one({"_id": id}, projection={OUTBOX: 0, PENDING: 0})
         return self.model.model_validate(doc) if doc else None
+
+    async def exists(self, id: str) -> bool:
+        # find_one, not count_documents: a count is an aggregation, which FerretDB does not
+        # narrow by _id (it reads the whole collection).
+        return await self.collection.find_one({"_id": id}, projection={"_id": 1}) is not None
 
     async def ensure_indexes(self) -> None:
         await self.collection.create_index(PENDING)
@@ -112,10 +183,11 @@ class Repository(Generic[A]):
         try:
             async with self.lock(agg.id):
                 await self.collection.insert_one(doc)
+                await self._record_open(agg, 1)
         except DuplicateKeyError as exc:
             # Which unique index refused it? Asking is portable; the error's keyPattern is
             # MongoDB's and FerretDB does not always send it.
-            if await self.collection.count_documents({"_id": agg.id}, limit=1):
+            if await self.exists(agg.id):
                 raise AlreadyExists(agg.id) from exc
             raise DuplicateValue(str(exc)) from exc
         return self._saved(agg, 1)
@@ -147,16 +219,24 @@ class Repository(Generic[A]):
             update["$set"][PENDING] = True
         async with self.lock(agg.id):
             result = await self.collection.update_one({"_id": agg.id, "version": expected}, update)
+            if result.matched_count:
+                await self._record_open(agg, expected + 1)
         if result.matched_count == 0:
             raise ConcurrencyConflict(f"{self.model.__name__} {agg.id} changed since version "
                                       f"{expected}")
         return self._saved(agg, expected + 1)
 
+    async def _record_open(self, agg: A, version: int) -> None:
+        # After the store's write, under its lock: a crash in between leaves the open-work
+        # summary behind until the next start's rebuild, never the record itself.
+        if self.open_work is not None:
+            await self.open_work.record(agg, version)
+
     def _saved(self, agg: A, version: int) -> A:
         had_events = bool(agg.pending_events)
         saved = self.model.model_validate(agg.to_document() | {"version": version})
         if had_events:
-            self._on_events()
+            self._on_events(self.collection.name, agg.id)
         return saved
 
     async def change(self, id: str, apply: Callable[[A], Awaitable[bool | None] | bool | None],
@@ -202,7 +282,7 @@ class Repository(Generic[A]):
             agg.mark_applied(event.id)
             return None
 
-        if await self.collection.count_documents({"_id": id}, limit=1) == 0:
+        if not await self.exists(id):
             return None
         return await self.change(id, once)
 

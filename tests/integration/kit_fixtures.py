@@ -38,9 +38,14 @@ class Tally(Aggregate):
     total: int = 0
 
 
+OPEN_BELOW = 10  # a counter is "open work" until it reaches this value
+
+
 def ledger_service(infra: InfraSettings) -> Service:
     svc = Service("ledger", ServiceSettings(infra=infra))
-    svc.collection("counters", Counter)
+    svc.collection("counters", Counter,
+                   open_summary=lambda c: {"value": c.value} if c.value < OPEN_BELOW else None,
+                   open_query={"value": {"$lt": OPEN_BELOW}})
     return svc
 
 

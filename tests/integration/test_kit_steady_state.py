@@ -1,0 +1,144 @@
+"""Cost that does not grow with history: the kit's reads in steady state, on the real servers.
+
+FerretDB's SQLite handler reads a whole collection for any filter but an `_id` lookup (and
+only with the project's patch, deploy/ferretdb). So once a service has started, a save, the
+relay publishing it and a consumer applying it must read by `_id` only; what timers and
+boards need comes from the small open-work collections the repository keeps.
+"""
+
+import asyncio
+import uuid
+
+import pytest
+
+from shared.events import Actor
+from tests import reads
+from tests.conftest import infra_settings, test_namespace
+from tests.integration.kit_fixtures import (
+    OPEN_BELOW,
+    Counter,
+    eventually,
+    ledger_service,
+    tally_service,
+)
+
+ACTOR = Actor(sub="tester", roles=("quality",))
+
+
+def uses_id_index(explained: dict) -> bool:
+    """FerretDB names the SQLite plan; MongoDB its own stages. Either way: the `_id` index."""
+    plan = explained.get("queryPlanner", {})
+    ferret = " ".join(plan.get("Plan", []))
+    if ferret:
+        return "USING INDEX" in ferret and "__id_" in ferret
+    winning = str(plan.get("winningPlan", {}))
+    return any(mark in winning for mark in ("IDHACK", "'_id_'", "EXPRESS"))
+
+
+@pytest.mark.parametrize("query", [{"_id": "c42"}, {"_id": "c42", "version": 3},
+                                   {"version": 3, "_id": "c42"}],
+                         ids=["id", "id_and_version", "version_then_id"])
+async def test_the_database_finds_by_id_through_the_index_even_beside_a_version(
+        mongo_client_for_tests, query):
+    db = mongo_client_for_tests[test_namespace("_explain")]
+    await db.docs.insert_many([{"_id": f"c{i}", "version": 3} for i in range(200)])
+    explained = await db.command("explain", {"find": "docs", "filter": query})
+    assert uses_id_index(explained), f"{query} is not looked up by the _id index: {explained}"
+    await mongo_client_for_tests.drop_database(db.name)
+
+
+@pytest.fixture
+async def mongo_client_for_tests(mongo_url):
+    from pymongo import AsyncMongoClient
+    client = AsyncMongoClient(mongo_url)
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def pair_with_reads():
+    namespace = test_namespace(uuid.uuid4().hex[:6])
+    log = reads.install(namespace)
+    infra = infra_settings(namespace, retry_delay_ms=200, max_attempts=3, relay_interval_s=0.2)
+    ledger, tally = ledger_service(infra), tally_service(infra)
+    await tally.start()
+    await ledger.start()
+    yield ledger, tally, log
+    for svc in (ledger, tally):
+        if svc.started:
+            await svc.stop()
+
+
+async def test_saves_relay_and_consumer_read_by_id_only_once_started(pair_with_reads):
+    ledger, tally, log = pair_with_reads
+    counters = ledger.repo("counters")
+    # History: closed counters the steady state must never read.
+    for _ in range(20):
+        c = Counter(_id=str(uuid.uuid4()))
+        c.value = OPEN_BELOW
+        await counters.add(c)
+    await eventually(lambda: _quiet(ledger), what="the start-up sweep and rebuild to end")
+
+    log.recording = True
+    ids = [str(uuid.uuid4()) for _ in range(5)]
+    for counter_id in ids:
+        c = Counter(_id=counter_id)
+        c.bump(2, ACTOR)
+        await counters.add(c)
+        await counters.change(counter_id, lambda agg: agg.bump(1, ACTOR))
+
+    async def applied() -> bool:
+        tallies = [await tally.repo("tallies").get(i) for i in ids]
+        return all(t is not None and t.total == 3 for t in tallies)
+    await eventually(applied, what="the tally to apply every event")
+    log.recording = False
+
+    assert log.reads, "the listener saw no command: it is not installed"
+    assert not log.unbounded(), "reads that grow with history:\n" + "\n".join(
+        f"{r.collection}.{r.command} {r.filter}" for r in log.unbounded())
+
+
+async def _quiet(svc) -> bool:
+    return svc._rebuilding.done() and svc.relay._next_sweep > 0 and not svc.relay._due
+
+
+async def test_open_work_follows_each_save_and_drops_what_is_done(pair_with_reads):
+    ledger, _, _ = pair_with_reads
+    counters = ledger.repo("counters")
+    c = Counter(_id=str(uuid.uuid4()))
+    c.bump(3, ACTOR)
+    await counters.add(c)
+    assert await _open(ledger) == {c.id: 3}
+    await counters.change(c.id, lambda agg: agg.bump(4, ACTOR))
+    assert await _open(ledger) == {c.id: 7}
+    await counters.change(c.id, lambda agg: agg.bump(OPEN_BELOW, ACTOR))  # done
+    assert await _open(ledger) == {}
+
+
+async def test_open_work_lost_in_a_crash_is_put_right_at_the_next_start(pair_with_reads):
+    ledger, _, _ = pair_with_reads
+    counters = ledger.repo("counters")
+    open_one, done_one = Counter(_id="open-" + uuid.uuid4().hex), Counter(_id="done-" +
+                                                                        uuid.uuid4().hex)
+    open_one.bump(1, ACTOR)
+    await counters.add(open_one)
+    await counters.add(done_one)
+    await counters.change(done_one.id, lambda agg: agg.bump(OPEN_BELOW, ACTOR))
+    await eventually(lambda: _quiet(ledger), what="the start-up rebuild to end")
+    # A crash between the store's write and the summary's: one missing, one left behind.
+    opened = ledger.database["counters_open"]
+    await opened.delete_one({"_id": open_one.id})
+    await opened.insert_one({"_id": done_one.id, "value": 0, "version": 1})
+    await ledger.stop()
+    restarted = ledger_service(ledger.settings.infra)
+    await restarted.start()
+    try:
+        await eventually(lambda: _quiet(restarted), what="the rebuild after the restart")
+        assert await _open(restarted) == {open_one.id: 1}
+    finally:
+        await restarted.stop()
+
+
+async def _open(svc) -> dict[str, int]:
+    await asyncio.sleep(0)
+    return {d["_id"]: d["value"] for d in await svc.repo("counters").open_work.all()}
