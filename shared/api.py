@@ -5,6 +5,7 @@ from typing import Annotated, Generic, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
+from pymongo.asynchronous.collection import AsyncCollection
 
 from shared.auth import Principal, require
 from shared.errors import DomainError
@@ -55,11 +56,22 @@ async def record_refusal(request: Request, exc: DomainError) -> None:
     db = service_of(request).db
     if db is None:
         return
-    await db[REFUSALS].insert_one({
+    await (await _refusal_log(request)).insert_one({
         "at": utcnow(), "sub": principal.sub if principal else None,
         "roles": principal.roles if principal else [], "method": request.method,
         "path": request.url.path, "reason": exc.message,
     })
+
+
+async def _refusal_log(request: Request) -> AsyncCollection:
+    """The refusal log, with its index on `at` declared once per app: MongoDB pages the log
+    newest first by it. (FerretDB's SQLite handler reads the whole log for the page: a log of
+    refusals, which grows with misuse, not with the complaints on record.)"""
+    coll = service_of(request).database[REFUSALS]
+    if not getattr(request.app.state, "refusals_indexed", False):
+        await coll.create_index("at")
+        request.app.state.refusals_indexed = True
+    return coll
 
 
 def audit_router() -> APIRouter:
@@ -70,7 +82,7 @@ def audit_router() -> APIRouter:
     async def refusals(request: Request,
                        _: Annotated[Principal, Depends(require("auditor", "manager", "ops"))],
                        paging: Annotated[PageParams, Depends(page_params)]) -> Page[Refusal]:
-        coll = service_of(request).database[REFUSALS]
+        coll = await _refusal_log(request)
         docs = await coll.find({}, projection={"_id": 0}).sort("at", -1) \
             .skip(paging.skip).limit(paging.page_size).to_list(None)
         return Page(items=docs, total=await coll.count_documents({}), page=paging.page,

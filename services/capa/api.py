@@ -4,6 +4,7 @@ Roles (P-3): a `unit` user sees and acts on its own unit's action requests only;
 `quality` reads everything and runs formal CAPAs; `manager` and `auditor` read.
 """
 
+import asyncio
 import re
 from datetime import datetime
 from typing import Annotated, Any
@@ -35,7 +36,8 @@ from services.capa.domain import (
     Withdrawal,
     WithdrawInput,
 )
-from services.capa.handlers import ACTIONS, CAPAS, add_numbered
+from services.capa.handlers import ACTIONS, CAPAS, add_numbered, capa_by_number
+from services.capa.open_work import OPEN_ACTIONS, OPEN_CAPAS, open_work
 from shared.api import Page, PageParams, page_params, service_of
 from shared.auth import Principal, require
 from shared.contracts import Disposition
@@ -70,12 +72,30 @@ def scoped_unit(principal: Principal, asked: str | None) -> str | None:
 
 
 async def page_of(repo: Repository, query: dict[str, Any], paging: PageParams, sort: str,
-                  view: Any) -> Page:
+                  view: Any, open_statuses: list[str]) -> Page:
+    """A page, newest first. Asked for an open status, it is served from the open-work
+    collection (bounded by open work); otherwise it reads the history by an index on
+    MongoDB (declared in `app.build`), which FerretDB's SQLite handler cannot use."""
+    if query.get("status") in open_statuses:
+        return await open_page_of(repo, query, paging, sort, view)
     docs = await repo.collection.find(query, projection=LIST_PROJECTION).sort(sort, -1) \
         .skip(paging.skip).limit(paging.page_size).to_list(None)
     return Page(items=[view.of(repo.model.viewed(d)) for d in docs],
                 total=await repo.collection.count_documents(query),
                 page=paging.page, page_size=paging.page_size)
+
+
+async def open_page_of(repo: Repository, query: dict[str, Any], paging: PageParams,
+                       sort: str, view: Any) -> Page:
+    """The summaries carry the fields lists filter and sort by, under the same names: the
+    query selects them, and each record listed is then loaded by `_id`."""
+    summaries = await open_work(repo).all(query, projection={sort: 1})
+    summaries.sort(key=lambda s: (s[sort], s["_id"]), reverse=True)
+    listed = summaries[paging.skip:paging.skip + paging.page_size]
+    docs = await asyncio.gather(*(repo.collection.find_one({"_id": s["_id"]}, LIST_PROJECTION)
+                                  for s in listed))
+    return Page(items=[view.of(repo.model.viewed(d)) for d in docs if d is not None],
+                total=len(summaries), page=paging.page, page_size=paging.page_size)
 
 
 # ================================================================== action requests
@@ -159,7 +179,8 @@ def actions_router() -> APIRouter:
             query["status"] = status.value
         if feedback_id is not None:
             query["feedback_id"] = feedback_id
-        return await page_of(repo(request), query, paging, "requested_at", ActionRequestView)
+        return await page_of(repo(request), query, paging, "requested_at", ActionRequestView,
+                             OPEN_ACTIONS)
 
     @router.get("/{action_id}", response_model=ActionRequestView, summary="One action request")
     async def get_action(request: Request, action_id: str,
@@ -250,10 +271,9 @@ def capas_router() -> APIRouter:
     async def find(request: Request, ref: str) -> Capa:
         """By id, or by number (`CAPA-2026-0007`)."""
         if CAPA_NUMBER.match(ref):
-            doc = await repo(request).collection.find_one({"number": ref},
-                                                          projection={OUTBOX: 0, PENDING: 0})
-            if doc is not None:
-                return Capa.model_validate(doc)
+            capa = await capa_by_number(repo(request), ref)
+            if capa is not None:
+                return capa
         return await repo(request).get_or_raise(ref, "CAPA")
 
     async def visible(request: Request, ref: str, principal: Principal) -> Capa:
@@ -284,7 +304,7 @@ def capas_router() -> APIRouter:
             query["source"] = source.value
         if feedback_id is not None:
             query["feedback_ids"] = feedback_id
-        return await page_of(repo(request), query, paging, "opened_at", CapaView)
+        return await page_of(repo(request), query, paging, "opened_at", CapaView, OPEN_CAPAS)
 
     @router.post("", response_model=CapaView, status_code=201,
                  summary="Quality opens a CAPA by hand")

@@ -6,6 +6,12 @@ from services.capa import handlers, metrics
 from services.capa.api import actions_router, capas_router
 from services.capa.domain import ActionRequest, Capa
 from services.capa.handlers import ACTIONS, CAPAS
+from services.capa.open_work import (
+    ACTIONS_OPEN_QUERY,
+    CAPAS_OPEN_QUERY,
+    action_summary,
+    capa_summary,
+)
 from services.capa.settings import Settings
 from shared.service import Service, create_app
 
@@ -33,20 +39,25 @@ Every record keeps an append-only history (`…/history`, P-5.4.2).
 
 def build(settings: Settings) -> Service:
     service = Service(NAME, settings)
-    service.collection(ACTIONS, ActionRequest)
-    service.collection(CAPAS, Capa)
+    service.collection(ACTIONS, ActionRequest, open_summary=action_summary,
+                       open_query=ACTIONS_OPEN_QUERY)
+    service.collection(CAPAS, Capa, open_summary=capa_summary, open_query=CAPAS_OPEN_QUERY)
     handlers.register(service, settings)
     service.routers += [actions_router(), capas_router()]
 
     async def indexes() -> None:
+        # For the list pages over history (each filter, newest first) and the start's rebuild
+        # of the open-work collections (status): used on MongoDB; FerretDB's SQLite handler
+        # reads the whole collection for these whatever its indexes.
         actions = service.repo(ACTIONS).collection
-        for field in ("unit", "status", "feedback_id", "requested_at"):
-            await actions.create_index(field)
+        await actions.create_index([("requested_at", -1)])
+        for field in ("unit", "status", "feedback_id"):
+            await actions.create_index([(field, 1), ("requested_at", -1)])
         capas = service.repo(CAPAS).collection
         await capas.create_index("number", unique=True)
-        for field in ("status", "source", "kind", "feedback_ids", "owner_unit", "opened_at",
-                      "applied_events"):
-            await capas.create_index(field)
+        await capas.create_index([("opened_at", -1)])
+        for field in ("status", "source", "feedback_ids", "owner_unit"):
+            await capas.create_index([(field, 1), ("opened_at", -1)])
 
     service.on_start.append(indexes)
     metrics.register(service, settings.metrics_interval_s)

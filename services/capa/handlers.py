@@ -6,21 +6,22 @@
 - `complaint.recurrence_detected` → a formal CAPA (id derived from the event id);
 - from Sales: `feedback.withdrawn` → the complaint's open action requests are withdrawn;
   `feedback.evidence_added` → the evidence reaches its open action requests too.
+
+Each handler reads by `_id` (records, and small lookup collections keyed by what is looked
+up) or reads the open-work collections: on FerretDB any other read would read the whole
+history (see `services.capa.open_work`).
 """
 
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Any
 from uuid import NAMESPACE_URL, uuid5
 
 from pymongo.errors import DuplicateKeyError
 
-from services.capa.domain import (
-    ENDED_CAPA_STATUSES,
-    OPEN_ACTION_STATUSES,
-    ActionRequest,
-    Capa,
-)
+from services.capa.domain import OPEN_ACTION_STATUSES, ActionRequest, Capa
+from services.capa.open_work import open_work
 from services.capa.settings import Settings
 from shared.contracts import (
     CountermeasuresRejected,
@@ -40,6 +41,8 @@ log = logging.getLogger("qms.capa")
 ACTIONS = "actions"
 CAPAS = "capas"
 WITHDRAWN = "withdrawn_feedback"  # complaints Sales withdrew: for assignments arriving later
+NUMBERS = "capa_numbers"  # {_id: CAPA number, id: CAPA id}: finds a CAPA by number by `_id`
+LINKS = "recurrence_links"  # {_id: event id, capa_id}: the open CAPA a recurrence joined
 CAPA_IDS = uuid5(NAMESPACE_URL, "qms:capa:recurrence")
 
 
@@ -55,7 +58,33 @@ def capa_id_for(event_id: str) -> str:
 async def add_numbered(repo: Repository[Capa], make: Callable[[str], Capa]) -> Capa:
     """Add the CAPA `make` builds with the next free `CAPA-<year>-<4 digits>`."""
     year = utcnow().year
-    return await repo.add_numbered(f"CAPA-{year}", lambda n: make(f"CAPA-{year}-{n:04d}"))
+    capa = await repo.add_numbered(f"CAPA-{year}", lambda n: make(f"CAPA-{year}-{n:04d}"))
+    await remember_number(repo, capa)
+    return capa
+
+
+async def remember_number(repo: Repository[Capa], capa: Capa) -> None:
+    """The number → id lookup entry, written after the CAPA (the unique index on `number`
+    stays the authority; a crash in between is put right by the first lookup that misses)."""
+    try:
+        await repo.collection.database[NUMBERS].insert_one({"_id": capa.number, "id": capa.id})
+    except DuplicateKeyError:
+        pass  # written before (a retried lookup)
+
+
+async def capa_by_number(repo: Repository[Capa], number: str) -> Capa | None:
+    """By the lookup entry (an `_id` read); for a CAPA from before the lookup existed, by the
+    indexed `number` (a scan on FerretDB, once: the entry is written then)."""
+    entry = await repo.collection.database[NUMBERS].find_one({"_id": number})
+    if entry is not None:
+        return await repo.get(entry["id"])
+    doc = await repo.collection.find_one({"number": number}, projection={"_id": 1})
+    if doc is None:
+        return None
+    capa = await repo.get(doc["_id"])
+    if capa is not None:
+        await remember_number(repo, capa)
+    return capa
 
 
 def register(service: Service, settings: Settings) -> None:
@@ -79,6 +108,13 @@ def register(service: Service, settings: Settings) -> None:
                 await repo.add(request)
             except AlreadyExists:
                 pass
+        if withdrawn is None:
+            # A withdrawal handled meanwhile withdrew the requests it found in `actions_open`;
+            # one added after its look is withdrawn here (each applies the withdrawal once).
+            late = await service.database[WITHDRAWN].find_one({"_id": payload.feedback_id})
+            if late is not None:
+                for unit in payload.units:
+                    await withdraw_once(repo, unit.action_id, late)
 
     async def decide(event: Envelope, action_id: str,
                      apply: Callable[[ActionRequest], None]) -> None:
@@ -109,18 +145,27 @@ def register(service: Service, settings: Settings) -> None:
         assert isinstance(payload, RecurrenceDetected)
         repo = service.repo(CAPAS)
         capa_id = capa_id_for(event.id)
+        links = service.database[LINKS]
         async with recurrence_lock:
-            if await repo.collection.count_documents({"applied_events": event.id}, limit=1):
-                return  # a redelivery: the CAPA was opened (or linked) already
-            if settings.link_recurrence_to_open_capa:
-                open_one = await repo.collection.find_one(
-                    {"kind": payload.kind,
-                     "status": {"$nin": [s.value for s in ENDED_CAPA_STATUSES]}},
-                    projection={"_id": 1})
-                if open_one is not None:
-                    await repo.apply_event(open_one["_id"], event,
-                                           lambda c: c.link(payload, event.actor, event.id))
-                    return
+            if await repo.exists(capa_id):
+                return  # a redelivery: this event opened its CAPA already
+            link = await links.find_one({"_id": event.id})
+            if link is None and settings.link_recurrence_to_open_capa:
+                open_ones = await open_work(repo).all({"kind": payload.kind},
+                                                     projection={"opened_at": 1})
+                if open_ones:
+                    oldest = min(open_ones, key=lambda c: (c["opened_at"], c["_id"]))
+                    # Which CAPA this event joins, before joining it: a redelivery, even after
+                    # that CAPA has closed, joins the same one (once) and opens none.
+                    link = {"_id": event.id, "capa_id": oldest["_id"]}
+                    try:
+                        await links.insert_one(link)
+                    except DuplicateKeyError:
+                        link = await links.find_one({"_id": event.id})
+            if link is not None:
+                await repo.apply_event(link["capa_id"], event,
+                                       lambda c: c.link(payload, event.actor, event.id))
+                return
             try:
                 await add_numbered(repo, lambda number: Capa.from_recurrence(
                     capa_id, number, payload, event.actor, event.id))
@@ -131,10 +176,7 @@ def register(service: Service, settings: Settings) -> None:
                                apply: Callable[[ActionRequest], None]) -> None:
         """Apply a Sales event to every open action request of the complaint (each once)."""
         repo = service.repo(ACTIONS)
-        open_ones = await repo.collection.find(
-            {"feedback_id": feedback_id,
-             "status": {"$in": [s.value for s in OPEN_ACTION_STATUSES]}},
-            projection={"_id": 1}).to_list(None)
+        open_ones = await open_work(repo).all({"feedback_id": feedback_id}, projection={"_id": 1})
         for doc in open_ones:
             await repo.apply_event(doc["_id"], event, apply)
 
@@ -155,3 +197,20 @@ def register(service: Service, settings: Settings) -> None:
         assert isinstance(payload, EvidenceAdded)
         await on_open_requests(payload.feedback_id, event,
                                lambda a: a.add_evidence(payload, event.actor, event.id))
+
+
+async def withdraw_once(repo: Repository[ActionRequest], action_id: str,
+                        withdrawn: dict[str, Any]) -> None:
+    """Apply Sales' remembered withdrawal to one request, once (as its event would)."""
+    event_id = withdrawn["event_id"]
+    actor = Actor.model_validate(withdrawn["actor"])
+
+    def once(action: ActionRequest) -> bool | None:
+        if action.has_applied(event_id) or action.status not in OPEN_ACTION_STATUSES:
+            return False  # withdrawn by the event already, or no longer open: nothing to do
+        action.withdraw(withdrawn["reason"], actor, event_id)
+        action.mark_applied(event_id)
+        return None
+
+    if await repo.exists(action_id):
+        await repo.change(action_id, once)

@@ -1,28 +1,27 @@
-"""CAPA gauges for ops: open CAPAs and overdue actions, from the database.
+"""CAPA gauges for ops: open CAPAs and overdue actions, from the open-work collections.
 
 Computed at start and every `metrics_interval_s`, so they are right after a
-restart and need no event to move (an action becomes overdue by time alone).
+restart and need no event to move (an action becomes overdue by time alone). They read
+`actions_open` and `capas_open` only (see `services.capa.open_work`): the cost follows the
+open work, not the history.
 """
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import Gauge
 
-from services.capa.domain import (
-    ENDED_CAPA_STATUSES,
-    OPEN_ACTION_STATUSES,
-    CapaStatus,
-    ItemStatus,
-)
+from services.capa.domain import ENDED_CAPA_STATUSES, CapaStatus, ItemStatus
+from services.capa.open_work import open_work
 from shared.service import Service
 
 log = logging.getLogger("qms.capa.metrics")
-OPEN_ACTIONS = [s.value for s in OPEN_ACTION_STATUSES]  # withdrawn ones ask nothing more
 PLANNING = [CapaStatus.OPEN.value, CapaStatus.PLANNED.value]
+REBUILD_POLL_S = 1.0
 
 
 def overdue_items(docs: Iterable[dict[str, Any]], today: str, fields: tuple[str, ...]) -> int:
@@ -40,19 +39,21 @@ def register(service: Service, interval_s: float) -> None:
 
     async def refresh() -> None:
         today = datetime.now(UTC).date().isoformat()
-        actions = service.repo("actions").collection
-        capas = service.repo("capas").collection
+        actions = await open_work(service.repo("actions")).all()
+        capas = await open_work(service.repo("capas")).all()
+        by_status = Counter(c["status"] for c in capas)
         for status in CapaStatus:
             if status not in ENDED_CAPA_STATUSES:
-                open_capas.labels(status.value).set(
-                    await capas.count_documents({"status": status.value}))
-        docs = await actions.find({"status": {"$in": OPEN_ACTIONS}},
-                                  {"corrective": 1, "preventive": 1}).to_list(None)
-        overdue.labels("action_request").set(overdue_items(docs, today,
+                open_capas.labels(status.value).set(by_status[status.value])
+        overdue.labels("action_request").set(overdue_items(actions, today,
                                                            ("corrective", "preventive")))
         # A CAPA's plan is overdue until it is implemented.
-        plans = await capas.find({"status": {"$in": PLANNING}}, {"actions": 1}).to_list(None)
+        plans = [c for c in capas if c["status"] in PLANNING]
         overdue.labels("capa").set(overdue_items(plans, today, ("actions",)))
+
+    def rebuilt() -> bool:
+        task = service._rebuilding
+        return task is None or task.done()
 
     async def keep_current() -> None:
         while True:
@@ -60,6 +61,8 @@ def register(service: Service, interval_s: float) -> None:
                 await refresh()
             except Exception as exc:  # noqa: BLE001 - a metric must not stop the service
                 log.warning("could not refresh CAPA metrics: %s", exc)
-            await asyncio.sleep(interval_s)
+            # Until the start's reconciliation of the open work is done (the first start
+            # after an upgrade fills it), look again soon: it is cheap.
+            await asyncio.sleep(interval_s if rebuilt() else min(interval_s, REBUILD_POLL_S))
 
     service.background(keep_current)

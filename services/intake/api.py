@@ -20,7 +20,9 @@ from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from services.intake import numbers
 from services.intake.domain import (
+    OPEN_STATUSES,
     Feedback,
     FeedbackStatus,
     NewFeedback,
@@ -228,10 +230,10 @@ async def _resolve(repo: Repository[Feedback], ref: str) -> str:
     """The internal id behind a register number (or the id itself)."""
     if not REGISTER_NO.match(ref):
         return ref
-    doc = await repo.collection.find_one({"register_no": ref}, projection={"_id": 1})
-    if doc is None:
+    fid = await numbers.feedback_id(repo, ref)
+    if fid is None:
         raise NotFound(f"Feedback {ref!r} does not exist.")
-    return str(doc["_id"])
+    return fid
 
 
 async def _load(request: Request, ref: str) -> Feedback:
@@ -251,6 +253,38 @@ async def _add(request: Request, response: Response, ref: str, apply: Any) -> Fe
     if not wrote:
         response.status_code = 200
     return fb
+
+
+# The register's order, newest received first; declared as an index (app.py) for MongoDB.
+REGISTER_ORDER = [("received_at", -1), ("_id", -1)]
+LISTED = {"history": 0, "applied_events": 0, "outbox": 0, "outbox_pending": 0}
+OPEN_QUERY = {"status": {"$in": sorted(s.value for s in OPEN_STATUSES)}}
+
+
+def open_summary(fb: Feedback) -> dict[str, Any] | None:
+    """An open feedback as the register's list filters and sorts it (`feedback_open`, Sales'
+    inbox: what still waits for someone), None once it is history. The fields keep the
+    store's names and shape, so the list's query reads either collection."""
+    if fb.status not in OPEN_STATUSES:
+        return None
+    return {"status": fb.status, "category": fb.category, "channel": fb.channel,
+            "severity": fb.severity, "received_at": fb.received_at,
+            "register_no": fb.register_no, "description": fb.description,
+            "customer": {"id": fb.customer.id, "name": fb.customer.name},
+            "product": {"code": fb.product.code} if fb.product else None}
+
+
+async def _open_page(repo: Repository[Feedback], query: dict[str, Any],
+                     paging: PageParams) -> tuple[list[dict[str, Any]], int]:
+    """One page of open feedback: filtered and sorted on the open-work summaries (a read
+    bounded by open work, not by the register's history), then each listed record by `_id`."""
+    assert repo.open_work is not None  # declared with the collection (app.py)
+    found = await repo.open_work.all(query, projection={"received_at": 1})
+    found.sort(key=lambda d: (d["received_at"], d["_id"]), reverse=True)  # REGISTER_ORDER
+    page = found[paging.skip:paging.skip + paging.page_size]
+    docs = await asyncio.gather(*(repo.collection.find_one({"_id": d["_id"]}, projection=LISTED)
+                                  for d in page))
+    return [d for d in docs if d is not None], len(found)
 
 
 def _fingerprint(body: NewFeedback) -> str:
@@ -277,9 +311,12 @@ def router(settings: Settings) -> APIRouter:
         now = utcnow()
         check_registration(body, now, skew)  # before a register number is used up
         year = (body.received_at or now).astimezone(UTC).year
-        return await _repo(request).add_numbered(f"CF-{year}", lambda number: Feedback.register(
+        repo = _repo(request)
+        fb = await repo.add_numbered(f"CF-{year}", lambda number: Feedback.register(
             id=fid, register_no=register_number(year, number), new=body, actor=who.as_actor(),
             now=now, skew=skew, fingerprint=fingerprint))
+        await numbers.remember(repo, fb.register_no, fb.id)
+        return fb
 
     @api.post("/feedback", response_model=FeedbackRead, status_code=201,
               summary="Register a feedback in the Customer Feedback Register (P-F.1, P-5.1, "
@@ -350,14 +387,18 @@ def router(settings: Settings) -> APIRouter:
             pattern = {"$regex": re.escape(q), "$options": "i"}  # user text is literal
             query["$or"] = [{"description": pattern}, {"customer.name": pattern},
                             {"register_no": pattern}, {"product.code": pattern}]
-        coll = _repo(request).collection
-        docs = await coll.find(query, projection={"history": 0, "applied_events": 0,
-                                                  "outbox": 0, "outbox_pending": 0}) \
-            .sort([("received_at", -1), ("_id", -1)]) \
-            .skip(paging.skip).limit(paging.page_size).to_list(None)
+        repo = _repo(request)
+        if status in OPEN_STATUSES:
+            docs, total = await _open_page(repo, query, paging)
+        else:
+            # A search of the history (all statuses, or closed/withdrawn ones): MongoDB orders
+            # it by the declared index REGISTER_ORDER (the filter's own index may narrow
+            # first); FerretDB's SQLite handler reads the whole register for any such filter.
+            docs = await repo.collection.find(query, projection=LISTED).sort(REGISTER_ORDER) \
+                .skip(paging.skip).limit(paging.page_size).to_list(None)
+            total = await repo.collection.count_documents(query)
         items = [FeedbackRead.of(Feedback.viewed(d)) for d in docs]
-        return Page(items=items, total=await coll.count_documents(query), page=paging.page,
-                    page_size=paging.page_size)
+        return Page(items=items, total=total, page=paging.page, page_size=paging.page_size)
 
     @api.get("/feedback/{ref}", response_model=FeedbackRead, summary="One feedback")
     async def get_feedback(request: Request, ref: Ref,

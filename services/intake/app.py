@@ -17,14 +17,17 @@ MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around the file it
 
 def build(settings: Settings) -> Service:
     service = Service(NAME, settings)
-    service.collection(api.FEEDBACK, Feedback)
+    # Open feedback keeps a small summary beside the register (`feedback_open`): the list of
+    # open statuses (Sales' inbox) reads it, not the whole history.
+    service.collection(api.FEEDBACK, Feedback, open_summary=api.open_summary,
+                       open_query=api.OPEN_QUERY)
     handlers.register(service)
     service.routers.append(api.router(settings))
 
     async def indexes() -> None:
         coll = service.repo(api.FEEDBACK).collection
         await coll.create_index("register_no", unique=True)  # said on the phone: one record
-        await coll.create_index([("received_at", -1), ("_id", -1)])  # the register's order
+        await coll.create_index(api.REGISTER_ORDER)  # the register's order (history searches)
         for field in ("status", "customer.id", "product.code"):
             await coll.create_index(field)
 

@@ -89,6 +89,10 @@ class FeedbackStatus(StrEnum):
     WITHDRAWN = "withdrawn"                        # P-5.4.2: registered in error, kept
 
 
+# Open work: someone still has to act (the customer's answer included); the rest is history.
+OPEN_STATUSES = frozenset(FeedbackStatus) - {FeedbackStatus.CLOSED, FeedbackStatus.WITHDRAWN}
+
+
 class NewFeedback(BaseModel):
     """What Sales enters to register a feedback (P-F.1, P-5.1, P-5.2)."""
 

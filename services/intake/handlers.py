@@ -9,6 +9,7 @@ Idempotent: the effect and the event id are written in one update
 from collections.abc import Callable
 from uuid import UUID, uuid5
 
+from services.intake import numbers
 from services.intake.domain import Feedback, register_number
 from shared.contracts import (
     ComplaintAccepted,
@@ -63,11 +64,9 @@ def register(service: Service) -> None:
         assert isinstance(payload, MailReceived)
         repo = service.repo(FEEDBACK)
         if payload.register_no:
-            known = await repo.collection.find_one({"register_no": payload.register_no},
-                                                   projection={"_id": 1})
+            known = await numbers.feedback_id(repo, payload.register_no)
             if known is not None:
-                await apply(str(known["_id"]), event,
-                            lambda fb: fb.mail_followup(payload, event.actor))
+                await apply(known, event, lambda fb: fb.mail_followup(payload, event.actor))
                 return
         fid = str(uuid5(MAIL_NS, payload.mail_id))
         if await repo.get(fid) is not None:
@@ -81,6 +80,7 @@ def register(service: Service) -> None:
             return fb
 
         try:
-            await repo.add_numbered(f"CF-{year}", from_mail)
+            fb = await repo.add_numbered(f"CF-{year}", from_mail)
         except AlreadyExists:
-            pass  # another delivery of the same mail won the race
+            return  # another delivery of the same mail won the race (and writes the lookup)
+        await numbers.remember(repo, fb.register_no, fb.id)

@@ -4,6 +4,7 @@ systems, the recipient directory, the customer directory, and the mail received.
 Routes only translate: parse, call the domain through the repository, answer.
 """
 
+import asyncio
 import secrets
 from datetime import datetime
 from typing import Annotated, Any
@@ -28,6 +29,7 @@ from services.notify.domain import (
     Subscription,
     TopicPattern,
 )
+from services.notify.open_work import OPEN_STATUSES
 from shared.api import Page, PageParams, page_params
 from shared.auth import Principal, require
 from shared.domain import HistoryEntry
@@ -51,10 +53,30 @@ def _page(items: list[Any], total: int, paging: PageParams) -> dict[str, Any]:
 
 async def _find(repo: Repository, query: dict[str, Any], paging: PageParams, sort: str,
                 projection: dict[str, int] | None = None) -> dict[str, Any]:
+    """A page, newest first. Over history it reads by an index on MongoDB (declared in
+    `Notify._indexes`), which FerretDB's SQLite handler cannot use; over configuration (the
+    subscriptions, the directory, the customers) it reads a small collection either way."""
     coll = repo.collection
     docs = await coll.find(query, projection=projection).sort([(sort, -1), ("_id", 1)]) \
         .skip(paging.skip).limit(paging.page_size).to_list(None)
     return _page(docs, await coll.count_documents(query), paging)
+
+
+async def _notifications(notify: Notify, query: dict[str, Any], paging: PageParams,
+                         projection: dict[str, int]) -> dict[str, Any]:
+    """Notifications, newest first. Asked for an open status (pending, parked), the page comes
+    from `notifications_open`, bounded by open work: its summaries carry the fields this list
+    filters and sorts by, under the same names, and each one listed is loaded by `_id`."""
+    repo = notify.notifications
+    if repo.open_work is None or query.get("status") not in OPEN_STATUSES:
+        return await _find(repo, query, paging, "created_at", projection)
+    summaries = await repo.open_work.all(query, projection={"created_at": 1})
+    summaries.sort(key=lambda d: d["_id"])
+    summaries.sort(key=lambda d: d["created_at"], reverse=True)  # stable: `_id` breaks ties
+    listed = summaries[paging.skip:paging.skip + paging.page_size]
+    docs = await asyncio.gather(*(repo.collection.find_one({"_id": d["_id"]}, projection)
+                                  for d in listed))
+    return _page([d for d in docs if d is not None], len(summaries), paging)
 
 
 # ---------------------------------------------------------------- models: notifications
@@ -285,12 +307,13 @@ def _notification_routes(api: APIRouter, notify: Notify) -> None:
             channel: ChannelName | None = None, status: NotificationStatus | None = None,
             recipient: Filter = None, purpose: Filter = None) -> dict[str, Any]:
         query = {k: v for k, v in {"feedback_id": feedback_id, "event_id": event_id,
-                                   "channel": channel, "status": status,
+                                   "channel": channel.value if channel else None,
+                                   "status": status.value if status else None,
                                    "recipient": recipient.lower() if recipient else None,
                                    "purpose": purpose}.items() if v is not None}
-        return await _find(notify.notifications, query, paging, "created_at",
-                           projection={"body": 0, "attempt_log": 0, "history": 0,
-                                       "applied_events": 0, "outbox": 0})
+        return await _notifications(notify, query, paging,
+                                    projection={"body": 0, "attempt_log": 0, "history": 0,
+                                                "applied_events": 0, "outbox": 0})
 
     @api.get("/notifications/{notification_id}", response_model=NotificationRead,
              tags=["notifications"], summary="One notification with its attempts and history")
@@ -375,8 +398,8 @@ def _webhook_routes(api: APIRouter, notify: Notify) -> None:
                                  "recipient": subscription_id}
         if status is not None:
             query["status"] = status.value
-        return await _find(notify.notifications, query, paging, "created_at",
-                           projection={"body": 0, "history": 0, "applied_events": 0})
+        return await _notifications(notify, query, paging,
+                                    projection={"body": 0, "history": 0, "applied_events": 0})
 
     @api.post("/webhooks/{subscription_id}/deliveries/{delivery_id}/retry",
               response_model=NotificationRead, tags=["webhooks"],

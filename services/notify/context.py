@@ -21,6 +21,7 @@ from services.notify.domain import (
     Subscription,
 )
 from services.notify.metrics import NotifyMetrics
+from services.notify.open_work import OPEN_QUERY, notification_summary
 from services.notify.settings import Settings
 from services.notify.templates import Renderer
 from shared.service import Service
@@ -47,9 +48,10 @@ class Notify:
         self.ready = asyncio.Event()
         self.channels: dict[ChannelName, Channel] = {}
         self._dispatcher: Dispatcher | None = None
-        for name, model in ((NOTIFICATIONS, Notification), (SUBSCRIPTIONS, Subscription),
-                            (DIRECTORY, DirectoryEntry), (CUSTOMERS, CustomerEntry),
-                            (MAIL, InboundMail), (CASES, CaseView)):
+        service.collection(NOTIFICATIONS, Notification, open_summary=notification_summary,
+                           open_query=OPEN_QUERY)
+        for name, model in ((SUBSCRIPTIONS, Subscription), (DIRECTORY, DirectoryEntry),
+                            (CUSTOMERS, CustomerEntry), (MAIL, InboundMail), (CASES, CaseView)):
             service.collection(name, model)
 
     # -- repositories (they exist once the service has started) -------------
@@ -114,14 +116,22 @@ class Notify:
             await channel.close()
 
     async def _indexes(self) -> None:
+        # For the list pages over history (newest first, `_id` breaking ties) and the start's
+        # rebuild of `notifications_open` (status): used on MongoDB; FerretDB's SQLite handler
+        # reads the whole collection for these whatever its indexes. The dispatcher reads
+        # `notifications_open`, not these.
         n = self.notifications.collection
-        await n.create_index([("status", 1), ("next_attempt_at", 1)])
-        for field in ("feedback_id", "event_id", "recipient", "created_at"):
+        await n.create_index([("created_at", -1), ("_id", 1)])
+        # A status, and a recipient (a subscription's delivery log): many records each.
+        for field in ("status", "recipient"):
+            await n.create_index([(field, 1), ("created_at", -1), ("_id", 1)])
+        for field in ("feedback_id", "event_id"):  # few records each: sorted as found
             await n.create_index(field)
         await self.directory.collection.create_index("groups")
         await self.customers.collection.create_index("emails")
         await self.customers.collection.create_index("domains")
-        for field in ("received_at", "customer.id", "malformed", "register_no"):
+        await self.mail.collection.create_index([("received_at", -1), ("_id", 1)])
+        for field in ("customer.id", "malformed", "register_no", "from_address"):
             await self.mail.collection.create_index(field)
 
     async def _seed_directory(self) -> None:

@@ -3,18 +3,23 @@
 All delivery state is in the `notifications` collection, so the loop picks up
 after a restart exactly where it was (an attempt cut off by a crash is due again
 once its lease expires). Handlers only insert notifications and `wake()` the loop.
+
+What is due, and the parked gauge, come from `notifications_open` (see
+`services.notify.open_work`), whose size follows the open work, not the history; taking
+one for an attempt stays a conditional update of the record by `_id` and version.
 """
 
 import asyncio
 import logging
 import time
+from collections import Counter
 from datetime import timedelta
 
 from services.notify.channels import Channel, Delivered, DeliveryFailed
 from services.notify.domain import ChannelName, Notification, NotificationStatus, RetryPolicy
 from services.notify.metrics import NotifyMetrics
 from shared.events import utcnow
-from shared.store import Repository
+from shared.store import OpenWork, Repository
 
 log = logging.getLogger("qms.notify.dispatcher")
 PARKED_GAUGE_EVERY_S = 5.0
@@ -77,11 +82,17 @@ class Dispatcher:
 
     async def sweep(self) -> bool:
         """Attempt everything due now; True when the batch was full."""
-        due = await self.repo.collection.find(
+        due = await self.open_work.all(
             {"status": NotificationStatus.PENDING.value, "next_attempt_at": {"$lte": utcnow()}},
-            projection={"_id": 1}).sort("next_attempt_at", 1).limit(self.batch).to_list(None)
+            projection={"next_attempt_at": 1})
+        due = sorted(due, key=lambda d: d["next_attempt_at"])[:self.batch]
         await asyncio.gather(*(self._bounded(doc["_id"]) for doc in due))
         return len(due) >= self.batch
+
+    @property
+    def open_work(self) -> OpenWork[Notification]:
+        assert self.repo.open_work is not None, "notifications are declared with open work"
+        return self.repo.open_work
 
     async def _bounded(self, notification_id: str) -> None:
         async with self._slots:
@@ -116,7 +127,12 @@ class Dispatcher:
             claimed.append(n)
             return None
 
-        await self.repo.change(notification_id, take)
+        current = await self.repo.change(notification_id, take)
+        if not claimed and self.repo.open_work is not None:
+            # Not due after all (another replica took it, or its summary outlived a crash
+            # between the two writes): the summary follows the record, or it would be due
+            # again at every sweep.
+            await self.repo.open_work.record(current, current.version)
         return claimed[0] if claimed else None
 
     async def _record(self, n: Notification, outcome: Delivered | DeliveryFailed,
@@ -154,7 +170,8 @@ class Dispatcher:
         if time.monotonic() - self._gauge_at < PARKED_GAUGE_EVERY_S:
             return
         self._gauge_at = time.monotonic()
+        parked = await self.open_work.all({"status": NotificationStatus.PARKED.value},
+                                          projection={"channel": 1})
+        counts = Counter(doc["channel"] for doc in parked)
         for channel in ChannelName:
-            count = await self.repo.collection.count_documents(
-                {"status": NotificationStatus.PARKED.value, "channel": channel.value})
-            self.metrics.parked.labels(channel.value).set(count)
+            self.metrics.parked.labels(channel.value).set(counts[channel.value])

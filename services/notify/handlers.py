@@ -96,7 +96,9 @@ async def remember_case(notify: Notify, event: Envelope, payload: Contract) -> N
 
 
 async def fan_out(notify: Notify, event: Envelope) -> int:
-    """One delivery per active subscription that wants this event type."""
+    """One delivery per active subscription that wants this event type.
+
+    The subscriptions are configuration (a few plant systems): a read bounded by them."""
     docs = await notify.subscriptions.collection.find({"active": True}).to_list(None)
     body = event.model_dump_json()
     created = 0
@@ -197,6 +199,7 @@ def _customer(case: CaseView | None) -> list[Recipient]:
 
 
 async def _groups(notify: Notify, groups: tuple[str, ...]) -> list[Recipient]:
+    # The directory is configuration (mailboxes and people): a read bounded by it.
     docs = await notify.directory.collection.find(
         {"active": True, "groups": {"$in": list(groups)}}).sort("_id", 1).to_list(None)
     return [Recipient(d["email"], d["name"], Language(d["language"])) for d in docs]

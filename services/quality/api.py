@@ -4,6 +4,7 @@
 role `quality` (P-3.2); Sales, managers and auditors read.
 """
 
+import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeAlias
@@ -13,6 +14,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInf
 
 from services.quality.clock import Clock, now_ms
 from services.quality.domain import (
+    OPEN_WORK,
     RUNNING,
     CapaLink,
     Case,
@@ -25,8 +27,10 @@ from services.quality.domain import (
     UnitEntry,
     check_assignment,
 )
+from services.quality.lookups import CaseNumbers
 from services.quality.recurrence import Detection, Kind, KindCapa
 from services.quality.settings import Settings
+from services.quality.sla import MOST_FREQUENT_FIRST, NEWEST_FIRST
 from shared.api import Page, PageParams, page_params, service_of
 from shared.auth import Principal, require
 from shared.contracts import ResolutionReady
@@ -277,19 +281,38 @@ def _settings(request: Request) -> Settings:
     return service_of(request).settings
 
 
-async def _case_id(repo: Repository[Case], ref: str) -> str:
-    doc = await repo.collection.find_one({"$or": [{"_id": ref}, {"register_no": ref}]},
-                                         {"_id": 1})
-    if doc is None:
+async def _case_id(request: Request, ref: str) -> str:
+    """The feedback id, by `_id` or the register-number lookup (both `_id` reads)."""
+    case_id = await CaseNumbers(service_of(request).database).case_id(_cases(request), ref)
+    if case_id is None:
         raise NotFound(f"No Complaint Handling Form {ref!r}: Sales has not opened one for "
                        f"this feedback (or it has not reached Quality yet).")
-    return doc["_id"]
+    return case_id
 
 
 async def _change(request: Request, ref: str, apply: Callable[[Case], None]) -> CaseRead:
     repo = _cases(request)
-    case = await repo.change(await _case_id(repo, ref), apply, what="Case")
+    case = await repo.change(await _case_id(request, ref), apply, what="Case")
     return CaseRead.of(case, now_ms())
+
+
+# What a list item shows: neither the change log nor the bookkeeping (both grow per record).
+_LISTED = {"history": 0, "applied_events": 0, "outbox": 0, "outbox_pending": 0}
+_OPEN_WORK_VALUES = {s.value for s in OPEN_WORK}
+
+
+async def _open_page(repo: Repository[Case], query: dict[str, Any],
+                     paging: PageParams) -> tuple[list[dict[str, Any]], int]:
+    """A page of open cases: matched and sorted in `cases_open` (small whatever the history),
+    each listed case then loaded by `_id`."""
+    assert repo.open_work is not None
+    ids = [d["_id"] for d in await repo.open_work.collection.find(query, {"_id": 1})
+           .sort(NEWEST_FIRST).to_list(None)]
+    wanted = ids[paging.skip:paging.skip + paging.page_size]
+    docs = await asyncio.gather(*(repo.collection.find_one({"_id": i}, _LISTED)
+                                  for i in wanted))
+    # A case that left open work between the two reads shows as it is now.
+    return [d for d in docs if d is not None], len(ids)
 
 
 def _clock_filter(field: str, flag: str, wanted: bool, now: datetime) -> dict[str, Any]:
@@ -342,25 +365,30 @@ async def list_cases(
         clauses.append(_clock_filter("due_at", "clock_breached", breached, now))
     query = {"$and": clauses} if clauses else {}
     repo = _cases(request)
-    docs = await repo.collection.find(query, {"outbox": 0, "outbox_pending": 0}) \
-        .sort([("first_received_at", -1), ("_id", 1)]) \
-        .skip(paging.skip).limit(paging.page_size).to_list(None)
-    return Page(items=[CaseRead.of(Case.viewed(d), now) for d in docs],
-                total=await repo.collection.count_documents(query), page=paging.page,
-                page_size=paging.page_size)
+    if status and {s.value for s in status} <= _OPEN_WORK_VALUES:
+        # The board (open statuses only): from cases_open, bounded by open work.
+        docs, total = await _open_page(repo, query, paging)
+    else:
+        # History (closed, withdrawn or any status): one indexed query on MongoDB
+        # (ensure_indexes), a read of the whole store on FerretDB.
+        docs = await repo.collection.find(query, _LISTED).sort(NEWEST_FIRST) \
+            .skip(paging.skip).limit(paging.page_size).to_list(None)
+        total = await repo.collection.count_documents(query)
+    return Page(items=[CaseRead.of(Case.viewed(d), now) for d in docs], total=total,
+                page=paging.page, page_size=paging.page_size)
 
 
 @router.get("/cases/{ref}", response_model=CaseRead, summary="One case with its clock")
 async def get_case(request: Request, ref: Ref, _: Reader) -> CaseRead:
     repo = _cases(request)
-    return CaseRead.of(await repo.get_or_raise(await _case_id(repo, ref), "Case"), now_ms())
+    return CaseRead.of(await repo.get_or_raise(await _case_id(request, ref), "Case"), now_ms())
 
 
 @router.get("/cases/{ref}/history", response_model=list[HistoryEntry],
             summary="P-5.4.2: every change to the case, oldest first (append-only)")
 async def case_history(request: Request, ref: Ref, _: Reader) -> list[HistoryEntry]:
     repo = _cases(request)
-    return (await repo.get_or_raise(await _case_id(repo, ref), "Case")).history
+    return (await repo.get_or_raise(await _case_id(request, ref), "Case")).history
 
 
 @router.post("/cases/{ref}/site-visits", response_model=CaseRead, status_code=201,
@@ -456,10 +484,11 @@ async def recurrence(
                                                ("defect_code", defect_code)) if v}
     if min_count:
         query["count"] = {"$gte": min_count}
+    # Kinds are history (each keeps its complaints): indexed on MongoDB (ensure_indexes),
+    # a read of the whole collection on FerretDB.
     coll = service_of(request).repo("kinds").collection
-    docs = await coll.find(query, {"outbox": 0, "outbox_pending": 0}) \
-        .sort([("count", -1), ("_id", 1)]).skip(paging.skip).limit(paging.page_size) \
-        .to_list(None)
+    docs = await coll.find(query, _LISTED).sort(MOST_FREQUENT_FIRST) \
+        .skip(paging.skip).limit(paging.page_size).to_list(None)
     threshold = _settings(request).recurrence_count
     return Page(items=[KindRead.of(Kind.viewed(d), threshold) for d in docs],
                 total=await coll.count_documents(query), page=paging.page,

@@ -3,7 +3,7 @@
 from fastapi import FastAPI
 
 from services.quality import api, handlers, sla
-from services.quality.domain import Case
+from services.quality.domain import OPEN_WORK, Case
 from services.quality.recurrence import Kind
 from services.quality.settings import Settings
 from shared.service import Service, create_app
@@ -36,7 +36,9 @@ back with Sales.
 
 def build(settings: Settings) -> Service:
     service = Service(NAME, settings)
-    service.collection("cases", Case)
+    # `cases_open`: what the clock watcher, the gauge and the open-status lists read.
+    service.collection("cases", Case, open_summary=Case.open_summary,
+                       open_query={"status": {"$in": [s.value for s in OPEN_WORK]}})
     service.collection("kinds", Kind)
     handlers.register(service, settings)
     sla.register(service, settings)

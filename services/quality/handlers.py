@@ -13,6 +13,7 @@ from datetime import datetime
 
 from services.quality.clock import now_ms
 from services.quality.domain import Case, CaseStatus, kinds_of
+from services.quality.lookups import CapaKinds, CaseNumbers
 from services.quality.recurrence import Cover, Kind, KindEntry, parse_kind
 from services.quality.settings import Settings
 from services.quality.sla import policy_of
@@ -78,6 +79,8 @@ def register(service: Service, settings: Settings) -> None:
             await cases().add(case)
         except AlreadyExists:
             log.info("form %s already received; event %s ignored", form.register_no, event.id)
+        # After the case (also on a redelivery: a crash may have fallen between the writes).
+        await CaseNumbers(service.database).remember(form.register_no, form.feedback_id)
 
     @service.consumer.on("feedback.evidence_added")
     async def evidence_added(event: Envelope, p: EvidenceAdded) -> None:
@@ -207,12 +210,12 @@ def register(service: Service, settings: Settings) -> None:
             await on_kind(key, event, lambda k: k.capa_opened(p.capa_id, p.number,
                                                               actor=event.actor, now=now),
                           create=True)
+        # Once the kinds carry the CAPA, so that its closing finds them by the CAPA's id.
+        await CapaKinds(service.database).remember(p.capa_id, sorted(keys))
 
     @service.consumer.on("capa.closed")
     async def capa_closed(event: Envelope, p: CapaClosed) -> None:
-        linked = await kinds().collection.find({"capa_ids": p.capa_id}, {"_id": 1}) \
-            .to_list(None)
-        for key in sorted({d["_id"] for d in linked}):
+        for key in await CapaKinds(service.database).kinds_of(kinds(), p.capa_id):
             await on_kind(key, event, lambda k: k.capa_closed(p.capa_id, actor=event.actor,
                                                               closed_at=p.closed_at),
                           create=False)

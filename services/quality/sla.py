@@ -3,6 +3,10 @@
 Every `sla_check_interval_s` it finds the cases whose clock passed a point and
 lets the aggregate decide inside a versioned update: the once-per-round flag is
 checked and set in the same write as the event, so several instances may watch.
+
+It finds them in `cases_open` (one summary per open case, `Case.open_summary`), not in
+the store: a query on the store reads all of history on FerretDB, every interval. A
+summary a moment behind its case is harmless, since the case itself decides.
 """
 
 import asyncio
@@ -12,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge
+from pymongo.asynchronous.collection import AsyncCollection
 
 from services.quality.clock import ClockPolicy, WorkingCalendar, now_ms
 from services.quality.domain import RUNNING, Case
@@ -22,6 +27,8 @@ from shared.store import Repository
 log = logging.getLogger("qms.quality.sla")
 BATCH = 500
 RUNNING_VALUES = [s.value for s in RUNNING]
+NEWEST_FIRST = [("first_received_at", -1), ("_id", 1)]  # the order of GET /cases
+MOST_FREQUENT_FIRST = [("count", -1), ("_id", 1)]        # the order of GET /recurrence
 
 
 def policy_of(settings: Settings) -> ClockPolicy:
@@ -51,7 +58,7 @@ async def check_once(repo: Repository[Case], settings: Settings,
     now = now or now_ms()
     changed = 0
     for query, check in due_checks(settings, now):
-        ids = [d["_id"] for d in await repo.collection.find(query, {"_id": 1})
+        ids = [d["_id"] for d in await _open(repo).find(query, {"_id": 1})
                .limit(BATCH).to_list(None)]
         for case_id in ids:
             changed += await _apply_check(repo, case_id, check)
@@ -73,26 +80,52 @@ class ClockGauge:
                            ["severity", "clock"], registry=registry)
 
     async def update(self, repo: Repository[Case], now: datetime) -> None:
-        for severity in ("normal", "major"):
-            base = {"status": {"$in": RUNNING_VALUES}, "severity": severity}
-            states = {"on_time": base | {"at_risk_at": {"$gt": now}},
-                      "at_risk": base | {"at_risk_at": {"$lte": now}, "due_at": {"$gte": now}},
-                      "breached": base | {"due_at": {"$lt": now}}}
-            for state, query in states.items():
-                self.gauge.labels(severity, state).set(
-                    await repo.collection.count_documents(query))
+        # One read of the open summaries, counted here (a count is an aggregation, which
+        # FerretDB runs over the whole collection).
+        counts = {(severity, state): 0 for severity in ("normal", "major")
+                  for state in ("on_time", "at_risk", "breached")}
+        running = await _open(repo).find({"status": {"$in": RUNNING_VALUES}},
+                                         {"severity": 1, "at_risk_at": 1, "due_at": 1}) \
+            .to_list(None)
+        for case in running:
+            if case["due_at"] < now:
+                state = "breached"
+            elif case["at_risk_at"] <= now:
+                state = "at_risk"
+            else:
+                state = "on_time"
+            key = (case["severity"], state)
+            if key in counts:
+                counts[key] += 1
+        for (severity, state), count in counts.items():
+            self.gauge.labels(severity, state).set(count)
+
+
+def _open(repo: Repository[Case]) -> AsyncCollection:
+    """`cases_open`: bounded by open work, whatever the history."""
+    assert repo.open_work is not None, "cases are declared with open_summary (app.build)"
+    return repo.open_work.collection
 
 
 async def ensure_indexes(service: Service) -> None:
-    """Index what the watcher, the lists and the recurrence view query."""
+    """Index what reads the history on MongoDB (FerretDB's SQLite handler uses none of them).
+
+    The lists over history filter by one field and sort: each index is the filter then the
+    sort. The clock filters' `$or` needs one index per branch. The register number and the
+    CAPA ids serve the lookups' fallback (services.quality.lookups). The watcher, the gauge
+    and the open-status lists read `cases_open`, which stays small."""
     cases = service.repo("cases").collection
-    for keys in (["status", "at_risk_at"], ["status", "due_at"], ["status", "first_received_at"],
-                 ["register_no"], ["severity"], ["defect_code"], ["unit_names"],
-                 ["first_received_at"], ["customer.id"]):
+    await cases.create_index(NEWEST_FIRST)
+    for key in ("status", "severity", "unit_names", "defect_code", "customer.id"):
+        await cases.create_index([(key, 1), *NEWEST_FIRST])
+    for keys in (["status", "at_risk_at"], ["status", "due_at"], ["clock_at_risk"],
+                 ["clock_breached"], ["register_no"]):
         await cases.create_index([(k, 1) for k in keys])
     kinds = service.repo("kinds").collection
-    for key in ("capa_ids", "count", "customer_id", "product_code", "defect_code"):
-        await kinds.create_index(key)
+    await kinds.create_index(MOST_FREQUENT_FIRST)
+    for key in ("customer_id", "product_code", "defect_code"):
+        await kinds.create_index([(key, 1), *MOST_FREQUENT_FIRST])
+    await kinds.create_index("capa_ids")
 
 
 def register(service: Service, settings: Settings) -> None:

@@ -31,12 +31,14 @@ CAPA, `domain.OpenWork`) is a pure function of its row, written after it (5.) an
 again on a redelivery, rebuilt from the rows by `recover` and by a rebuild. The gauges'
 periodic refresh reads it instead of the register.
 
-On FerretDB v1.24 (SQLite) every command on a collection that names a document reads
-the whole table, even a lone `_id` filter: FerretDB hands `_id` to SQLite as
-`->'$._id'`, which SQLite does not match with the `_id` index (built on `->"_id"`), so
-`explain` says SCAN. A lookup costs one scan of the register, an update two (FerretDB
-finds the document, then updates it by `_id`); an insert none. So the first event of a
-row inserts it without a lookup (`STARTS_ROW`), and nothing else reads the register.
+What each read costs on FerretDB v1.24 (SQLite, with the project's patch in
+deploy/ferretdb): a filter with an `_id` equality is an index search; any other filter
+reads and decodes the whole collection. So an event reads and writes by `_id` only (the
+first event of a row inserts it without a lookup, `STARTS_ROW`); the gauges' timer reads
+`open_work`, whose size follows open work; the monthly table reads its months by `_id`.
+What reads a collection by other fields runs when a replica takes over (`recover`), on a
+rebuild, or for a register report (the `/register` route: an index on MongoDB, a scan on
+FerretDB).
 """
 
 import asyncio
@@ -70,6 +72,7 @@ from shared.events import Contract, Envelope, MalformedEvent, UnknownEvent, pars
 from shared.store import WriteLocks
 
 HISTORY = "event_history"
+REGISTER_ORDER = [("received_at", -1), ("_id", 1)]  # the register report's default order
 ROW_COLLECTIONS: dict[RowKind, str] = {
     RowKind.FEEDBACK: "register", RowKind.CAPA: "capas", RowKind.RECURRENCE: "recurrences"}
 COUNTER_COLLECTIONS = (MONTHLY, MONTHLY_OPEN)
@@ -133,12 +136,10 @@ class RebuildReport:
 class RowStore:
     """The rows of one kind in their collection.
 
-    Every write matches on `_id` alone, under the per-document write lock: FerretDB v1
-    hands a lone `_id` filter to SQLite and decodes every document of the collection for
-    any other filter (the kit's `Repository.save` also matches `version`, which costs a
-    full decode per write here). This process is the only writer of its read models (the
-    reporting queue has a single active consumer; the other replicas only read), so the
-    lock suffices."""
+    Every write matches on `_id` alone, under the per-document write lock (no `version` in
+    the filter, unlike the kit's `Repository.save`): this process is the only writer of its
+    read models (the reporting queue has a single active consumer; the other replicas only
+    read), so the lock suffices."""
 
     def __init__(self, collection: AsyncCollection, model: type[ReadRow], locks: WriteLocks):
         self.collection = collection
@@ -176,6 +177,7 @@ class ReadModels:
         self.locks = locks
         self.row_locks = WriteLocks()  # its own stripes: held around steps 1-4, never nested
         self.gate = gate or Gate()
+        self._open_work_kept = False  # seen `open_work`: the gauges read only it
         self.rows: dict[RowKind, RowStore] = {
             kind: RowStore(db[name], ROW_MODELS[kind], locks)
             for kind, name in ROW_COLLECTIONS.items()}
@@ -190,6 +192,9 @@ class ReadModels:
         for field in ("received_at", "status", "open", "form_open", "has_pending",
                       "customer_id", "register_no"):
             await coll.create_index(field)
+        # The register report's default order (`/register`, e.g. a month's export): MongoDB
+        # reads a period's rows in order from it, with no sort in memory.
+        await coll.create_index(REGISTER_ORDER)
         for kind in (RowKind.CAPA, RowKind.RECURRENCE):
             await self.rows[kind].collection.create_index("has_pending")
 
@@ -303,7 +308,10 @@ class ReadModels:
 
     async def recover(self) -> int:
         """When a replica becomes the writer (gate closed): post what a crash left pending,
-        then clear stale ids; and rebuild the open work from the rows (the same pass)."""
+        then clear stale ids; and rebuild the open work from the rows (the same pass).
+
+        It reads the rows and months by other fields than `_id` (indexes on MongoDB, whole
+        collections on FerretDB): once per take-over, never per event or on a timer."""
         posted = 0
         work: list[OpenWork] = []
         for kind, store in self.rows.items():
@@ -330,32 +338,44 @@ class ReadModels:
 
     # -- reading -------------------------------------------------------------------------
     async def monthly(self, months: list[str]) -> dict[str, dict[str, int]]:
-        """The counters of these months, in one query (FerretDB v1 scans a collection for
-        any query, even by `_id`, so one query beats one per month)."""
-        found = {d["_id"]: json.loads(d["data"]) async for d in
-                 self.db[MONTHLY].find({"_id": {"$in": months}}, projection={"data": 1})}
-        return {m: found.get(m, {}) for m in months}
+        """The counters of these months, each by `_id` (an `$in` would read every month on
+        record on FerretDB, and a month's document is large)."""
+        coll = self.db[MONTHLY]
+        docs = await asyncio.gather(*(coll.find_one({"_id": m}, projection={"data": 1})
+                                      for m in months))
+        return {m: json.loads(d["data"]) if d else {} for m, d in zip(months, docs, strict=True)}
 
     async def open_counters(self, last_month: str) -> dict[str, dict[str, int]]:
+        """Receipts and closures by received month, up to `last_month`: every month on record
+        may still hold an open case, so this reads them all (one small document per month,
+        not per complaint)."""
         cursor = self.db[MONTHLY_OPEN].find({"_id": {"$lte": last_month}},
                                             projection={"data": 1})
         return {d["_id"]: json.loads(d["data"]) async for d in cursor}
 
     async def customer_names(self, ids: list[str]) -> dict[str, str]:
-        """The latest name known for each of these customer ids (those with one)."""
+        """The latest name known for each of these customer ids (those with one). One read
+        of the names (a table may name hundreds of customers): one small document per
+        customer, so its size follows the customer directory, not the complaints."""
         if not ids:
             return {}
         cursor = self.db[CUSTOMER_NAMES].find({"_id": {"$in": ids}}, projection={"name": 1})
         return {d["_id"]: d["name"] async for d in cursor}
 
     async def history_of(self, row: ReadRow) -> list[dict[str, Any]]:
-        cursor = self.db[HISTORY].find({"_id": {"$in": list(row.applied_events)}})
-        return sorted([d async for d in cursor], key=lambda d: (d["occurred_at"], d["_id"]))
+        """The row's events, each by `_id`: the history holds every event ever seen."""
+        coll = self.db[HISTORY]
+        docs = await asyncio.gather(*(coll.find_one({"_id": event_id})
+                                      for event_id in row.applied_events))
+        return sorted([d for d in docs if d is not None],
+                      key=lambda d: (d["occurred_at"], d["_id"]))
 
     async def live_rows(self) -> AsyncIterator[ReadRow | OpenWork]:
         """Open complaints, open forms and open CAPAs (for the gauges): their open work, or,
-        before a replica that keeps it has taken over (no `open_work` yet), the rows."""
-        if OPEN_WORK in await self.db.list_collection_names():
+        before a replica that keeps it has taken over (no `open_work` yet, only after an
+        upgrade), the rows (a read of the register: at start, and until that take-over)."""
+        if self._open_work_kept or OPEN_WORK in await self.db.list_collection_names():
+            self._open_work_kept = True  # from here on always there (a rebuild swaps it)
             async for doc in self.db[OPEN_WORK].find({}):
                 yield OpenWork.of_document(doc)
             return

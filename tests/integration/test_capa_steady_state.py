@@ -1,0 +1,307 @@
+"""capa's cost does not grow with history: every read of its steady state, on the real servers.
+
+On FerretDB's SQLite handler any read but an `_id` lookup reads a whole collection. So once
+capa has started, its gauges' timer, its event handlers and its request paths about one
+record or about open work read by `_id` (records, and the lookups `capa_numbers`,
+`recurrence_links`, `withdrawn_feedback`) or read `actions_open` / `capas_open`, whose size
+follows the open work. The service runs in this process; Quality's and Sales' events are
+published on the real exchange; the HTTP API is called in-process.
+
+Still a scan on FerretDB, and not driven here: the list pages over history (no status, or a
+closed one; e.g. `GET /actions?feedback_id=…`), served by declared indexes on MongoDB.
+"""
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+
+from services.capa.app import build
+from services.capa.domain import ActionItem, ActionRequest, ActionStatus, Capa, CapaCreate
+from services.capa.handlers import NUMBERS, add_numbered, capa_id_for
+from services.capa.settings import Settings
+from shared.auth import make_token
+from shared.contracts import (
+    CountermeasuresRejected,
+    CountermeasuresVerified,
+    EvidenceAdded,
+    FeedbackWithdrawn,
+    RecurrenceDetected,
+    ResponsibilityAssigned,
+    UnitRequest,
+)
+from shared.events import Actor, Contract, Envelope, make_event
+from shared.messaging import EventPublisher, new_broker
+from shared.service import Service, create_app
+from shared.store import mongo_client
+from shared.vocabulary import ReturnedSample
+from tests import reads
+from tests.conftest import infra_settings, test_namespace
+from tests.support import eventually, ok
+
+pytestmark = pytest.mark.infra
+WAIT = 60.0  # seconds: generous, the machine is shared
+
+QUALITY = Actor(sub="li.wei", name="Li Wei", roles=("quality",))
+SALES = Actor(sub="wang.fang", name="Wang Fang", roles=("sales",))
+PAST, FUTURE = "2020-01-15", "2999-12-31"  # due dates: overdue, and not
+
+
+@dataclass
+class Capa_:
+    svc: Service
+    log: reads.ReadLog
+    publisher: EventPublisher
+    http: httpx.AsyncClient
+
+    def headers(self, role: str, unit: str | None = None) -> dict[str, str]:
+        secret = self.svc.settings.infra.jwt_secret.get_secret_value()
+        token = make_token(secret, f"{role}.tester", [role], unit=unit)
+        return {"Authorization": f"Bearer {token}"}
+
+    async def publish(self, payload: Contract, correlation_id: str,
+                      actor: Actor = QUALITY) -> Envelope:
+        event = make_event(payload, producer="quality", correlation_id=correlation_id,
+                           actor=actor)
+        await self.publisher.publish(event)
+        return event
+
+    async def action(self, action_id: str) -> ActionRequest | None:
+        return await self.svc.repo("actions").get(action_id)
+
+    async def capa(self, capa_id: str) -> Capa | None:
+        return await self.svc.repo("capas").get(capa_id)
+
+
+@pytest.fixture
+async def capa() -> AsyncIterator[Capa_]:
+    namespace = test_namespace(uuid.uuid4().hex[:6])
+    log = reads.install(namespace)  # before the service makes its database client
+    infra = infra_settings(namespace, retry_delay_ms=200, max_attempts=3, relay_interval_s=0.2)
+    svc = build(Settings(infra=infra, metrics_interval_s=0.2))
+    await svc.start()
+    broker = new_broker(infra.amqp_url.get_secret_value())
+    await broker.connect()
+    app = create_app(svc, title="capa", description="")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://capa") as http:
+        yield Capa_(svc, log, EventPublisher(broker, svc.topology.exchange), http)
+    await broker.stop()
+    await svc.stop()
+    client = mongo_client(svc.settings.database_url)
+    await client.drop_database(f"{namespace}_capa")
+    await client.close()
+
+
+def assigned(feedback_id: str, units: dict[str, str]) -> ResponsibilityAssigned:
+    return ResponsibilityAssigned(
+        feedback_id=feedback_id, register_no=f"CF-2026-{uuid.uuid4().int % 10**6:06d}",
+        round=1, preliminary_cause="Cracks at the mounting boss", defect_code="D03",
+        customer_id="C-1001", product_code="HSG-220",
+        units=[UnitRequest(unit=u, request="Find the root cause and contain", action_id=a)
+               for u, a in units.items()])
+
+
+def items(due: str) -> list[ActionItem]:
+    return [ActionItem(no=1, description="Replace the insert", owner="Zhao Lei",
+                       due_date=date.fromisoformat(due))]
+
+
+async def load_history(svc: Service, n: int = 12) -> None:
+    """Closed records with overdue items: the steady state must neither read nor count them."""
+    actions = svc.repo("actions")
+    for i in range(n):
+        fid, action_id = str(uuid.uuid4()), str(uuid.uuid4())
+        a = ActionRequest.open(UnitRequest(unit="production", request="r", action_id=action_id),
+                               assigned(fid, {"production": action_id}), QUALITY,
+                               str(uuid.uuid4()))
+        a.corrective = items(PAST)
+        if i % 2:
+            a.withdraw("registered in error", SALES, str(uuid.uuid4()))
+        else:
+            a.status = ActionStatus.COMPLETED
+        await actions.add(a)
+    for _ in range(n // 2):
+        c = await add_numbered(svc.repo("capas"), lambda number: Capa.by_hand(
+            str(uuid.uuid4()), number, CapaCreate(title="Old CAPA"), QUALITY))
+        await svc.repo("capas").change(c.id, lambda c: c.withdraw("overtaken", QUALITY))
+
+
+INVESTIGATION: dict[str, Any] = {
+    "containment": "Shipments of the lot stopped; stock sorted 100%.",
+    "root_cause": {"five_whys": ["Housing cracks", "Wall too thin", "Cavity worn"],
+                   "category": "machine", "statement": "Worn cavity gives a thin wall."},
+    "corrective": [{"description": "Replace the insert", "owner": "Zhao Lei",
+                    "due_date": PAST}],
+    "preventive": [{"description": "Add wear to the PM checklist", "owner": "Sun Mei",
+                    "due_date": FUTURE}],
+}
+
+
+async def test_timer_handlers_and_requests_read_by_id_or_open_work_only(capa: Capa_):
+    svc, http = capa.svc, capa.http
+    await load_history(svc)
+    await eventually(lambda: _quiet(svc), timeout=WAIT,
+                     what="the start-up sweep and rebuild to end")
+
+    capa.log.recording = True
+    # -- Quality assigns two units; the units investigate and submit ----------------------
+    fid, a1, a2 = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
+    await capa.publish(assigned(fid, {"production": a1, "logistics": a2}), fid)
+
+    async def both_opened() -> bool:
+        return None not in [await capa.action(a1), await capa.action(a2)]
+    await eventually(both_opened, timeout=WAIT, what="both action requests")
+    for unit, action_id in (("production", a1), ("logistics", a2)):
+        as_unit = capa.headers("unit", unit)
+        ok(await http.put(f"/actions/{action_id}/investigation", json=INVESTIGATION,
+                          headers=as_unit))
+        ok(await http.post(f"/actions/{action_id}/submit", headers=as_unit))
+    # -- Quality verifies one, returns the other; Sales adds evidence ---------------------
+    await capa.publish(CountermeasuresVerified(feedback_id=fid, action_id=a1, unit="production",
+                                               note="Verified on site"), fid)
+    await capa.publish(CountermeasuresRejected(feedback_id=fid, action_id=a2, unit="logistics",
+                                               reason="The root cause is not shown"), fid)
+    await capa.publish(EvidenceAdded(feedback_id=fid, register_no="CF-2026-000001",
+                                     sample=ReturnedSample(quantity=3, received_on=date.today(),
+                                                           location="QA lab shelf B3")),
+                       fid, SALES)
+
+    async def decided() -> bool:
+        one, two = await capa.action(a1), await capa.action(a2)
+        return bool(one and two and one.status == ActionStatus.ACCEPTED
+                    and two.status == ActionStatus.RETURNED and one.complaint.samples
+                    and two.complaint.samples)
+    await eventually(decided, timeout=WAIT, what="Quality's decisions and the evidence applied")
+    ok(await http.post(f"/actions/{a1}/items/corrective/1/done",
+                       headers=capa.headers("unit", "production")))
+    # -- the units' and Quality's lists of open work, one record, its history ------------
+    quality = capa.headers("quality")
+    returned = ok(await http.get("/actions", params={"status": "returned"}, headers=quality))
+    assert [a["id"] for a in returned["items"]] == [a2] and returned["total"] == 1
+    mine = ok(await http.get("/actions", params={"status": "accepted"},
+                             headers=capa.headers("unit", "production")))
+    assert [a["id"] for a in mine["items"]] == [a1]
+    ok(await http.get(f"/actions/{a1}", headers=quality))
+    ok(await http.get(f"/actions/{a1}/history", headers=quality))
+    # -- Sales withdraws complaints: before and after Quality's assignment ---------------
+    fid2, b1 = str(uuid.uuid4()), str(uuid.uuid4())
+    await capa.publish(assigned(fid2, {"production": b1}), fid2)
+    await eventually(lambda: capa.action(b1), timeout=WAIT, what="the request to withdraw")
+    await capa.publish(FeedbackWithdrawn(feedback_id=fid2, register_no="CF-2026-000002",
+                                         reason="Registered twice"), fid2, SALES)
+    fid3, c1 = str(uuid.uuid4()), str(uuid.uuid4())
+    await capa.publish(FeedbackWithdrawn(feedback_id=fid3, register_no="CF-2026-000003",
+                                         reason="Registered in error"), fid3, SALES)
+    await eventually(lambda: _withdrawn_remembered(svc, fid3), timeout=WAIT, what="the withdrawal")
+    await capa.publish(assigned(fid3, {"production": c1}), fid3)
+
+    async def both_withdrawn() -> bool:
+        return all(a is not None and a.status == ActionStatus.WITHDRAWN
+                   for a in [await capa.action(b1), await capa.action(c1)])
+    await eventually(both_withdrawn, timeout=WAIT, what="both requests withdrawn")
+    # -- a recurrence opens a CAPA; the same kind again joins it; redeliveries do nothing -
+    kind = f"customer:C-{uuid.uuid4().hex[:6]}|defect:D03"
+    first = await capa.publish(RecurrenceDetected(kind=kind, reason="recurred",
+                                                  feedback_ids=[fid], defect_code="D03"), fid)
+    opened = await eventually(lambda: capa.capa(capa_id_for(first.id)), timeout=WAIT,
+                              what="the CAPA")
+    assert opened is not None
+    second = await capa.publish(RecurrenceDetected(kind=kind, reason="unimproved",
+                                                   feedback_ids=[fid2], defect_code="D03"), fid2)
+
+    async def linked() -> bool:
+        c = await capa.capa(opened.id)
+        return c is not None and fid2 in c.feedback_ids
+    await eventually(linked, timeout=WAIT, what="the second recurrence linked to the open CAPA")
+    joined = await capa.capa(opened.id)
+    before = await _consumed(svc, "complaint.recurrence_detected")
+    await capa.publisher.publish(first)
+    await capa.publisher.publish(second)
+    await eventually(lambda: _consumed_at_least(svc, "complaint.recurrence_detected",
+                                                before + 2), timeout=WAIT, what="the redeliveries")
+    again = await capa.capa(opened.id)
+    assert joined is not None and again is not None and again.version == joined.version
+    assert again.feedback_ids == [fid, fid2]
+    # -- Quality opens a CAPA by hand and works on it by number ---------------------------
+    by_hand = ok(await http.post("/capas", json={"title": "Cracked housings",
+                                                 "owner_unit": "production"}, headers=quality),
+                 201)
+    number = by_hand["number"]
+    ok(await http.get(f"/capas/{number}", headers=quality))
+    ok(await http.put(f"/capas/{number}/root-cause", headers=quality,
+                      json={"statement": "Worn cavity", "category": "machine"}))
+    planned = ok(await http.put(f"/capas/{number}/plan", headers=quality, json={"actions": [
+        {"description": "Wear check in the PM plan", "owner": "Sun Mei", "due_date": PAST}]}))
+    assert planned["status"] == "planned"
+    listed = ok(await http.get("/capas", params={"status": "planned"}, headers=quality))
+    assert [c["id"] for c in listed["items"]] == [by_hand["id"]]
+    mine = ok(await http.get("/capas", params={"status": "planned"},
+                             headers=capa.headers("unit", "production")))
+    assert [c["id"] for c in mine["items"]] == [by_hand["id"]]
+    ok(await http.get(f"/capas/{by_hand['id']}/history", headers=quality))
+    # -- the gauges' timer: open CAPAs and overdue items, history left out ----------------
+    expected = {("qms_capa_open", "open"): 1, ("qms_capa_open", "planned"): 1,
+                ("qms_capa_overdue_actions", "action_request"): 1,  # a2's corrective
+                ("qms_capa_overdue_actions", "capa"): 1}
+
+    async def gauges_right() -> bool:
+        return all(_gauge(svc.registry, name, label) == value
+                   for (name, label), value in expected.items())
+    await eventually(gauges_right, timeout=WAIT, what=f"the gauges to show {expected}")
+    capa.log.recording = False
+
+    assert capa.log.reads, "the listener saw no command: it is not installed"
+    unbounded = capa.log.unbounded()
+    assert not unbounded, "reads that grow with history:\n" + "\n".join(
+        f"{r.collection}.{r.command} {r.filter}" for r in unbounded)
+
+
+async def test_a_capa_from_before_the_number_lookup_is_found_once_by_its_index(capa: Capa_):
+    svc, http = capa.svc, capa.http
+    # A CAPA stored before `capa_numbers` existed: the lookup misses.
+    old = Capa.by_hand(str(uuid.uuid4()), "CAPA-2025-0042", CapaCreate(title="Old"), QUALITY)
+    await svc.repo("capas").add(old)
+    quality = capa.headers("quality")
+    assert ok(await http.get("/capas/CAPA-2025-0042", headers=quality))["id"] == old.id
+    assert await svc.database[NUMBERS].find_one({"_id": "CAPA-2025-0042"}) == {
+        "_id": "CAPA-2025-0042", "id": old.id}
+    capa.log.recording = True
+    assert ok(await http.get("/capas/CAPA-2025-0042", headers=quality))["id"] == old.id
+    assert (await http.get("/capas/CAPA-2025-9999", headers=quality)).status_code == 404
+    capa.log.recording = False
+    # Only the unknown number falls back to the indexed query (a scan on FerretDB).
+    assert [(r.collection, r.filter) for r in capa.log.unbounded()] == [
+        ("capas", {"number": "CAPA-2025-9999"})]
+
+
+async def _quiet(svc: Service) -> bool:
+    assert svc.relay is not None and svc._rebuilding is not None
+    return svc._rebuilding.done() and svc.relay._next_sweep > 0 and not svc.relay._due
+
+
+async def _withdrawn_remembered(svc: Service, feedback_id: str) -> bool:
+    return await svc.database["withdrawn_feedback"].find_one({"_id": feedback_id}) is not None
+
+
+def _gauge(registry: CollectorRegistry, name: str, label: str) -> float | None:
+    for family in registry.collect():
+        for s in family.samples:
+            if s.name == name and label in s.labels.values():
+                return s.value
+    return None
+
+
+async def _consumed(svc: Service, event_type: str) -> float:
+    return sum(s.value for family in svc.registry.collect() for s in family.samples
+               if s.name == "qms_events_consumed_total" and s.labels.get("type") == event_type
+               and s.labels.get("outcome") == "applied")
+
+
+async def _consumed_at_least(svc: Service, event_type: str, count: float) -> bool:
+    return await _consumed(svc, event_type) >= count

@@ -1,0 +1,236 @@
+"""Intake's cost does not grow with the register's history: its reads in steady state.
+
+On FerretDB's SQLite handler any read but an `_id` lookup reads a whole collection (see
+tests/reads.py). So once intake has started, a registration, the requests about one
+record (by id or by the register number said on the phone), Sales' inbox (the list of an
+open status), and the events Quality and notify send must read by `_id` only, or read the
+small `feedback_open` summaries. The real service runs in this process on the real broker
+and database; a little closed and withdrawn history lies in the register.
+
+The register's history searches (all statuses, closed, withdrawn, a period) read the whole
+register on FerretDB; on MongoDB they follow the declared index, checked here by `explain`
+when the database is MongoDB.
+"""
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from faststream.rabbit import RabbitQueue
+
+from services.intake import numbers
+from services.intake.api import FEEDBACK, REGISTER_ORDER
+from services.intake.app import create
+from services.intake.handlers import MAIL_NS
+from services.intake.settings import Settings
+from shared.auth import make_token
+from shared.contracts import ComplaintAccepted, MailReceived, ResolutionReady
+from shared.events import Actor, Contract, make_event
+from shared.messaging import EventPublisher, Topology, new_broker
+from shared.service import Service
+from tests import reads
+from tests.conftest import infra_settings, test_namespace
+from tests.support import eventually, ok
+
+pytestmark = pytest.mark.infra
+
+QUALITY = Actor(sub="li.wei", roles=("quality",))
+NOTIFY = Actor(sub="system:notify")
+
+
+class Intake:
+    """The service, its HTTP API in process (as Sales), a publisher playing Quality and
+    notify, and the log of every read the service sends."""
+
+    def __init__(self, service: Service, http: httpx.AsyncClient, publisher: EventPublisher,
+                 log: reads.ReadLog):
+        self.service, self.http, self.publisher, self.log = service, http, publisher, log
+
+    async def register(self, **kw: Any) -> dict[str, Any]:
+        return ok(await self.http.post("/feedback", json=body(**kw)), 201)
+
+    async def post(self, path: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+        return ok(await self.http.post(path, json=payload or {}))
+
+    async def publish(self, payload: Contract, feedback_id: str, actor: Actor = QUALITY) -> None:
+        await self.publisher.publish(make_event(payload, producer="quality",
+                                                correlation_id=feedback_id, actor=actor))
+
+    async def status_becomes(self, fid: str, status: str) -> None:
+        async def reached() -> bool:
+            fb = await self.service.repo(FEEDBACK).get(fid)
+            return fb is not None and fb.status == status
+        await eventually(reached, what=f"{fid} to become {status}")
+
+
+def body(**kw: Any) -> dict[str, Any]:
+    tag = uuid.uuid4().hex[:8]
+    return {"customer": {"id": f"C-{tag}", "name": f"Bright Motors {tag}"},
+            "channel": "phone", "category": "product_quality", "severity": "normal",
+            "received_at": (datetime.now(UTC) - timedelta(minutes=5)).isoformat(),
+            "product": {"code": f"HSG-{tag[:6]}", "name": "Motor housing"},
+            "description": f"Housings crack at the mounting boss ({tag})."} | kw
+
+
+@pytest.fixture
+async def intake(tmp_path) -> AsyncIterator[Intake]:
+    namespace = test_namespace(uuid.uuid4().hex[:6])
+    log = reads.install(namespace)  # before the service makes its database client
+    settings = Settings(infra=infra_settings(namespace, retry_delay_ms=200, max_attempts=3,
+                                             relay_interval_s=0.2),
+                        attachment_dir=tmp_path / "attachments")
+    app = create(settings)
+    service: Service = app.state.service
+    await service.start()
+    broker = new_broker(settings.infra.amqp_url.get_secret_value())
+    await broker.connect()
+    exchange = Topology(namespace, "test-publisher").exchange
+    # Where the other services' queues would be: intake's own events are routed somewhere.
+    sink = await broker.declare_queue(RabbitQueue(f"{namespace}.sink", auto_delete=True))
+    await sink.bind(await broker.declare_exchange(exchange), routing_key="#")
+    token = make_token(settings.infra.jwt_secret.get_secret_value(), "wang.fang", ["sales"])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://intake",
+                                 headers={"Authorization": f"Bearer {token}"}) as http:
+        yield Intake(service, http, EventPublisher(broker, exchange), log)
+    await broker.stop()
+    if service.started:
+        await service.stop()
+
+
+async def quiet(service: Service) -> bool:
+    """The start-up work that reads history is over: the open-work rebuild, and the relay's
+    sweep of pending events (next due in minutes), with nothing left to publish."""
+    assert service.relay is not None and service._rebuilding is not None
+    return service._rebuilding.done() and service.relay._next_sweep > 0 \
+        and not service.relay._due
+
+
+async def load_history(intake: Intake, closed: int = 6, withdrawn: int = 3) -> None:
+    """Closed and withdrawn feedback: the history the steady state must never read."""
+    for _ in range(closed):
+        fb = await intake.register(category="delivery")
+        await intake.post(f"/feedback/{fb['id']}/direct-reply", {"reply": "Ships Friday."})
+        await intake.post(f"/feedback/{fb['id']}/satisfaction", {"satisfied": True})
+    for _ in range(withdrawn):
+        fb = await intake.register()
+        await intake.post(f"/feedback/{fb['id']}/withdraw", {"reason": "Registered twice"})
+
+
+async def test_requests_events_and_the_inbox_read_by_id_or_open_work_only(intake):
+    await load_history(intake)
+    await eventually(lambda: quiet(intake.service), what="the start-up rebuild and sweep")
+
+    intake.log.recording = True
+    # Registration (with a retried Idempotency-Key), and the requests about one record.
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+    payload = body()
+    fb = ok(await intake.http.post("/feedback", json=payload, headers=key), 201)
+    ok(await intake.http.post("/feedback", json=payload, headers=key), 200)  # replayed
+    fid, number = fb["id"], fb["register_no"]
+    assert ok(await intake.http.get(f"/feedback/{number}"))["id"] == fid  # said on the phone
+    ok(await intake.http.get(f"/feedback/{fid}/history"))
+    await intake.post(f"/feedback/{number}/samples",
+                      {"quantity": 2, "received_on": "2026-11-21", "location": "QA lab"})
+    await intake.post(f"/feedback/{number}/escalate", {"note": "Analyse the housings"})
+
+    # Quality's events, through the broker.
+    now = datetime.now(UTC)
+    await intake.publish(ComplaintAccepted(
+        feedback_id=fid, register_no=number, round=1, received_at=now,
+        due_at=now + timedelta(days=3), at_risk_at=now + timedelta(days=2),
+        severity="normal"), fid)
+    await intake.publish(ResolutionReady(
+        feedback_id=fid, register_no=number, round=1, cause="Worn die", defect_code="D03",
+        outcomes=[], summary="Die replaced", received_at=now, resolved_at=now,
+        due_at=now + timedelta(days=3), met_deadline=True), fid)
+    await intake.status_becomes(fid, "quality_record_ready")
+
+    # Sales' inbox: what waits for Sales, with the list's filters.
+    inbox = ok(await intake.http.get("/feedback", params={"status": "quality_record_ready"}))
+    assert [f["id"] for f in inbox["items"]] == [fid] and inbox["total"] == 1
+    mine = ok(await intake.http.get("/feedback", params={
+        "status": "registered", "customer_id": payload["customer"]["id"]}))
+    assert mine["total"] == 0
+    found = ok(await intake.http.get("/feedback", params={
+        "status": "quality_record_ready", "q": number.lower(), "severity": "normal"}))
+    assert [f["id"] for f in found["items"]] == [fid]
+
+    # notify's mails: a new one registers a feedback, one quoting the number joins it.
+    new_mail = MailReceived(mail_id=f"m-{uuid.uuid4().hex}", from_address="qa@bright.example",
+                            subject="Cracked housings", body="Lot L2026-11-09.",
+                            received_at=now)
+    await intake.publish(new_mail, new_mail.mail_id, NOTIFY)
+    followup = MailReceived(mail_id=f"m-{uuid.uuid4().hex}", from_address="qa@bright.example",
+                            subject=f"Re: {number}", body="More photos.", received_at=now,
+                            register_no=number)
+    await intake.publish(followup, followup.mail_id, NOTIFY)
+    mailed = str(uuid.uuid5(MAIL_NS, new_mail.mail_id))
+    await intake.status_becomes(mailed, "registered")
+
+    async def followup_joined() -> bool:
+        fb = await intake.service.repo(FEEDBACK).get(fid)
+        return fb is not None and any(h.action == "mail_received" for h in fb.history)
+    await eventually(followup_joined, what="the follow-up mail in the record's history")
+
+    # Sales closes the case: it leaves the open work.
+    await intake.post(f"/feedback/{number}/reply", {"reply": "We replaced the die."})
+    await intake.post(f"/feedback/{number}/satisfaction", {"satisfied": True})
+    inbox = ok(await intake.http.get("/feedback", params={"status": "quality_record_ready"}))
+    assert inbox["total"] == 0
+    await eventually(lambda: quiet(intake.service), what="the relay to publish everything")
+    intake.log.recording = False
+
+    assert intake.log.reads, "the listener saw no command: it is not installed"
+    assert not intake.log.unbounded(), "reads that grow with history:\n" + "\n".join(
+        f"{r.collection}.{r.command} {r.filter}" for r in intake.log.unbounded())
+
+
+async def test_the_inbox_is_the_open_work_and_matches_the_register(intake):
+    await load_history(intake, closed=2, withdrawn=1)
+    opened = [await intake.register() for _ in range(3)]
+    await intake.post(f"/feedback/{opened[0]['id']}/escalate")
+    registered = ok(await intake.http.get("/feedback", params={"status": "registered"}))
+    assert [f["id"] for f in registered["items"]] == [opened[2]["id"], opened[1]["id"]]
+    assert registered["items"][0] == ok(await intake.http.get(f"/feedback/{opened[2]['id']}"))
+    paged = ok(await intake.http.get("/feedback", params={"status": "registered",
+                                                          "page": 2, "page_size": 1}))
+    assert paged["total"] == 2 and [f["id"] for f in paged["items"]] == [opened[1]["id"]]
+    summaries = await intake.service.repo(FEEDBACK).open_work.all()
+    assert {s["_id"] for s in summaries} == {f["id"] for f in opened}  # no history in it
+    # The history search still finds the closed ones, from the register itself.
+    closed = ok(await intake.http.get("/feedback", params={"status": "closed"}))
+    assert closed["total"] == 2
+
+
+async def test_a_register_number_without_its_lookup_is_found_once_by_the_index(intake):
+    """A record from before the lookup existed (or a crash between the two writes)."""
+    fb = await intake.register()
+    lookups = intake.service.database[numbers.REGISTER_NUMBERS]
+    assert await lookups.find_one({"_id": fb["register_no"]}) == {"_id": fb["register_no"],
+                                                                  "id": fb["id"]}
+    await lookups.delete_one({"_id": fb["register_no"]})
+    assert ok(await intake.http.get(f"/feedback/{fb['register_no']}"))["id"] == fb["id"]
+    assert await lookups.find_one({"_id": fb["register_no"]}) is not None  # filled again
+    intake.log.recording = True
+    assert ok(await intake.http.get(f"/feedback/{fb['register_no']}"))["id"] == fb["id"]
+    intake.log.recording = False
+    assert not intake.log.unbounded()
+    assert (await intake.http.get("/feedback/CF-2026-999999")).status_code == 404
+
+
+async def test_history_searches_have_the_register_index_and_mongodb_uses_it(intake):
+    coll = intake.service.repo(FEEDBACK).collection
+    keys = [list(index["key"]) for index in (await coll.index_information()).values()]
+    assert [tuple(k) for k in REGISTER_ORDER] in [[tuple(k) for k in key] for key in keys]
+    if "ferretdbVersion" in await intake.service.database.client.admin.command("buildInfo"):
+        pytest.skip("FerretDB's SQLite handler reads the whole register for such a search")
+    since = datetime.now(UTC) - timedelta(days=30)
+    explained = await intake.service.database.command("explain", {
+        "find": FEEDBACK, "filter": {"received_at": {"$gte": since}},
+        "sort": dict(REGISTER_ORDER), "limit": 50})
+    plan = str(explained["queryPlanner"]["winningPlan"])
+    assert "received_at_-1__id_-1" in plan and "'SORT'" not in plan, plan

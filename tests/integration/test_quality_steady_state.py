@@ -1,0 +1,303 @@
+"""Quality's cost does not grow with history: its reads in steady state, on the real servers.
+
+On FerretDB's SQLite handler (patched, deploy/ferretdb) only an `_id` lookup is cheap; any
+other filter reads the whole collection, every complaint ever handled. So once Quality has
+started, its clock watcher and gauge, its event handlers and the requests about one case or
+about open work (the board) must read by `_id` or read `cases_open` (bounded by open work).
+The service runs in this process on the real broker and database; a little closed history
+is stored first, then the steady-state paths are driven while every command is recorded.
+"""
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import httpx
+import pytest
+from faststream.rabbit import RabbitQueue
+from prometheus_client import CollectorRegistry
+
+from services.quality import sla
+from services.quality.app import build
+from services.quality.clock import now_ms
+from services.quality.domain import Case, CaseStatus, kinds_of
+from services.quality.lookups import CAPA_KINDS, CASE_NUMBERS, CapaKinds
+from services.quality.recurrence import Kind
+from services.quality.settings import Settings
+from shared.auth import make_token
+from shared.contracts import (
+    ActionCompleted,
+    CapaClosed,
+    CapaOpened,
+    ComplaintEscalated,
+    ComplaintReopened,
+    CountermeasuresProposed,
+    EvidenceAdded,
+    FeedbackClosed,
+    FeedbackWithdrawn,
+)
+from shared.events import Actor, Contract, make_event
+from shared.messaging import EventPublisher, Topology, new_broker
+from shared.service import Service, create_app
+from shared.vocabulary import AttachmentMeta, Customer, Product
+from tests import reads
+from tests.conftest import infra_settings, test_namespace
+from tests.support import eventually, ok, refused
+
+pytestmark = pytest.mark.infra
+
+SALES = Actor(sub="wang.fang", roles=("sales",))
+UNIT = Actor(sub="production.lead", roles=("unit",), unit="production")
+CAPA = Actor.system("capa")
+HISTORY = 12  # closed cases: the steady state must never read them
+
+
+class Quality:
+    def __init__(self, service: Service, log: reads.ReadLog, http: httpx.AsyncClient,
+                 publisher: EventPublisher):
+        self.service, self.log, self.http, self.publisher = service, log, http, publisher
+
+    @property
+    def cases(self):
+        return self.service.repo("cases")
+
+    @property
+    def kinds(self):
+        return self.service.repo("kinds")
+
+    async def publish(self, payload: Contract, feedback_id: str, actor: Actor = SALES,
+                      producer: str = "intake") -> None:
+        await self.publisher.publish(make_event(payload, producer=producer,
+                                                correlation_id=feedback_id, actor=actor))
+
+    async def case(self, feedback_id: str) -> Case | None:
+        return await self.cases.get(feedback_id)
+
+    async def quiet(self) -> bool:
+        """The start-up rebuild and sweep are over and the relay has published everything."""
+        relay = self.service.relay
+        return bool(self.service._rebuilding and self.service._rebuilding.done()
+                    and relay is not None and relay._next_sweep > 0 and not relay._due)
+
+
+@pytest.fixture
+async def quality() -> AsyncIterator[Quality]:
+    namespace = test_namespace(uuid.uuid4().hex[:6])
+    log = reads.install(namespace)  # before the service makes its client
+    infra = infra_settings(namespace, retry_delay_ms=200, max_attempts=3, relay_interval_s=0.2)
+    # The watcher's own loop runs once at start; the test then calls its check directly.
+    settings = Settings(infra=infra, sla_check_interval_s=3600)
+    broker = new_broker(infra.amqp_url.get_secret_value())
+    await broker.connect()
+    topology = Topology(namespace, "test-publisher")
+    exchange = await broker.declare_exchange(topology.exchange)
+    # Stands in for the other services: every event Quality publishes is routable.
+    tap = await broker.declare_queue(RabbitQueue(f"{namespace}.tap", exclusive=True,
+                                                 auto_delete=True))
+    await tap.bind(exchange, routing_key="#")
+    service = build(settings)
+    await service.start()
+    token = make_token(infra.jwt_secret.get_secret_value(), "li.wei", ["quality"])
+    app = create_app(service, title="Quality", description="")  # started above, not by ASGI
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://q",
+                                 headers={"Authorization": f"Bearer {token}"}) as http:
+        yield Quality(service, log, http, EventPublisher(broker, topology.exchange))
+    await broker.stop()
+    if service.started:
+        await service.stop()
+
+
+def escalated(customer_id: str, severity: str = "normal") -> ComplaintEscalated:
+    feedback_id = str(uuid.uuid4())
+    return ComplaintEscalated(
+        feedback_id=feedback_id, register_no=f"CF-2026-{uuid.uuid4().int % 10**9:09d}",
+        customer=Customer(id=customer_id, name="Bright Motors"), channel="phone",
+        received_at=now_ms() - timedelta(hours=2), category="product_quality",
+        severity=severity, product=Product(code="HSG-1"), description="Cracked housings")
+
+
+async def store_history(q: Quality, customer_id: str) -> None:
+    """Closed and withdrawn cases, stored as Quality stores them (no event needed)."""
+    settings: Settings = q.service.settings
+    for i in range(HISTORY):
+        form = escalated(customer_id)
+        case = Case.receive(form, event_id=str(uuid.uuid4()), actor=SALES, now=now_ms(),
+                            policy=sla.policy_of(settings), heads=[])
+        if i % 4 == 0:
+            case.withdraw(FeedbackWithdrawn(feedback_id=form.feedback_id,
+                                            register_no=form.register_no, reason="in error"),
+                          actor=SALES, now=now_ms(), event_id=str(uuid.uuid4()))
+        else:
+            case.close(FeedbackClosed(feedback_id=form.feedback_id, register_no=form.register_no,
+                                      closed_at=now_ms(), had_form=True),
+                       actor=SALES, event_id=str(uuid.uuid4()))
+        await q.cases.add(case)
+
+
+def unbounded(log: reads.ReadLog) -> list[reads.Read]:
+    # No small configuration collection is needed: every read is by `_id`, of `cases_open`,
+    # or of a lookup collection by `_id` (case_numbers, capa_kinds).
+    return log.unbounded(bounded_collections=set())
+
+
+def report(found: list[reads.Read]) -> str:
+    return "reads that grow with history:\n" + "\n".join(
+        f"{r.collection}.{r.command} {r.filter}" for r in found)
+
+
+async def test_timer_handlers_and_requests_read_by_id_or_open_work_only(quality: Quality):
+    q = quality
+    customer = f"C-{uuid.uuid4().hex[:6]}"
+    await store_history(q, customer)
+    await eventually(q.quiet, what="the start-up rebuild and the relay to finish")
+    open_ids = {d["_id"] for d in await q.cases.open_work.all()}
+    assert open_ids == set(), "closed and withdrawn cases are history, not open work"
+
+    q.log.recording = True
+    # -- events: three forms arrive (one major) ------------------------------------------
+    forms = [escalated(customer), escalated(customer), escalated(customer, "major")]
+    for form in forms:
+        await q.publish(form, form.feedback_id)
+    for form in forms:
+        await eventually(lambda f=form: q.case(f.feedback_id), what="the case to open")
+    a, b, c = forms
+
+    # -- requests about one case and the board ----------------------------------------------
+    assert ok(await q.http.get(f"/cases/{a.feedback_id}"))["register_no"] == a.register_no
+    assert ok(await q.http.get(f"/cases/{a.register_no}"))["id"] == a.feedback_id
+    assert ok(await q.http.get(f"/cases/{a.register_no}/history"))
+    refused(await q.http.get(f"/cases/{uuid.uuid4()}"), 404)
+    board = ok(await q.http.get("/cases", params={"status": ["open", "awaiting_units"]}))
+    assert {i["id"] for i in board["items"]} == {f.feedback_id for f in forms}
+    assert board["total"] == 3
+    majors = ok(await q.http.get("/cases", params={"status": "open", "severity": "major",
+                                                   "customer_id": customer}))
+    assert [i["id"] for i in majors["items"]] == [c.feedback_id]
+    ok(await q.http.post(f"/cases/{b.register_no}/site-visits", json={
+        "visited_at": "2026-11-27T09:30:00Z", "location": "Customer plant",
+        "participants": ["Li Wei"], "findings": "Cracks at the boss"}), 201)
+    ok(await q.http.post(f"/cases/{b.feedback_id}/major", json={"reason": "line stopped"}))
+
+    # -- responsibility, the unit's answer, verification: the kinds follow by events ------------
+    ok(await q.http.post(f"/cases/{a.feedback_id}/responsibility", json={
+        "preliminary_cause": "Worn die", "defect_code": "D03",
+        "units": [{"unit": "production", "request": "Find the root cause"}]}))
+    kind_keys = kinds_of(customer, "HSG-1", "D03")
+    await eventually(lambda: q.kinds.get(kind_keys[0]), what="the kind to count the complaint")
+    action_id = f"{a.register_no}-production-r1"
+    await q.publish(CountermeasuresProposed(
+        action_id=action_id, feedback_id=a.feedback_id, unit="production", containment="Sort",
+        root_cause="Die worn", root_cause_category="machine", corrective=["Replace die"],
+        preventive=["Die life counter"]), a.feedback_id, UNIT, "capa")
+
+    async def proposed() -> bool:
+        case = await q.case(a.feedback_id)
+        return case is not None and case.current.units[0].proposal is not None
+    await eventually(proposed, what="the proposal to reach the case")
+    await q.publish(ActionCompleted(action_id=action_id, feedback_id=a.feedback_id,
+                                    unit="production", completed_at=now_ms()),
+                    a.feedback_id, UNIT, "capa")
+    ok(await q.http.post(f"/cases/{a.feedback_id}/verification",
+                         json={"unit": "production", "accepted": True}))
+
+    async def handled() -> bool:
+        kind = await q.kinds.get(kind_keys[0])
+        return kind is not None and all(e.handled_at for e in kind.window)
+    await eventually(handled, what="the kind to learn the complaint was handled")
+    resolved = ok(await q.http.get("/cases", params={"status": "resolved"}))
+    assert [i["id"] for i in resolved["items"]] == [a.feedback_id]
+    ok(await q.http.post(f"/cases/{b.feedback_id}/conclusion", json={
+        "outcome": "customer_misuse", "finding": "Over-torqued", "defect_code": "D03"}))
+
+    # -- a CAPA opens and closes; Sales closes, reopens, adds evidence, withdraws -----------------
+    capa_id = str(uuid.uuid4())
+    await q.publish(CapaOpened(capa_id=capa_id, number="CAPA-2026-0001", source="recurrence",
+                               kind=kind_keys[0], feedback_ids=[a.feedback_id],
+                               title="Cracks"), a.feedback_id, CAPA, "capa")
+
+    async def capa(closed: bool) -> bool:
+        kinds = [await q.kinds.get(k) for k in kind_keys]
+        return all(k is not None and k.capas and bool(k.capas[0].closed_at) == closed
+                   for k in kinds)
+    await eventually(lambda: capa(closed=False), what="the kinds to carry the CAPA")
+    await q.publish(CapaClosed(capa_id=capa_id, kind=kind_keys[0], feedback_ids=[a.feedback_id],
+                               closed_at=now_ms()), a.feedback_id, CAPA, "capa")
+    await eventually(lambda: capa(closed=True), what="the kinds to see the CAPA closed")
+    await q.publish(FeedbackClosed(feedback_id=a.feedback_id, register_no=a.register_no,
+                                   closed_at=now_ms(), had_form=True), a.feedback_id)
+    await q.publish(ComplaintReopened(feedback_id=b.feedback_id, register_no=b.register_no,
+                                      reopen_count=1, had_form=True), b.feedback_id)
+    await q.publish(EvidenceAdded(feedback_id=c.feedback_id, register_no=c.register_no,
+                                  attachment=AttachmentMeta(
+                                      sha256="0" * 64, filename="photo.jpg",
+                                      content_type="image/jpeg", size=10, uploaded_by="wang.fang",
+                                      uploaded_at=now_ms())), c.feedback_id)
+    await q.publish(FeedbackWithdrawn(feedback_id=c.feedback_id, register_no=c.register_no,
+                                      reason="registered twice"), c.feedback_id)
+
+    async def settled() -> bool:
+        cases = [await q.case(f.feedback_id) for f in forms]
+        return [x.status if x else None for x in cases] == \
+            [CaseStatus.CLOSED, CaseStatus.OPEN, CaseStatus.WITHDRAWN]
+    await eventually(settled, what="closed, reopened and withdrawn to reach the cases")
+
+    # -- the timer: the clock passes the deadline, then the unimproved point ------------------
+    settings: Settings = q.service.settings
+    assert await sla.check_once(q.cases, settings, now_ms() + timedelta(days=4)) == 1
+    assert await sla.check_once(q.cases, settings,
+                                now_ms() + settings.unimproved_after + timedelta(days=1)) == 1
+    await sla.ClockGauge(CollectorRegistry()).update(q.cases, now_ms() + timedelta(days=4))
+    await eventually(q.quiet, what="the relay to publish what the checks produced")
+    q.log.recording = False
+
+    assert q.log.reads, "the listener saw no command: it is not installed"
+    assert not unbounded(q.log), report(unbounded(q.log))
+    assert {d["_id"] for d in await q.cases.open_work.all()} == {b.feedback_id}
+
+
+async def test_a_register_number_from_before_the_lookup_costs_one_query_then_none(
+        quality: Quality):
+    """A case stored before `case_numbers` existed: the first request by its register
+    number falls back to the indexed query and writes the entry; the next ones read by _id."""
+    q = quality
+    form = escalated(f"C-{uuid.uuid4().hex[:6]}")
+    await q.cases.add(Case.receive(form, event_id=str(uuid.uuid4()), actor=SALES, now=now_ms(),
+                                   policy=sla.policy_of(q.service.settings), heads=[]))
+    assert await q.service.database[CASE_NUMBERS].find_one({"_id": form.register_no}) is None
+    await eventually(q.quiet, what="the start-up rebuild and the relay to finish")
+
+    q.log.recording = True
+    assert ok(await q.http.get(f"/cases/{form.register_no}"))["id"] == form.feedback_id
+    q.log.recording = False
+    assert [(r.collection, r.filter) for r in unbounded(q.log)] == \
+        [("cases", {"register_no": form.register_no})], "one fallback query, no more"
+
+    q.log.reads.clear()
+    q.log.recording = True
+    assert ok(await q.http.get(f"/cases/{form.register_no}"))["id"] == form.feedback_id
+    q.log.recording = False
+    assert not unbounded(q.log), report(unbounded(q.log))
+
+
+async def test_a_capa_from_before_the_lookup_finds_its_kinds_once_then_by_id(
+        quality: Quality):
+    q = quality
+    capa_id, key = str(uuid.uuid4()), f"customer:C-{uuid.uuid4().hex[:6]}|defect:D03"
+    kind = Kind.new(key)
+    kind.capa_opened(capa_id, "CAPA-2026-0009", actor=CAPA, now=now_ms())
+    await q.kinds.add(kind)
+    lookup = CapaKinds(q.service.database)
+    await eventually(q.quiet, what="the start-up rebuild and the relay to finish")
+
+    q.log.recording = True
+    assert await lookup.kinds_of(q.kinds, capa_id) == [key]
+    q.log.recording = False
+    assert [(r.collection, r.filter) for r in unbounded(q.log)] == \
+        [("kinds", {"capa_ids": capa_id})], "one fallback query, no more"
+    assert await q.service.database[CAPA_KINDS].find_one({"_id": capa_id}) is not None
+
+    q.log.reads.clear()
+    q.log.recording = True
+    assert await lookup.kinds_of(q.kinds, capa_id) == [key]
+    q.log.recording = False
+    assert not unbounded(q.log), report(unbounded(q.log))
