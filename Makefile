@@ -9,7 +9,7 @@ ROLE ?= sales
 SUB ?= dev.user
 UNIT ?=
 
-.PHONY: up down test token demo install infra clean help lock
+.PHONY: up down test token demo install infra clean help lock bench
 
 help:
 	@echo "make up     install what is missing, start RabbitMQ, FerretDB and the five services"
@@ -17,6 +17,8 @@ help:
 	@echo "make test   the same start, then the whole test suite (report: reports/junit.xml)"
 	@echo "make token ROLE=quality SUB=li.wei [UNIT=production]   a development JWT"
 	@echo "make demo   play a realistic month through the APIs (with make up running)"
+	@echo "make bench  speed at 0, 10k and 100k complaints against the machine's limits (~30 min;"
+	@echo "            BENCH_SIZES=0,1000 for a quick look; report: reports/bench.md)"
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -50,6 +52,11 @@ clean:
 	rm -rf var reports
 demo: $(STAMP)
 	@$(PY) scripts/demo.py
+
+# Not part of `make test`: figures and targets, never a failure on a target.
+bench: infra
+	@mkdir -p reports
+	$(PY) scripts/bench.py
 
 # Pin what the services run on (the images install from it too); after changing the
 # dependencies in pyproject.toml.
