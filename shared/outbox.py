@@ -26,7 +26,7 @@ log = logging.getLogger("qms.outbox")
 class OutboxRelay:
     def __init__(self, service: str, collections: list[AsyncCollection],
                  publisher: EventPublisher, interval_s: float, registry: CollectorRegistry,
-                 locks: WriteLocks, sweep_interval_s: float = 300.0):
+                 locks: WriteLocks, sweep_interval_s: float = 3600.0):
         self.service = service
         self.locks = locks
         self.collections = collections

@@ -28,7 +28,7 @@ class InfraSettings(BaseSettings):
     relay_interval_s: float = Field(1.0, gt=0, description="How soon events the broker "
                                     "refused are offered again.")
     relay_sweep_interval_s: float = Field(
-        300.0, gt=0, description="How often the whole store is swept for events a crash (or a "
+        3600.0, gt=0, description="How often the whole store is swept for events a crash (or a "
         "dead instance) left unpublished; also done at every start. The sweep reads all "
         "history, so it is rare: saves hand their documents to the relay directly.")
     max_body_bytes: int = Field(1_000_000, ge=1024)
