@@ -25,7 +25,9 @@ complaints at most), BENCH_IDLE_S (30), BENCH_RATE_S (8 seconds per concurrency)
 BENCH_EVENT_HISTORY (0; 1 also loads reporting's event history, ~14 documents a complaint:
 no measured path reads it, and it more than doubles the load), BENCH_SKIP_OVER_S (60: a list
 page that the previous size says would take longer than this is not run; its figure is the
-extrapolation), BENCH_KEEP (0; 1 keeps the last size's databases and queues).
+extrapolation), BENCH_WARMUP_S (900: how long to wait, after the services start, for a
+first escalation to reach Quality; the events flow once each relay's start-up sweep of its
+store is done), BENCH_KEEP (0; 1 keeps the last size's databases and queues).
 """
 
 import asyncio
@@ -33,6 +35,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -72,6 +75,7 @@ CONFIG = {
     "event_history": bool(env_int("BENCH_EVENT_HISTORY", 0)),
     "keep": bool(env_int("BENCH_KEEP", 0)),
     "skip_over_s": float(env_int("BENCH_SKIP_OVER_S", 60)),
+    "warmup_s": float(env_int("BENCH_WARMUP_S", 900)),
 }
 
 
@@ -214,6 +218,10 @@ async def measure_size(size: int, namespace: str, recorded: stamp.Recorded,
         say(f"{size}: services ready in {out['start_s']}s, settled after {out['settle_s']}s")
         rss_idle = rss(system)
         people = measure.People(system)
+        warmup = CONFIG["warmup_s"]
+        out["first_hop_s"] = await measure.first_hop(people, warmup)
+        say(f"{size}: first escalation readable at Quality after {out['first_hop_s']}s "
+            f"(None: not within {warmup:.0f}s)")
         out |= await measure_all(size, namespace, system, people, client, helpers, tz,
                                  recorded, expected)
         say(f"{size}: draining, then {CONFIG['idle_seconds']:.0f}s of idle CPU")
@@ -282,11 +290,14 @@ async def cleanup(client: AsyncMongoClient, namespaces: list[str]) -> None:
         for db in names:
             if db.startswith(f"{ns}_"):
                 await client.drop_database(db)
-        await asyncio.to_thread(procs.delete_broker_objects, ns)
+        try:
+            await asyncio.to_thread(procs.delete_broker_objects, ns)
+        except httpx.HTTPError as exc:
+            say(f"could not delete {ns}'s queues ({exc}); delete them by hand")
         shutil.rmtree(ROOT / "var" / "test-attachments" / ns, ignore_errors=True)
 
 
-async def main() -> dict[str, Any]:
+async def main() -> str:
     began = time.perf_counter()
     run = uuid.uuid4().hex[:6]
     prefix = f"bench{run}"
@@ -318,6 +329,7 @@ async def main() -> dict[str, Any]:
             run = await measure_size(size, ns, recorded, client, env, helpers, tz, expected)
             result["runs"][str(size)] = run
             previous = (size, run["steps"])
+            write(result, began)  # so far: a run cut short still leaves its figures
             if not (CONFIG["keep"] and size == CONFIG["sizes"][-1]):
                 await cleanup(client, [ns])
     finally:
@@ -325,16 +337,28 @@ async def main() -> dict[str, Any]:
         keep = namespaces[-1:] if CONFIG["keep"] else []
         await cleanup(client, [ns for ns in namespaces if ns not in keep])
         await client.close()
+    return write(result, began)
+
+
+def write(result: dict[str, Any], began: float) -> str:
+    """reports/bench.json and reports/bench.md from what has been measured so far."""
     result["duration_s"] = round(time.perf_counter() - began, 1)
-    result["targets"] = report.targets(result)
-    return result
+    result["targets"] = report.targets(result) if result["runs"] else []
+    REPORTS.mkdir(exist_ok=True)
+    (REPORTS / "bench.json").write_text(json.dumps(result, indent=2, default=str))
+    text = report.markdown(result) if result["runs"] else ""
+    (REPORTS / "bench.md").write_text(text)
+    return text
+
+
+async def run_main() -> str:
+    """`main`, cancelled (its cleanup still runs) on SIGTERM as on Ctrl-C."""
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    return await main()
 
 
 if __name__ == "__main__":
-    outcome = asyncio.run(main())
-    REPORTS.mkdir(exist_ok=True)
-    (REPORTS / "bench.json").write_text(json.dumps(outcome, indent=2, default=str))
-    text = report.markdown(outcome)
-    (REPORTS / "bench.md").write_text(text)
-    print(text)
+    print(asyncio.run(run_main()))
     say("wrote reports/bench.json and reports/bench.md")

@@ -129,7 +129,12 @@ async def procedure(people: People, samples: Samples, hops: list[float], reps: i
     reached the end (the others failed a step or timed out; see `samples.failed`)."""
     s, p = samples, people
     cases: list[dict[str, Any]] = []
+    lost = 0  # hops in a row that never arrived: the choreography has stalled
     for _ in range(reps):  # register, escalate, and the hop to Quality (one at a time)
+        if lost >= 3:
+            s.fail("hop: escalation -> case readable", "3 hops in a row never arrived: "
+                   "the rest of this size's procedure is skipped")
+            break
         fb = _body(await s.time("register (POST /feedback)",
                                 p.sales.post("/feedback", json=feedback_body())))
         if fb is None:
@@ -143,7 +148,9 @@ async def procedure(people: People, samples: Samples, hops: list[float], reps: i
             if seen:
                 hops.append((time.perf_counter() - escalated) * 1000)
                 cases.append({"id": fid})
+                lost = 0
             else:
+                lost += 1
                 s.fail("hop: escalation -> case readable", f"not readable in {wait_s}s")
     for case in cases:
         await s.time("quality reads the form (GET /cases/{id})",
@@ -202,6 +209,24 @@ async def procedure(people: People, samples: Samples, hops: list[float], reps: i
         await s.time("reporting register row (GET /register/{id})",
                      p.manager.get(f"/register/{case['id']}"))
     return closed + await direct_replies(people, samples, reps)
+
+
+async def first_hop(people: People, timeout: float) -> float | None:
+    """Seconds until a complaint escalated now is readable at Quality: after a start, the
+    events flow once each relay's start-up sweep of its store is done. None: not in time."""
+    started = time.perf_counter()
+    resp = await people.sales.post("/feedback", json=feedback_body(), timeout=timeout)
+    if resp.status_code != 201:
+        return None
+    fid = resp.json()["id"]
+    resp = await people.sales.post(f"/feedback/{fid}/escalate", json={"note": "Warm-up"},
+                                   timeout=timeout)
+    if resp.status_code != 200:
+        return None
+    seen = await until(lambda: _status_is(people.quality.get(f"/cases/{fid}"), 200),
+                       timeout=max(1.0, timeout - (time.perf_counter() - started)),
+                       interval=0.5)
+    return round(time.perf_counter() - started, 1) if seen else None
 
 
 async def direct_replies(people: People, samples: Samples, reps: int) -> int:

@@ -15,14 +15,22 @@ RABBIT_AUTH = ("guest", "guest")  # loopback only, as the README says
 
 
 def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process so far (fields 14 and 15 of /proc/<pid>/stat)."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
+    """utime + stime of a process so far (fields 14 and 15 of /proc/<pid>/stat); 0 once it
+    is gone (e.g. someone restarted the broker meanwhile)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
     fields = stat[stat.rindex(")") + 2:].split()  # the name may hold spaces: skip past it
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0
+    for line in status.splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
@@ -67,7 +75,7 @@ def cpu_percent(pids: dict[str, int], seconds: float) -> dict[str, float]:
     started = time.monotonic()
     time.sleep(seconds)
     spent = time.monotonic() - started
-    return {name: round(100 * (cpu_seconds(pid) - before[name]) / spent, 2)
+    return {name: round(max(0.0, 100 * (cpu_seconds(pid) - before[name]) / spent), 2)
             for name, pid in pids.items()}
 
 
