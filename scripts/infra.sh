@@ -132,7 +132,18 @@ start_rabbitmq() {
 
 start_ferretdb() {
   if [ -f "$RUN/ferretdb.pid" ] && kill -0 "$(cat "$RUN/ferretdb.pid")" 2>/dev/null; then
-    say "FerretDB already running"; return
+    local pid running; pid=$(cat "$RUN/ferretdb.pid")
+    running=$(readlink "/proc/$pid/exe" 2>/dev/null || true)
+    if [ "$running" = "$FERRET_BIN" ]; then say "FerretDB already running"; return; fi
+    # Built before the current patches (deploy/ferretdb): restart it on the new build.
+    say "FerretDB runs an older build ($running); restarting it on $FERRET_BIN"
+    kill "$pid"
+    local deadline=$((SECONDS + WAIT_SECONDS))
+    while kill -0 "$pid" 2>/dev/null; do
+      [ $SECONDS -lt $deadline ] || die "FerretDB (pid $pid) did not stop within ${WAIT_SECONDS}s"
+      sleep 0.2
+    done
+    rm -f "$RUN/ferretdb.pid"
   fi
   local holder; holder=$(port_holder "$MONGO_PORT")
   if [ -n "$holder" ]; then

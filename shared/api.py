@@ -1,7 +1,7 @@
 """Small pieces every service's HTTP API uses: the service handle, pages, the audit of refusals."""
 
 from datetime import datetime
-from typing import Annotated, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
@@ -10,6 +10,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from shared.auth import Principal, require
 from shared.errors import DomainError
 from shared.events import utcnow
+from shared.periods import Period
 
 T = TypeVar("T")
 REFUSALS = "audit_refusals"
@@ -34,11 +35,37 @@ def page_params(page: Annotated[int, Query(ge=1)] = 1,
     return PageParams(page=page, page_size=page_size)
 
 
+class PeriodView(BaseModel):
+    start: datetime = Field(description="From this instant (UTC, inclusive)")
+    end: datetime = Field(description="To this instant (UTC, exclusive)")
+
+
 class Page(BaseModel, Generic[T]):
     items: list[T]
     total: int
     page: int
     page_size: int
+    period: PeriodView | None = Field(
+        None, description="The period a list of history covers (asked with `from`/`to`, or "
+                          "the last `QMS_HISTORY_DAYS` days); none on lists of open work")
+
+
+PeriodFrom = Annotated[datetime | None, Query(
+    alias="from", description="History from this instant (ISO 8601; no offset means UTC). "
+                              "Without `from` and `to`: the last QMS_HISTORY_DAYS days.")]
+PeriodTo = Annotated[datetime | None, Query(
+    alias="to", description="History up to this instant (exclusive; default: now)")]
+
+
+def period_of(request: Request, start: datetime | None, end: datetime | None,
+              **options: Any) -> Period:
+    """The period a list of history was asked for, with this service's default length."""
+    days = service_of(request).settings.infra.history_days
+    return Period.of(start, end, default_days=days, **options)
+
+
+def period_view(period: Period) -> PeriodView:
+    return PeriodView(start=period.start, end=period.end)
 
 
 class Refusal(BaseModel):

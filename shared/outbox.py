@@ -2,9 +2,11 @@
 
 Runs in every service. A save tells the relay which document it wrote (`notify`), and the
 relay reads that document by `_id` and publishes its events: the steady state costs one
-`_id` lookup per save, however much history the store holds. The whole store is swept
-for `outbox_pending` only at start and every `sweep_interval_s` (what a crash, or another
-instance that died, left behind): that read grows with history, so it stays rare.
+`_id` lookup per save, however much history the store holds. What a crash, or another
+instance that died, left unpublished is found by the sweep, at start and every
+`sweep_interval_s`: it reads `outbox_due` (`OutboxMarks`, one mark per save with events
+until they are published), never the stores' history. The stores themselves are swept for
+`outbox_pending` once per database, for events saved before marks existed.
 
 A crash between publishing and marking only means the event is published again later:
 consumers are idempotent by event id, so several relays (several instances) are safe too.
@@ -18,7 +20,7 @@ from prometheus_client import CollectorRegistry, Counter
 from pymongo.asynchronous.collection import AsyncCollection
 
 from shared.messaging import EventPublisher
-from shared.store import OUTBOX, PENDING, WriteLocks
+from shared.store import MARK_GRACE_S, OUTBOX, PENDING, OutboxMarks, WriteLocks
 
 log = logging.getLogger("qms.outbox")
 
@@ -26,9 +28,10 @@ log = logging.getLogger("qms.outbox")
 class OutboxRelay:
     def __init__(self, service: str, collections: list[AsyncCollection],
                  publisher: EventPublisher, interval_s: float, registry: CollectorRegistry,
-                 locks: WriteLocks, sweep_interval_s: float = 3600.0):
+                 locks: WriteLocks, marks: OutboxMarks, sweep_interval_s: float = 60.0):
         self.service = service
         self.locks = locks
+        self.marks = marks
         self.collections = collections
         self.publisher = publisher
         self.interval_s = interval_s  # how soon a document the broker refused is tried again
@@ -60,30 +63,60 @@ class OutboxRelay:
         due, self._due = self._due, {}
         total = 0
         for name, ids in due.items():
-            coll = self._collection(name)
-            if coll is None:
-                continue
             for doc_id in ids:
-                doc = await coll.find_one({"_id": doc_id}, projection={OUTBOX: 1})
-                if not doc:
-                    continue
-                sent = await self._publish_document(coll, doc)
+                sent, done = await self._publish(name, doc_id)
                 total += sent
-                if sent < len(doc.get(OUTBOX) or []):
+                if not done:
                     self._due.setdefault(name, set()).add(doc_id)
         return total
 
     async def flush(self) -> int:
-        """The sweep: publish every pending event in the store; returns how many were sent.
+        """The sweep: publish every document `outbox_due` marks; returns how many events
+        were sent. Reads the marks (bounded by unpublished events) and each marked document
+        by `_id`; the first sweep of a database also reads the stores once (`_sweep_stores`)."""
+        total = 0
+        if not await self.marks.store_swept():
+            total += await self._sweep_stores()
+            await self.marks.mark_store_swept()
+        marks = await self.marks.all()
+        for name, doc_id in {(m["collection"], m["doc_id"]) for m in marks}:
+            sent, done = await self._publish(name, doc_id)
+            total += sent
+            if done:
+                await self._drop_stale(name, doc_id, marks)
+        return total
 
-        Reads every collection by the `outbox_pending` flag: a scan on FerretDB's SQLite
-        handler, an index on MongoDB. At start and rarely, never per save."""
+    async def _sweep_stores(self) -> int:
+        """Every pending event in the stores, by the `outbox_pending` flag: a scan on
+        FerretDB's SQLite handler, an index on MongoDB. Once per database."""
         total = 0
         for coll in self.collections:
-            cursor = coll.find({PENDING: True}, projection={OUTBOX: 1})
-            async for doc in cursor:
+            async for doc in coll.find({PENDING: True}, projection={OUTBOX: 1, "version": 1}):
                 total += await self._publish_document(coll, doc)
         return total
+
+    async def _publish(self, name: str, doc_id: object) -> tuple[int, bool]:
+        """Publish one document's pending events: (events sent, all of them sent)."""
+        coll = self._collection(name)
+        if coll is None:
+            return 0, True
+        doc = await coll.find_one({"_id": doc_id}, projection={OUTBOX: 1, "version": 1})
+        if not doc:
+            return 0, True  # not written (yet): its marks wait for their save or their grace
+        pending = doc.get(OUTBOX) or []
+        if not pending:  # all its events up to this version went out (this relay or another)
+            await self.marks.settle(name, doc_id, doc.get("version", 0))
+            return 0, True
+        sent = await self._publish_document(coll, doc)  # settles the marks once all are out
+        return sent, sent == len(pending)
+
+    async def _drop_stale(self, name: str, doc_id: object, marks: list[dict]) -> None:
+        """Marks of this document still there after it was published, older than the grace:
+        their saves never happened (a crash between the mark and the write)."""
+        stale = time.time() - MARK_GRACE_S
+        for m in marks:
+            if (m["collection"], m["doc_id"]) == (name, doc_id) and m["at"].timestamp() < stale:
+                await self.marks.withdraw(m["_id"])
 
     async def _publish_document(self, coll: AsyncCollection, doc: dict) -> int:
         sent: list[dict] = []
@@ -97,16 +130,21 @@ class OutboxRelay:
                 break
             sent.append(event)
         if sent:
-            await self.mark_sent(coll, doc["_id"], sent)
+            await self.mark_sent(coll, doc["_id"], sent, doc.get("version", 0))
             self.published.labels(self.service).inc(len(sent))
         return len(sent)
 
-    async def mark_sent(self, coll: AsyncCollection, doc_id: str, events: list[dict]) -> None:
+    async def mark_sent(self, coll: AsyncCollection, doc_id: str, events: list[dict],
+                        version: int) -> None:
         # $pullAll of the exact entries read: FerretDB's $pull matches whole elements only.
         async with self.locks(coll.name, doc_id):
             await coll.update_one({"_id": doc_id}, {"$pullAll": {OUTBOX: events}})
-            # Clear the flag only if no save pushed new events meanwhile.
-            await coll.update_one({"_id": doc_id, OUTBOX: []}, {"$set": {PENDING: False}})
+            # Clear the flag only if no save pushed new events meanwhile; then the events of
+            # every save up to the version read are out, and so are their marks.
+            emptied = await coll.update_one({"_id": doc_id, OUTBOX: []},
+                                            {"$set": {PENDING: False}})
+        if emptied.matched_count:
+            await self.marks.settle(coll.name, doc_id, version)
 
     async def _round(self) -> None:
         if time.monotonic() >= self._next_sweep:
@@ -135,7 +173,7 @@ class OutboxRelay:
     async def stop(self) -> None:
         """Stop, then publish what this process saved and has not sent (graceful shutdown).
 
-        What is still pending after that is sent by the next start's sweep."""
+        What is still pending after that is sent by the next start's sweep (its marks)."""
         self._stopping = True
         self._wake.set()
         if self._task:

@@ -33,8 +33,9 @@ from shared.errors import error_response, install_error_handlers
 from shared.logs import set_correlation
 from shared.messaging import ConsumerMetrics, EventConsumer, EventPublisher, Topology, new_broker
 from shared.outbox import OutboxRelay
+from shared.periods import DayIndex
 from shared.settings import ServiceSettings
-from shared.store import OpenWork, Repository, WriteLocks, database, mongo_client
+from shared.store import OpenWork, OutboxMarks, Repository, WriteLocks, database, mongo_client
 
 log = logging.getLogger("qms.service")
 A = TypeVar("A", bound=Aggregate)
@@ -61,6 +62,7 @@ class Service:
         self.db: AsyncDatabase | None = None  # None until started; see `database`
         self.relay: OutboxRelay | None = None
         self._models: dict[str, type[Aggregate]] = {}
+        self._history_by: dict[str, str] = {}  # collection -> the field its history lists use
         self._open_work: dict[str, tuple[Callable[[Any], dict[str, Any] | None],
                                          dict[str, Any]]] = {}
         self._repos: dict[str, Repository] = {}
@@ -75,12 +77,17 @@ class Service:
     # -- composition -----------------------------------------------------
     def collection(self, name: str, model: type[A], *,
                    open_summary: Callable[[A], dict[str, Any] | None] | None = None,
-                   open_query: dict[str, Any] | None = None) -> None:
+                   open_query: dict[str, Any] | None = None,
+                   history_by: str | None = None) -> None:
         """Declare an aggregate collection; its repository exists once the service starts.
 
         With `open_summary` (and `open_query`, the same selection as a database filter), the
-        repository keeps `<name>_open`: what timers and boards read (see `OpenWork`)."""
+        repository keeps `<name>_open`: what timers and boards read (see `OpenWork`). With
+        `history_by` (the field lists of its history are ordered by, e.g. `received_at`), it
+        keeps `<name>_days`, which those lists read by period (see `shared.periods`)."""
         self._models[name] = model
+        if history_by is not None:
+            self._history_by[name] = history_by
         if open_summary is not None:
             if open_query is None:
                 raise ValueError(f"{name}: open_summary needs open_query for the rebuild")
@@ -88,6 +95,11 @@ class Service:
 
     def repo(self, name: str) -> Repository:
         return self._repos[name]
+
+    @property
+    def histories(self) -> dict[str, str]:
+        """Collection -> the field its history lists order by (those keeping `<name>_days`)."""
+        return dict(self._history_by)
 
     @property
     def database(self) -> AsyncDatabase:
@@ -117,15 +129,19 @@ class Service:
         self.mongo = mongo_client(self.settings.database_url)
         self.db = database(self.mongo, infra.namespace, self.name)
         self.locks = WriteLocks()
+        marks = OutboxMarks(self.db["outbox_due"])
         self.relay = OutboxRelay(self.name, [], self.publisher, infra.relay_interval_s,
-                                 self.registry, self.locks, infra.relay_sweep_interval_s)
+                                 self.registry, self.locks, marks, infra.relay_sweep_interval_s)
         for name, model in self._models.items():
             open_work = None
             if name in self._open_work:
                 summary, query = self._open_work[name]
                 open_work = OpenWork(self.db[f"{name}_open"], model, summary, query)
+            days = None
+            if name in self._history_by:
+                days = DayIndex(self.db[f"{name}_days"], self._history_by[name])
             repo = Repository(self.db[name], model, on_events=self.relay.notify,
-                              locks=self.locks, open_work=open_work)
+                              locks=self.locks, open_work=open_work, marks=marks, days=days)
             await repo.ensure_indexes()
             self._repos[name] = repo
             self.relay.collections.append(repo.collection)
@@ -148,6 +164,15 @@ class Service:
         background: it reads history (a scan on FerretDB), and the summaries kept on every
         save are already right unless a crash fell between the two writes."""
         for name, repo in self._repos.items():
+            if repo.days is not None and not await repo.days.built():
+                # Records added before the day index existed: indexed once, then never again.
+                started = time.perf_counter()
+                try:
+                    count = await repo.days.build(repo.collection)
+                    log.info("%s_days built: %d records in %.1f s", name, count,
+                             time.perf_counter() - started)
+                except Exception as exc:  # noqa: BLE001 - the next start tries again
+                    log.error("could not build %s_days from the store: %s", name, exc)
             if repo.open_work is None:
                 continue
             started = time.perf_counter()

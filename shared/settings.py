@@ -28,9 +28,14 @@ class InfraSettings(BaseSettings):
     relay_interval_s: float = Field(1.0, gt=0, description="How soon events the broker "
                                     "refused are offered again.")
     relay_sweep_interval_s: float = Field(
-        3600.0, gt=0, description="How often the whole store is swept for events a crash (or a "
-        "dead instance) left unpublished; also done at every start. The sweep reads all "
-        "history, so it is rare: saves hand their documents to the relay directly.")
+        60.0, gt=0, description="How often the relay sweeps for events a crash (or a dead "
+        "instance) left unpublished; also done at every start. The sweep reads the marks of "
+        "unpublished events (`outbox_due`), not the history: saves hand their documents to "
+        "the relay directly.")
+    history_days: int = Field(
+        31, ge=1, le=3660, description="The period a list of history covers when it is asked "
+        "for none (e.g. `GET /cases` without `from`/`to`): the last this many days. A list "
+        "reads its period's records, so a longer period is slower, never the whole history.")
     max_body_bytes: int = Field(1_000_000, ge=1024)
     log_level: str = "INFO"
 

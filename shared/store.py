@@ -8,6 +8,7 @@ entries and pulls them once the broker has confirmed them.
 
 import asyncio
 import random
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
@@ -22,11 +23,13 @@ from pymongo.write_concern import WriteConcern
 from shared.domain import Aggregate, bson_safe
 from shared.errors import Conflict, NotFound
 from shared.events import Envelope
+from shared.periods import DayIndex, day_of, same_instant
 
 A = TypeVar("A", bound=Aggregate)
 
 OUTBOX = "outbox"
 PENDING = "outbox_pending"  # indexed flag, so the relay finds pending events without a scan
+MARK_GRACE_S = 600.0  # a mark whose save has not happened after this long never will
 
 
 class WriteLocks:
@@ -78,6 +81,47 @@ def database(client: AsyncMongoClient, namespace: str, service: str) -> AsyncDat
 
 def _events(events: list[Envelope]) -> list[dict[str, Any]]:
     return [e.model_dump(mode="json") for e in events]
+
+
+class OutboxMarks:
+    """`outbox_due`: one small mark per save that wrote events, until the relay published them.
+
+    What the relay sweeps at start and on its interval instead of every collection's history:
+    its size is bounded by events not yet published. A mark is written BEFORE the save it
+    announces, so a crash never leaves events without one, and names the version that save
+    writes: the relay deletes a document's marks up to the version it read and published. A
+    mark whose save never happened (a conflict withdraws its own; a crash leaves it) is dropped
+    once older than `MARK_GRACE_S`."""
+
+    STORE_SWEPT = "~store-swept"  # the one-time sweep of the stores (events saved before marks)
+
+    def __init__(self, collection: AsyncCollection):
+        self.collection = collection
+
+    async def announce(self, collection: str, doc_id: Any, version: int) -> str:
+        mark_id = f"{collection}/{doc_id}/{version}/{uuid.uuid4().hex[:12]}"
+        await self.collection.insert_one({"_id": mark_id, "collection": collection,
+                                          "doc_id": doc_id, "version": version, "at": _now()})
+        return mark_id
+
+    async def withdraw(self, mark_id: str) -> None:
+        await self.collection.delete_one({"_id": mark_id})
+
+    async def all(self) -> list[dict[str, Any]]:
+        """Every mark: a read bounded by unpublished events."""
+        return [m for m in await self.collection.find({}).to_list(None) if "doc_id" in m]
+
+    async def settle(self, collection: str, doc_id: Any, version: int) -> None:
+        """The document's events up to `version` are published: drop their marks."""
+        await self.collection.delete_many({"collection": collection, "doc_id": doc_id,
+                                           "version": {"$lte": version}})
+
+    async def store_swept(self) -> bool:
+        return await self.collection.find_one({"_id": self.STORE_SWEPT}) is not None
+
+    async def mark_store_swept(self) -> None:
+        await self.collection.update_one({"_id": self.STORE_SWEPT}, {"$set": {"at": _now()}},
+                                         upsert=True)
 
 
 class OpenWork(Generic[A]):
@@ -148,12 +192,46 @@ class Repository(Generic[A]):
 
     def __init__(self, collection: AsyncCollection, model: type[A],
                  on_events: Callable[[str, str], None] | None = None,
-                 locks: WriteLocks | None = None, open_work: OpenWork[A] | None = None):
+                 locks: WriteLocks | None = None, open_work: OpenWork[A] | None = None,
+                 marks: OutboxMarks | None = None, days: DayIndex | None = None):
         self.collection = collection
+        self.days = days
         self.model = model
         self._on_events = on_events or (lambda collection, doc_id: None)
         self.locks = locks or WriteLocks()
         self.open_work = open_work
+        self.marks = marks
+
+    def _day_field(self) -> dict[str, int]:
+        return {self.days.field: 1} if self.days is not None else {"_id": 1}
+
+    async def _record_day(self, doc_id: Any, doc: dict[str, Any]) -> None:
+        # Before the insert: a crash in between leaves an entry lists skip, never a record
+        # missing from its day.
+        if self.days is not None:
+            at = doc.get(self.days.field)
+            async with self.locks(self.days.collection.name, day_of(at) if at else None):
+                await self.days.record(doc_id, at)
+
+    async def _forget_day(self, doc_id: Any, doc: dict[str, Any],
+                          stored: dict[str, Any] | None) -> None:
+        """The insert was refused: drop our day entry unless the stored record has it too."""
+        if self.days is None:
+            return
+        at = doc.get(self.days.field)
+        if stored is not None and same_instant(stored.get(self.days.field), at):
+            return
+        async with self.locks(self.days.collection.name, day_of(at) if at else None):
+            await self.days.forget(doc_id, at)
+
+    async def _announce(self, agg: A, version: int) -> str | None:
+        if self.marks is None or not agg.pending_events:
+            return None
+        return await self.marks.announce(self.collection.name, agg.id, version)
+
+    async def _withdraw(self, mark: str | None) -> None:
+        if self.marks is not None and mark is not None:
+            await self.marks.withdraw(mark)
 
     def lock(self, doc_id: object) -> asyncio.Lock:
         return self.locks(self.collection.name, doc_id)
@@ -180,14 +258,22 @@ class Repository(Generic[A]):
         """Insert a new aggregate with its events; AlreadyExists if the id is taken."""
         events = _events(agg.pending_events)
         doc = agg.to_document() | {"version": 1, OUTBOX: events, PENDING: bool(events)}
+        await self._record_day(agg.id, doc)
         try:
             async with self.lock(agg.id):
-                await self.collection.insert_one(doc)
+                mark = await self._announce(agg, 1)
+                try:
+                    await self.collection.insert_one(doc)
+                except DuplicateKeyError:
+                    await self._withdraw(mark)
+                    raise
                 await self._record_open(agg, 1)
         except DuplicateKeyError as exc:
             # Which unique index refused it? Asking is portable; the error's keyPattern is
             # MongoDB's and FerretDB does not always send it.
-            if await self.exists(agg.id):
+            stored = await self.collection.find_one({"_id": agg.id}, projection=self._day_field())
+            await self._forget_day(agg.id, doc, stored)
+            if stored is not None:
                 raise AlreadyExists(agg.id) from exc
             raise DuplicateValue(str(exc)) from exc
         return self._saved(agg, 1)
@@ -218,9 +304,12 @@ class Repository(Generic[A]):
             update["$push"] = {OUTBOX: {"$each": _events(agg.pending_events)}}
             update["$set"][PENDING] = True
         async with self.lock(agg.id):
+            mark = await self._announce(agg, expected + 1)
             result = await self.collection.update_one({"_id": agg.id, "version": expected}, update)
             if result.matched_count:
                 await self._record_open(agg, expected + 1)
+            else:
+                await self._withdraw(mark)  # the save lost the race: its mark is void
         if result.matched_count == 0:
             raise ConcurrencyConflict(f"{self.model.__name__} {agg.id} changed since version "
                                       f"{expected}")

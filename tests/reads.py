@@ -13,6 +13,7 @@ from typing import Any
 from bson import ObjectId
 from pymongo import monitoring
 
+OUTBOX_MARKS = "outbox_due"  # shared.store.OutboxMarks: bounded by unpublished events
 READS = {"find": "filter", "count": "query", "findAndModify": "query", "distinct": "query",
          "update": "updates", "delete": "deletes", "aggregate": "pipeline"}
 
@@ -25,9 +26,15 @@ class Read:
     filter: Any
 
     def is_id_lookup(self) -> bool:
+        """By `_id`, or by a list of them (`$in`, pushed down by the project's patch)."""
         filters = self.filter if isinstance(self.filter, list) else [self.filter]
-        return all(isinstance(f, dict) and isinstance(f.get("_id"), str | ObjectId)
-                   for f in filters)
+        return all(isinstance(f, dict) and _by_id(f.get("_id")) for f in filters)
+
+
+def _by_id(value: Any) -> bool:
+    if isinstance(value, dict) and list(value) == ["$in"]:
+        return all(isinstance(v, str | ObjectId) for v in value["$in"])
+    return isinstance(value, str | ObjectId)
 
 
 def reads_of(command_name: str, command: dict[str, Any], database: str) -> list[Read]:
@@ -62,9 +69,11 @@ class ReadLog(monitoring.CommandListener):
         pass
 
     def unbounded(self, bounded_collections: set[str] = frozenset()) -> list[Read]:
-        """Reads that are neither `_id` lookups nor of open-work or named small collections."""
+        """Reads that are neither `_id` lookups nor of open-work, the outbox's marks of
+        unpublished events, or named small collections."""
         return [r for r in self.reads if not r.is_id_lookup()
-                and not r.collection.endswith("_open") and r.collection not in bounded_collections]
+                and not r.collection.endswith("_open") and r.collection != OUTBOX_MARKS
+                and r.collection not in bounded_collections]
 
 
 def install(database_prefix: str) -> ReadLog:

@@ -8,6 +8,7 @@ Reporting's read models are folded from the stamped event history with its own c
 """
 
 import asyncio
+import importlib
 import random
 import time
 from collections import defaultdict
@@ -24,6 +25,7 @@ from pymongo.errors import BulkWriteError
 from benchkit.stamp import HISTORY, Recorded, Template
 from services.reporting import domain
 from services.reporting.readmodels import ReadModels, parse_history_doc
+from shared.periods import DayIndex
 from shared.store import WriteLocks
 
 DAY = 86400
@@ -118,12 +120,24 @@ async def load_service(client: AsyncMongoClient, namespace: str, service: str,
         for spec in specs:
             options = {k: v for k, v in spec.items() if k in ("name", "unique", "sparse")}
             await db[name].create_index(spec["key"], **options)
+    for name, field in histories(service).items():
+        # What the service's first start would do once (`Service._rebuild_open_work`): index
+        # the loaded history by day, so that lists of a period find it.
+        await DayIndex(db[f"{name}_days"], field).build(db[name])
     loaded.index_seconds[service] = round(time.perf_counter() - inserted, 1)
     if fold is not None:
         count += await fold.write(db)
     loaded.documents[service] = count
     loaded.refused[service] = refused
     loaded.seconds[service] = round(time.perf_counter() - started, 1)
+
+
+def histories(service: str) -> dict[str, str]:
+    """The service's history lists (collection -> ordering field), as its composition
+    declares them (`Service.collection(history_by=...)`)."""
+    app = importlib.import_module(f"services.{service}.app")
+    settings = importlib.import_module(f"services.{service}.settings").Settings()
+    return app.build(settings).histories
 
 
 class Folder:

@@ -5,6 +5,7 @@ and keeps a Tally per counter, applying each event exactly once.
 """
 
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import ClassVar
 
 from pydantic import Field
@@ -26,6 +27,7 @@ class CounterBumped(Contract):
 class Counter(Aggregate):
     producer: ClassVar[str] = "ledger"
     value: int = 0
+    created_at: datetime | None = None  # what lists of the history order counters by
 
     def bump(self, by: int, actor: Actor, fail_times: int = 0) -> None:
         self.value += by
@@ -45,7 +47,7 @@ def ledger_service(infra: InfraSettings) -> Service:
     svc = Service("ledger", ServiceSettings(infra=infra))
     svc.collection("counters", Counter,
                    open_summary=lambda c: {"value": c.value} if c.value < OPEN_BELOW else None,
-                   open_query={"value": {"$lt": OPEN_BELOW}})
+                   open_query={"value": {"$lt": OPEN_BELOW}}, history_by="created_at")
     return svc
 
 

@@ -105,3 +105,49 @@ async def test_stale_version_is_rejected_and_change_is_retried_not_lost(pair):
     final = await counters.get(c.id)
     assert final.value == 20
     assert final.version == 12
+
+
+async def _marks_of(svc, doc_id: str) -> list[dict]:
+    return await svc.database["outbox_due"].find({"doc_id": doc_id}).to_list(None)
+
+
+async def test_a_save_that_lost_the_race_withdraws_its_mark_and_the_winners_events_go_out(pair):
+    ledger, tally = pair
+    counters = ledger.repo("counters")
+    await ledger.relay.stop()  # publishing by hand: the marks stay until then
+    c = Counter(_id=str(uuid.uuid4()))
+    await counters.add(c)
+    winner, loser = await counters.get(c.id), await counters.get(c.id)
+    winner.bump(2, ACTOR)
+    loser.bump(9, ACTOR)
+    await counters.save(winner)
+    with pytest.raises(ConcurrencyConflict):
+        await counters.save(loser)
+    assert [m["version"] for m in await _marks_of(ledger, c.id)] == [2], \
+        "only the winner's save (version 2) may stay announced"
+
+    assert await ledger.relay.flush() == 1
+    assert await _marks_of(ledger, c.id) == []
+
+    async def applied() -> bool:
+        return await tally_total(tally, c.id) == 2
+    await eventually(applied, what="the winner's event at the tally")
+
+
+async def test_a_mark_whose_save_never_happened_is_dropped_after_its_grace_only(pair):
+    ledger, _ = pair
+    counters = ledger.repo("counters")
+    await ledger.relay.stop()
+    c = Counter(_id=str(uuid.uuid4()))
+    await counters.add(c)
+    marks = ledger.database["outbox_due"]
+    from datetime import UTC, datetime, timedelta
+    now = datetime.now(UTC)
+    # A crash between the mark and the save: version 5 was announced, never written.
+    await marks.insert_many([
+        {"_id": "old", "collection": "counters", "doc_id": c.id, "version": 5,
+         "at": now - timedelta(hours=1)},
+        {"_id": "young", "collection": "counters", "doc_id": c.id, "version": 6, "at": now}])
+    assert await ledger.relay.flush() == 0
+    assert [m["_id"] for m in await _marks_of(ledger, c.id)] == ["young"], \
+        "a save may still be on its way for the young mark; the old one is void"

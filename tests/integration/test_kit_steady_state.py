@@ -1,9 +1,10 @@
 """Cost that does not grow with history: the kit's reads in steady state, on the real servers.
 
-FerretDB's SQLite handler reads a whole collection for any filter but an `_id` lookup (and
-only with the project's patch, deploy/ferretdb). So once a service has started, a save, the
-relay publishing it and a consumer applying it must read by `_id` only; what timers and
-boards need comes from the small open-work collections the repository keeps.
+FerretDB's SQLite handler reads a whole collection for any filter but an `_id` lookup or an
+`_id: {$in: [...]}` list (and only with the project's patch, deploy/ferretdb). So once a
+service has started, a save, the relay publishing it and a consumer applying it must read
+by `_id` only; what timers and boards need comes from the small open-work collections the
+repository keeps.
 """
 
 import asyncio
@@ -36,14 +37,43 @@ def uses_id_index(explained: dict) -> bool:
 
 
 @pytest.mark.parametrize("query", [{"_id": "c42"}, {"_id": "c42", "version": 3},
-                                   {"version": 3, "_id": "c42"}],
-                         ids=["id", "id_and_version", "version_then_id"])
+                                   {"version": 3, "_id": "c42"},
+                                   {"_id": {"$in": ["c41", "c42", "missing"]}},
+                                   {"version": 3, "_id": {"$in": ["c42", "c7"]}}],
+                         ids=["id", "id_and_version", "version_then_id", "id_in",
+                              "version_then_id_in"])
 async def test_the_database_finds_by_id_through_the_index_even_beside_a_version(
         mongo_client_for_tests, query):
     db = mongo_client_for_tests[test_namespace("_explain")]
     await db.docs.insert_many([{"_id": f"c{i}", "version": 3} for i in range(200)])
     explained = await db.command("explain", {"find": "docs", "filter": query})
     assert uses_id_index(explained), f"{query} is not looked up by the _id index: {explained}"
+    await mongo_client_for_tests.drop_database(db.name)
+
+
+async def test_a_list_of_ids_finds_exactly_what_the_rest_of_the_filter_allows(
+        mongo_client_for_tests):
+    """The patch narrows `_id: {$in}` in SQLite; the handler must still apply the rest."""
+    from bson import ObjectId
+    db = mongo_client_for_tests[test_namespace("_in")]
+    oids = [ObjectId() for _ in range(4)]
+    ids = [f"c{i}" for i in range(50)] + ["<a&b>", 'q"uote', "é😀", ""] + oids
+    await db.docs.insert_many([{"_id": x, "status": ("open", "closed")[n % 2]}
+                               for n, x in enumerate(ids)] + [{"_id": 7, "status": "open"}])
+    wanted = ["c1", "c2", "c3", "nope", "<a&b>", 'q"uote', "é😀", "", oids[0], oids[1], ObjectId()]
+
+    async def found(query) -> set:
+        return {d["_id"] async for d in db.docs.find(query)}
+    existing = set(wanted) & set(ids)  # not "nope" nor the last ObjectId
+    closed = existing & {x for n, x in enumerate(ids) if n % 2}
+    assert await found({"_id": {"$in": wanted}}) == existing
+    assert await found({"_id": {"$in": wanted}, "status": "closed"}) == closed
+    assert await found({"status": "closed", "_id": {"$in": wanted}}) == closed
+    assert await found({"_id": {"$in": ["c1", "c2", 7]}}) == {"c1", "c2", 7}
+    assert await found({"_id": {"$in": ["c1", "c2"], "$ne": "c2"}}) == {"c1"}
+    assert await found({"_id": {"$in": []}}) == set()
+    assert await db.docs.count_documents({"_id": {"$in": wanted}, "status": "open"}) == len(
+        existing - closed)
     await mongo_client_for_tests.drop_database(db.name)
 
 
@@ -142,3 +172,37 @@ async def test_open_work_lost_in_a_crash_is_put_right_at_the_next_start(pair_wit
 async def _open(svc) -> dict[str, int]:
     await asyncio.sleep(0)
     return {d["_id"]: d["value"] for d in await svc.repo("counters").open_work.all()}
+
+
+async def test_the_relays_sweep_reads_the_marks_of_unpublished_events_not_the_history(
+        pair_with_reads):
+    ledger, tally, log = pair_with_reads
+    counters = ledger.repo("counters")
+    for _ in range(20):  # history, published long ago
+        c = Counter(_id=str(uuid.uuid4()))
+        c.bump(1, ACTOR)
+        await counters.add(c)
+    await eventually(lambda: _quiet(ledger), what="the start-up sweep to end")
+    await eventually(lambda: _no_marks(ledger), what="the relay to publish the history")
+    await ledger.relay.stop()  # a crash: saved, never handed to a relay
+    left = Counter(_id=str(uuid.uuid4()))
+    left.bump(4, ACTOR)
+    await counters.add(left)
+    assert not await _no_marks(ledger), "a save with events must leave a mark"
+
+    log.recording = True
+    assert await ledger.relay.flush() == 1
+    log.recording = False
+    assert log.reads, "the listener saw no command: it is not installed"
+    assert not log.unbounded(), "the sweep read history:\n" + "\n".join(
+        f"{r.collection}.{r.command} {r.filter}" for r in log.unbounded())
+    assert await _no_marks(ledger), "a published document's marks must be dropped"
+
+    async def applied() -> bool:
+        t = await tally.repo("tallies").get(left.id)
+        return t is not None and t.total == 4
+    await eventually(applied, what="the swept event to reach the tally")
+
+
+async def _no_marks(svc) -> bool:
+    return await svc.database["outbox_due"].count_documents({"doc_id": {"$exists": True}}) == 0

@@ -1,0 +1,135 @@
+"""Lists of history by period (`shared.periods`) on the real FerretDB: a page reads its
+period's days and records by `_id`, whatever the history holds."""
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from shared import lists
+from shared.periods import Period
+from tests import reads
+from tests.conftest import infra_settings, test_namespace
+from tests.integration.kit_fixtures import Counter, eventually, ledger_service
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+NEWEST_FIRST = [("created_at", -1), ("_id", 1)]
+
+
+@pytest.fixture
+async def ledger_with_reads():
+    namespace = test_namespace(uuid.uuid4().hex[:6])
+    log = reads.install(namespace)
+    ledger = ledger_service(infra_settings(namespace, relay_interval_s=0.2))
+    await ledger.start()
+    # The start's background work reads the store once (the day index's build, open work).
+    await eventually(lambda: _built(ledger), what="the start's one-time build")
+    yield ledger, log
+    if ledger.started:
+        await ledger.stop()
+
+
+async def _add(ledger, age: timedelta, value: int = 0) -> str:
+    c = Counter(_id=f"c-{uuid.uuid4().hex[:8]}", created_at=NOW - age, value=value)
+    await ledger.repo("counters").add(c)
+    return c.id
+
+
+def _page(ledger, period: Period, query=None, skip=0, limit=50):
+    repo = ledger.repo("counters")
+    return lists.history_page(repo.collection, repo.days, period, query or {}, NEWEST_FIRST, skip,
+                        limit)
+
+
+async def test_a_page_of_history_lists_its_period_newest_first_and_reads_no_other_day(
+        ledger_with_reads):
+    ledger, log = ledger_with_reads
+    old = [await _add(ledger, timedelta(days=40 + i)) for i in range(5)]
+    recent = [await _add(ledger, timedelta(hours=1 + i * 30)) for i in range(4)]
+    log.recording = True
+    docs, total = await _page(ledger, Period.of(None, None, default_days=31, now=NOW))
+    page2, _ = await _page(ledger, Period.of(None, None, default_days=31, now=NOW), skip=2,
+                           limit=2)
+    log.recording = False
+    assert [d["_id"] for d in docs] == recent and total == 4, "the last 31 days, newest first"
+    assert [d["_id"] for d in page2] == recent[2:]
+    assert not set(old) & {d["_id"] for d in docs}
+    assert not log.unbounded(), "reads that grow with history:\n" + "\n".join(
+        f"{r.collection}.{r.command} {r.filter}" for r in log.unbounded())
+
+    older, total = await _page(ledger, Period.of(NOW - timedelta(days=42, hours=12), NOW -
+                                                 timedelta(days=39), default_days=31))
+    assert [d["_id"] for d in older] == old[:3] and total == 3
+
+
+async def test_a_filtered_page_counts_only_the_matching_records_of_its_period(
+        ledger_with_reads):
+    ledger, log = ledger_with_reads
+    await _add(ledger, timedelta(days=60), value=7)  # matches, but outside the period
+    small = [await _add(ledger, timedelta(hours=i + 1), value=1) for i in range(3)]
+    big = [await _add(ledger, timedelta(hours=i + 5), value=7) for i in range(2)]
+    log.recording = True
+    docs, total = await _page(ledger, Period.of(None, None, default_days=31, now=NOW),
+                              {"value": {"$gte": 5}})
+    log.recording = False
+    assert [d["_id"] for d in docs] == big and total == 2
+    assert small
+    assert not log.unbounded()
+
+
+async def test_records_stored_before_the_day_index_existed_are_indexed_once_at_start(
+        ledger_with_reads):
+    ledger, _ = ledger_with_reads
+    store = ledger.repo("counters").collection
+    # Written straight into the store, as by a version without the day index.
+    legacy = [{"_id": f"legacy-{i}", "value": 0, "version": 1, "history": [],
+               "applied_events": [], "created_at": NOW - timedelta(days=i)} for i in range(3)]
+    await store.insert_many(legacy)
+    await ledger.database["counters_days"].delete_many({})  # as if it never existed
+    await ledger.stop()
+    restarted = ledger_service(ledger.settings.infra)
+    await restarted.start()
+    try:
+        await eventually(lambda: _built(restarted), what="the one-time build of counters_days")
+        docs, total = await _page(restarted, Period.of(None, None, default_days=31, now=NOW))
+        assert [d["_id"] for d in docs] == ["legacy-0", "legacy-1", "legacy-2"] and total == 3
+    finally:
+        await restarted.stop()
+
+
+async def _built(svc) -> bool:
+    return svc._rebuilding.done() and await svc.repo("counters").days.built()
+
+
+async def test_a_page_of_open_work_is_sorted_on_the_summaries_and_loads_only_its_records(
+        ledger_with_reads):
+    ledger, log = ledger_with_reads
+    repo = ledger.repo("counters")
+    done = await _add(ledger, timedelta(hours=1), value=50)  # not open work (OPEN_BELOW 10)
+    values = {await _add(ledger, timedelta(hours=2), value=v): v for v in (3, 8, 1, 5)}
+    log.recording = True
+    docs, total = await lists.open_page(repo, {}, [("value", -1), ("_id", 1)], 1, 2)
+    log.recording = False
+    assert total == 4 and done not in {d["_id"] for d in docs}
+    assert [d["value"] for d in docs] == [5, 3], "second and third by value, highest first"
+    assert sorted(values.values()) == [1, 3, 5, 8]
+    assert not log.unbounded()
+
+
+async def test_an_add_refused_as_a_duplicate_leaves_the_day_lists_as_they_were(
+        ledger_with_reads):
+    from shared.store import AlreadyExists
+    ledger, _ = ledger_with_reads
+    repo = ledger.repo("counters")
+    first = Counter(_id=f"c-{uuid.uuid4().hex[:8]}", created_at=NOW - timedelta(hours=3))
+    await repo.add(first)
+    same = Counter(_id=first.id, created_at=first.created_at)  # e.g. a redelivered event
+    later = Counter(_id=first.id, created_at=NOW - timedelta(days=1))  # another try, new time
+    for again in (same, later):
+        with pytest.raises(AlreadyExists):
+            await repo.add(again)
+    docs, total = await _page(ledger, Period.of(None, None, default_days=31, now=NOW))
+    assert [d["_id"] for d in docs] == [first.id] and total == 1
+    days = await repo.days.collection.find({"_id": {"$ne": "~built"}}).to_list(None)
+    entries = [(e["id"], e["at"]) for d in days for e in d["entries"]]
+    assert entries == [(first.id, first.created_at)], "one entry, at the stored record's time"
