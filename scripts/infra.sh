@@ -119,7 +119,21 @@ start_rabbitmq() {
   need_root_or_sudo su rabbitmq -s /bin/sh -c "test -w '$RABBITMQ_MNESIA_BASE'" 2>/dev/null \
     || die "the rabbitmq user cannot write $RABBITMQ_MNESIA_BASE (a parent folder closed to other users?)"
   say "starting RabbitMQ (data and logs under var/rabbitmq)"
-  rabbitmq-server -detached >/dev/null 2>&1 || true
+  # Every quorum queue keeps files open: at the shell's usual 1,024 descriptors a day of
+  # tests (each declaring its own queues) starved the broker until it accepted no
+  # connection at all. Give it what the system allows, up to 65,536.
+  # Debian's wrapper starts it through `su rabbitmq`, which resets the limit: set it there.
+  local hard; hard=$(ulimit -Hn)
+  [ "$hard" = unlimited ] && hard=65536
+  local files=$(( hard < 65536 ? hard : 65536 ))
+  if [ "$(id -u)" = 0 ] && [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then
+    (cd /var/lib/rabbitmq && su rabbitmq -s /bin/sh -c \
+      "ulimit -n $files 2>/dev/null; exec /usr/lib/rabbitmq/bin/rabbitmq-server -detached") \
+      >/dev/null 2>&1 || true
+  else
+    ulimit -n "$files" 2>/dev/null || true
+    rabbitmq-server -detached >/dev/null 2>&1 || true
+  fi
   # `-detached` returns before the Erlang node is reachable, and await_startup
   # fails at once on an unreachable node: ask again until the deadline.
   local deadline=$((SECONDS + WAIT_SECONDS))
