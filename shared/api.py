@@ -1,5 +1,6 @@
 """Small pieces every service's HTTP API uses: the service handle, pages, the audit of refusals."""
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Generic, TypeVar
 
@@ -10,7 +11,9 @@ from pymongo.asynchronous.collection import AsyncCollection
 from shared.auth import Principal, require
 from shared.errors import DomainError
 from shared.events import utcnow
+from shared.lists import Order, history_page, open_page
 from shared.periods import Period
+from shared.store import Repository
 
 T = TypeVar("T")
 REFUSALS = "audit_refusals"
@@ -60,12 +63,35 @@ PeriodTo = Annotated[datetime | None, Query(
 def period_of(request: Request, start: datetime | None, end: datetime | None,
               **options: Any) -> Period:
     """The period a list of history was asked for, with this service's default length."""
-    days = service_of(request).settings.infra.history_days
-    return Period.of(start, end, default_days=days, **options)
+    infra = service_of(request).settings.infra
+    return Period.of(start, end, default_days=infra.history_days,
+                     max_days=infra.history_max_days, **options)
 
 
 def period_view(period: Period) -> PeriodView:
     return PeriodView(start=period.start, end=period.end)
+
+
+async def list_page(request: Request, repo: Repository, query: dict[str, Any], order: Order,
+                    paging: PageParams, view: Callable[[dict[str, Any]], T], *,
+                    open_work: bool = False, start: datetime | None = None,
+                    end: datetime | None = None, projection: dict[str, Any] | None = None,
+                    **period_options: Any) -> Page[T]:
+    """One page of a list, each record shown by `view`. Of open work (`open_work`, and no
+    period asked): matched and sorted on `<name>_open`. Otherwise of a period: the one asked
+    for (`start`, `end`; `period_options` as `Period.of`) or the last QMS_HISTORY_DAYS."""
+    period = None
+    if open_work and start is None and end is None:
+        docs, total = await open_page(repo, query, order, paging.skip, paging.page_size,
+                                      projection)
+    else:
+        if repo.days is None:
+            raise ValueError(f"{repo.collection.name} keeps no day lists (history_by)")
+        period = period_of(request, start, end, **period_options)
+        docs, total = await history_page(repo.collection, repo.days, period, query, order,
+                                         paging.skip, paging.page_size, projection)
+    return Page(items=[view(d) for d in docs], total=total, page=paging.page,
+                page_size=paging.page_size, period=period_view(period) if period else None)
 
 
 class Refusal(BaseModel):

@@ -23,6 +23,7 @@ from shared.messaging import EventPublisher
 from shared.store import MARK_GRACE_S, OUTBOX, PENDING, OutboxMarks, WriteLocks
 
 log = logging.getLogger("qms.outbox")
+READ_CHUNK = 250  # documents read per `$in` (FerretDB checks each result against the list)
 
 
 class OutboxRelay:
@@ -63,26 +64,28 @@ class OutboxRelay:
         due, self._due = self._due, {}
         total = 0
         for name, ids in due.items():
-            for doc_id in ids:
-                sent, done = await self._publish(name, doc_id)
-                total += sent
-                if not done:
-                    self._due.setdefault(name, set()).add(doc_id)
+            sent, undone = await self._publish(name, ids)
+            total += sent
+            if undone:
+                self._due.setdefault(name, set()).update(undone)
         return total
 
     async def flush(self) -> int:
         """The sweep: publish every document `outbox_due` marks; returns how many events
-        were sent. Reads the marks (bounded by unpublished events) and each marked document
+        were sent. Reads the marks (bounded by unpublished events) and the marked documents
         by `_id`; the first sweep of a database also reads the stores once (`_sweep_stores`)."""
         total = 0
         if not await self.marks.store_swept():
             total += await self._sweep_stores()
             await self.marks.mark_store_swept()
         marks = await self.marks.all()
-        for name, doc_id in {(m["collection"], m["doc_id"]) for m in marks}:
-            sent, done = await self._publish(name, doc_id)
+        marked: dict[str, set] = {}
+        for m in marks:
+            marked.setdefault(m["collection"], set()).add(m["doc_id"])
+        for name, ids in marked.items():
+            sent, undone = await self._publish(name, ids)
             total += sent
-            if done:
+            for doc_id in ids - undone:
                 await self._drop_stale(name, doc_id, marks)
         return total
 
@@ -95,20 +98,32 @@ class OutboxRelay:
                 total += await self._publish_document(coll, doc)
         return total
 
-    async def _publish(self, name: str, doc_id: object) -> tuple[int, bool]:
-        """Publish one document's pending events: (events sent, all of them sent)."""
+    async def _publish(self, name: str, ids: set) -> tuple[int, set]:
+        """Publish these documents' pending events: (events sent, ids with events left).
+
+        The documents are read together by `_id` (`$in`, in chunks): under load one read
+        serves every save since the last round."""
         coll = self._collection(name)
         if coll is None:
-            return 0, True
-        doc = await coll.find_one({"_id": doc_id}, projection={OUTBOX: 1, "version": 1})
-        if not doc:
-            return 0, True  # not written (yet): its marks wait for their save or their grace
-        pending = doc.get(OUTBOX) or []
-        if not pending:  # all its events up to this version went out (this relay or another)
-            await self.marks.settle(name, doc_id, doc.get("version", 0))
-            return 0, True
-        sent = await self._publish_document(coll, doc)  # settles the marks once all are out
-        return sent, sent == len(pending)
+            return 0, set()
+        total, undone = 0, set()
+        wanted = list(ids)
+        for i in range(0, len(wanted), READ_CHUNK):
+            chunk = wanted[i:i + READ_CHUNK]
+            docs = await coll.find({"_id": {"$in": chunk}},
+                                   projection={OUTBOX: 1, "version": 1}).to_list(None)
+            # A document not found is not written (yet): its marks wait for their save or
+            # their grace.
+            for doc in docs:
+                pending = doc.get(OUTBOX) or []
+                if not pending:  # its events up to this version went out (here or elsewhere)
+                    await self.marks.settle(name, doc["_id"], doc.get("version", 0))
+                    continue
+                sent = await self._publish_document(coll, doc)  # settles once all are out
+                total += sent
+                if sent < len(pending):
+                    undone.add(doc["_id"])
+        return total, undone
 
     async def _drop_stale(self, name: str, doc_id: object, marks: list[dict]) -> None:
         """Marks of this document still there after it was published, older than the grace:
@@ -130,19 +145,26 @@ class OutboxRelay:
                 break
             sent.append(event)
         if sent:
-            await self.mark_sent(coll, doc["_id"], sent, doc.get("version", 0))
+            everything = len(sent) == len(doc.get(OUTBOX) or [])
+            await self.mark_sent(coll, doc["_id"], sent, doc.get("version", 0), everything)
             self.published.labels(self.service).inc(len(sent))
         return len(sent)
 
     async def mark_sent(self, coll: AsyncCollection, doc_id: str, events: list[dict],
-                        version: int) -> None:
-        # $pullAll of the exact entries read: FerretDB's $pull matches whole elements only.
+                        version: int, everything: bool = False) -> None:
+        """Take the sent events out of the document; once its outbox is empty, the events
+        of every save up to `version` are out, and so are their marks."""
         async with self.locks(coll.name, doc_id):
-            await coll.update_one({"_id": doc_id}, {"$pullAll": {OUTBOX: events}})
-            # Clear the flag only if no save pushed new events meanwhile; then the events of
-            # every save up to the version read are out, and so are their marks.
-            emptied = await coll.update_one({"_id": doc_id, OUTBOX: []},
-                                            {"$set": {PENDING: False}})
+            emptied = None
+            if everything:  # the usual case, one write: nobody saved since we read
+                emptied = await coll.update_one({"_id": doc_id, "version": version},
+                                                {"$set": {OUTBOX: [], PENDING: False}})
+            if not emptied or not emptied.matched_count:
+                # $pullAll of the exact entries read: FerretDB's $pull matches whole
+                # elements only. Then clear the flag only if no save pushed new events.
+                await coll.update_one({"_id": doc_id}, {"$pullAll": {OUTBOX: events}})
+                emptied = await coll.update_one({"_id": doc_id, OUTBOX: []},
+                                                {"$set": {PENDING: False}})
         if emptied.matched_count:
             await self.marks.settle(coll.name, doc_id, version)
 

@@ -12,6 +12,7 @@ project's patch, deploy/ferretdb). A page costs its period's volume, never the h
 The ordering time of a record never changes once it is added (received, opened, created).
 """
 
+import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,6 +22,7 @@ from pymongo.errors import DuplicateKeyError
 
 from shared.errors import Invalid
 
+FUTURE_SLACK = timedelta(hours=1)  # a default period's end lies this far after now
 BUILT = "~built"  # the index's marker document: the one-time build from the store is done
 
 
@@ -34,7 +36,7 @@ class Period:
     @classmethod
     def of(cls, start: datetime | None, end: datetime | None, *, default_days: int,
            now: datetime | None = None, end_inclusive: bool = False,
-           names: tuple[str, str] = ("from", "to")) -> "Period":
+           names: tuple[str, str] = ("from", "to"), max_days: int | None = None) -> "Period":
         """The period a list was asked for: from `start` to `end` (either may be left out;
         with neither, the last `default_days`). A naive time is UTC."""
         now = now or datetime.now(UTC)
@@ -44,10 +46,15 @@ class Period:
         if start is not None and end is not None and start >= end:
             raise Invalid(f"The period is empty: {names[0]} must be before {names[1]}.",
                           [{"loc": f"query.{names[0]}", "msg": f"must be before {names[1]}"}])
-        if end is None:
-            end = max(now, start or now) + timedelta(seconds=1)
+        if end is None:  # up to now, and what was received a little in the future (clock skew)
+            end = max(now, start or now) + FUTURE_SLACK
         if start is None:
             start = end - timedelta(days=default_days)
+        if max_days is not None and end - start > timedelta(days=max_days):
+            raise Invalid(f"The period is longer than {max_days} days: ask for a shorter one "
+                          f"({names[0]}/{names[1]}), e.g. a month or a year at a time.",
+                          [{"loc": f"query.{names[0]}",
+                            "msg": f"the period may be at most {max_days} days long"}])
         return cls(start, end)
 
     def days(self) -> list[str]:
@@ -80,22 +87,31 @@ def day_of(at: datetime) -> str:
 
 
 class DayIndex:
-    """`<name>_days`: which records each day brought, by their ordering time `field`."""
+    """`<name>_days`: which records each day brought, by their ordering time `field`.
 
-    def __init__(self, collection: AsyncCollection, field: str):
+    Every write to a day document holds that day's lock (FerretDB's SQLite handler does not
+    run an update's read and write atomically: two at once would lose one)."""
+
+    def __init__(self, collection: AsyncCollection, field: str, stripes: int = 64):
         self.collection = collection
         self.field = field
+        self._locks = [asyncio.Lock() for _ in range(stripes)]
+
+    def _lock(self, day: str) -> asyncio.Lock:
+        return self._locks[hash(day) % len(self._locks)]
+
+    async def _update(self, day: str, update: dict[str, Any], upsert: bool = True) -> None:
+        async with self._lock(day):
+            try:
+                await self.collection.update_one({"_id": day}, update, upsert=upsert)
+            except DuplicateKeyError:  # another process created the day at the same moment
+                await self.collection.update_one({"_id": day}, update, upsert=upsert)
 
     async def record(self, doc_id: Any, at: datetime | None) -> None:
         """Add one record (idempotent). Before the record's own insert: a crash in between
         leaves an entry without a record, which lists skip, never a record without one."""
-        if at is None:
-            return
-        entry = {"$addToSet": {"entries": {"id": doc_id, "at": at}}}
-        try:
-            await self.collection.update_one({"_id": day_of(at)}, entry, upsert=True)
-        except DuplicateKeyError:  # another writer created the day at the same moment
-            await self.collection.update_one({"_id": day_of(at)}, entry, upsert=True)
+        if at is not None:
+            await self._update(day_of(at), {"$addToSet": {"entries": {"id": doc_id, "at": at}}})
 
     async def entries(self, period: Period) -> list[tuple[Any, datetime]]:
         """(id, at) of every record in the period: one read of its days by `_id`."""
@@ -110,8 +126,8 @@ class DayIndex:
     async def forget(self, doc_id: Any, at: datetime | None) -> None:
         """Remove an entry whose record was never inserted (the insert was refused)."""
         if at is not None:
-            await self.collection.update_one({"_id": day_of(at)},
-                                             {"$pull": {"entries": {"id": doc_id, "at": at}}})
+            await self._update(day_of(at), {"$pull": {"entries": {"id": doc_id, "at": at}}},
+                               upsert=False)
 
     async def built(self) -> bool:
         return await self.collection.find_one({"_id": BUILT}) is not None
@@ -127,8 +143,7 @@ class DayIndex:
             if isinstance(at, datetime):
                 by_day.setdefault(day_of(at), []).append({"id": doc["_id"], "at": at})
         for day, entries in by_day.items():
-            await self.collection.update_one(
-                {"_id": day}, {"$addToSet": {"entries": {"$each": entries}}}, upsert=True)
+            await self._update(day, {"$addToSet": {"entries": {"$each": entries}}})
         await self.collection.update_one({"_id": BUILT}, {"$set": {"at": datetime.now(UTC)}},
                                          upsert=True)
         return sum(len(e) for e in by_day.values())

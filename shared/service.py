@@ -31,6 +31,7 @@ from shared.auth import TokenVerifier, document_roles
 from shared.domain import Aggregate
 from shared.errors import error_response, install_error_handlers
 from shared.logs import set_correlation
+from shared.lookups import Lookup
 from shared.messaging import ConsumerMetrics, EventConsumer, EventPublisher, Topology, new_broker
 from shared.outbox import OutboxRelay
 from shared.periods import DayIndex
@@ -63,6 +64,7 @@ class Service:
         self.relay: OutboxRelay | None = None
         self._models: dict[str, type[Aggregate]] = {}
         self._history_by: dict[str, str] = {}  # collection -> the field its history lists use
+        self._lookups: dict[str, tuple[str, str]] = {}  # collection -> (lookup, field)
         self._open_work: dict[str, tuple[Callable[[Any], dict[str, Any] | None],
                                          dict[str, Any]]] = {}
         self._repos: dict[str, Repository] = {}
@@ -78,14 +80,19 @@ class Service:
     def collection(self, name: str, model: type[A], *,
                    open_summary: Callable[[A], dict[str, Any] | None] | None = None,
                    open_query: dict[str, Any] | None = None,
-                   history_by: str | None = None) -> None:
+                   history_by: str | None = None,
+                   lookup: tuple[str, str] | None = None) -> None:
         """Declare an aggregate collection; its repository exists once the service starts.
 
         With `open_summary` (and `open_query`, the same selection as a database filter), the
         repository keeps `<name>_open`: what timers and boards read (see `OpenWork`). With
         `history_by` (the field lists of its history are ordered by, e.g. `received_at`), it
-        keeps `<name>_days`, which those lists read by period (see `shared.periods`)."""
+        keeps `<name>_days`, which those lists read by period (see `shared.periods`). With
+        `lookup` (collection, field), a number people quote is found by `_id` there
+        (`shared.lookups`); `Repository.add_numbered` claims each number in it first."""
         self._models[name] = model
+        if lookup is not None:
+            self._lookups[name] = lookup
         if history_by is not None:
             self._history_by[name] = history_by
         if open_summary is not None:
@@ -140,8 +147,13 @@ class Service:
             days = None
             if name in self._history_by:
                 days = DayIndex(self.db[f"{name}_days"], self._history_by[name])
+            lookup = None
+            if name in self._lookups:
+                lookup_name, field = self._lookups[name]
+                lookup = Lookup(self.db[lookup_name], field)
             repo = Repository(self.db[name], model, on_events=self.relay.notify,
-                              locks=self.locks, open_work=open_work, marks=marks, days=days)
+                              locks=self.locks, open_work=open_work, marks=marks, days=days,
+                              lookup=lookup)
             await repo.ensure_indexes()
             self._repos[name] = repo
             self.relay.collections.append(repo.collection)
@@ -152,27 +164,22 @@ class Service:
             self.consumer.subscribe()
         await self.broker.start()
         self.relay.start()
-        self._rebuilding = asyncio.create_task(self._rebuild_open_work(),
+        self._rebuilding = asyncio.create_task(self._reconcile_at_start(),
                                                name=f"{self.name}-open-work-rebuild")
         for hook in self.on_start:
             await hook()
         self.started = True
         log.info("%s started", self.name)
 
-    async def _rebuild_open_work(self) -> None:
-        """Reconcile each open-work collection with its store, once per start, in the
-        background: it reads history (a scan on FerretDB), and the summaries kept on every
-        save are already right unless a crash fell between the two writes."""
+    async def _reconcile_at_start(self) -> None:
+        """Once per start, in the background: build the lookups and day lists a collection
+        has never had built (records older than them), then reconcile each open-work
+        collection with its store. Each reads history (a scan on FerretDB); what saves keep
+        is already right unless a crash fell between two writes."""
         for name, repo in self._repos.items():
-            if repo.days is not None and not await repo.days.built():
-                # Records added before the day index existed: indexed once, then never again.
-                started = time.perf_counter()
-                try:
-                    count = await repo.days.build(repo.collection)
-                    log.info("%s_days built: %d records in %.1f s", name, count,
-                             time.perf_counter() - started)
-                except Exception as exc:  # noqa: BLE001 - the next start tries again
-                    log.error("could not build %s_days from the store: %s", name, exc)
+            for index in (repo.lookup, repo.days):
+                if index is not None:
+                    await self._build_once(index, repo)
             if repo.open_work is None:
                 continue
             started = time.perf_counter()
@@ -183,6 +190,19 @@ class Service:
                 continue
             log.info("%s_open reconciled: %d open in %.1f s", name, count,
                      time.perf_counter() - started)
+
+    @staticmethod
+    async def _build_once(index: Lookup | DayIndex, repo: Repository) -> None:
+        if await index.built():
+            return
+        started = time.perf_counter()
+        try:
+            count = await index.build(repo.collection)
+        except Exception as exc:  # noqa: BLE001 - the next start tries again
+            log.error("could not build %s from the store: %s", index.collection.name, exc)
+            return
+        log.info("%s built: %d records in %.1f s", index.collection.name, count,
+                 time.perf_counter() - started)
 
     async def stop(self) -> None:
         """Stop consuming, finish in-flight work, flush the outbox, then disconnect."""

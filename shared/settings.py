@@ -36,6 +36,9 @@ class InfraSettings(BaseSettings):
         31, ge=1, le=3660, description="The period a list of history covers when it is asked "
         "for none (e.g. `GET /cases` without `from`/`to`): the last this many days. A list "
         "reads its period's records, so a longer period is slower, never the whole history.")
+    history_max_days: int = Field(
+        400, ge=1, le=36600, description="The longest period one list of history may be asked "
+        "for (a longer one is refused with 422): each asks for its period's records.")
     max_body_bytes: int = Field(1_000_000, ge=1024)
     log_level: str = "INFO"
 

@@ -23,7 +23,8 @@ from pymongo.write_concern import WriteConcern
 from shared.domain import Aggregate, bson_safe
 from shared.errors import Conflict, NotFound
 from shared.events import Envelope
-from shared.periods import DayIndex, day_of, same_instant
+from shared.lookups import Lookup
+from shared.periods import DayIndex, same_instant
 
 A = TypeVar("A", bound=Aggregate)
 
@@ -193,14 +194,25 @@ class Repository(Generic[A]):
     def __init__(self, collection: AsyncCollection, model: type[A],
                  on_events: Callable[[str, str], None] | None = None,
                  locks: WriteLocks | None = None, open_work: OpenWork[A] | None = None,
-                 marks: OutboxMarks | None = None, days: DayIndex | None = None):
+                 marks: OutboxMarks | None = None, days: DayIndex | None = None,
+                 lookup: Lookup | None = None):
         self.collection = collection
         self.days = days
+        self.lookup = lookup
         self.model = model
         self._on_events = on_events or (lambda collection, doc_id: None)
         self.locks = locks or WriteLocks()
         self.open_work = open_work
         self.marks = marks
+
+    async def _claim(self, agg: A) -> bool:
+        if self.lookup is None:
+            return True
+        return await self.lookup.claim(str(getattr(agg, self.lookup.field)), agg.id)
+
+    async def _release(self, agg: A) -> None:
+        if self.lookup is not None:
+            await self.lookup.release(str(getattr(agg, self.lookup.field)), agg.id)
 
     def _day_field(self) -> dict[str, int]:
         return {self.days.field: 1} if self.days is not None else {"_id": 1}
@@ -209,9 +221,7 @@ class Repository(Generic[A]):
         # Before the insert: a crash in between leaves an entry lists skip, never a record
         # missing from its day.
         if self.days is not None:
-            at = doc.get(self.days.field)
-            async with self.locks(self.days.collection.name, day_of(at) if at else None):
-                await self.days.record(doc_id, at)
+            await self.days.record(doc_id, doc.get(self.days.field))
 
     async def _forget_day(self, doc_id: Any, doc: dict[str, Any],
                           stored: dict[str, Any] | None) -> None:
@@ -219,9 +229,7 @@ class Repository(Generic[A]):
         if self.days is None:
             return
         at = doc.get(self.days.field)
-        if stored is not None and same_instant(stored.get(self.days.field), at):
-            return
-        async with self.locks(self.days.collection.name, day_of(at) if at else None):
+        if stored is None or not same_instant(stored.get(self.days.field), at):
             await self.days.forget(doc_id, at)
 
     async def _announce(self, agg: A, version: int) -> str | None:
@@ -245,6 +253,18 @@ class Repository(Generic[A]):
         # narrow by _id (it reads the whole collection).
         return await self.collection.find_one({"_id": id}, projection={"_id": 1}) is not None
 
+    async def id_of(self, value: str) -> str | None:
+        """The id of the record whose number (the lookup's field) is `value`, or None: two
+        `_id` reads (the lookup, then the record, which must carry the value)."""
+        if self.lookup is None:
+            raise ValueError(f"{self.collection.name} keeps no lookup (Service.collection)")
+        doc_id = await self.lookup.find(value)
+        if doc_id is None:
+            return None
+        field = self.lookup.field
+        doc = await self.collection.find_one({"_id": doc_id}, projection={field: 1})
+        return str(doc_id) if doc is not None and doc.get(field) == value else None
+
     async def ensure_indexes(self) -> None:
         await self.collection.create_index(PENDING)
 
@@ -258,15 +278,16 @@ class Repository(Generic[A]):
         """Insert a new aggregate with its events; AlreadyExists if the id is taken."""
         events = _events(agg.pending_events)
         doc = agg.to_document() | {"version": 1, OUTBOX: events, PENDING: bool(events)}
-        await self._record_day(agg.id, doc)
+        # Both before the insert, side by side (neither needs the other).
+        _, mark = await asyncio.gather(self._record_day(agg.id, doc), self._announce(agg, 1))
         try:
             async with self.lock(agg.id):
-                mark = await self._announce(agg, 1)
                 try:
                     await self.collection.insert_one(doc)
                 except DuplicateKeyError:
                     await self._withdraw(mark)
                     raise
+                self._tell(agg)
                 await self._record_open(agg, 1)
         except DuplicateKeyError as exc:
             # Which unique index refused it? Asking is portable; the error's keyPattern is
@@ -284,13 +305,22 @@ class Repository(Generic[A]):
         A number already held, by a record written while the sequence lagged behind (restored
         from a backup) or by another process drawing the same value on FerretDB (whose `$inc`
         is not atomic across processes), is skipped, never given twice: the unique index on the
-        number refuses the insert and the next one is drawn."""
+        number refuses the insert and the next one is drawn. With a `lookup`, the number is
+        claimed there before the insert, so the lookup names every record's number."""
         for _ in range(NUMBER_ATTEMPTS):
             number = await next_number(self.collection.database, sequence, self.locks)
-            try:
-                return await self.add(make(number))
-            except DuplicateValue:
+            agg = make(number)
+            # The number is claimed in the lookup first (`shared.lookups`): taken, draw again.
+            if not await self._claim(agg):
                 continue
+            try:
+                return await self.add(agg)
+            except DuplicateValue:
+                await self._release(agg)
+                continue
+            except AlreadyExists:
+                await self._release(agg)
+                raise
         raise ConcurrencyConflict(f"no free number in {sequence} after {NUMBER_ATTEMPTS} "
                                   "attempts; the unique index and the sequence disagree")
 
@@ -307,6 +337,7 @@ class Repository(Generic[A]):
             mark = await self._announce(agg, expected + 1)
             result = await self.collection.update_one({"_id": agg.id, "version": expected}, update)
             if result.matched_count:
+                self._tell(agg)
                 await self._record_open(agg, expected + 1)
             else:
                 await self._withdraw(mark)  # the save lost the race: its mark is void
@@ -321,12 +352,14 @@ class Repository(Generic[A]):
         if self.open_work is not None:
             await self.open_work.record(agg, version)
 
-    def _saved(self, agg: A, version: int) -> A:
-        had_events = bool(agg.pending_events)
-        saved = self.model.model_validate(agg.to_document() | {"version": version})
-        if had_events:
+    def _tell(self, agg: A) -> None:
+        # The relay publishes as soon as the store has the events, before the open-work
+        # summary is written: that write is not on the way to the consumers.
+        if agg.pending_events:
             self._on_events(self.collection.name, agg.id)
-        return saved
+
+    def _saved(self, agg: A, version: int) -> A:
+        return self.model.model_validate(agg.to_document() | {"version": version})
 
     async def change(self, id: str, apply: Callable[[A], Awaitable[bool | None] | bool | None],
                      *, attempts: int = 30, what: str | None = None) -> A:

@@ -69,3 +69,48 @@ async def test_two_processes_drawing_numbers_at_once_never_share_one(register):
     numbers = await numbers_in(register)
     assert len(numbers) == len(added) == 30
     assert len(set(numbers)) == 30 and sorted(r.number for r in added) == numbers
+
+
+async def test_with_a_lookup_every_number_is_found_by_id_and_a_typo_reads_no_record(
+        register, mongo_url):
+    from shared.lookups import Lookup
+    from tests import reads
+    lookup = Lookup(register.database["numbers"], "number")
+    repo = Repository(register, Numbered, lookup=lookup)
+    await repo.add(numbered(1))  # written before the lookup existed
+    assert await lookup.build(register) == 1
+    assert await lookup.build(register) == 0, "built once, never again"
+    added = await repo.add_numbered("N", numbered)  # N-0001 is claimed: the next is drawn
+    assert added.number == "N-0002"
+    log = reads.install(register.database.name)
+    client = mongo_client(mongo_url)  # made after the listener: it reports to it
+    seen = Lookup(client[register.database.name]["numbers"], "number")
+    log.recording = True
+    assert await seen.find("N-0002") == added.id
+    assert await seen.find("N-9999") is None
+    log.recording = False
+    await client.close()
+    assert log.reads and not log.unbounded(), "a number is found by _id, a typo too"
+
+
+async def test_a_number_whose_record_was_refused_is_released(register):
+    from shared.lookups import Lookup
+    lookup = Lookup(register.database["numbers"], "number")
+    repo = Repository(register, Numbered, lookup=lookup)
+    await repo.add_numbered("N", lambda n: numbered(n, id="the-one"))
+    with pytest.raises(AlreadyExists):
+        await repo.add_numbered("N", lambda n: numbered(n, id="the-one"))
+    assert await lookup.find("N-0002") is None, "the refused record's number names nothing"
+    assert await lookup.find("N-0001") == "the-one"
+
+
+async def test_a_claim_left_by_a_crash_never_names_a_record_under_another_number(register):
+    from shared.lookups import Lookup
+    lookup = Lookup(register.database["numbers"], "number")
+    repo = Repository(register, Numbered, lookup=lookup)
+    # A crash after claiming N-0001 for "the-one", before its insert; the retry drew N-0002.
+    assert await lookup.claim("N-0001", "the-one")
+    await repo.add(numbered(2, id="the-one"))
+    await lookup.claim("N-0002", "the-one")
+    assert await repo.id_of("N-0002") == "the-one"
+    assert await repo.id_of("N-0001") is None, "N-0001 is not the-one's number"

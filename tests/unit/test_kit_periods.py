@@ -13,7 +13,7 @@ NOW = datetime(2026, 12, 6, 9, 30, tzinfo=UTC)
 
 def test_without_from_or_to_a_list_covers_the_last_days_up_to_now():
     p = Period.of(None, None, default_days=31, now=NOW)
-    assert p.start == NOW + timedelta(seconds=1) - timedelta(days=31)
+    assert p.start == NOW + timedelta(hours=1) - timedelta(days=31)
     assert p.holds(NOW) and not p.holds(NOW - timedelta(days=32))
     assert len(p.days()) == 32  # a partial day at each end
 
@@ -45,3 +45,13 @@ def test_rows_sort_by_each_key_in_turn_with_missing_values_first_ascending():
     rows = [{"_id": "b", "at": 2}, {"_id": "a", "at": 2}, {"_id": "c"}, {"_id": "d", "at": 5}]
     assert [r["_id"] for r in sort_rows(rows, [("at", -1), ("_id", 1)])] == ["d", "a", "b", "c"]
     assert [r["_id"] for r in sort_rows(rows, [("at", 1), ("_id", 1)])] == ["c", "a", "b", "d"]
+
+
+def test_a_period_longer_than_allowed_is_refused_saying_how_long_it_may_be():
+    with pytest.raises(Invalid) as err:
+        Period.of(NOW - timedelta(days=500), NOW, default_days=31, max_days=400)
+    assert "400 days" in str(err.value) and err.value.details[0]["loc"] == "query.from"
+
+
+def test_the_default_period_holds_what_was_received_a_little_in_the_future():
+    assert Period.of(None, None, default_days=31, now=NOW).holds(NOW + timedelta(minutes=2))
