@@ -121,7 +121,7 @@ async def load_service(client: AsyncMongoClient, namespace: str, service: str,
             options = {k: v for k, v in spec.items() if k in ("name", "unique", "sparse")}
             await db[name].create_index(spec["key"], **options)
     for name, field in histories(service).items():
-        # What the service's first start would do once (`Service._rebuild_open_work`): index
+        # What the service's first start would do once (`Service._reconcile_at_start`): index
         # the loaded history by day, so that lists of a period find it.
         await DayIndex(db[f"{name}_days"], field).build(db[name])
     loaded.index_seconds[service] = round(time.perf_counter() - inserted, 1)

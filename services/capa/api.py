@@ -4,7 +4,6 @@ Roles (P-3): a `unit` user sees and acts on its own unit's action requests only;
 `quality` reads everything and runs formal CAPAs; `manager` and `auditor` read.
 """
 
-import asyncio
 import re
 from datetime import datetime
 from typing import Annotated, Any
@@ -37,12 +36,13 @@ from services.capa.domain import (
     WithdrawInput,
 )
 from services.capa.handlers import ACTIONS, CAPAS, add_numbered, capa_by_number
-from services.capa.open_work import OPEN_ACTIONS, OPEN_CAPAS, open_work
-from shared.api import Page, PageParams, page_params, service_of
+from services.capa.open_work import ACTIONS_ORDER, CAPAS_ORDER, OPEN_ACTIONS, OPEN_CAPAS
+from shared.api import Page, PageParams, PeriodFrom, PeriodTo, list_page, page_params, service_of
 from shared.auth import Principal, require
 from shared.contracts import Disposition
 from shared.domain import HistoryEntry
 from shared.errors import Forbidden, NotFound
+from shared.lists import Order
 from shared.store import OUTBOX, PENDING, Repository
 from shared.vocabulary import LongText, ShortText
 
@@ -71,31 +71,18 @@ def scoped_unit(principal: Principal, asked: str | None) -> str | None:
     return principal.unit
 
 
-async def page_of(repo: Repository, query: dict[str, Any], paging: PageParams, sort: str,
-                  view: Any, open_statuses: list[str]) -> Page:
-    """A page, newest first. Asked for an open status, it is served from the open-work
-    collection (bounded by open work); otherwise it reads the history by an index on
-    MongoDB (declared in `app.build`), which FerretDB's SQLite handler cannot use."""
-    if query.get("status") in open_statuses:
-        return await open_page_of(repo, query, paging, sort, view)
-    docs = await repo.collection.find(query, projection=LIST_PROJECTION).sort(sort, -1) \
-        .skip(paging.skip).limit(paging.page_size).to_list(None)
-    return Page(items=[view.of(repo.model.viewed(d)) for d in docs],
-                total=await repo.collection.count_documents(query),
-                page=paging.page, page_size=paging.page_size)
-
-
-async def open_page_of(repo: Repository, query: dict[str, Any], paging: PageParams,
-                       sort: str, view: Any) -> Page:
-    """The summaries carry the fields lists filter and sort by, under the same names: the
-    query selects them, and each record listed is then loaded by `_id`."""
-    summaries = await open_work(repo).all(query, projection={sort: 1})
-    summaries.sort(key=lambda s: (s[sort], s["_id"]), reverse=True)
-    listed = summaries[paging.skip:paging.skip + paging.page_size]
-    docs = await asyncio.gather(*(repo.collection.find_one({"_id": s["_id"]}, LIST_PROJECTION)
-                                  for s in listed))
-    return Page(items=[view.of(repo.model.viewed(d)) for d in docs if d is not None],
-                total=len(summaries), page=paging.page, page_size=paging.page_size)
+async def page_of(request: Request, repo: Repository, query: dict[str, Any], paging: PageParams,
+                  order: Order, view: Any, open_statuses: list[str], start: datetime | None,
+                  end: datetime | None) -> Page:
+    """A page, newest first. Asked for an open status (and no period), it comes from the
+    open-work collection, bounded by open work (its summaries carry the fields lists filter
+    and sort by, under the same names). Otherwise it lists the records of the period
+    (`from`/`to`, by default the last QMS_HISTORY_DAYS days) through `<name>_days`, bounded
+    by the period's volume, never by the history."""
+    return await list_page(request, repo, query, order, paging,
+                           lambda d: view.of(repo.model.viewed(d)),
+                           open_work=query.get("status") in open_statuses, start=start, end=end,
+                           projection=LIST_PROJECTION)
 
 
 # ================================================================== action requests
@@ -165,12 +152,14 @@ def actions_router() -> APIRouter:
         return ActionRequestView.of(saved)
 
     @router.get("", response_model=Page[ActionRequestView],
-                summary="Action requests, newest first (a unit sees its own only)")
+                summary="Action requests, newest first (a unit sees its own only): those of an "
+                        "open status, or those requested in a period")
     async def list_actions(
         request: Request, principal: Reader, paging: Paging,
         unit: Annotated[str | None, Query(pattern=UNIT_NAME, max_length=64)] = None,
         status: ActionStatus | None = None,
         feedback_id: Annotated[str | None, Query(max_length=64)] = None,
+        start: PeriodFrom = None, end: PeriodTo = None,
     ) -> Page[ActionRequestView]:
         query: dict[str, Any] = {}
         if (unit := scoped_unit(principal, unit)) is not None:
@@ -179,8 +168,8 @@ def actions_router() -> APIRouter:
             query["status"] = status.value
         if feedback_id is not None:
             query["feedback_id"] = feedback_id
-        return await page_of(repo(request), query, paging, "requested_at", ActionRequestView,
-                             OPEN_ACTIONS)
+        return await page_of(request, repo(request), query, paging, ACTIONS_ORDER,
+                             ActionRequestView, OPEN_ACTIONS, start, end)
 
     @router.get("/{action_id}", response_model=ActionRequestView, summary="One action request")
     async def get_action(request: Request, action_id: str,
@@ -287,13 +276,15 @@ def capas_router() -> APIRouter:
         return CapaView.of(await repo(request).change(capa.id, apply, what="CAPA"))
 
     @router.get("", response_model=Page[CapaView],
-                summary="Formal CAPAs, newest first (a unit sees those it owns)")
+                summary="Formal CAPAs, newest first (a unit sees those it owns): those of an "
+                        "open status, or those opened in a period")
     async def list_capas(
         request: Request, principal: Reader, paging: Paging,
         status: CapaStatus | None = None, source: CapaSource | None = None,
         feedback_id: Annotated[str | None, Query(max_length=64,
                                                  description="CAPAs linked to a complaint")] = None,
         owner_unit: Annotated[str | None, Query(pattern=UNIT_NAME, max_length=64)] = None,
+        start: PeriodFrom = None, end: PeriodTo = None,
     ) -> Page[CapaView]:
         query: dict[str, Any] = {}
         if (owner_unit := scoped_unit(principal, owner_unit)) is not None:
@@ -304,7 +295,8 @@ def capas_router() -> APIRouter:
             query["source"] = source.value
         if feedback_id is not None:
             query["feedback_ids"] = feedback_id
-        return await page_of(repo(request), query, paging, "opened_at", CapaView, OPEN_CAPAS)
+        return await page_of(request, repo(request), query, paging, CAPAS_ORDER, CapaView,
+                             OPEN_CAPAS, start, end)
 
     @router.post("", response_model=CapaView, status_code=201,
                  summary="Quality opens a CAPA by hand")

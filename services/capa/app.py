@@ -5,9 +5,11 @@ from fastapi import FastAPI
 from services.capa import handlers, metrics
 from services.capa.api import actions_router, capas_router
 from services.capa.domain import ActionRequest, Capa
-from services.capa.handlers import ACTIONS, CAPAS
+from services.capa.handlers import ACTIONS, CAPAS, NUMBERS
 from services.capa.open_work import (
+    ACTIONS_BY,
     ACTIONS_OPEN_QUERY,
+    CAPAS_BY,
     CAPAS_OPEN_QUERY,
     action_summary,
     capa_summary,
@@ -40,24 +42,24 @@ Every record keeps an append-only history (`…/history`, P-5.4.2).
 def build(settings: Settings) -> Service:
     service = Service(NAME, settings)
     service.collection(ACTIONS, ActionRequest, open_summary=action_summary,
-                       open_query=ACTIONS_OPEN_QUERY)
-    service.collection(CAPAS, Capa, open_summary=capa_summary, open_query=CAPAS_OPEN_QUERY)
+                       open_query=ACTIONS_OPEN_QUERY, history_by=ACTIONS_BY)
+    # A CAPA number is found through `capa_numbers` by `_id`; `add_numbered` claims it there
+    # before the CAPA is written.
+    service.collection(CAPAS, Capa, open_summary=capa_summary, open_query=CAPAS_OPEN_QUERY,
+                       history_by=CAPAS_BY, lookup=(NUMBERS, "number"))
     handlers.register(service, settings)
     service.routers += [actions_router(), capas_router()]
 
     async def indexes() -> None:
-        # For the list pages over history (each filter, newest first) and the start's rebuild
-        # of the open-work collections (status): used on MongoDB; FerretDB's SQLite handler
-        # reads the whole collection for these whatever its indexes.
-        actions = service.repo(ACTIONS).collection
-        await actions.create_index([("requested_at", -1)])
-        for field in ("unit", "status", "feedback_id"):
-            await actions.create_index([(field, 1), ("requested_at", -1)])
+        # The start's rebuild of the open-work collections reads the store by status: used
+        # on MongoDB (FerretDB's SQLite handler reads the whole collection whatever its
+        # indexes). The unique `number` refuses a number given twice whatever the sequence
+        # says; a CAPA is found by number through `capa_numbers`. The lists read `*_open`,
+        # or `*_days` and then the records by `_id`.
+        await service.repo(ACTIONS).collection.create_index("status")
         capas = service.repo(CAPAS).collection
         await capas.create_index("number", unique=True)
-        await capas.create_index([("opened_at", -1)])
-        for field in ("status", "source", "feedback_ids", "owner_unit"):
-            await capas.create_index([(field, 1), ("opened_at", -1)])
+        await capas.create_index("status")
 
     service.on_start.append(indexes)
     metrics.register(service, settings.metrics_interval_s)

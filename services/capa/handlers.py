@@ -41,7 +41,7 @@ log = logging.getLogger("qms.capa")
 ACTIONS = "actions"
 CAPAS = "capas"
 WITHDRAWN = "withdrawn_feedback"  # complaints Sales withdrew: for assignments arriving later
-NUMBERS = "capa_numbers"  # {_id: CAPA number, id: CAPA id}: finds a CAPA by number by `_id`
+NUMBERS = "capa_numbers"  # the capas' lookup (`shared.lookups`): CAPA number -> CAPA id
 LINKS = "recurrence_links"  # {_id: event id, capa_id}: the open CAPA a recurrence joined
 CAPA_IDS = uuid5(NAMESPACE_URL, "qms:capa:recurrence")
 
@@ -56,35 +56,18 @@ def capa_id_for(event_id: str) -> str:
 
 
 async def add_numbered(repo: Repository[Capa], make: Callable[[str], Capa]) -> Capa:
-    """Add the CAPA `make` builds with the next free `CAPA-<year>-<4 digits>`."""
+    """Add the CAPA `make` builds with the next free `CAPA-<year>-<4 digits>`, its number
+    claimed in `capa_numbers` first (the collection's lookup, declared in app.py)."""
     year = utcnow().year
-    capa = await repo.add_numbered(f"CAPA-{year}", lambda n: make(f"CAPA-{year}-{n:04d}"))
-    await remember_number(repo, capa)
-    return capa
-
-
-async def remember_number(repo: Repository[Capa], capa: Capa) -> None:
-    """The number → id lookup entry, written after the CAPA (the unique index on `number`
-    stays the authority; a crash in between is put right by the first lookup that misses)."""
-    try:
-        await repo.collection.database[NUMBERS].insert_one({"_id": capa.number, "id": capa.id})
-    except DuplicateKeyError:
-        pass  # written before (a retried lookup)
+    return await repo.add_numbered(f"CAPA-{year}", lambda n: make(f"CAPA-{year}-{n:04d}"))
 
 
 async def capa_by_number(repo: Repository[Capa], number: str) -> Capa | None:
-    """By the lookup entry (an `_id` read); for a CAPA from before the lookup existed, by the
-    indexed `number` (a scan on FerretDB, once: the entry is written then)."""
-    entry = await repo.collection.database[NUMBERS].find_one({"_id": number})
-    if entry is not None:
-        return await repo.get(entry["id"])
-    doc = await repo.collection.find_one({"number": number}, projection={"_id": 1})
-    if doc is None:
-        return None
-    capa = await repo.get(doc["_id"])
-    if capa is not None:
-        await remember_number(repo, capa)
-    return capa
+    """By the lookup entry, then the CAPA: `_id` reads only. Every number is claimed there
+    before its CAPA is written, and the start names the older ones once (`shared.lookups`),
+    so a number that is not there names no CAPA."""
+    capa_id = await repo.id_of(number)
+    return None if capa_id is None else await repo.get(capa_id)
 
 
 def register(service: Service, settings: Settings) -> None:

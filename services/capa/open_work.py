@@ -1,4 +1,5 @@
-"""What capa keeps of its open work beside the records: `actions_open` and `capas_open`.
+"""What capa keeps of its open work beside the records: `actions_open` and `capas_open`
+(and, for the lists of a period, `actions_days` and `capas_days`: see `shared.periods`).
 
 On FerretDB's SQLite handler every read but an `_id` lookup reads a whole collection, so
 the gauges, the event handlers and the list pages of open statuses read these small
@@ -24,6 +25,11 @@ A = TypeVar("A", bound=Aggregate)
 
 OPEN_ACTIONS = [s.value for s in OPEN_ACTION_STATUSES]  # withdrawn ones ask nothing more
 OPEN_CAPAS = [s.value for s in CapaStatus if s not in ENDED_CAPA_STATUSES]
+
+# The time each one's history is listed by (newest first): set once, when it is added.
+ACTIONS_BY, CAPAS_BY = "requested_at", "opened_at"
+ACTIONS_ORDER = [(ACTIONS_BY, -1), ("_id", 1)]
+CAPAS_ORDER = [(CAPAS_BY, -1), ("_id", 1)]
 
 # The same selections as store queries: the open-work collections are rebuilt from them at
 # start (with the status indexes on MongoDB).

@@ -34,7 +34,7 @@ from services.intake.domain import (
     register_number,
 )
 from services.intake.settings import Settings
-from shared.api import Page, PageParams, page_params, service_of
+from shared.api import Page, PageParams, page_params, period_of, period_view, service_of
 from shared.attachments import (
     DOCX,
     EVIDENCE_NAMES,
@@ -47,6 +47,7 @@ from shared.auth import Principal, require
 from shared.domain import HistoryEntry
 from shared.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
 from shared.events import utcnow
+from shared.lists import history_page, open_page
 from shared.store import AlreadyExists, Repository, WriteLocks
 from shared.vocabulary import (
     REGISTER_NO_PATTERN,
@@ -255,7 +256,8 @@ async def _add(request: Request, response: Response, ref: str, apply: Any) -> Fe
     return fb
 
 
-# The register's order, newest received first; declared as an index (app.py) for MongoDB.
+# The register's order, newest received first (also `feedback_days`' own order, so a page of
+# history without filters loads only its records); declared as an index (app.py) for MongoDB.
 REGISTER_ORDER = [("received_at", -1), ("_id", -1)]
 LISTED = {"history": 0, "applied_events": 0, "outbox": 0, "outbox_pending": 0}
 OPEN_QUERY = {"status": {"$in": sorted(s.value for s in OPEN_STATUSES)}}
@@ -272,19 +274,6 @@ def open_summary(fb: Feedback) -> dict[str, Any] | None:
             "register_no": fb.register_no, "description": fb.description,
             "customer": {"id": fb.customer.id, "name": fb.customer.name},
             "product": {"code": fb.product.code} if fb.product else None}
-
-
-async def _open_page(repo: Repository[Feedback], query: dict[str, Any],
-                     paging: PageParams) -> tuple[list[dict[str, Any]], int]:
-    """One page of open feedback: filtered and sorted on the open-work summaries (a read
-    bounded by open work, not by the register's history), then each listed record by `_id`."""
-    assert repo.open_work is not None  # declared with the collection (app.py)
-    found = await repo.open_work.all(query, projection={"received_at": 1})
-    found.sort(key=lambda d: (d["received_at"], d["_id"]), reverse=True)  # REGISTER_ORDER
-    page = found[paging.skip:paging.skip + paging.page_size]
-    docs = await asyncio.gather(*(repo.collection.find_one({"_id": d["_id"]}, projection=LISTED)
-                                  for d in page))
-    return [d for d in docs if d is not None], len(found)
 
 
 def _fingerprint(body: NewFeedback) -> str:
@@ -314,8 +303,7 @@ def router(settings: Settings) -> APIRouter:
         repo = _repo(request)
         fb = await repo.add_numbered(f"CF-{year}", lambda number: Feedback.register(
             id=fid, register_no=register_number(year, number), new=body, actor=who.as_actor(),
-            now=now, skew=skew, fingerprint=fingerprint))
-        await numbers.remember(repo, fb.register_no, fb.id)
+            now=now, skew=skew, fingerprint=fingerprint))  # its number claimed first
         return fb
 
     @api.post("/feedback", response_model=FeedbackRead, status_code=201,
@@ -357,7 +345,11 @@ def router(settings: Settings) -> APIRouter:
     @api.get("/feedback", response_model=Page[FeedbackRead],
              summary="The Customer Feedback Register, filtered and paged (P-5.4.1)",
              description="Newest received first. `q` searches description, customer name, "
-                         "register number and product code (case-insensitive, literal).")
+                         "register number and product code (case-insensitive, literal). An "
+                         "open `status` lists all open work (`received_from`/`received_to` "
+                         "narrow it); any other list is of a period of receipt: "
+                         "`received_from`/`received_to`, by default the last "
+                         "`QMS_HISTORY_DAYS` days (31), returned as `period`.")
     async def list_feedback(
         request: Request, _: Annotated[Principal, Depends(require(*READERS))],
         paging: Annotated[PageParams, Depends(page_params)],
@@ -366,11 +358,16 @@ def router(settings: Settings) -> APIRouter:
         customer_id: Annotated[str | None, Query(max_length=64)] = None,
         product_code: Annotated[str | None, Query(max_length=64)] = None,
         received_from: Annotated[datetime | None, Query(
-            description="Received at or after (ISO 8601; no offset means UTC)")] = None,
-        received_to: Annotated[datetime | None, Query(description="Received at or before")] = None,
+            description="Received at or after (ISO 8601; no offset means UTC). Without "
+                        "`received_from` and `received_to`, a list of history covers the "
+                        "last QMS_HISTORY_DAYS days")] = None,
+        received_to: Annotated[datetime | None, Query(
+            description="Received at or before (default: now)")] = None,
         q: Annotated[str | None, Query(max_length=200, description="Free text")] = None,
     ) -> Page[FeedbackRead]:
         _check_filters(customer_id=customer_id, product_code=product_code, q=q)
+        period = period_of(request, received_from, received_to, end_inclusive=True,
+                           names=("received_from", "received_to"))  # checked on every list
         query: dict[str, Any] = {}
         for field, value in (("status", status), ("category", category),
                              ("channel", channel), ("severity", severity)):
@@ -380,25 +377,31 @@ def router(settings: Settings) -> APIRouter:
             query["customer.id"] = customer_id
         if product_code:
             query["product.code"] = product_code
-        if received_from or received_to:
-            query["received_at"] = {k: v for k, v in (("$gte", received_from),
-                                                      ("$lte", received_to)) if v}
         if q:
             pattern = {"$regex": re.escape(q), "$options": "i"}  # user text is literal
             query["$or"] = [{"description": pattern}, {"customer.name": pattern},
                             {"register_no": pattern}, {"product.code": pattern}]
         repo = _repo(request)
         if status in OPEN_STATUSES:
-            docs, total = await _open_page(repo, query, paging)
+            # Sales' inbox: all of its open work (a read bounded by open work), narrowed by
+            # the dates only when they are given.
+            if received_from or received_to:
+                query["received_at"] = {k: v for k, v in (("$gte", received_from),
+                                                          ("$lte", received_to)) if v}
+            docs, total = await open_page(repo, query, REGISTER_ORDER, paging.skip,
+                                          paging.page_size, LISTED)
+            shown = None
         else:
-            # A search of the history (all statuses, or closed/withdrawn ones): MongoDB orders
-            # it by the declared index REGISTER_ORDER (the filter's own index may narrow
-            # first); FerretDB's SQLite handler reads the whole register for any such filter.
-            docs = await repo.collection.find(query, projection=LISTED).sort(REGISTER_ORDER) \
-                .skip(paging.skip).limit(paging.page_size).to_list(None)
-            total = await repo.collection.count_documents(query)
+            # The history (all statuses, closed, withdrawn, a search): the period's records,
+            # found through `feedback_days` and read by `_id`, never the whole register.
+            assert repo.days is not None  # declared with history_by (app.py)
+            docs, total = await history_page(repo.collection, repo.days, period, query,
+                                             REGISTER_ORDER, paging.skip, paging.page_size,
+                                             LISTED)
+            shown = period_view(period)
         items = [FeedbackRead.of(Feedback.viewed(d)) for d in docs]
-        return Page(items=items, total=total, page=paging.page, page_size=paging.page_size)
+        return Page(items=items, total=total, page=paging.page, page_size=paging.page_size,
+                    period=shown)
 
     @api.get("/feedback/{ref}", response_model=FeedbackRead, summary="One feedback")
     async def get_feedback(request: Request, ref: Ref,

@@ -5,7 +5,7 @@ import re
 from fastapi import FastAPI
 
 import services.intake as package
-from services.intake import api, handlers
+from services.intake import api, handlers, numbers
 from services.intake.domain import Feedback
 from services.intake.settings import Settings
 from shared.service import Service, create_app
@@ -18,16 +18,22 @@ MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around the file it
 def build(settings: Settings) -> Service:
     service = Service(NAME, settings)
     # Open feedback keeps a small summary beside the register (`feedback_open`): the list of
-    # open statuses (Sales' inbox) reads it, not the whole history.
+    # open statuses (Sales' inbox) reads it, not the whole history. Every other list is of a
+    # period of receipt: `feedback_days` names each day's records (`shared.periods`).
+    # A register number said on the phone is found through `register_numbers` by `_id`
+    # (services.intake.numbers); each number is claimed there before its feedback is written.
     service.collection(api.FEEDBACK, Feedback, open_summary=api.open_summary,
-                       open_query=api.OPEN_QUERY)
+                       open_query=api.OPEN_QUERY, history_by="received_at",
+                       lookup=(numbers.REGISTER_NUMBERS, numbers.FIELD))
     handlers.register(service)
     service.routers.append(api.router(settings))
 
     async def indexes() -> None:
         coll = service.repo(api.FEEDBACK).collection
         await coll.create_index("register_no", unique=True)  # said on the phone: one record
-        await coll.create_index(api.REGISTER_ORDER)  # the register's order (history searches)
+        # The register's order: the lists read by period now (`feedback_days`); kept for
+        # queries and reports run on MongoDB itself.
+        await coll.create_index(api.REGISTER_ORDER)
         for field in ("status", "customer.id", "product.code"):
             await coll.create_index(field)
 

@@ -79,8 +79,7 @@ def register(service: Service) -> None:
             fb.mark_applied(event.id)
             return fb
 
-        try:
-            fb = await repo.add_numbered(f"CF-{year}", from_mail)
+        try:  # the number is claimed in `register_numbers` before the feedback is written
+            await repo.add_numbered(f"CF-{year}", from_mail)
         except AlreadyExists:
-            return  # another delivery of the same mail won the race (and writes the lookup)
-        await numbers.remember(repo, fb.register_no, fb.id)
+            return  # another delivery of the same mail won the race

@@ -4,13 +4,12 @@ systems, the recipient directory, the customer directory, and the mail received.
 Routes only translate: parse, call the domain through the repository, answer.
 """
 
-import asyncio
 import secrets
 from datetime import datetime
 from typing import Annotated, Any
 from uuid import uuid4
 
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import AliasChoices, AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
 
 from services.notify.context import Notify
@@ -29,12 +28,13 @@ from services.notify.domain import (
     Subscription,
     TopicPattern,
 )
-from services.notify.open_work import OPEN_STATUSES
-from shared.api import Page, PageParams, page_params
+from services.notify.open_work import CREATED_AT, OPEN_STATUSES, RECEIVED_AT
+from shared.api import Page, PageParams, PeriodFrom, PeriodTo, list_page, page_params
 from shared.auth import Principal, require
 from shared.domain import HistoryEntry
 from shared.errors import Conflict, NotFound
 from shared.events import utcnow
+from shared.lists import Order
 from shared.store import AlreadyExists, Repository
 from shared.vocabulary import AttachmentMeta, Code, Customer, Language, Name, ShortText
 
@@ -53,30 +53,32 @@ def _page(items: list[Any], total: int, paging: PageParams) -> dict[str, Any]:
 
 async def _find(repo: Repository, query: dict[str, Any], paging: PageParams, sort: str,
                 projection: dict[str, int] | None = None) -> dict[str, Any]:
-    """A page, newest first. Over history it reads by an index on MongoDB (declared in
-    `Notify._indexes`), which FerretDB's SQLite handler cannot use; over configuration (the
-    subscriptions, the directory, the customers) it reads a small collection either way."""
+    """A page of configuration (the webhook subscriptions), newest first: a small collection,
+    read whole on FerretDB's SQLite handler, by an index on MongoDB."""
     coll = repo.collection
     docs = await coll.find(query, projection=projection).sort([(sort, -1), ("_id", 1)]) \
         .skip(paging.skip).limit(paging.page_size).to_list(None)
     return _page(docs, await coll.count_documents(query), paging)
 
 
-async def _notifications(notify: Notify, query: dict[str, Any], paging: PageParams,
-                         projection: dict[str, int]) -> dict[str, Any]:
-    """Notifications, newest first. Asked for an open status (pending, parked), the page comes
-    from `notifications_open`, bounded by open work: its summaries carry the fields this list
-    filters and sorts by, under the same names, and each one listed is loaded by `_id`."""
-    repo = notify.notifications
-    if repo.open_work is None or query.get("status") not in OPEN_STATUSES:
-        return await _find(repo, query, paging, "created_at", projection)
-    summaries = await repo.open_work.all(query, projection={"created_at": 1})
-    summaries.sort(key=lambda d: d["_id"])
-    summaries.sort(key=lambda d: d["created_at"], reverse=True)  # stable: `_id` breaks ties
-    listed = summaries[paging.skip:paging.skip + paging.page_size]
-    docs = await asyncio.gather(*(repo.collection.find_one({"_id": d["_id"]}, projection)
-                                  for d in listed))
-    return _page([d for d in docs if d is not None], len(summaries), paging)
+def _newest_first(field: str) -> Order:
+    return [(field, -1), ("_id", 1)]
+
+
+def _as_stored(doc: dict[str, Any]) -> dict[str, Any]:
+    return doc  # the route's response model shapes it
+
+
+async def _notifications(notify: Notify, request: Request, query: dict[str, Any],
+                         paging: PageParams, start: datetime | None, end: datetime | None,
+                         projection: dict[str, int]) -> Page:
+    """Notifications, newest first. Asked for an open status (pending, parked) and no period,
+    the page comes from `notifications_open`, bounded by open work: its summaries carry the
+    fields this list filters and sorts by, under the same names. Otherwise, those created in
+    the period asked for (`from`/`to`, by default the last QMS_HISTORY_DAYS days)."""
+    return await list_page(request, notify.notifications, query, _newest_first(CREATED_AT),
+                           paging, _as_stored, open_work=query.get("status") in OPEN_STATUSES,
+                           start=start, end=end, projection=projection)
 
 
 # ---------------------------------------------------------------- models: notifications
@@ -299,19 +301,21 @@ def router(notify: Notify) -> APIRouter:
 
 def _notification_routes(api: APIRouter, notify: Notify) -> None:
     @api.get("/notifications", response_model=Page[NotificationSummary], tags=["notifications"],
-             summary="Every notification: what, to whom, for which event, attempts, result")
+             summary="Notifications: what, to whom, for which event, attempts, result; the "
+                     "open ones (pending, parked), or those created in a period")
     async def list_notifications(
-            _: Annotated[Principal, Depends(require(*READ_OPS))],
+            request: Request, _: Annotated[Principal, Depends(require(*READ_OPS))],
             paging: Annotated[PageParams, Depends(page_params)],
             feedback_id: Filter = None, event_id: Filter = None,
             channel: ChannelName | None = None, status: NotificationStatus | None = None,
-            recipient: Filter = None, purpose: Filter = None) -> dict[str, Any]:
+            recipient: Filter = None, purpose: Filter = None,
+            start: PeriodFrom = None, end: PeriodTo = None) -> Page:
         query = {k: v for k, v in {"feedback_id": feedback_id, "event_id": event_id,
                                    "channel": channel.value if channel else None,
                                    "status": status.value if status else None,
                                    "recipient": recipient.lower() if recipient else None,
                                    "purpose": purpose}.items() if v is not None}
-        return await _notifications(notify, query, paging,
+        return await _notifications(notify, request, query, paging, start, end,
                                     projection={"body": 0, "attempt_log": 0, "history": 0,
                                                 "applied_events": 0, "outbox": 0})
 
@@ -388,17 +392,19 @@ def _webhook_routes(api: APIRouter, notify: Notify) -> None:
             what="Subscription")
 
     @api.get("/webhooks/{subscription_id}/deliveries", response_model=Page[Delivery],
-             tags=["webhooks"], summary="The delivery log: every delivery and its attempts")
-    async def deliveries(subscription_id: Id,
+             tags=["webhooks"], summary="The delivery log: each delivery and its attempts; the "
+                                        "open ones (pending, parked), or those of a period")
+    async def deliveries(request: Request, subscription_id: Id,
                          _: Annotated[Principal, Depends(require(*READ_OPS))],
                          paging: Annotated[PageParams, Depends(page_params)],
-                         status: NotificationStatus | None = None) -> dict[str, Any]:
+                         status: NotificationStatus | None = None,
+                         start: PeriodFrom = None, end: PeriodTo = None) -> Page:
         await notify.subscriptions.get_or_raise(subscription_id, "Subscription")
         query: dict[str, Any] = {"channel": ChannelName.WEBHOOK.value,
                                  "recipient": subscription_id}
         if status is not None:
             query["status"] = status.value
-        return await _notifications(notify, query, paging,
+        return await _notifications(notify, request, query, paging, start, end,
                                     projection={"body": 0, "history": 0, "applied_events": 0})
 
     @api.post("/webhooks/{subscription_id}/deliveries/{delivery_id}/retry",
@@ -528,8 +534,10 @@ async def _no_overlap(repo: Repository[CustomerEntry], customer_id: str, emails:
 
 def _mail_routes(api: APIRouter, notify: Notify) -> None:
     @api.get("/mail", response_model=Page[MailSummary], tags=["mail"],
-             summary="Mail and faxes received by the complaints mailbox, newest first")
-    async def list_mail(_: Annotated[Principal, Depends(require(*READ_SALES_OPS))],
+             summary="Mail and faxes received by the complaints mailbox in a period, newest "
+                     "first")
+    async def list_mail(request: Request,
+                        _: Annotated[Principal, Depends(require(*READ_SALES_OPS))],
                         paging: Annotated[PageParams, Depends(page_params)],
                         malformed: bool | None = None, is_fax: bool | None = None,
                         auto_reply: bool | None = None,
@@ -538,7 +546,8 @@ def _mail_routes(api: APIRouter, notify: Notify) -> None:
                         unidentified: Annotated[bool | None, Query(
                             description="true: no customer matched")] = None,
                         customer_id: Filter = None, register_no: Filter = None,
-                        from_address: Filter = None) -> dict[str, Any]:
+                        from_address: Filter = None,
+                        start: PeriodFrom = None, end: PeriodTo = None) -> Page:
         query: dict[str, Any] = {}
         for key, value in (("malformed", malformed), ("is_fax", is_fax),
                            ("auto_reply", auto_reply), ("held", held),
@@ -550,8 +559,8 @@ def _mail_routes(api: APIRouter, notify: Notify) -> None:
                 query[key] = value
         if unidentified is not None:
             query["customer"] = None if unidentified else {"$ne": None}
-        return await _find(notify.mail, query, paging, "received_at",
-                           projection=MAIL_SUMMARY)
+        return await list_page(request, notify.mail, query, _newest_first(RECEIVED_AT), paging,
+                               _as_stored, start=start, end=end, projection=MAIL_SUMMARY)
 
     @api.get("/mail/{mail_id}", response_model=MailRead, tags=["mail"],
              summary="One mail: what was parsed, attachments, problems, history")

@@ -6,6 +6,7 @@ lifespan once the database is there: indexes, the directory seed, the channels.
 
 import asyncio
 import logging
+from typing import TypeVar
 
 from services.notify.channels import Channel, EmailChannel, WebhookChannel
 from services.notify.dispatcher import Dispatcher
@@ -21,13 +22,15 @@ from services.notify.domain import (
     Subscription,
 )
 from services.notify.metrics import NotifyMetrics
-from services.notify.open_work import OPEN_QUERY, notification_summary
+from services.notify.open_work import CREATED_AT, OPEN_QUERY, RECEIVED_AT, notification_summary
 from services.notify.settings import Settings
 from services.notify.templates import Renderer
+from shared.domain import Aggregate
 from shared.service import Service
 from shared.store import AlreadyExists, Repository
 
 log = logging.getLogger("qms.notify")
+A = TypeVar("A", bound=Aggregate)
 
 NOTIFICATIONS = "notifications"
 SUBSCRIPTIONS = "webhook_subscriptions"
@@ -49,9 +52,10 @@ class Notify:
         self.channels: dict[ChannelName, Channel] = {}
         self._dispatcher: Dispatcher | None = None
         service.collection(NOTIFICATIONS, Notification, open_summary=notification_summary,
-                           open_query=OPEN_QUERY)
+                           open_query=OPEN_QUERY, history_by=CREATED_AT)
+        service.collection(MAIL, InboundMail, history_by=RECEIVED_AT)
         for name, model in ((SUBSCRIPTIONS, Subscription), (DIRECTORY, DirectoryEntry),
-                            (CUSTOMERS, CustomerEntry), (MAIL, InboundMail), (CASES, CaseView)):
+                            (CUSTOMERS, CustomerEntry), (CASES, CaseView)):
             service.collection(name, model)
 
     # -- repositories (they exist once the service has started) -------------
@@ -116,23 +120,16 @@ class Notify:
             await channel.close()
 
     async def _indexes(self) -> None:
-        # For the list pages over history (newest first, `_id` breaking ties) and the start's
-        # rebuild of `notifications_open` (status): used on MongoDB; FerretDB's SQLite handler
-        # reads the whole collection for these whatever its indexes. The dispatcher reads
-        # `notifications_open`, not these.
-        n = self.notifications.collection
-        await n.create_index([("created_at", -1), ("_id", 1)])
-        # A status, and a recipient (a subscription's delivery log): many records each.
-        for field in ("status", "recipient"):
-            await n.create_index([(field, 1), ("created_at", -1), ("_id", 1)])
-        for field in ("feedback_id", "event_id"):  # few records each: sorted as found
-            await n.create_index(field)
+        # On MongoDB (FerretDB's SQLite handler reads the whole collection whatever its
+        # indexes): the start's rebuild of `notifications_open` reads the store by status; the
+        # webhook subscriptions are listed newest first; the directory and the customers are
+        # matched by group, address and domain. The dispatcher reads `notifications_open`, the
+        # lists `notifications_open`, or `*_days` and then the records by `_id`.
+        await self.notifications.collection.create_index("status")
+        await self.subscriptions.collection.create_index([("created_at", -1), ("_id", 1)])
         await self.directory.collection.create_index("groups")
         await self.customers.collection.create_index("emails")
         await self.customers.collection.create_index("domains")
-        await self.mail.collection.create_index([("received_at", -1), ("_id", 1)])
-        for field in ("customer.id", "malformed", "register_no", "from_address"):
-            await self.mail.collection.create_index(field)
 
     async def _seed_directory(self) -> None:
         """At first start only: later edits through the API are never overwritten."""
@@ -150,3 +147,17 @@ class Notify:
         await meta.update_one({"_id": SEEDED}, {"$set": {"entries": len(
             self.settings.directory_seed)}}, upsert=True)
         log.info("directory seeded with %d entries", len(self.settings.directory_seed))
+
+
+async def add_once(repo: Repository[A], record: A) -> bool:
+    """Add `record`, unless one with its id was added before (a redelivered event, a mail
+    delivered twice): False then. Asked by `_id` first: an add that fails still lists the id
+    in `<name>_days` at the record's own new time (the kit records the day before the
+    insert), and the history lists would show it twice."""
+    if await repo.exists(record.id):
+        return False
+    try:
+        await repo.add(record)
+    except AlreadyExists:
+        return False
+    return True

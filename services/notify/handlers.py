@@ -10,7 +10,7 @@ import logging
 import re
 from dataclasses import dataclass
 
-from services.notify.context import Notify
+from services.notify.context import Notify, add_once
 from services.notify.domain import CaseView, ChannelName, Notification, Subscription
 from services.notify.rules import Audience, mail_rule
 from shared.contracts import (
@@ -163,11 +163,8 @@ async def _record_nobody(notify: Notify, purpose: str, audience: Audience, event
                             event=event, purpose=purpose, subject=subject, body=body,
                             now=utcnow(), language=reader.language,
                             register_no=case.register_no if case else None)
-    try:
-        await notify.notifications.add(n)
-    except AlreadyExists:
-        return  # a redelivered event: recorded already
-    notify.metrics.unresolved.labels(purpose).inc()
+    if await add_once(notify.notifications, n):
+        notify.metrics.unresolved.labels(purpose).inc()
     log.warning("%s for event %s (%s): nobody to tell (%s); recorded as no_recipient",
                 purpose, event.id, event.type, reason)
 
@@ -222,9 +219,8 @@ async def _heads(notify: Notify, heads: tuple[Head, ...]) -> list[Recipient]:
 
 
 async def _insert_once(notify: Notify, n: Notification) -> int:
-    try:
-        await notify.notifications.add(n)
-    except AlreadyExists:
-        return 0  # a redelivered event: this recipient was already told
+    if not await add_once(notify.notifications, n):
+        return 0
     notify.metrics.created.labels(n.channel.value, n.purpose).inc()
     return 1
+

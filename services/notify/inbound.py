@@ -20,6 +20,7 @@ from uuid import UUID, uuid4, uuid5
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from services.notify.context import add_once
 from services.notify.domain import CustomerEntry, InboundMail, RejectedAttachment, sender_domain
 from services.notify.mailparse import (
     Limits,
@@ -34,7 +35,7 @@ from services.notify.metrics import NotifyMetrics
 from services.notify.settings import Settings
 from shared.attachments import AttachmentStore
 from shared.events import utcnow
-from shared.store import AlreadyExists, Repository
+from shared.store import Repository
 from shared.vocabulary import AttachmentMeta, Customer
 
 log = logging.getLogger("qms.notify.inbound")
@@ -67,9 +68,7 @@ class Inbox:
         mail.envelope_from = envelope_from
         mail.envelope_to = envelope_to
         mail.peer = peer
-        try:
-            await self.mails.add(mail)
-        except AlreadyExists:
+        if not await add_once(self.mails, mail):
             await self.mails.change(mail.id, lambda m: m.received_again(
                 envelope_to=envelope_to, peer=peer))
             self.metrics.inbound_duplicates.inc()

@@ -16,6 +16,9 @@ from services.notify.domain import Notification, NotificationStatus
 # lease's end). Parked: waiting for ops to retry it (the qms_notify_parked alert says so).
 OPEN_STATUSES = [NotificationStatus.PENDING.value, NotificationStatus.PARKED.value]
 OPEN_QUERY = {"status": {"$in": OPEN_STATUSES}}  # the start's rebuild, from the store
+# What the lists of a period order by (newest first), set once when the record is added:
+# `notifications_days` and `inbound_mail_days` (see `shared.periods`).
+CREATED_AT, RECEIVED_AT = "created_at", "received_at"
 
 
 def notification_summary(n: Notification) -> dict[str, Any] | None:

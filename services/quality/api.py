@@ -4,7 +4,6 @@
 role `quality` (P-3.2); Sales, managers and auditors read.
 """
 
-import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeAlias
@@ -27,11 +26,11 @@ from services.quality.domain import (
     UnitEntry,
     check_assignment,
 )
-from services.quality.lookups import CaseNumbers
+from services.quality.lookups import case_id
 from services.quality.recurrence import Detection, Kind, KindCapa
 from services.quality.settings import Settings
 from services.quality.sla import MOST_FREQUENT_FIRST, NEWEST_FIRST
-from shared.api import Page, PageParams, page_params, service_of
+from shared.api import Page, PageParams, PeriodFrom, PeriodTo, list_page, page_params, service_of
 from shared.auth import Principal, require
 from shared.contracts import ResolutionReady
 from shared.domain import HistoryEntry
@@ -283,11 +282,11 @@ def _settings(request: Request) -> Settings:
 
 async def _case_id(request: Request, ref: str) -> str:
     """The feedback id, by `_id` or the register-number lookup (both `_id` reads)."""
-    case_id = await CaseNumbers(service_of(request).database).case_id(_cases(request), ref)
-    if case_id is None:
+    found = await case_id(_cases(request), ref)
+    if found is None:
         raise NotFound(f"No Complaint Handling Form {ref!r}: Sales has not opened one for "
                        f"this feedback (or it has not reached Quality yet).")
-    return case_id
+    return found
 
 
 async def _change(request: Request, ref: str, apply: Callable[[Case], None]) -> CaseRead:
@@ -299,20 +298,6 @@ async def _change(request: Request, ref: str, apply: Callable[[Case], None]) -> 
 # What a list item shows: neither the change log nor the bookkeeping (both grow per record).
 _LISTED = {"history": 0, "applied_events": 0, "outbox": 0, "outbox_pending": 0}
 _OPEN_WORK_VALUES = {s.value for s in OPEN_WORK}
-
-
-async def _open_page(repo: Repository[Case], query: dict[str, Any],
-                     paging: PageParams) -> tuple[list[dict[str, Any]], int]:
-    """A page of open cases: matched and sorted in `cases_open` (small whatever the history),
-    each listed case then loaded by `_id`."""
-    assert repo.open_work is not None
-    ids = [d["_id"] for d in await repo.open_work.collection.find(query, {"_id": 1})
-           .sort(NEWEST_FIRST).to_list(None)]
-    wanted = ids[paging.skip:paging.skip + paging.page_size]
-    docs = await asyncio.gather(*(repo.collection.find_one({"_id": i}, _LISTED)
-                                  for i in wanted))
-    # A case that left open work between the two reads shows as it is now.
-    return [d for d in docs if d is not None], len(ids)
 
 
 def _clock_filter(field: str, flag: str, wanted: bool, now: datetime) -> dict[str, Any]:
@@ -332,7 +317,8 @@ router = APIRouter(tags=["cases"])
 
 
 @router.get("/cases", response_model=Page[CaseRead],
-            summary="Complaint Handling Forms, newest first, with their clocks")
+            summary="Complaint Handling Forms, newest first, with their clocks: the open ones "
+                    "(status open, awaiting_units, resolved only), or those received in a period")
 async def list_cases(
     request: Request, _: Reader, paging: Annotated[PageParams, Depends(page_params)],
     status: Annotated[list[CaseStatus] | None, Query(description="Repeat for several")] = None,
@@ -346,7 +332,12 @@ async def list_cases(
     = None,
     customer_id: Annotated[str | None, Query(max_length=64,
                                              pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-/]*$")] = None,
+    start: PeriodFrom = None, end: PeriodTo = None,
 ) -> Page[CaseRead]:
+    """Asked for open statuses only (and no period), every open case: from `cases_open`,
+    bounded by open work. Otherwise the cases first received in the period (`from`/`to`,
+    by default the last QMS_HISTORY_DAYS days): read through `cases_days`, bounded by the
+    period's volume, never by the history."""
     now = now_ms()
     clauses: list[dict[str, Any]] = []
     if status:
@@ -364,18 +355,11 @@ async def list_cases(
     if breached is not None:
         clauses.append(_clock_filter("due_at", "clock_breached", breached, now))
     query = {"$and": clauses} if clauses else {}
-    repo = _cases(request)
-    if status and {s.value for s in status} <= _OPEN_WORK_VALUES:
-        # The board (open statuses only): from cases_open, bounded by open work.
-        docs, total = await _open_page(repo, query, paging)
-    else:
-        # History (closed, withdrawn or any status): one indexed query on MongoDB
-        # (ensure_indexes), a read of the whole store on FerretDB.
-        docs = await repo.collection.find(query, _LISTED).sort(NEWEST_FIRST) \
-            .skip(paging.skip).limit(paging.page_size).to_list(None)
-        total = await repo.collection.count_documents(query)
-    return Page(items=[CaseRead.of(Case.viewed(d), now) for d in docs], total=total,
-                page=paging.page, page_size=paging.page_size)
+    # The board (open statuses only, no period): matched and sorted on cases_open.
+    board = bool(status and {s.value for s in status} <= _OPEN_WORK_VALUES)
+    return await list_page(request, _cases(request), query, NEWEST_FIRST, paging,
+                           lambda d: CaseRead.of(Case.viewed(d), now), open_work=board,
+                           start=start, end=end, projection=_LISTED)
 
 
 @router.get("/cases/{ref}", response_model=CaseRead, summary="One case with its clock")
@@ -484,8 +468,11 @@ async def recurrence(
                                                ("defect_code", defect_code)) if v}
     if min_count:
         query["count"] = {"$gte": min_count}
-    # Kinds are history (each keeps its complaints): indexed on MongoDB (ensure_indexes),
-    # a read of the whole collection on FerretDB.
+    # A read of the whole `kinds` collection on FerretDB (indexed on MongoDB, ensure_indexes):
+    # bounded by the number of kinds (customer or product, times defect code), which grows
+    # with the plant's customers, products and defect catalogue, not with each complaint.
+    # (Each kind does keep every complaint of its own, `complaints`: bytes read still grow,
+    # slowly, with the history.)
     coll = service_of(request).repo("kinds").collection
     docs = await coll.find(query, _LISTED).sort(MOST_FREQUENT_FIRST) \
         .skip(paging.skip).limit(paging.page_size).to_list(None)

@@ -4,8 +4,10 @@ from fastapi import FastAPI
 
 from services.quality import api, handlers, sla
 from services.quality.domain import OPEN_WORK, Case
+from services.quality.lookups import CASE_NUMBER_FIELD, CASE_NUMBERS
 from services.quality.recurrence import Kind
 from services.quality.settings import Settings
+from services.quality.sla import HISTORY_BY
 from shared.service import Service, create_app
 
 NAME = "quality"
@@ -36,9 +38,12 @@ back with Sales.
 
 def build(settings: Settings) -> Service:
     service = Service(NAME, settings)
-    # `cases_open`: what the clock watcher, the gauge and the open-status lists read.
+    # `cases_open`: what the clock watcher, the gauge and the open-status lists read;
+    # `cases_days`: which cases each day brought, what the lists of a period read;
+    # `case_numbers`: register number -> case, what a request by number reads by `_id`.
     service.collection("cases", Case, open_summary=Case.open_summary,
-                       open_query={"status": {"$in": [s.value for s in OPEN_WORK]}})
+                       open_query={"status": {"$in": [s.value for s in OPEN_WORK]}},
+                       history_by=HISTORY_BY, lookup=(CASE_NUMBERS, CASE_NUMBER_FIELD))
     service.collection("kinds", Kind)
     handlers.register(service, settings)
     sla.register(service, settings)

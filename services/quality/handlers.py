@@ -13,7 +13,7 @@ from datetime import datetime
 
 from services.quality.clock import now_ms
 from services.quality.domain import Case, CaseStatus, kinds_of
-from services.quality.lookups import CapaKinds, CaseNumbers
+from services.quality.lookups import CapaKinds
 from services.quality.recurrence import Cover, Kind, KindEntry, parse_kind
 from services.quality.settings import Settings
 from services.quality.sla import policy_of
@@ -75,12 +75,20 @@ def register(service: Service, settings: Settings) -> None:
         case = Case.receive(form, event_id=event.id, actor=event.actor,
                             now=clock_start(form.form_opened_at or event.occurred_at),
                             policy=policy, heads=heads)
+        # The number first, so that `case_numbers` names every case: a miss there is an
+        # unknown number, never a case to look for in the store (services.quality.lookups).
+        # A redelivery finds it claimed for this case already.
+        lookup = cases().lookup
+        assert lookup is not None, "cases are declared with their lookup (app.build)"
+        if not await lookup.claim(form.register_no, form.feedback_id):
+            # Another feedback came with the same number (e.g. the register restored from a
+            # backup reused it): the form is still handled, found by its id.
+            log.error("register number %s names another case; case %s is found by its id only",
+                      form.register_no, form.feedback_id)
         try:
             await cases().add(case)
         except AlreadyExists:
             log.info("form %s already received; event %s ignored", form.register_no, event.id)
-        # After the case (also on a redelivery: a crash may have fallen between the writes).
-        await CaseNumbers(service.database).remember(form.register_no, form.feedback_id)
 
     @service.consumer.on("feedback.evidence_added")
     async def evidence_added(event: Envelope, p: EvidenceAdded) -> None:

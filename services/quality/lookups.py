@@ -4,17 +4,16 @@ On FerretDB's SQLite handler only an `_id` lookup is cheap; a query on any other
 reads the whole collection, so its cost grows with history. A request by register number
 and a CAPA closing therefore read these by `_id`:
 
-* `case_numbers`: `{_id: register_no, id: feedback_id}`, written once the case is stored;
+* `case_numbers`: the kit's lookup on the cases (`shared.lookups`, declared in app.py),
+  `{_id: register_no, id: feedback_id}`. The number is claimed there before the case is
+  written (`complaint.escalated`), and the start names the cases older than the claims once,
+  so a miss is an unknown number: one `_id` read, never a scan.
 * `capa_kinds`: `{_id: capa_id, kinds: [kind keys]}`, written once the kinds carry the CAPA.
-
-Each is written after the aggregate(s) it points at. A miss (a record from before these
-collections existed, or a crash between the two writes) falls back to the old query on the
-aggregates (indexed on MongoDB, a scan on FerretDB) and writes the entry, so it happens
-once per record. A reference that is not shaped like a register number and is neither a
-case's id nor in the lookup names no case: it costs two `_id` reads, never a scan.
+  A miss (a CAPA from before this collection existed, or a crash between the writes) falls
+  back to the query on the kinds (indexed on MongoDB, a scan on FerretDB) and writes the
+  entry, so it happens once per CAPA, on an event path, and reads the kinds of complaint:
+  one per customer or product and defect code, as many as those, not as the complaints.
 """
-
-import re
 
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
@@ -22,40 +21,19 @@ from pymongo.errors import DuplicateKeyError
 from services.quality.domain import Case
 from services.quality.recurrence import Kind
 from shared.store import Repository
-from shared.vocabulary import REGISTER_NO_PATTERN
 
 CASE_NUMBERS = "case_numbers"
+CASE_NUMBER_FIELD = "register_no"
 CAPA_KINDS = "capa_kinds"
-REGISTER_NO = re.compile(rf"^{REGISTER_NO_PATTERN}$")
 
 
-class CaseNumbers:
-    """Register number -> feedback id (the case's `_id`)."""
+async def case_id(cases: Repository[Case], ref: str) -> str | None:
+    """The feedback id `ref` names (itself or its register number), or None: `_id` reads.
 
-    def __init__(self, db: AsyncDatabase):
-        self.collection = db[CASE_NUMBERS]
-
-    async def remember(self, register_no: str, feedback_id: str) -> None:
-        try:
-            await self.collection.insert_one({"_id": register_no, "id": feedback_id})
-        except DuplicateKeyError:
-            pass  # written before (a redelivered form, a concurrent fallback)
-
-    async def case_id(self, cases: Repository[Case], ref: str) -> str | None:
-        """The feedback id `ref` names (itself or its register number), or None."""
-        if await cases.exists(ref):
-            return ref
-        entry = await self.collection.find_one({"_id": ref})
-        if entry is not None:
-            return str(entry["id"])
-        if not REGISTER_NO.match(ref):
-            return None  # no such case: not worth a query on the whole store
-        # Not in the lookup: a case from before it existed, or a crash between the writes.
-        doc = await cases.collection.find_one({"register_no": ref}, {"_id": 1})
-        if doc is None:
-            return None
-        await self.remember(ref, doc["_id"])
-        return str(doc["_id"])
+    Any `ref` may be a number: Quality takes the register numbers the forms bring."""
+    if await cases.exists(ref):
+        return ref
+    return await cases.id_of(ref)
 
 
 class CapaKinds:

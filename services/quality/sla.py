@@ -27,7 +27,8 @@ from shared.store import Repository
 log = logging.getLogger("qms.quality.sla")
 BATCH = 500
 RUNNING_VALUES = [s.value for s in RUNNING]
-NEWEST_FIRST = [("first_received_at", -1), ("_id", 1)]  # the order of GET /cases
+HISTORY_BY = "first_received_at"  # when the form first reached Quality: never changes
+NEWEST_FIRST = [(HISTORY_BY, -1), ("_id", 1)]  # the order of GET /cases
 MOST_FREQUENT_FIRST = [("count", -1), ("_id", 1)]        # the order of GET /recurrence
 
 
@@ -108,19 +109,15 @@ def _open(repo: Repository[Case]) -> AsyncCollection:
 
 
 async def ensure_indexes(service: Service) -> None:
-    """Index what reads the history on MongoDB (FerretDB's SQLite handler uses none of them).
-
-    The lists over history filter by one field and sort: each index is the filter then the
-    sort. The clock filters' `$or` needs one index per branch. The register number and the
-    CAPA ids serve the lookups' fallback (services.quality.lookups). The watcher, the gauge
-    and the open-status lists read `cases_open`, which stays small."""
+    """Index what still reads the store by another field than `_id`, on MongoDB (FerretDB's
+    SQLite handler uses none of them): the start's rebuild of `cases_open` (status) and the
+    register-number fallback (services.quality.lookups). The lists read `cases_open` (open
+    work) or `cases_days` and then the cases by `_id` (a period), the watcher and the gauge
+    `cases_open`. The kinds are listed by count (GET /recurrence) and found by CAPA (the
+    lookups' fallback)."""
     cases = service.repo("cases").collection
-    await cases.create_index(NEWEST_FIRST)
-    for key in ("status", "severity", "unit_names", "defect_code", "customer.id"):
-        await cases.create_index([(key, 1), *NEWEST_FIRST])
-    for keys in (["status", "at_risk_at"], ["status", "due_at"], ["clock_at_risk"],
-                 ["clock_breached"], ["register_no"]):
-        await cases.create_index([(k, 1) for k in keys])
+    for key in ("status", "register_no"):
+        await cases.create_index(key)
     kinds = service.repo("kinds").collection
     await kinds.create_index(MOST_FREQUENT_FIRST)
     for key in ("customer_id", "product_code", "defect_code"):

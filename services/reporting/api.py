@@ -17,10 +17,12 @@ from services.reporting import charts, exports, statistics
 from services.reporting.domain import FeedbackRow, Status
 from services.reporting.statistics import MonthlyTable, money
 from services.reporting.views import Views
-from shared.api import Page, PageParams, page_params, service_of
+from shared.api import Page, PageParams, page_params, period_of, period_view, service_of
 from shared.auth import Principal, require
 from shared.errors import Invalid
 from shared.events import Actor
+from shared.lists import history_page, load, sort_rows
+from shared.periods import Period
 from shared.vocabulary import Category, Channel, Severity
 
 READERS = ("manager", "auditor", "quality", "ops")
@@ -163,6 +165,23 @@ def _period(month: str | None, first: str | None, last: str | None, views: Views
     return first, last
 
 
+def _register_period(request: Request, views: Views, month: str | None,
+                     received_from: date | None, received_to: date | None) -> Period:
+    """The register's period in UTC: a month, days (`received_to` included), both (where
+    they overlap), or by default the last QMS_HISTORY_DAYS days; days and months are the
+    plant's (`timezone`)."""
+    start = _month_start(month, views) if month else None
+    end = _month_start(statistics.shift_month(month, 1), views) if month else None
+    if received_from:
+        start = max(filter(None, [start, _day_start(received_from, views)]))
+    if received_to:
+        end = min(filter(None, [end, _day_start(received_to + timedelta(days=1), views)]))
+    if month and start is not None and end is not None and start >= end:
+        raise Invalid(f"The period is empty: received_from/received_to lie outside {month}.",
+                      [{"loc": "query.month", "msg": "does not overlap received_from/to"}])
+    return period_of(request, start, end, names=("received_from", "received_to"))
+
+
 MonthQ = Annotated[str | None, Query(pattern=MONTH, description="One month, YYYY-MM",
                                      examples=["2026-11"])]
 FromQ = Annotated[str | None, Query(alias="from", pattern=MONTH,
@@ -170,6 +189,12 @@ FromQ = Annotated[str | None, Query(alias="from", pattern=MONTH,
 ToQ = Annotated[str | None, Query(alias="to", pattern=MONTH,
                                   description="Last month of a range, YYYY-MM")]
 Reader = Annotated[Principal, Depends(require(*READERS))]
+
+
+def _export_rows(docs: list[dict[str, Any]], order: list[tuple[str, int]]
+                 ) -> list[dict[str, Any]]:
+    return [RegisterRow.of(FeedbackRow.model_validate(d)).model_dump()
+            for d in sort_rows(docs, order)]
 
 
 def _file(content: bytes | str, media_type: str, filename: str) -> Response:
@@ -205,7 +230,12 @@ def _register_routes(r: APIRouter) -> None:
 
     @r.get("/register", response_model=Page[RegisterRow], tags=["register"],
            responses=file_responses,
-           summary="The Customer Feedback Register (P-5.4.1): filtered, sorted, paged; CSV/XLSX")
+           summary="The Customer Feedback Register (P-5.4.1): filtered, sorted, paged; CSV/XLSX",
+           description="The rows received in a period: `month`, or `received_from`/"
+                       "`received_to` (days in the plant's time zone, both included), by "
+                       "default the last `QMS_HISTORY_DAYS` days (31); the JSON page returns "
+                       "it as `period` (UTC, end exclusive). A period costs its own rows, "
+                       "never the whole register.")
     async def register(
         request: Request,
         _: Annotated[Principal, Depends(require(*REGISTER_READERS))],
@@ -219,16 +249,20 @@ def _register_routes(r: APIRouter) -> None:
         unit: Annotated[str | None, Query(max_length=64, description="Responsible unit")] = None,
         defect_code: Annotated[str | None, Query(max_length=64)] = None,
         complaint: Annotated[bool | None, Query(description="false: suggestions only")] = None,
-        month: MonthQ = None,
-        received_from: Annotated[date | None, Query(description="Received on or after (day)")]
-        = None,
-        received_to: Annotated[date | None, Query(description="Received on or before (day)")]
-        = None,
+        month: Annotated[str | None, Query(
+            pattern=MONTH, description="Received in this month, YYYY-MM (plant time zone)",
+            examples=["2026-11"])] = None,
+        received_from: Annotated[date | None, Query(
+            description="Received on or after (day); without `month`, `received_from` and "
+                        "`received_to`: the last QMS_HISTORY_DAYS days")] = None,
+        received_to: Annotated[date | None, Query(
+            description="Received on or before (day; default: today)")] = None,
         sort: Annotated[SortKey, Query(description="Field; '-' first: descending")]
         = "-received_at",
         format: Format = Format.JSON,
     ) -> Any:
         views = views_of(request)
+        period = _register_period(request, views, month, received_from, received_to)
         query: dict[str, Any] = {}
         if status:
             query["status"] = {"$in": [s.value for s in status]}
@@ -238,37 +272,29 @@ def _register_routes(r: APIRouter) -> None:
                              ("defect_code", defect_code), ("is_complaint", complaint)):
             if value is not None:
                 query[name] = value.value if isinstance(value, StrEnum) else value
-        received: dict[str, datetime] = {}
-        if month:
-            received["$gte"] = _month_start(month, views)
-            received["$lt"] = _month_start(statistics.shift_month(month, 1), views)
-        if received_from:
-            received["$gte"] = max(received.get("$gte", _day_start(received_from, views)),
-                                   _day_start(received_from, views))
-        if received_to:
-            end = _day_start(received_to + timedelta(days=1), views)
-            received["$lt"] = min(received.get("$lt", end), end)
-        if received:
-            query["received_at"] = received
         field = SORTS[sort.lstrip("-")]
         order = [(field, -1 if sort.startswith("-") else 1), ("_id", 1)]
-        # A report over the register's history (a month, a customer, ...): on MongoDB the
-        # declared indexes serve it (the default order is `REGISTER_ORDER`, a period's rows
-        # come from it in order); FerretDB's SQLite handler reads the whole register for it.
-        coll = views.models.register.collection
+        # The period's rows, found through `register_days` and read by `_id` (never the whole
+        # register); filtered by the database, sorted here unless in the days' own order.
+        models = views.models
+        coll, days = models.register.collection, models.register_days
         if format is Format.JSON:
-            docs = await coll.find(query).sort(order).skip(paging.skip) \
-                .limit(paging.page_size).to_list(None)
+            docs, total = await history_page(coll, days, period, query, order, paging.skip,
+                                             paging.page_size)
             return Page[RegisterRow](
                 items=[RegisterRow.of(FeedbackRow.model_validate(d)) for d in docs],
-                total=await coll.count_documents(query), page=paging.page,
-                page_size=paging.page_size)
+                total=total, page=paging.page, page_size=paging.page_size,
+                period=period_view(period))
         limit = views.settings.export_max_rows
-        docs = await coll.find(query).sort(order).limit(limit + 1).to_list(None)  # one read
+        too_many = Invalid(f"The export would hold more than {limit} rows; "
+                           "narrow the filter (e.g. a month).")
+        entries = await days.entries(period)
+        if not query and len(entries) > limit:
+            raise too_many  # known from the days alone: no row read
+        docs = await load(coll, (i for i, _ in entries), query)
         if len(docs) > limit:
-            raise Invalid(f"The export would hold more than {limit} rows; "
-                          "narrow the filter (e.g. a month).")
-        rows = [RegisterRow.of(FeedbackRow.model_validate(d)).model_dump() for d in docs]
+            raise too_many
+        rows = await asyncio.to_thread(_export_rows, docs, order)  # a month: thousands
         stamp = views.today().isoformat()
         if format is Format.CSV:
             return StreamingResponse(

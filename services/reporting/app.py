@@ -41,6 +41,7 @@ def build(settings: Settings) -> ReportingService:
                 log.warning("could not refresh the reporting gauges: %s", exc)
 
     service.on_start.append(start_views)
+    service.on_stop.append(service.views.stop)
     service.background(keep_gauges_current)
     service.routers.append(api.router())
     return service

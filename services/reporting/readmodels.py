@@ -35,10 +35,12 @@ What each read costs on FerretDB v1.24 (SQLite, with the project's patch in
 deploy/ferretdb): a filter with an `_id` equality is an index search; any other filter
 reads and decodes the whole collection. So an event reads and writes by `_id` only (the
 first event of a row inserts it without a lookup, `STARTS_ROW`); the gauges' timer reads
-`open_work`, whose size follows open work; the monthly table reads its months by `_id`.
-What reads a collection by other fields runs when a replica takes over (`recover`), on a
-rebuild, or for a register report (the `/register` route: an index on MongoDB, a scan on
-FerretDB).
+`open_work`, whose size follows open work; the monthly table reads its months by `_id`; the
+register report (`/register`) reads the days of its period in `register_days` (each day's
+rows by `received_at`, `shared.periods.DayIndex`, named there before the row's write that
+sets its `received_at`: step 0) and their rows by `_id`. What reads a collection by other
+fields runs when a replica takes over (`recover`), on a rebuild, or once to index the rows
+written before `register_days` existed (`index_days`).
 """
 
 import asyncio
@@ -47,6 +49,7 @@ import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -68,10 +71,12 @@ from services.reporting.domain import (
     split_part,
 )
 from shared.errors import NotFound
-from shared.events import Contract, Envelope, MalformedEvent, UnknownEvent, parse_event
+from shared.events import Contract, Envelope, MalformedEvent, UnknownEvent, parse_event, utcnow
+from shared.periods import BUILT, DayIndex, day_of
 from shared.store import WriteLocks
 
 HISTORY = "event_history"
+REGISTER_DAYS = "register_days"  # the register's rows by the day they were received
 REGISTER_ORDER = [("received_at", -1), ("_id", 1)]  # the register report's default order
 ROW_COLLECTIONS: dict[RowKind, str] = {
     RowKind.FEEDBACK: "register", RowKind.CAPA: "capas", RowKind.RECURRENCE: "recurrences"}
@@ -181,6 +186,7 @@ class ReadModels:
         self.rows: dict[RowKind, RowStore] = {
             kind: RowStore(db[name], ROW_MODELS[kind], locks)
             for kind, name in ROW_COLLECTIONS.items()}
+        self.register_days = DayIndex(db[REGISTER_DAYS], "received_at")
 
     @property
     def register(self) -> RowStore:
@@ -192,8 +198,8 @@ class ReadModels:
         for field in ("received_at", "status", "open", "form_open", "has_pending",
                       "customer_id", "register_no"):
             await coll.create_index(field)
-        # The register report's default order (`/register`, e.g. a month's export): MongoDB
-        # reads a period's rows in order from it, with no sort in memory.
+        # The register report's default order; the report reads by period now
+        # (`register_days`), this stays for queries run on MongoDB itself.
         await coll.create_index(REGISTER_ORDER)
         for kind in (RowKind.CAPA, RowKind.RECURRENCE):
             await self.rows[kind].collection.create_index("has_pending")
@@ -216,9 +222,11 @@ class ReadModels:
                 if row is None:  # the first event of this row (maybe ahead of its registration)
                     row = ROW_MODELS[kind](id=row_id)
                 before = OpenWork.of(row)
+                received = _received_at(row)
                 applied = domain.apply(row, env, payload, self.tz)
                 if applied:  # step 1: effect + event id + counter difference, one write
                     domain.settle(row, env.id, self.tz)
+                    await self._note_received(row, received)  # step 0
                     await (store.insert(row) if fresh else store.save(row))
             if row.pending:  # steps 2-4 (also what a crash left of an earlier event)
                 await self._post(store, row)
@@ -234,11 +242,31 @@ class ReadModels:
         row = store.model(id=row_id)
         domain.apply(row, env, payload, self.tz)
         domain.settle(row, env.id, self.tz)
+        await self._note_received(row, None)  # step 0 (a redelivery names the same again)
         try:
             await store.insert(row)
         except DuplicateKeyError:
             return None  # a redelivery, or events of the row came first: the usual path
         return row
+
+    async def _note_received(self, row: ReadRow, before: datetime | None) -> None:
+        """Step 0: a register row whose `received_at` is new (set by its registration, or by
+        a form that came first) is named under its day in `register_days` before the row is
+        written; a crash in between leaves a name without a row, which lists skip."""
+        at = _received_at(row)
+        if at is None or (before is not None and _ms(before) == _ms(at)):
+            return
+        async with self.locks(REGISTER_DAYS, day_of(at)):
+            await self.register_days.record(row.id, at)
+
+    async def index_days(self) -> int:
+        """Once (then never again): name the register rows written before `register_days`
+        existed. Reads the whole register, with event handling paused (the gate), so no
+        row's step 0 writes a day at the same time."""
+        if await self.register_days.built():
+            return 0
+        async with self.gate.exclusive():
+            return await self.register_days.build(self.register.collection)
 
     async def _note_open_work(self, row: ReadRow, before: OpenWork, applied: bool) -> None:
         """Step 5: the row's open work, when it changed; on a redelivery always (a crash may
@@ -408,17 +436,24 @@ class ReadModels:
 
     async def replace(self, rows: Any, totals: dict[str, dict[str, int]],
                       names: Iterable[domain.CustomerName] | None = None) -> None:
-        """Write rows, their open work, counters and (given) customer names into
-        `<name>__next`, then swap each into place."""
+        """Write rows, their open work, the register's days, counters and (given) customer
+        names into `<name>__next`, then swap each into place."""
         docs: dict[str, list[dict[str, Any]]] = {
             n: [] for n in [*ROW_COLLECTIONS.values(), *COUNTER_COLLECTIONS, OPEN_WORK]}
         if names is not None:
             docs[CUSTOMER_NAMES] = [said.to_document() for said in names]
+        days: dict[str, list[dict[str, Any]]] = {}
         for row in rows:
             docs[ROW_COLLECTIONS[row.kind]].append(row.to_document() | {"version": 1})
             work = OpenWork.of(row)
             if work.is_open:
                 docs[OPEN_WORK].append(work.to_document())
+            at = _received_at(row)
+            if at is not None:
+                days.setdefault(day_of(at), []).append({"id": row.id, "at": at})
+        # `register_days` as `DayIndex.build` would leave it: built from these rows.
+        docs[REGISTER_DAYS] = [{"_id": day, "entries": entries} for day, entries in
+                               days.items()] + [{"_id": BUILT, "at": utcnow()}]
         for key, counters in totals.items():
             collection, month = split_part(key)
             docs[collection].append({"_id": month, "version": 1, "data": _dump(counters),
@@ -447,6 +482,15 @@ def add_counters(counters: dict[str, int], incs: dict[str, int]) -> dict[str, in
         else:
             counters.pop(key, None)  # keeps the document small when things are undone
     return counters
+
+
+def _received_at(row: ReadRow) -> datetime | None:
+    """When a register row's feedback was received (None for other rows, and until known)."""
+    return row.received_at if isinstance(row, domain.FeedbackRow) else None
+
+
+def _ms(at: datetime) -> datetime:
+    return at.replace(microsecond=at.microsecond // 1000 * 1000)  # what BSON keeps
 
 
 def _dump(counters: dict[str, int]) -> str:

@@ -2,8 +2,8 @@
 
 The reporting service keeps every event it has seen (`event_history`,
 append-only). This command folds that history again into fresh collections
-(register, CAPAs, recurrences, monthly counters, customer names) and swaps them in; the
-statistics table it gives is the same as the one built live.
+(register and its days, CAPAs, recurrences, monthly counters, customer names)
+and swaps them in; the statistics table it gives is the same as the one built live.
 
 Run it while the reporting service is stopped: FerretDB does not make one
 document's update atomic across processes (README, "Why a per-document write

@@ -1,6 +1,8 @@
 """What the reporting service holds while it runs: the read models, the gate, the metrics."""
 
 import asyncio
+import logging
+import time
 from datetime import date
 from zoneinfo import ZoneInfo
 
@@ -12,6 +14,8 @@ from services.reporting.readmodels import Gate, ReadModels, RebuildReport
 from services.reporting.settings import Settings
 from shared.events import utcnow
 from shared.store import WriteLocks
+
+log = logging.getLogger("qms.reporting")
 
 
 class Views:
@@ -25,6 +29,8 @@ class Views:
         self._models: ReadModels | None = None
         self._taken_over = False
         self._taking_over = asyncio.Lock()
+        # The one-time indexing of the register by day, in the background (`index_days`).
+        self.indexing: asyncio.Task | None = None
 
     @property
     def models(self) -> ReadModels:
@@ -44,6 +50,23 @@ class Views:
         await self._models.ensure_indexes()
         await self._reload_gauges()
         await self.gate.open()
+        self.indexing = asyncio.create_task(self._index_days(), name="reporting-register-days")
+
+    async def stop(self) -> None:
+        if self.indexing is not None:
+            self.indexing.cancel()
+            await asyncio.gather(self.indexing, return_exceptions=True)
+
+    async def _index_days(self) -> None:
+        started = time.perf_counter()
+        try:
+            count = await self.models.index_days()
+        except Exception as exc:  # noqa: BLE001 - the next start tries again
+            log.error("could not index the register by day: %s", exc)
+            return
+        if count:
+            log.info("register_days built: %d rows in %.1f s", count,
+                     time.perf_counter() - started)
 
     async def take_over(self) -> None:
         """Before the first event this replica applies: post what a writer that died left

@@ -5,16 +5,15 @@ capa has started, its gauges' timer, its event handlers and its request paths ab
 record or about open work read by `_id` (records, and the lookups `capa_numbers`,
 `recurrence_links`, `withdrawn_feedback`) or read `actions_open` / `capas_open`, whose size
 follows the open work. The service runs in this process; Quality's and Sales' events are
-published on the real exchange; the HTTP API is called in-process.
-
-Still a scan on FerretDB, and not driven here: the list pages over history (no status, or a
-closed one; e.g. `GET /actions?feedback_id=…`), served by declared indexes on MongoDB.
+published on the real exchange; the HTTP API is called in-process. The lists of history
+(no status, or a closed one; e.g. `GET /actions?feedback_id=…`) list a period: they read its
+days in `actions_days` / `capas_days` by `_id`, then its records by `_id`.
 """
 
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -35,14 +34,15 @@ from shared.contracts import (
     ResponsibilityAssigned,
     UnitRequest,
 )
-from shared.events import Actor, Contract, Envelope, make_event
+from shared.events import Actor, Contract, Envelope, make_event, utcnow
+from shared.lookups import BUILT
 from shared.messaging import EventPublisher, new_broker
 from shared.service import Service, create_app
 from shared.store import mongo_client
 from shared.vocabulary import ReturnedSample
 from tests import reads
 from tests.conftest import infra_settings, test_namespace
-from tests.support import eventually, ok
+from tests.support import eventually, ok, refused
 
 pytestmark = pytest.mark.infra
 WAIT = 60.0  # seconds: generous, the machine is shared
@@ -90,9 +90,11 @@ async def capa() -> AsyncIterator[Capa_]:
     app = create_app(svc, title="capa", description="")
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                  base_url="http://capa") as http:
-        yield Capa_(svc, log, EventPublisher(broker, svc.topology.exchange), http)
+        fixture = Capa_(svc, log, EventPublisher(broker, svc.topology.exchange), http)
+        yield fixture
     await broker.stop()
-    await svc.stop()
+    if fixture.svc.started:  # a test may have restarted it
+        await fixture.svc.stop()
     client = mongo_client(svc.settings.database_url)
     await client.drop_database(f"{namespace}_capa")
     await client.close()
@@ -112,7 +114,10 @@ def items(due: str) -> list[ActionItem]:
                        due_date=date.fromisoformat(due))]
 
 
-async def load_history(svc: Service, n: int = 12) -> None:
+HISTORY = 12  # closed action requests (and half as many withdrawn CAPAs)
+
+
+async def load_history(svc: Service, n: int = HISTORY) -> None:
     """Closed records with overdue items: the steady state must neither read nor count them."""
     actions = svc.repo("actions")
     for i in range(n):
@@ -234,6 +239,7 @@ async def test_timer_handlers_and_requests_read_by_id_or_open_work_only(capa: Ca
                  201)
     number = by_hand["number"]
     ok(await http.get(f"/capas/{number}", headers=quality))
+    refused(await http.get("/capas/CAPA-2026-9999", headers=quality), 404)  # one `_id` read
     ok(await http.put(f"/capas/{number}/root-cause", headers=quality,
                       json={"statement": "Worn cavity", "category": "machine"}))
     planned = ok(await http.put(f"/capas/{number}/plan", headers=quality, json={"actions": [
@@ -254,6 +260,29 @@ async def test_timer_handlers_and_requests_read_by_id_or_open_work_only(capa: Ca
         return all(_gauge(svc.registry, name, label) == value
                    for (name, label), value in expected.items())
     await eventually(gauges_right, timeout=WAIT, what=f"the gauges to show {expected}")
+    # -- the lists of history: a period's records, through `*_days`, then by `_id` ----------
+    production = capa.headers("unit", "production")
+    everything = ok(await http.get("/actions", headers=quality))
+    assert everything["total"] == HISTORY + 4 and everything["period"]  # a1 a2 b1 c1
+    completed = ok(await http.get("/actions", params={"status": "completed"}, headers=quality))
+    assert completed["total"] == len(range(0, HISTORY, 2))
+    story = ok(await http.get("/actions", params={"feedback_id": fid}, headers=quality))
+    assert {a["id"] for a in story["items"]} == {a1, a2}
+    mine = ok(await http.get("/actions", params={"feedback_id": fid}, headers=production))
+    assert [a["id"] for a in mine["items"]] == [a1], "a unit sees its own only"
+    since = utcnow() - timedelta(minutes=30)
+    page = ok(await http.get("/actions", params={"unit": "production", "from": since.isoformat(),
+                                                 "page_size": 2}, headers=quality))
+    assert page["total"] == HISTORY + 3 and len(page["items"]) == 2  # all but a2 (logistics)
+    assert _at(page["period"]["start"]) == since
+    capas = ok(await http.get("/capas", headers=quality))
+    assert capas["total"] == HISTORY // 2 + 2 and capas["period"]  # the recurrence, by hand
+    withdrawn = ok(await http.get("/capas", params={"status": "withdrawn"}, headers=quality))
+    assert withdrawn["total"] == HISTORY // 2
+    linked = ok(await http.get("/capas", params={"feedback_id": fid2}, headers=quality))
+    assert [c["id"] for c in linked["items"]] == [opened.id]
+    owned = ok(await http.get("/capas", headers=production))
+    assert [c["id"] for c in owned["items"]] == [by_hand["id"]], "a unit sees those it owns"
     capa.log.recording = False
 
     assert capa.log.reads, "the listener saw no command: it is not installed"
@@ -262,22 +291,76 @@ async def test_timer_handlers_and_requests_read_by_id_or_open_work_only(capa: Ca
         f"{r.collection}.{r.command} {r.filter}" for r in unbounded)
 
 
-async def test_a_capa_from_before_the_number_lookup_is_found_once_by_its_index(capa: Capa_):
-    svc, http = capa.svc, capa.http
-    # A CAPA stored before `capa_numbers` existed: the lookup misses.
+async def test_a_capa_older_than_the_number_lookup_is_found_after_the_next_start(
+        capa: Capa_):
+    """A CAPA stored before numbers were claimed first: asked for by number, it is not
+    found (nothing scans for it) until the next start names the older CAPAs, once."""
+    svc, quality = capa.svc, capa.headers("quality")
+    await eventually(lambda: _quiet(svc), timeout=WAIT,
+                     what="the start-up sweep and rebuild to end")
     old = Capa.by_hand(str(uuid.uuid4()), "CAPA-2025-0042", CapaCreate(title="Old"), QUALITY)
     await svc.repo("capas").add(old)
-    quality = capa.headers("quality")
-    assert ok(await http.get("/capas/CAPA-2025-0042", headers=quality))["id"] == old.id
-    assert await svc.database[NUMBERS].find_one({"_id": "CAPA-2025-0042"}) == {
-        "_id": "CAPA-2025-0042", "id": old.id}
+    await svc.database[NUMBERS].delete_one({"_id": BUILT})
+    refused(await capa.http.get("/capas/CAPA-2025-0042", headers=quality), 404)
+
+    await svc.stop()
+    capa.svc = restarted = build(svc.settings)
+    await restarted.start()
+    await eventually(lambda: _quiet(restarted), timeout=WAIT, what="the one-time build")
+    app = create_app(restarted, title="capa", description="")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://capa") as http:
+        capa.log.recording = True
+        assert ok(await http.get("/capas/CAPA-2025-0042", headers=quality))["id"] == old.id
+        refused(await http.get("/capas/CAPA-2025-9999", headers=quality), 404)
+        capa.log.recording = False
+    assert capa.log.reads and not capa.log.unbounded(), "\n".join(
+        f"{r.collection}.{r.command} {r.filter}" for r in capa.log.unbounded())
+
+
+async def test_records_from_before_the_default_period_are_listed_when_it_is_asked(
+        capa: Capa_):
+    svc, quality = capa.svc, capa.headers("quality")
+    long_ago = (utcnow() - timedelta(days=svc.settings.infra.history_days + 30)).replace(
+        microsecond=0)  # as BSON keeps it
+    fid = str(uuid.uuid4())
+    for at in (long_ago, utcnow()):
+        action_id = str(uuid.uuid4())
+        action = ActionRequest.open(UnitRequest(unit="production", request="r",
+                                                action_id=action_id),
+                                    assigned(fid, {"production": action_id}), QUALITY,
+                                    str(uuid.uuid4()))
+        action.requested_at = at
+        await svc.repo("actions").add(action)
+        await add_numbered(svc.repo("capas"), lambda number, at=at: Capa.by_hand(
+            str(uuid.uuid4()), number, CapaCreate(title="Cracks", feedback_ids=[fid]),
+            QUALITY).model_copy(update={"opened_at": at}))
+    await eventually(lambda: _quiet(svc), timeout=WAIT,
+                     what="the start-up sweep and rebuild to end")
+    around = {"from": (long_ago - timedelta(hours=1)).isoformat(),
+              "to": (long_ago + timedelta(hours=1)).isoformat()}
+
     capa.log.recording = True
-    assert ok(await http.get("/capas/CAPA-2025-0042", headers=quality))["id"] == old.id
-    assert (await http.get("/capas/CAPA-2025-9999", headers=quality)).status_code == 404
+    for path, at in (("/actions", "requested_at"), ("/capas", "opened_at")):
+        default = ok(await capa.http.get(path, params={"feedback_id": fid}, headers=quality))
+        assert [_at(i[at]) > long_ago for i in default["items"]] == [True]
+        assert _at(default["period"]["start"]) > long_ago
+        asked = ok(await capa.http.get(path, params={"feedback_id": fid} | around,
+                                       headers=quality))
+        assert [_at(i[at]) for i in asked["items"]] == [long_ago] == \
+            [_at(asked["period"]["start"]) + timedelta(hours=1)]
+        error = refused(await capa.http.get(path, headers=quality, params={
+            "from": around["to"], "to": around["from"]}), 422)
+        assert error["details"][0]["loc"] == "query.from"
     capa.log.recording = False
-    # Only the unknown number falls back to the indexed query (a scan on FerretDB).
-    assert [(r.collection, r.filter) for r in capa.log.unbounded()] == [
-        ("capas", {"number": "CAPA-2025-9999"})]
+    unbounded = capa.log.unbounded()
+    assert not unbounded, "reads that grow with history:\n" + "\n".join(
+        f"{r.collection}.{r.command} {r.filter}" for r in unbounded)
+
+
+def _at(text: str) -> datetime:
+    at = datetime.fromisoformat(text)
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at
 
 
 async def _quiet(svc: Service) -> bool:

@@ -3,13 +3,11 @@
 On FerretDB's SQLite handler any read but an `_id` lookup reads a whole collection (see
 tests/reads.py). So once intake has started, a registration, the requests about one
 record (by id or by the register number said on the phone), Sales' inbox (the list of an
-open status), and the events Quality and notify send must read by `_id` only, or read the
-small `feedback_open` summaries. The real service runs in this process on the real broker
-and database; a little closed and withdrawn history lies in the register.
-
-The register's history searches (all statuses, closed, withdrawn, a period) read the whole
-register on FerretDB; on MongoDB they follow the declared index, checked here by `explain`
-when the database is MongoDB.
+open status), the lists of history (all statuses, closed, a search, a period: the period's
+days in `feedback_days`, then its records by `_id`), and the events Quality and notify send
+must read by `_id` only, or read the small `feedback_open` summaries. The real service runs
+in this process on the real broker and database; a little closed and withdrawn history
+lies in the register.
 """
 
 import uuid
@@ -22,18 +20,19 @@ import pytest
 from faststream.rabbit import RabbitQueue
 
 from services.intake import numbers
-from services.intake.api import FEEDBACK, REGISTER_ORDER
+from services.intake.api import FEEDBACK
 from services.intake.app import create
 from services.intake.handlers import MAIL_NS
 from services.intake.settings import Settings
 from shared.auth import make_token
 from shared.contracts import ComplaintAccepted, MailReceived, ResolutionReady
 from shared.events import Actor, Contract, make_event
+from shared.lookups import BUILT
 from shared.messaging import EventPublisher, Topology, new_broker
 from shared.service import Service
 from tests import reads
 from tests.conftest import infra_settings, test_namespace
-from tests.support import eventually, ok
+from tests.support import eventually, ok, refused
 
 pytestmark = pytest.mark.infra
 
@@ -107,6 +106,13 @@ async def quiet(service: Service) -> bool:
     assert service.relay is not None and service._rebuilding is not None
     return service._rebuilding.done() and service.relay._next_sweep > 0 \
         and not service.relay._due
+
+
+def only_bounded_reads(log: reads.ReadLog) -> None:
+    assert log.reads, "the listener saw no command: it is not installed"
+    unbounded = log.unbounded()
+    assert not unbounded, "reads that grow with history:\n" + "\n".join(
+        f"{r.collection}.{r.command} {r.filter}" for r in unbounded)
 
 
 async def load_history(intake: Intake, closed: int = 6, withdrawn: int = 3) -> None:
@@ -184,9 +190,7 @@ async def test_requests_events_and_the_inbox_read_by_id_or_open_work_only(intake
     await eventually(lambda: quiet(intake.service), what="the relay to publish everything")
     intake.log.recording = False
 
-    assert intake.log.reads, "the listener saw no command: it is not installed"
-    assert not intake.log.unbounded(), "reads that grow with history:\n" + "\n".join(
-        f"{r.collection}.{r.command} {r.filter}" for r in intake.log.unbounded())
+    only_bounded_reads(intake.log)
 
 
 async def test_the_inbox_is_the_open_work_and_matches_the_register(intake):
@@ -206,31 +210,118 @@ async def test_the_inbox_is_the_open_work_and_matches_the_register(intake):
     assert closed["total"] == 2
 
 
-async def test_a_register_number_without_its_lookup_is_found_once_by_the_index(intake):
-    """A record from before the lookup existed (or a crash between the two writes)."""
-    fb = await intake.register()
-    lookups = intake.service.database[numbers.REGISTER_NUMBERS]
-    assert await lookups.find_one({"_id": fb["register_no"]}) == {"_id": fb["register_no"],
-                                                                  "id": fb["id"]}
-    await lookups.delete_one({"_id": fb["register_no"]})
-    assert ok(await intake.http.get(f"/feedback/{fb['register_no']}"))["id"] == fb["id"]
-    assert await lookups.find_one({"_id": fb["register_no"]}) is not None  # filled again
+async def test_an_unknown_register_number_reads_its_lookup_by_id_only(intake):
+    """A typo said on the phone, or quoted in a mail: no record carries the number, and
+    finding that out costs one `_id` read of `register_numbers`, never a scan."""
+    await load_history(intake, closed=2, withdrawn=1)
+    await eventually(lambda: quiet(intake.service), what="the start-up rebuild and sweep")
+    unknown = "CF-2026-999999"
     intake.log.recording = True
-    assert ok(await intake.http.get(f"/feedback/{fb['register_no']}"))["id"] == fb["id"]
+    refused(await intake.http.get(f"/feedback/{unknown}"), 404)
+    refused(await intake.http.get(f"/feedback/{unknown}/history"), 404)
+    refused(await intake.http.post(f"/feedback/{unknown}/withdraw", json={"reason": "typo"}),
+            404)
+    # A mail quoting it is a new feedback, not a follow-up of some other record.
+    mail = MailReceived(mail_id=f"m-{uuid.uuid4().hex}", from_address="qa@bright.example",
+                        subject=f"Re: {unknown}", body="Still cracking.",
+                        received_at=datetime.now(UTC), register_no=unknown)
+    await intake.publish(mail, mail.mail_id, NOTIFY)
+    await intake.status_becomes(str(uuid.uuid5(MAIL_NS, mail.mail_id)), "registered")
+    await eventually(lambda: quiet(intake.service), what="the relay to publish it")
     intake.log.recording = False
-    assert not intake.log.unbounded()
-    assert (await intake.http.get("/feedback/CF-2026-999999")).status_code == 404
+    only_bounded_reads(intake.log)
 
 
-async def test_history_searches_have_the_register_index_and_mongodb_uses_it(intake):
-    coll = intake.service.repo(FEEDBACK).collection
-    keys = [list(index["key"]) for index in (await coll.index_information()).values()]
-    assert [tuple(k) for k in REGISTER_ORDER] in [[tuple(k) for k in key] for key in keys]
-    if "ferretdbVersion" in await intake.service.database.client.admin.command("buildInfo"):
-        pytest.skip("FerretDB's SQLite handler reads the whole register for such a search")
-    since = datetime.now(UTC) - timedelta(days=30)
-    explained = await intake.service.database.command("explain", {
-        "find": FEEDBACK, "filter": {"received_at": {"$gte": since}},
-        "sort": dict(REGISTER_ORDER), "limit": 50})
-    plan = str(explained["queryPlanner"]["winningPlan"])
-    assert "received_at_-1__id_-1" in plan and "'SORT'" not in plan, plan
+async def test_a_record_older_than_the_lookup_is_found_by_number_after_the_next_start(intake):
+    """Records written before numbers were claimed first are named once, at a start."""
+    fb = await intake.register()
+    await eventually(lambda: quiet(intake.service), what="the start-up rebuild and sweep")
+    lookup = intake.service.database[numbers.REGISTER_NUMBERS]
+    assert await lookup.find_one({"_id": fb["register_no"]}) == {
+        "_id": fb["register_no"], "id": fb["id"]}, "claimed before the record was written"
+    # As before the lookup existed: the record, and neither its entry nor the build's marker.
+    await lookup.delete_many({"_id": {"$in": [fb["register_no"], BUILT]}})
+    refused(await intake.http.get(f"/feedback/{fb['register_no']}"), 404)  # not scanned for
+
+    await intake.service.stop()
+    app = create(intake.service.settings)
+    restarted: Service = app.state.service
+    await restarted.start()
+    try:
+        await eventually(lambda: quiet(restarted), what="the one-time build at start")
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://intake",
+                                     headers=intake.http.headers) as http:
+            intake.log.recording = True
+            assert ok(await http.get(f"/feedback/{fb['register_no']}"))["id"] == fb["id"]
+            intake.log.recording = False
+        only_bounded_reads(intake.log)  # found by `_id`, once built
+        marker = restarted.database[numbers.REGISTER_NUMBERS].find_one({"_id": BUILT})
+        assert await marker is not None, "built once, not at each start"
+    finally:
+        await restarted.stop()
+
+
+async def test_lists_of_history_read_their_period_by_id_only(intake):
+    await load_history(intake)
+    old = await intake.register(received_at=(datetime.now(UTC) - timedelta(days=50)).isoformat())
+    fb = await intake.register()
+    await eventually(lambda: quiet(intake.service), what="the start-up rebuild and sweep")
+
+    now = datetime.now(UTC)
+    intake.log.recording = True
+    everything = ok(await intake.http.get("/feedback"))
+    closed = ok(await intake.http.get("/feedback", params={"status": "closed"}))
+    withdrawn = ok(await intake.http.get("/feedback", params={"status": "withdrawn",
+                                                              "page_size": 2}))
+    customer = ok(await intake.http.get("/feedback", params={
+        "customer_id": fb["customer"]["id"]}))
+    search = ok(await intake.http.get("/feedback", params={"q": fb["register_no"].lower()}))
+    period = ok(await intake.http.get("/feedback", params={
+        "received_from": (now - timedelta(days=60)).isoformat(),
+        "received_to": (now - timedelta(days=40)).isoformat()}))
+    intake.log.recording = False
+
+    assert everything["total"] == 10 and everything["items"][0]["id"] == fb["id"]
+    assert closed["total"] == 6 and {f["status"] for f in closed["items"]} == {"closed"}
+    assert withdrawn["total"] == 3 and len(withdrawn["items"]) == 2
+    assert [f["id"] for f in customer["items"]] == [fb["id"]]
+    assert [f["id"] for f in search["items"]] == [fb["id"]]
+    assert [f["id"] for f in period["items"]] == [old["id"]]
+    only_bounded_reads(intake.log)
+
+
+async def test_a_record_older_than_the_default_period_is_listed_only_when_asked_for(intake):
+    received = datetime.now(UTC) - timedelta(days=45)
+    old = await intake.register(received_at=received.isoformat())
+    recent = await intake.register()
+
+    default = ok(await intake.http.get("/feedback"))
+    assert [f["id"] for f in default["items"]] == [recent["id"]]
+    start, end = (datetime.fromisoformat(default["period"][k]) for k in ("start", "end"))
+    assert end - start == timedelta(days=31) and start > received  # QMS_HISTORY_DAYS
+
+    day = received.replace(hour=0, minute=0, second=0, microsecond=0)
+    asked = ok(await intake.http.get("/feedback", params={
+        "received_from": day.isoformat(), "received_to": (day + timedelta(days=1)).isoformat()}))
+    assert [f["id"] for f in asked["items"]] == [old["id"]] and asked["total"] == 1
+    assert datetime.fromisoformat(asked["period"]["start"]) == day
+    # received_to is inclusive: a record received at that very instant is listed.
+    exact = ok(await intake.http.get("/feedback", params={
+        "received_from": day.isoformat(), "received_to": old["received_at"]}))
+    assert [f["id"] for f in exact["items"]] == [old["id"]]
+    # Lists of open work are not of a period: the old one waits in Sales' inbox.
+    inbox = ok(await intake.http.get("/feedback", params={"status": "registered"}))
+    assert {f["id"] for f in inbox["items"]} == {old["id"], recent["id"]}
+    assert inbox["period"] is None
+
+
+async def test_a_reversed_period_is_refused_naming_the_parameter(intake):
+    now = datetime.now(UTC)
+    for status in (None, "closed", "registered"):
+        params = {"received_from": now.isoformat(),
+                  "received_to": (now - timedelta(days=1)).isoformat()}
+        error = refused(await intake.http.get("/feedback", params=params | (
+            {"status": status} if status else {})), 422)
+        assert "received_from must be before received_to" in error["message"], error
+        assert error["details"][0]["loc"] == "query.received_from"

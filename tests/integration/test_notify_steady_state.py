@@ -6,16 +6,15 @@ handlers, its inbound mail and its request paths about one record or about open 
 by `_id` or read `notifications_open`, whose size follows the notifications still to deliver
 or parked for ops, and the configuration. The service runs in this process with an SMTP
 server and a plant system of the test's own; events are published on the real exchange; the
-HTTP API is called in-process.
-
-Still a scan on FerretDB, and not driven here: the list pages over history (no status, or a
-closed one; e.g. `GET /notifications?feedback_id=…`, `GET /mail`), served by declared indexes
-on MongoDB.
+HTTP API is called in-process. The lists of history (no status, or a closed one; e.g.
+`GET /notifications?feedback_id=…`, `GET /mail`) list a period: they read its days in
+`notifications_days` / `inbound_mail_days` by `_id`, then its records by `_id`.
 """
 
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from prometheus_client import CollectorRegistry
 from services.notify.app import build
 from services.notify.domain import (
     ChannelName,
+    InboundMail,
     Notification,
     NotificationStatus,
 )
@@ -43,7 +43,7 @@ from tests import reads
 from tests.conftest import infra_settings, test_namespace
 from tests.e2e.harness import free_port
 from tests.e2e.test_notify import HookReceiver, MailSink
-from tests.support import eventually, ok
+from tests.support import eventually, ok, refused
 
 pytestmark = pytest.mark.infra
 WAIT = 60.0  # seconds: generous, the machine is shared
@@ -225,6 +225,35 @@ async def test_dispatcher_handlers_inbound_and_requests_read_by_id_open_work_or_
     mail = ok(await http.get(f"/mail/{mail_id}", headers=sales))
     assert mail["customer"]["id"] == f"C-{u}"
     assert (await http.get(f"/mail/{mail_id}/raw", headers=sales)).status_code == 200
+    # -- the lists of history: a period's records, through `*_days`, then by `_id` ----------
+    repo = svc.repo("notifications")
+    notify.log.recording = False  # what the lists must say, counted in the store once settled
+
+    async def delivered() -> bool:
+        return not await repo.open_work.all()
+    await eventually(delivered, timeout=WAIT, what="every notification delivered")
+    everyone, told, nobody_told, sent_ones = [await repo.collection.count_documents(q) for q in (
+        {}, {"feedback_id": fid}, {"status": "no_recipient"}, {"status": "sent"})]
+    notify.log.recording = True
+    everything = ok(await http.get("/notifications", headers=ops))
+    assert everything["total"] == everyone and everything["period"]
+    story = ok(await http.get("/notifications", params={"feedback_id": fid}, headers=ops))
+    assert story["total"] == told > 3 and {n["feedback_id"] for n in story["items"]} == {fid}
+    nobody = ok(await http.get("/notifications", params={"status": "no_recipient"}, headers=ops))
+    assert nobody["total"] == nobody_told >= 5
+    since = utcnow() - timedelta(minutes=30)
+    sent = ok(await http.get("/notifications", params={"status": "sent", "from": since.isoformat(),
+                                                       "page_size": 2}, headers=ops))
+    assert sent["total"] == sent_ones and len(sent["items"]) == 2
+    assert _at(sent["period"]["start"]) == since
+    log = ok(await http.get(f"/webhooks/{mes['id']}/deliveries", headers=ops))
+    assert [d["id"] for d in log["items"]] == [parked_id] and log["period"]
+    for params, expected in (({"customer_id": f"C-{u}"}, [mail_id]),
+                             ({"from_address": f"zhang@brightmotors-{u}.example"}, [mail_id]),
+                             ({"unidentified": "true"}, []), ({"held": "false"}, [mail_id]),
+                             ({"malformed": "false", "from": since.isoformat()}, [mail_id])):
+        listed = ok(await http.get("/mail", params=params, headers=sales))
+        assert [m["id"] for m in listed["items"]] == expected, params
     notify.log.recording = False
 
     assert notify.log.reads, "the listener saw no command: it is not installed"
@@ -251,6 +280,54 @@ async def test_a_summary_left_behind_by_a_crash_heals_at_the_first_sweep_that_se
         return await opened.find_one({"_id": stale}) is None
     await eventually(healed, timeout=WAIT, what="the stale summary dropped by the dispatcher")
     assert notify.sink.mails == [], "nothing was sent again"
+
+
+async def test_records_from_before_the_default_period_are_listed_when_it_is_asked(
+        notify: Notify_):
+    svc, ops = notify.svc, notify.headers("ops")
+    long_ago = (utcnow() - timedelta(days=svc.settings.infra.history_days + 30)).replace(
+        microsecond=0)  # as BSON keeps it
+    fid, sender = str(uuid.uuid4()), f"buyer-{uuid.uuid4().hex[:6]}@customer.example"
+    for at in (long_ago, utcnow()):
+        event = make_event(SlaBreached(feedback_id=fid, register_no="CF-2025-000001", round=1,
+                                       due_at=at, severity="normal"), producer="quality",
+                           correlation_id=fid, actor=Actor.system("quality"))
+        sent = Notification.create(channel=ChannelName.EMAIL, recipient="old@plant.example",
+                                   event=event, purpose="sla_breached", body="b", now=at)
+        sent.delivered(at, "250 OK")
+        await svc.repo("notifications").add(sent)
+        await svc.repo("inbound_mail").add(InboundMail(
+            id=str(uuid.uuid4()), received_at=at, size=1, raw=b"x", from_address=sender,
+            subject="Cracked housings", body="b"))
+    await eventually(lambda: _quiet(svc), timeout=WAIT,
+                     what="the start-up sweep and rebuild to end")
+    around = {"from": (long_ago - timedelta(hours=1)).isoformat(),
+              "to": (long_ago + timedelta(hours=1)).isoformat()}
+
+    notify.log.recording = True
+    for path, params, headers in (("/notifications", {"feedback_id": fid}, ops),
+                                  ("/mail", {"from_address": sender}, notify.headers("sales"))):
+        default = ok(await notify.http.get(path, params=params, headers=headers))
+        assert [_at(i[TIME[path]]) > long_ago for i in default["items"]] == [True]
+        assert _at(default["period"]["start"]) > long_ago
+        asked = ok(await notify.http.get(path, params=params | around, headers=headers))
+        assert [_at(i[TIME[path]]) for i in asked["items"]] == [long_ago] == \
+            [_at(asked["period"]["start"]) + timedelta(hours=1)]
+        error = refused(await notify.http.get(path, headers=headers, params={
+            "from": around["to"], "to": around["from"]}), 422)
+        assert error["details"][0]["loc"] == "query.from"
+    notify.log.recording = False
+    unbounded = notify.log.unbounded(bounded_collections=CONFIGURATION)
+    assert not unbounded, "reads that grow with history:\n" + "\n".join(
+        f"{r.collection}.{r.command} {r.filter}" for r in unbounded)
+
+
+TIME = {"/notifications": "created_at", "/mail": "received_at"}  # what each list orders by
+
+
+def _at(text: str) -> datetime:
+    at = datetime.fromisoformat(text)
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at
 
 
 async def _quiet(svc: Service) -> bool:

@@ -3,14 +3,15 @@
 On FerretDB's SQLite handler (patched, deploy/ferretdb) only an `_id` lookup is cheap; any
 other filter reads the whole collection, every complaint ever handled. So once Quality has
 started, its clock watcher and gauge, its event handlers and the requests about one case or
-about open work (the board) must read by `_id` or read `cases_open` (bounded by open work).
+about open work (the board) must read by `_id` or read `cases_open` (bounded by open work);
+the lists of history read a period's days in `cases_days` by `_id`, then its cases by `_id`.
 The service runs in this process on the real broker and database; a little closed history
 is stored first, then the steady-state paths are driven while every command is recorded.
 """
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -37,6 +38,7 @@ from shared.contracts import (
     FeedbackWithdrawn,
 )
 from shared.events import Actor, Contract, make_event
+from shared.lookups import BUILT
 from shared.messaging import EventPublisher, Topology, new_broker
 from shared.service import Service, create_app
 from shared.vocabulary import AttachmentMeta, Customer, Product
@@ -167,6 +169,7 @@ async def test_timer_handlers_and_requests_read_by_id_or_open_work_only(quality:
     assert ok(await q.http.get(f"/cases/{a.register_no}"))["id"] == a.feedback_id
     assert ok(await q.http.get(f"/cases/{a.register_no}/history"))
     refused(await q.http.get(f"/cases/{uuid.uuid4()}"), 404)
+    refused(await q.http.get("/cases/CF-2026-999999999"), 404)  # a typo: one `_id` read
     board = ok(await q.http.get("/cases", params={"status": ["open", "awaiting_units"]}))
     assert {i["id"] for i in board["items"]} == {f.feedback_id for f in forms}
     assert board["total"] == 3
@@ -248,6 +251,22 @@ async def test_timer_handlers_and_requests_read_by_id_or_open_work_only(quality:
                                 now_ms() + settings.unimproved_after + timedelta(days=1)) == 1
     await sla.ClockGauge(CollectorRegistry()).update(q.cases, now_ms() + timedelta(days=4))
     await eventually(q.quiet, what="the relay to publish what the checks produced")
+
+    # -- the lists of history: a period's cases, through `cases_days`, then by `_id` ---------
+    everything = ok(await q.http.get("/cases"))
+    assert everything["total"] == HISTORY + len(forms) and everything["period"]
+    assert {f.feedback_id for f in forms} <= {i["id"] for i in everything["items"]}
+    assert newest_first(everything["items"])
+    closed = ok(await q.http.get("/cases", params={"status": "closed", "customer_id": customer}))
+    assert closed["total"] == HISTORY - len(range(0, HISTORY, 4)) + 1  # and `a`, closed above
+    assert all(i["status"] == "closed" for i in closed["items"])
+    since = now_ms() - timedelta(minutes=30)
+    page = ok(await q.http.get("/cases", params={"customer_id": customer, "status": "withdrawn",
+                                                 "from": since.isoformat(), "page_size": 2}))
+    assert page["total"] == len(range(0, HISTORY, 4)) + 1 and len(page["items"]) == 2
+    assert _at(page["period"]["start"]) == since
+    reopened = ok(await q.http.get("/cases", params={"status": "open", "from": since.isoformat()}))
+    assert [i["id"] for i in reopened["items"]] == [b.feedback_id], "open ones of a period"
     q.log.recording = False
 
     assert q.log.reads, "the listener saw no command: it is not installed"
@@ -255,28 +274,52 @@ async def test_timer_handlers_and_requests_read_by_id_or_open_work_only(quality:
     assert {d["_id"] for d in await q.cases.open_work.all()} == {b.feedback_id}
 
 
-async def test_a_register_number_from_before_the_lookup_costs_one_query_then_none(
+async def test_a_form_claims_its_number_before_its_case_once_whatever_the_deliveries(
         quality: Quality):
-    """A case stored before `case_numbers` existed: the first request by its register
-    number falls back to the indexed query and writes the entry; the next ones read by _id."""
     q = quality
+    await eventually(q.quiet, what="the start-up rebuild and the relay to finish")
+    form = escalated(f"C-{uuid.uuid4().hex[:6]}")
+    for _ in range(2):  # delivered twice (two events: a redelivery from the outbox's view)
+        await q.publish(form, form.feedback_id)
+    await eventually(lambda: q.case(form.feedback_id), what="the case to open")
+    # The same number on another feedback (a register restored from a backup reused it):
+    # the form is handled all the same, found by its id; the number names the first case.
+    again = form.model_copy(update={"feedback_id": str(uuid.uuid4())})
+    await q.publish(again, again.feedback_id)
+    await eventually(lambda: q.case(again.feedback_id), what="the second case to open")
+    await eventually(q.quiet, what="the relay to publish the cases' events")
+    assert await q.service.database[CASE_NUMBERS].find_one({"_id": form.register_no}) == {
+        "_id": form.register_no, "id": form.feedback_id}
+    assert ok(await q.http.get(f"/cases/{form.register_no}"))["id"] == form.feedback_id
+    assert ok(await q.http.get(f"/cases/{again.feedback_id}"))["id"] == again.feedback_id
+
+
+async def test_a_case_older_than_the_lookup_is_found_by_number_after_the_next_start(
+        quality: Quality):
+    """A case stored before numbers were claimed first: a request by its number finds
+    nothing (no scan for it) until the next start names the older cases, once."""
+    q = quality
+    await eventually(q.quiet, what="the start-up rebuild and the relay to finish")
     form = escalated(f"C-{uuid.uuid4().hex[:6]}")
     await q.cases.add(Case.receive(form, event_id=str(uuid.uuid4()), actor=SALES, now=now_ms(),
                                    policy=sla.policy_of(q.service.settings), heads=[]))
-    assert await q.service.database[CASE_NUMBERS].find_one({"_id": form.register_no}) is None
-    await eventually(q.quiet, what="the start-up rebuild and the relay to finish")
+    await q.service.database[CASE_NUMBERS].delete_one({"_id": BUILT})
+    refused(await q.http.get(f"/cases/{form.register_no}"), 404)
 
-    q.log.recording = True
-    assert ok(await q.http.get(f"/cases/{form.register_no}"))["id"] == form.feedback_id
-    q.log.recording = False
-    assert [(r.collection, r.filter) for r in unbounded(q.log)] == \
-        [("cases", {"register_no": form.register_no})], "one fallback query, no more"
-
-    q.log.reads.clear()
-    q.log.recording = True
-    assert ok(await q.http.get(f"/cases/{form.register_no}"))["id"] == form.feedback_id
-    q.log.recording = False
-    assert not unbounded(q.log), report(unbounded(q.log))
+    await q.service.stop()
+    q.service = restarted = build(q.service.settings)
+    await restarted.start()
+    try:
+        await eventually(q.quiet, what="the one-time build at start")
+        app = create_app(restarted, title="Quality", description="")
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://q",
+                                     headers=q.http.headers) as http:
+            q.log.recording = True
+            assert ok(await http.get(f"/cases/{form.register_no}"))["id"] == form.feedback_id
+            q.log.recording = False
+        assert not unbounded(q.log), report(unbounded(q.log))
+    finally:
+        await restarted.stop()
 
 
 async def test_a_capa_from_before_the_lookup_finds_its_kinds_once_then_by_id(
@@ -301,3 +344,52 @@ async def test_a_capa_from_before_the_lookup_finds_its_kinds_once_then_by_id(
     assert await lookup.kinds_of(q.kinds, capa_id) == [key]
     q.log.recording = False
     assert not unbounded(q.log), report(unbounded(q.log))
+
+
+async def test_a_case_from_before_the_default_period_is_listed_when_its_period_is_asked(
+        quality: Quality):
+    q = quality
+    customer = f"C-{uuid.uuid4().hex[:6]}"
+    long_ago = now_ms() - timedelta(days=q.service.settings.infra.history_days + 30)
+    old = await store_case(q, customer, long_ago)
+    recent = await store_case(q, customer, now_ms())
+    await eventually(q.quiet, what="the start-up rebuild and the relay to finish")
+
+    q.log.recording = True
+    default = ok(await q.http.get("/cases", params={"customer_id": customer}))
+    around = {"from": (long_ago - timedelta(days=1)).isoformat(),
+              "to": (long_ago + timedelta(days=1)).isoformat()}
+    asked = ok(await q.http.get("/cases", params={"customer_id": customer} | around))
+    q.log.recording = False
+    assert [i["id"] for i in default["items"]] == [recent] and default["total"] == 1
+    assert _at(default["period"]["start"]) > long_ago
+    assert [i["id"] for i in asked["items"]] == [old] and asked["total"] == 1
+    assert {k: _at(v) for k, v in asked["period"].items()} == \
+        {"start": long_ago - timedelta(days=1), "end": long_ago + timedelta(days=1)}
+    assert not unbounded(q.log), report(unbounded(q.log))
+
+    error = refused(await q.http.get("/cases", params={"from": around["to"],
+                                                       "to": around["from"]}), 422)
+    assert error["details"][0]["loc"] == "query.from"
+
+
+async def store_case(q: Quality, customer_id: str, received_at: datetime) -> str:
+    """A case whose form reached Quality at `received_at`, closed since."""
+    form = escalated(customer_id)
+    case = Case.receive(form, event_id=str(uuid.uuid4()), actor=SALES, now=received_at,
+                        policy=sla.policy_of(q.service.settings), heads=[])
+    case.close(FeedbackClosed(feedback_id=form.feedback_id, register_no=form.register_no,
+                              closed_at=received_at, had_form=True),
+               actor=SALES, event_id=str(uuid.uuid4()))
+    await q.cases.add(case)
+    return case.id
+
+
+def newest_first(items: list[dict]) -> bool:
+    received = [_at(i["rounds"][0]["received_at"]) for i in items]
+    return received == sorted(received, reverse=True)
+
+
+def _at(text: str) -> datetime:
+    at = datetime.fromisoformat(text)
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at

@@ -3,33 +3,34 @@
 On FerretDB's SQLite handler any read but an `_id` lookup reads a whole collection (see
 tests/reads.py). Once reporting has started and taken over the queue (its first event
 posts what a writer that died left pending: a read of the register, once), applying an
-event, the gauges' periodic refresh, the monthly table, its charts and the requests about
-one register line must read by `_id` only, or read collections whose size follows open
-work or the customer directory. The real service runs in this process on the real broker
-and database; a month of events lies in the history.
-
-The register report (`GET /register`: a period, a customer, ...) reads the whole register
-on FerretDB; on MongoDB it follows the declared index, checked here by `explain` when the
-database is MongoDB.
+event, the gauges' periodic refresh, the monthly table, its charts, the requests about
+one register line and the register report (`GET /register` of a period: its days in
+`register_days`, then its rows by `_id`; JSON pages and CSV/XLSX exports) must read by
+`_id` only, or read collections whose size follows open work or the customer directory.
+The real service runs in this process on the real broker and database; a month of events
+lies in the history.
 """
 
+import csv
+import io
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 
 from services.reporting.app import ReportingService, create
-from services.reporting.readmodels import REGISTER_ORDER
+from services.reporting.readmodels import REGISTER_DAYS
 from services.reporting.settings import Settings
 from shared.auth import make_token
 from shared.messaging import EventPublisher, Topology, new_broker
+from shared.vocabulary import Category, Channel
 from tests import reads
 from tests.conftest import infra_settings, test_namespace
 from tests.integration.test_reporting_standby import handled
-from tests.support import eventually, ok
-from tests.unit.test_reporting_scenario import MONTH, known_month
+from tests.support import eventually, ok, refused
+from tests.unit.test_reporting_scenario import MONTH, Story, known_month
 
 pytestmark = pytest.mark.infra
 
@@ -81,8 +82,7 @@ async def test_events_gauges_table_and_lines_read_by_id_or_small_collections(rep
     service, http, publisher, log = reporting
     history = known_month(f"h{uuid.uuid4().hex[:6]}")
     await publish_all(service, publisher, history.events)  # and the take-over before them
-    assert service._rebuilding is not None
-    await eventually(lambda: _done(service), what="the start-up rebuild")
+    await eventually(lambda: _done(service), what="the start-up rebuild and indexing")
 
     log.recording = True
     story = known_month(f"s{uuid.uuid4().hex[:6]}")
@@ -110,21 +110,104 @@ async def test_events_gauges_table_and_lines_read_by_id_or_small_collections(rep
 
 
 async def _done(service: ReportingService) -> bool:
-    return service._rebuilding is not None and service._rebuilding.done()
+    """The start's background work that reads history once is over: the kit's rebuild and
+    the indexing of the register by day."""
+    indexing = service.views.indexing
+    return service._rebuilding is not None and service._rebuilding.done() \
+        and indexing is not None and indexing.done()
 
 
-async def test_the_register_report_has_its_index_and_mongodb_uses_it(reporting):
-    service, http, _, _ = reporting
-    ok(await http.get("/register", params={"month": MONTH}))  # the indexes exist by now
-    coll = service.views.models.register.collection
-    keys = [[tuple(k) for k in index["key"]] for index in
-            (await coll.index_information()).values()]
-    assert [tuple(k) for k in REGISTER_ORDER] in keys
-    if "ferretdbVersion" in await service.database.client.admin.command("buildInfo"):
-        pytest.skip("FerretDB's SQLite handler reads the whole register for a report")
-    explained = await service.database.command("explain", {
-        "find": coll.name, "filter": {"received_at": {"$gte": datetime(2031, 3, 1),
-                                                      "$lt": datetime(2031, 4, 1)}},
-        "sort": dict(REGISTER_ORDER), "limit": 50})
-    plan = str(explained["queryPlanner"]["winningPlan"])
-    assert "received_at_-1__id_1" in plan and "'SORT'" not in plan, plan
+async def test_the_register_report_and_its_exports_read_their_period_by_id_only(reporting):
+    service, http, publisher, log = reporting
+    history = known_month(f"h{uuid.uuid4().hex[:6]}")
+    story = known_month(f"s{uuid.uuid4().hex[:6]}")
+    await publish_all(service, publisher, history.events + story.events)
+    await eventually(lambda: _done(service), what="the start-up rebuild and indexing")
+    customer = story.customer("A")
+
+    log.recording = True
+    month = ok(await http.get("/register", params={"month": MONTH, "sort": "register_no"}))
+    closed = ok(await http.get("/register", params={"month": MONTH, "status": "closed",
+                                                    "sort": "-closed_at"}))
+    mine = ok(await http.get("/register", params={"month": MONTH, "customer": customer}))
+    days = ok(await http.get("/register", params={"received_from": "2031-03-10",
+                                                  "received_to": "2031-03-20",
+                                                  "page_size": 2, "page": 2}))
+    default = ok(await http.get("/register"))
+    exported = await http.get("/register", params={"month": MONTH, "format": "csv"})
+    xlsx = await http.get("/register", params={"month": MONTH, "format": "xlsx",
+                                               "customer": customer})
+    log.recording = False
+
+    assert month["total"] == 14 and month["period"] == {"start": "2031-03-01T00:00:00Z",
+                                                        "end": "2031-04-01T00:00:00Z"}
+    assert [r["register_no"] for r in month["items"][:2]] == ["CF-2031-F1", "CF-2031-F1"]
+    assert closed["total"] == 8 and closed["items"][0]["closed_at"] >= \
+        closed["items"][-1]["closed_at"]
+    assert {r["register_no"] for r in mine["items"]} == {"CF-2031-F1", "CF-2031-F2"}
+    assert days["total"] == 6 and len(days["items"]) == 2  # F3, F4, F5 of both stories
+    assert default["total"] == 0, "March 2031 is not in the last 31 days"
+    assert exported.status_code == 200 and xlsx.status_code == 200
+    rows = list(csv.DictReader(io.StringIO(exported.content.decode("utf-8-sig"))))
+    assert len(rows) == 14
+    unbounded = log.unbounded(bounded_collections=BOUNDED)
+    assert not unbounded, "reads that grow with history:\n" + "\n".join(
+        f"{r.collection}.{r.command} {r.filter}" for r in unbounded)
+
+
+async def test_a_row_older_than_the_default_period_is_listed_only_when_asked_for(reporting):
+    service, http, publisher, _ = reporting
+    now = datetime.now(UTC).replace(microsecond=0)
+    old_at, recent_at = now - timedelta(days=45), now - timedelta(hours=2)
+    story = Story(f"p{uuid.uuid4().hex[:6]}")
+    for name, received in (("OLD", old_at), ("NEW", recent_at)):
+        story.register(name, received=received, category=Category.DELIVERY,
+                       channel=Channel.PHONE, customer="A")
+    await publish_all(service, publisher, story.events)
+
+    default = ok(await http.get("/register"))
+    assert [r["feedback_id"] for r in default["items"]] == [story.fid("NEW")]
+    start, end = (datetime.fromisoformat(default["period"][k]) for k in ("start", "end"))
+    assert end - start == timedelta(days=31) and start > old_at  # QMS_HISTORY_DAYS
+    day = old_at.date()
+    asked = ok(await http.get("/register", params={"received_from": day.isoformat(),
+                                                   "received_to": day.isoformat()}))
+    assert [r["feedback_id"] for r in asked["items"]] == [story.fid("OLD")]
+    assert asked["period"]["start"].startswith(day.isoformat())  # the plant's zone: UTC here
+    month = ok(await http.get("/register", params={"month": old_at.strftime("%Y-%m")}))
+    assert story.fid("OLD") in {r["feedback_id"] for r in month["items"]}
+
+
+async def test_a_reversed_or_empty_register_period_is_refused_naming_the_parameter(reporting):
+    _, http, _, _ = reporting
+    for fmt in ("json", "csv"):
+        error = refused(await http.get("/register", params={
+            "received_from": "2031-03-20", "received_to": "2031-03-10", "format": fmt}), 422)
+        assert "received_from must be before received_to" in error["message"], error
+        assert error["details"][0]["loc"] == "query.received_from"
+    error = refused(await http.get("/register", params={"month": MONTH,
+                                                        "received_from": "2031-04-02"}), 422)
+    assert "outside 2031-03" in error["message"] and error["details"][0]["loc"] == "query.month"
+
+
+async def test_the_register_days_are_built_once_for_old_rows_and_by_a_rebuild(reporting):
+    service, http, publisher, _ = reporting
+    story = known_month(f"r{uuid.uuid4().hex[:6]}")
+    await publish_all(service, publisher, story.events)
+    await eventually(lambda: _done(service), what="the start-up indexing")
+    before = ok(await http.get("/register", params={"month": MONTH, "sort": "register_no"}))
+    assert before["total"] == 7
+    models = service.views.models
+    # Rows written before the index existed (an upgrade): indexed once, at the next start.
+    await service.database[REGISTER_DAYS].drop()
+    assert ok(await http.get("/register", params={"month": MONTH}))["total"] == 0
+    assert await models.index_days() == 8  # and F8 of February
+    assert await models.index_days() == 0  # once only
+    assert ok(await http.get("/register", params={"month": MONTH, "sort": "register_no"})) \
+        == before
+    # A rebuild of the read models writes the days along with the rows.
+    await service.database[REGISTER_DAYS].drop()
+    await service.views.rebuild()
+    assert ok(await http.get("/register", params={"month": MONTH, "sort": "register_no"})) \
+        == before
+    assert await models.register_days.built()
