@@ -89,52 +89,82 @@ def day_of(at: datetime) -> str:
 class DayIndex:
     """`<name>_days`: which records each day brought, by their ordering time `field`.
 
-    Every write to a day document holds that day's lock (FerretDB's SQLite handler does not
+    A day's entries `{id, at}` are kept in pages of at most `PAGE_SIZE` (`_id`
+    "YYYY-MM-DD/<n>"; page 0 also says how many pages the day has): FerretDB rewrites a
+    whole document on every update, so a page that grew with the day would make each
+    record's add slower than the last (300 entries: 19 ms an add; 3,000: 96 ms). Reading a
+    period is two `$in` reads: its days' first pages, then the rest.
+
+    Every write to a day's pages holds that day's lock (FerretDB's SQLite handler does not
     run an update's read and write atomically: two at once would lose one)."""
 
     def __init__(self, collection: AsyncCollection, field: str, stripes: int = 64):
         self.collection = collection
         self.field = field
         self._locks = [asyncio.Lock() for _ in range(stripes)]
+        self._open_page: dict[str, int] = {}  # day -> the page adds go to (this process)
 
     def _lock(self, day: str) -> asyncio.Lock:
         return self._locks[hash(day) % len(self._locks)]
 
-    async def _update(self, day: str, update: dict[str, Any], upsert: bool = True) -> None:
-        async with self._lock(day):
-            try:
-                await self.collection.update_one({"_id": day}, update, upsert=upsert)
-            except DuplicateKeyError:  # another process created the day at the same moment
-                await self.collection.update_one({"_id": day}, update, upsert=upsert)
-
     async def record(self, doc_id: Any, at: datetime | None) -> None:
         """Add one record (idempotent). Before the record's own insert: a crash in between
         leaves an entry without a record, which lists skip, never a record without one."""
-        if at is not None:
-            await self._update(day_of(at), {"$addToSet": {"entries": {"id": doc_id, "at": at}}})
+        if at is None:
+            return
+        day, entry = day_of(at), {"id": doc_id, "at": at}
+        async with self._lock(day):
+            page = self._open_page.get(day)
+            if page is None:
+                first = await self.collection.find_one({"_id": page_id(day, 0)}, {"pages": 1})
+                page = (first or {}).get("pages", 1) - 1
+            while True:
+                try:  # onto the open page while it has room (a full one matches nothing)
+                    await self.collection.update_one(
+                        {"_id": page_id(day, page), "count": {"$lt": PAGE_SIZE}},
+                        {"$addToSet": {"entries": entry}, "$inc": {"count": 1}}, upsert=True)
+                    break
+                except DuplicateKeyError:  # full (or created by another process): the next
+                    page += 1
+            if page > 0 and self._open_page.get(day) != page:
+                await self.collection.update_one({"_id": page_id(day, 0)},
+                                                 {"$max": {"pages": page + 1}}, upsert=True)
+            self._open_page[day] = page
+
+    async def _pages(self, days: list[str]) -> list[dict[str, Any]]:
+        """Every page of these days: their first pages, then the others (two `$in` reads)."""
+        first = await _by_ids(self.collection, [page_id(d, 0) for d in days])
+        more = [page_id(p["_id"].split("/")[0], n) for p in first
+                for n in range(1, p.get("pages", 1))]
+        return first + await _by_ids(self.collection, more)
 
     async def entries(self, period: Period) -> list[tuple[Any, datetime]]:
-        """(id, at) of every record in the period: one read of its days by `_id`."""
-        days = await self.collection.find({"_id": {"$in": period.days()}}).to_list(None)
+        """(id, at) of every record in the period, each once (a crash may write one twice)."""
         found: dict[Any, datetime] = {}
-        for day in days:
-            for e in day.get("entries", []):
+        for page in await self._pages(period.days()):
+            for e in page.get("entries", []):
                 if period.holds(e["at"]):
-                    found.setdefault(e["id"], e["at"])  # once, even if a crash wrote it twice
+                    found.setdefault(e["id"], e["at"])
         return list(found.items())
 
     async def forget(self, doc_id: Any, at: datetime | None) -> None:
         """Remove an entry whose record was never inserted (the insert was refused)."""
-        if at is not None:
-            await self._update(day_of(at), {"$pull": {"entries": {"id": doc_id, "at": at}}},
-                               upsert=False)
+        if at is None:
+            return
+        entry = {"id": doc_id, "at": at}
+        async with self._lock(day_of(at)):
+            for page in await self._pages([day_of(at)]):
+                if any(e.get("id") == doc_id for e in page.get("entries", [])):
+                    await self.collection.update_one({"_id": page["_id"]},
+                                                     {"$pull": {"entries": entry}})
 
     async def built(self) -> bool:
         return await self.collection.find_one({"_id": BUILT}) is not None
 
     async def build(self, store: AsyncCollection) -> int:
         """Index the records the store already holds (added before this index existed).
-        Reads the whole store, so only once: the marker document says it is done."""
+        Reads the whole store, so only once: the marker document says it is done. Pages go
+        after those live adds wrote meanwhile; an entry in both is listed once."""
         if await self.built():
             return 0
         by_day: dict[str, list[dict[str, Any]]] = {}
@@ -143,7 +173,48 @@ class DayIndex:
             if isinstance(at, datetime):
                 by_day.setdefault(day_of(at), []).append({"id": doc["_id"], "at": at})
         for day, entries in by_day.items():
-            await self._update(day, {"$addToSet": {"entries": {"$each": entries}}})
+            async with self._lock(day):
+                first = await self.collection.find_one({"_id": page_id(day, 0)}, {"pages": 1})
+                after = (first or {}).get("pages", 1) if first else 0
+                pages = day_pages(day, entries, first_page=after)
+                await self.collection.insert_many(pages)
+                if first is not None or len(pages) > 1:
+                    await self.collection.update_one(
+                        {"_id": page_id(day, 0)},
+                        {"$max": {"pages": after + len(pages)}}, upsert=True)
+                self._open_page.pop(day, None)
         await self.collection.update_one({"_id": BUILT}, {"$set": {"at": datetime.now(UTC)}},
                                          upsert=True)
         return sum(len(e) for e in by_day.values())
+
+
+PAGE_SIZE = 64  # entries a day page holds
+
+
+def page_id(day: str, page: int) -> str:
+    return f"{day}/{page}"
+
+
+def day_pages(day: str, entries: list[dict[str, Any]], first_page: int = 0
+              ) -> list[dict[str, Any]]:
+    """A day's entries as the documents `DayIndex` keeps (full pages, from `first_page`)."""
+    chunks = [entries[i:i + PAGE_SIZE] for i in range(0, len(entries), PAGE_SIZE)] or [[]]
+    pages = [{"_id": page_id(day, first_page + n), "entries": chunk, "count": PAGE_SIZE}
+             for n, chunk in enumerate(chunks)]
+    if first_page == 0:
+        pages[0]["pages"] = len(pages)
+    return pages
+
+
+def built_marker() -> dict[str, Any]:
+    return {"_id": BUILT, "at": datetime.now(UTC)}
+
+
+async def _by_ids(collection: AsyncCollection, ids: list[str]) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    for i in range(0, len(ids), IN_CHUNK):
+        found += await collection.find({"_id": {"$in": ids[i:i + IN_CHUNK]}}).to_list(None)
+    return found
+
+
+IN_CHUNK = 250  # ids per `$in` read: FerretDB checks each result against the whole list

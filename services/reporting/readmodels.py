@@ -71,8 +71,8 @@ from services.reporting.domain import (
     split_part,
 )
 from shared.errors import NotFound
-from shared.events import Contract, Envelope, MalformedEvent, UnknownEvent, parse_event, utcnow
-from shared.periods import BUILT, DayIndex, day_of
+from shared.events import Contract, Envelope, MalformedEvent, UnknownEvent, parse_event
+from shared.periods import DayIndex, built_marker, day_of, day_pages
 from shared.store import WriteLocks
 
 HISTORY = "event_history"
@@ -452,8 +452,8 @@ class ReadModels:
             if at is not None:
                 days.setdefault(day_of(at), []).append({"id": row.id, "at": at})
         # `register_days` as `DayIndex.build` would leave it: built from these rows.
-        docs[REGISTER_DAYS] = [{"_id": day, "entries": entries} for day, entries in
-                               days.items()] + [{"_id": BUILT, "at": utcnow()}]
+        docs[REGISTER_DAYS] = [page for day, entries in days.items()
+                               for page in day_pages(day, entries)] + [built_marker()]
         for key, counters in totals.items():
             collection, month = split_part(key)
             docs[collection].append({"_id": month, "version": 1, "data": _dump(counters),

@@ -1,6 +1,7 @@
 """Lists of history by period (`shared.periods`) on the real FerretDB: a page reads its
 period's days and records by `_id`, whatever the history holds."""
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -133,3 +134,40 @@ async def test_an_add_refused_as_a_duplicate_leaves_the_day_lists_as_they_were(
     days = await repo.days.collection.find({"_id": {"$ne": "~built"}}).to_list(None)
     entries = [(e["id"], e["at"]) for d in days for e in d["entries"]]
     assert entries == [(first.id, first.created_at)], "one entry, at the stored record's time"
+
+
+async def test_a_busy_day_is_kept_in_small_pages_and_listed_whole(ledger_with_reads):
+    """FerretDB rewrites a whole document on each update: a day's list must not grow."""
+    from shared.periods import PAGE_SIZE
+    ledger, log = ledger_with_reads
+    repo = ledger.repo("counters")
+    n = 2 * PAGE_SIZE + 7
+    await asyncio.gather(*(repo.add(Counter(_id=f"busy-{i:04d}", created_at=NOW -
+                                            timedelta(minutes=i))) for i in range(n)))
+    pages = await repo.days.collection.find({"_id": {"$ne": "~built"}}).to_list(None)
+    assert max(len(p["entries"]) for p in pages) <= PAGE_SIZE
+    log.recording = True
+    docs, total = await _page(ledger, Period.of(None, None, default_days=31, now=NOW),
+                              skip=PAGE_SIZE, limit=3)
+    log.recording = False
+    assert total == n, "every record of the busy day is listed"
+    assert [d["_id"] for d in docs] == [f"busy-{i:04d}" for i in range(PAGE_SIZE,
+                                                                         PAGE_SIZE + 3)]
+    assert not log.unbounded()
+
+
+async def test_records_built_into_a_day_that_already_has_pages_are_listed_once(
+        ledger_with_reads):
+    ledger, _ = ledger_with_reads
+    repo = ledger.repo("counters")
+    live = Counter(_id="live-1", created_at=NOW - timedelta(hours=1))
+    await repo.add(live)  # added through the service while the build runs
+    store = repo.collection
+    await store.insert_many([{"_id": f"old-{i}", "value": 0, "version": 1, "history": [],
+                              "applied_events": [], "created_at": NOW - timedelta(hours=2)}
+                             for i in range(3)])
+    await repo.days.collection.delete_one({"_id": "~built"})
+    assert await repo.days.build(store) == 4, "the whole store, the live one included"
+    docs, total = await _page(ledger, Period.of(None, None, default_days=31, now=NOW))
+    assert sorted(d["_id"] for d in docs) == ["live-1", "old-0", "old-1", "old-2"]
+    assert total == 4
