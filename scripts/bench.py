@@ -27,7 +27,9 @@ no measured path reads it, and it more than doubles the load), BENCH_SKIP_OVER_S
 page that the previous size says would take longer than this is not run; its figure is the
 extrapolation), BENCH_WARMUP_S (900: how long to wait, after the services start, for a
 first escalation to reach Quality; the events flow once each relay's start-up sweep of its
-store is done), BENCH_KEEP (0; 1 keeps the last size's databases and queues).
+store is done), BENCH_YEARS (10: the closed history is spread over this many past
+years; lists cover a period, so what a page costs follows a period's volume: size/years),
+BENCH_KEEP (0; 1 keeps the last size's databases and queues).
 """
 
 import asyncio
@@ -76,6 +78,7 @@ CONFIG = {
     "keep": bool(env_int("BENCH_KEEP", 0)),
     "skip_over_s": float(env_int("BENCH_SKIP_OVER_S", 60)),
     "warmup_s": float(env_int("BENCH_WARMUP_S", 900)),
+    "years": env_int("BENCH_YEARS", 10),
 }
 
 
@@ -200,7 +203,7 @@ async def measure_size(size: int, namespace: str, recorded: stamp.Recorded,
                        expected: dict[str, float]) -> dict[str, Any]:
     out: dict[str, Any] = {"namespace": namespace}
     if size:
-        clones = load.plan(recorded, size, CONFIG["open"])
+        clones = load.plan(recorded, size, CONFIG["open"], CONFIG["years"])
         say(f"{size}: loading {len(clones)} complaints "
             f"({sum(c.template.kind.is_open for c in clones)} open)")
         loaded = await load.load(client, namespace, recorded, clones, SERVICES, tz=tz,

@@ -61,17 +61,26 @@ async def history_page(store: AsyncCollection, index: DayIndex, period: Period,
 
     Without a filter and in the index's own order (its time, then `_id`), only the page's
     records are read; otherwise every record of the period is, then filtered and sorted."""
-    entries = await index.entries(period)
-    if not query and len(order) <= 2 and order[0][0] == index.field and \
-            (len(order) == 1 or order[1][0] == "_id"):
-        ranked = sort_rows([{"_id": i, index.field: at} for i, at in entries], order)
+    entries = await index.rows(period)
+    own_order = len(order) <= 2 and order[0][0] == index.field and \
+        (len(order) == 1 or order[1][0] == "_id")
+    if own_order and _by_facets(query, index.facets) and \
+            all(f in e for e in entries for f in query):  # entries older than a facet: no
+        # Filtered by fields the entries carry (or not at all): only the page is read.
+        entries = [e for e in entries if all(e.get(f) == v for f, v in query.items())]
+        ranked = sort_rows([{"_id": e["id"], index.field: e["at"]} for e in entries], order)
         wanted = [r["_id"] for r in ranked[skip:skip + limit]]
         return await _in_order(store, wanted, projection), len(entries)
-    found = await load(store, (i for i, _ in entries), query, projection)
+    found = await load(store, (e["id"] for e in entries), query, projection)
     # The record's own time decides (an entry a crash left behind may name another day).
     docs = sort_rows([d for d in found if not isinstance(d.get(index.field), datetime)
                       or period.holds(d[index.field])], order)
     return docs[skip:skip + limit], len(docs)
+
+
+def _by_facets(query: dict[str, Any], facets: tuple[str, ...]) -> bool:
+    """The query only asks for equal values of facets (an empty query too)."""
+    return all(f in facets and isinstance(v, str | int | bool) for f, v in query.items())
 
 
 def sort_rows(rows: list[dict[str, Any]], order: Order) -> list[dict[str, Any]]:

@@ -98,21 +98,34 @@ class DayIndex:
     Every write to a day's pages holds that day's lock (FerretDB's SQLite handler does not
     run an update's read and write atomically: two at once would lose one)."""
 
-    def __init__(self, collection: AsyncCollection, field: str, stripes: int = 64):
+    def __init__(self, collection: AsyncCollection, field: str, stripes: int = 64,
+                 facets: tuple[str, ...] = ()):
         self.collection = collection
         self.field = field
+        # Top-level fields that never change once a record is added (e.g. an action
+        # request's unit): kept in each entry, so a list filtered by them reads only its
+        # page's records (`shared.lists.history_page`).
+        self.facets = facets
         self._locks = [asyncio.Lock() for _ in range(stripes)]
         self._open_page: dict[str, int] = {}  # day -> the page adds go to (this process)
 
     def _lock(self, day: str) -> asyncio.Lock:
         return self._locks[hash(day) % len(self._locks)]
 
-    async def record(self, doc_id: Any, at: datetime | None) -> None:
+    def entry_of(self, doc: dict[str, Any]) -> dict[str, Any] | None:
+        """What the index keeps of a stored record: its id, time and facets."""
+        at = doc.get(self.field)
+        if not isinstance(at, datetime):
+            return None
+        return {"id": doc["_id"], "at": at} | {f: doc.get(f) for f in self.facets}
+
+    async def record(self, doc: dict[str, Any]) -> None:
         """Add one record (idempotent). Before the record's own insert: a crash in between
         leaves an entry without a record, which lists skip, never a record without one."""
-        if at is None:
+        entry = self.entry_of(doc)
+        if entry is None:
             return
-        day, entry = day_of(at), {"id": doc_id, "at": at}
+        day = day_of(entry["at"])
         async with self._lock(day):
             page = self._open_page.get(day)
             if page is None:
@@ -140,18 +153,23 @@ class DayIndex:
 
     async def entries(self, period: Period) -> list[tuple[Any, datetime]]:
         """(id, at) of every record in the period, each once (a crash may write one twice)."""
-        found: dict[Any, datetime] = {}
+        return [(e["id"], e["at"]) for e in await self.rows(period)]
+
+    async def rows(self, period: Period) -> list[dict[str, Any]]:
+        """The entries (id, at, facets) of every record in the period, each once."""
+        found: dict[Any, dict[str, Any]] = {}
         for page in await self._pages(period.days()):
             for e in page.get("entries", []):
                 if period.holds(e["at"]):
-                    found.setdefault(e["id"], e["at"])
-        return list(found.items())
+                    found.setdefault(e["id"], e)
+        return list(found.values())
 
-    async def forget(self, doc_id: Any, at: datetime | None) -> None:
-        """Remove an entry whose record was never inserted (the insert was refused)."""
-        if at is None:
+    async def forget(self, doc: dict[str, Any]) -> None:
+        """Remove the entry of a record that was never inserted (the insert was refused)."""
+        entry = self.entry_of(doc)
+        if entry is None:
             return
-        entry = {"id": doc_id, "at": at}
+        doc_id, at = entry["id"], entry["at"]
         async with self._lock(day_of(at)):
             for page in await self._pages([day_of(at)]):
                 if any(e.get("id") == doc_id for e in page.get("entries", [])):
@@ -168,10 +186,10 @@ class DayIndex:
         if await self.built():
             return 0
         by_day: dict[str, list[dict[str, Any]]] = {}
-        async for doc in store.find({}, projection={self.field: 1}):
-            at = doc.get(self.field)
-            if isinstance(at, datetime):
-                by_day.setdefault(day_of(at), []).append({"id": doc["_id"], "at": at})
+        fields = {f: 1 for f in (self.field, *self.facets)}
+        async for doc in store.find({}, projection=fields):
+            if (entry := self.entry_of(doc)) is not None:
+                by_day.setdefault(day_of(entry["at"]), []).append(entry)
         for day, entries in by_day.items():
             async with self._lock(day):
                 first = await self.collection.find_one({"_id": page_id(day, 0)}, {"pages": 1})

@@ -64,6 +64,7 @@ class Service:
         self.relay: OutboxRelay | None = None
         self._models: dict[str, type[Aggregate]] = {}
         self._history_by: dict[str, str] = {}  # collection -> the field its history lists use
+        self._history_facets: dict[str, tuple[str, ...]] = {}
         self._lookups: dict[str, tuple[str, str]] = {}  # collection -> (lookup, field)
         self._open_work: dict[str, tuple[Callable[[Any], dict[str, Any] | None],
                                          dict[str, Any]]] = {}
@@ -80,14 +81,16 @@ class Service:
     def collection(self, name: str, model: type[A], *,
                    open_summary: Callable[[A], dict[str, Any] | None] | None = None,
                    open_query: dict[str, Any] | None = None,
-                   history_by: str | None = None,
+                   history_by: str | None = None, history_facets: tuple[str, ...] = (),
                    lookup: tuple[str, str] | None = None) -> None:
         """Declare an aggregate collection; its repository exists once the service starts.
 
         With `open_summary` (and `open_query`, the same selection as a database filter), the
         repository keeps `<name>_open`: what timers and boards read (see `OpenWork`). With
         `history_by` (the field lists of its history are ordered by, e.g. `received_at`), it
-        keeps `<name>_days`, which those lists read by period (see `shared.periods`). With
+        keeps `<name>_days`, which those lists read by period (see `shared.periods`); its
+        `history_facets` are top-level fields that never change once a record is added,
+        which a list may filter by without reading more than its page. With
         `lookup` (collection, field), a number people quote is found by `_id` there
         (`shared.lookups`); `Repository.add_numbered` claims each number in it first."""
         self._models[name] = model
@@ -95,6 +98,7 @@ class Service:
             self._lookups[name] = lookup
         if history_by is not None:
             self._history_by[name] = history_by
+            self._history_facets[name] = history_facets
         if open_summary is not None:
             if open_query is None:
                 raise ValueError(f"{name}: open_summary needs open_query for the rebuild")
@@ -104,9 +108,11 @@ class Service:
         return self._repos[name]
 
     @property
-    def histories(self) -> dict[str, str]:
-        """Collection -> the field its history lists order by (those keeping `<name>_days`)."""
-        return dict(self._history_by)
+    def histories(self) -> dict[str, tuple[str, tuple[str, ...]]]:
+        """Collection -> (the field its history lists order by, its facets), for those
+        keeping `<name>_days`."""
+        return {name: (field, self._history_facets[name])
+                for name, field in self._history_by.items()}
 
     @property
     def database(self) -> AsyncDatabase:
@@ -146,7 +152,8 @@ class Service:
                 open_work = OpenWork(self.db[f"{name}_open"], model, summary, query)
             days = None
             if name in self._history_by:
-                days = DayIndex(self.db[f"{name}_days"], self._history_by[name])
+                days = DayIndex(self.db[f"{name}_days"], self._history_by[name],
+                                facets=self._history_facets[name])
             lookup = None
             if name in self._lookups:
                 lookup_name, field = self._lookups[name]

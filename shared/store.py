@@ -221,7 +221,7 @@ class Repository(Generic[A]):
         # Before the insert: a crash in between leaves an entry lists skip, never a record
         # missing from its day.
         if self.days is not None:
-            await self.days.record(doc_id, doc.get(self.days.field))
+            await self.days.record(doc)
 
     async def _forget_day(self, doc_id: Any, doc: dict[str, Any],
                           stored: dict[str, Any] | None) -> None:
@@ -230,7 +230,7 @@ class Repository(Generic[A]):
             return
         at = doc.get(self.days.field)
         if stored is None or not same_instant(stored.get(self.days.field), at):
-            await self.days.forget(doc_id, at)
+            await self.days.forget(doc)
 
     async def _announce(self, agg: A, version: int) -> str | None:
         if self.marks is None or not agg.pending_events:

@@ -40,9 +40,12 @@ class Clone:
     shift_s: int  # its dates move by this (negative: into the past)
 
 
-def plan(recorded: Recorded, size: int, open_target: int, seed: int = 20330101) -> list[Clone]:
+def plan(recorded: Recorded, size: int, open_target: int, years: int = 10,
+         seed: int = 20330101) -> list[Clone]:
     """`size` clones: `open_target` (at most a tenth) open, spread over the last hours; the
-    rest closed, spread over the past year. Shares by kind as in `templates.KINDS`."""
+    rest closed, spread over the past `years` (a plant keeps its complaints ten years: a
+    history of 100,000 is ten years of 10,000 a year). Shares by kind as in
+    `templates.KINDS`."""
     rng = random.Random(seed)
     n_open = min(open_target, size // 10)
     counts: list[tuple[Template, int]] = []
@@ -54,7 +57,7 @@ def plan(recorded: Recorded, size: int, open_target: int, seed: int = 20330101) 
     order = [t for t, n in counts for _ in range(n)]
     rng.shuffle(order)
     return [Clone(t, g, -rng.randrange(0, 6 * 3600) if t.kind.is_open
-                  else -rng.randrange(2 * DAY, 365 * DAY))
+                  else -rng.randrange(2 * DAY, years * 365 * DAY))
             for g, t in enumerate(order, start=1)]
 
 
@@ -120,10 +123,10 @@ async def load_service(client: AsyncMongoClient, namespace: str, service: str,
         for spec in specs:
             options = {k: v for k, v in spec.items() if k in ("name", "unique", "sparse")}
             await db[name].create_index(spec["key"], **options)
-    for name, field in histories(service).items():
+    for name, (field, facets) in histories(service).items():
         # What the service's first start would do once (`Service._reconcile_at_start`): index
         # the loaded history by day, so that lists of a period find it.
-        await DayIndex(db[f"{name}_days"], field).build(db[name])
+        await DayIndex(db[f"{name}_days"], field, facets=facets).build(db[name])
     loaded.index_seconds[service] = round(time.perf_counter() - inserted, 1)
     if fold is not None:
         count += await fold.write(db)
@@ -132,7 +135,7 @@ async def load_service(client: AsyncMongoClient, namespace: str, service: str,
     loaded.seconds[service] = round(time.perf_counter() - started, 1)
 
 
-def histories(service: str) -> dict[str, str]:
+def histories(service: str) -> dict[str, tuple[str, tuple[str, ...]]]:
     """The service's history lists (collection -> ordering field), as its composition
     declares them (`Service.collection(history_by=...)`)."""
     app = importlib.import_module(f"services.{service}.app")

@@ -91,7 +91,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"{m['cpu']} × {m['cores']} cores, {m['memory_gb']} GB, Python {m['python']}, "
         f"RabbitMQ {m.get('rabbitmq', '?')}, FerretDB `{m.get('ferretdb', '?')}`. "
         f"History sizes {', '.join(_size(s) for s in sizes)} complaints "
-        f"({result['config']['open']} open at most, the rest closed over the past year); "
+        f"({result['config']['open']} open at most, the rest closed over the past "
+        f"{result['config'].get('years', 1)} years); "
         f"{result['config']['reps']} complaints carried through per size; "
         f"whole run {result['duration_s'] / 60:.1f} min.",
         "",

@@ -6,7 +6,7 @@ bytes, changing only values of the same length in place:
 - the complaint's ids: feedback id and every other UUID only it uses (event ids, ...),
   register number, customer id, product code; ObjectIds get fresh ones;
 - every date: BSON datetimes and ISO date-time texts move by the clone's offset (whole
-  seconds), so a closed complaint lands somewhere in the past year, consistently.
+  seconds), so a closed complaint lands somewhere in the past years, consistently.
 Documents no template owns (sequences, the notify directory, ...) are copied once.
 No document is decoded and re-encoded: the shapes stay exactly what the services wrote.
 """

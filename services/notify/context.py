@@ -52,7 +52,8 @@ class Notify:
         self.channels: dict[ChannelName, Channel] = {}
         self._dispatcher: Dispatcher | None = None
         service.collection(NOTIFICATIONS, Notification, open_summary=notification_summary,
-                           open_query=OPEN_QUERY, history_by=CREATED_AT)
+                           open_query=OPEN_QUERY, history_by=CREATED_AT,
+                           history_facets=("feedback_id", "channel", "purpose"))
         service.collection(MAIL, InboundMail, history_by=RECEIVED_AT)
         for name, model in ((SUBSCRIPTIONS, Subscription), (DIRECTORY, DirectoryEntry),
                             (CUSTOMERS, CustomerEntry), (CASES, CaseView)):

@@ -257,7 +257,7 @@ class ReadModels:
         if at is None or (before is not None and _ms(before) == _ms(at)):
             return
         async with self.locks(REGISTER_DAYS, day_of(at)):
-            await self.register_days.record(row.id, at)
+            await self.register_days.record({"_id": row.id, "received_at": at})
 
     async def index_days(self) -> int:
         """Once (then never again): name the register rows written before `register_days`

@@ -28,6 +28,7 @@ class Counter(Aggregate):
     producer: ClassVar[str] = "ledger"
     value: int = 0
     created_at: datetime | None = None  # what lists of the history order counters by
+    kind: str | None = None  # set when added, never changed: a facet of the day lists
 
     def bump(self, by: int, actor: Actor, fail_times: int = 0) -> None:
         self.value += by
@@ -47,7 +48,8 @@ def ledger_service(infra: InfraSettings) -> Service:
     svc = Service("ledger", ServiceSettings(infra=infra))
     svc.collection("counters", Counter,
                    open_summary=lambda c: {"value": c.value} if c.value < OPEN_BELOW else None,
-                   open_query={"value": {"$lt": OPEN_BELOW}}, history_by="created_at")
+                   open_query={"value": {"$lt": OPEN_BELOW}}, history_by="created_at",
+                   history_facets=("kind",))
     return svc
 
 

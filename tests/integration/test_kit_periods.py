@@ -171,3 +171,19 @@ async def test_records_built_into_a_day_that_already_has_pages_are_listed_once(
     docs, total = await _page(ledger, Period.of(None, None, default_days=31, now=NOW))
     assert sorted(d["_id"] for d in docs) == ["live-1", "old-0", "old-1", "old-2"]
     assert total == 4
+
+
+async def test_a_list_filtered_by_a_facet_reads_only_its_page_of_records(ledger_with_reads):
+    ledger, log = ledger_with_reads
+    repo = ledger.repo("counters")
+    for i in range(12):
+        await repo.add(Counter(_id=f"k-{i:02d}", created_at=NOW - timedelta(hours=i),
+                               kind="red" if i % 3 == 0 else "blue"))
+    log.recording = True
+    docs, total = await _page(ledger, Period.of(None, None, default_days=31, now=NOW),
+                              {"kind": "red"}, skip=1, limit=2)
+    log.recording = False
+    assert [d["_id"] for d in docs] == ["k-03", "k-06"] and total == 4
+    loaded = [r for r in log.reads if r.collection == "counters"]
+    assert loaded and all(len(r.filter["_id"]["$in"]) <= 2 for r in loaded), \
+        "only the page's records are read, not the period's"
