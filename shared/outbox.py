@@ -40,6 +40,7 @@ class OutboxRelay:
         self._due: dict[str, set[str]] = {}  # collection name -> ids of documents with news
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self.store_sweep: asyncio.Task | None = None  # once per database (`sweep_stores`)
         self._stopping = False
         self._next_sweep = 0.0  # at start: sweep first
         self.published = Counter("qms_outbox_published_total", "Events published by the relay",
@@ -55,6 +56,12 @@ class OutboxRelay:
         else:
             self._due.setdefault(collection, set()).add(doc_id)
         self._wake.set()
+
+    def settled(self) -> bool:
+        """The start's sweeps are done (the marks', and the one-time sweep of the stores)
+        and nothing saved is waiting to be published."""
+        return (self._next_sweep > 0 and not self._due and self.store_sweep is not None
+                and self.store_sweep.done())
 
     def _collection(self, name: str) -> AsyncCollection | None:
         return next((c for c in self.collections if c.name == name), None)
@@ -73,11 +80,8 @@ class OutboxRelay:
     async def flush(self) -> int:
         """The sweep: publish every document `outbox_due` marks; returns how many events
         were sent. Reads the marks (bounded by unpublished events) and the marked documents
-        by `_id`; the first sweep of a database also reads the stores once (`_sweep_stores`)."""
+        by `_id`. (The stores themselves are swept once per database, beside: `sweep_stores`.)"""
         total = 0
-        if not await self.marks.store_swept():
-            total += await self._sweep_stores()
-            await self.marks.mark_store_swept()
         marks = await self.marks.all()
         marked: dict[str, set] = {}
         for m in marks:
@@ -89,13 +93,25 @@ class OutboxRelay:
                 await self._drop_stale(name, doc_id, marks)
         return total
 
+    async def sweep_stores(self) -> int:
+        """Once per database: every pending event in the stores, by the `outbox_pending`
+        flag (events saved before marks existed). A scan on FerretDB's SQLite handler (at
+        100,000 complaints, minutes), an index on MongoDB: so it runs in its own task, and
+        events saved meanwhile go out as usual."""
+        if await self.marks.store_swept():
+            return 0
+        total = await self._sweep_stores()
+        await self.marks.mark_store_swept()
+        return total
+
     async def _sweep_stores(self) -> int:
-        """Every pending event in the stores, by the `outbox_pending` flag: a scan on
-        FerretDB's SQLite handler, an index on MongoDB. Once per database."""
         total = 0
         for coll in self.collections:
             async for doc in coll.find({PENDING: True}, projection={OUTBOX: 1, "version": 1}):
-                total += await self._publish_document(coll, doc)
+                # A marked document is the relay's (a save since marks exist): publishing it
+                # here as well would send its events twice.
+                if not await self.marks.has(coll.name, doc["_id"]):
+                    total += await self._publish_document(coll, doc)
         return total
 
     async def _publish(self, name: str, ids: set) -> tuple[int, set]:
@@ -191,6 +207,18 @@ class OutboxRelay:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self.run(), name=f"{self.service}-outbox-relay")
+        self.store_sweep = asyncio.create_task(self._sweep_stores_once(),
+                                               name=f"{self.service}-outbox-store-sweep")
+
+    async def _sweep_stores_once(self) -> None:
+        try:
+            sent = await self.sweep_stores()
+        except Exception as exc:  # noqa: BLE001 - the next start tries again
+            log.error("the one-time sweep of the stores failed (tried again at the next "
+                      "start): %s", exc)
+            return
+        if sent:
+            log.info("the one-time sweep of the stores published %d events", sent)
 
     async def stop(self) -> None:
         """Stop, then publish what this process saved and has not sent (graceful shutdown).
@@ -198,6 +226,9 @@ class OutboxRelay:
         What is still pending after that is sent by the next start's sweep (its marks)."""
         self._stopping = True
         self._wake.set()
+        if self.store_sweep and not self.store_sweep.done():
+            self.store_sweep.cancel()  # the next start sweeps again (no marker was written)
+            await asyncio.gather(self.store_sweep, return_exceptions=True)
         if self._task:
             await self._task
         try:

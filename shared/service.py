@@ -178,6 +178,12 @@ class Service:
         self.started = True
         log.info("%s started", self.name)
 
+    def settled(self) -> bool:
+        """The start's background work is over (one-time builds, the open-work reconcile,
+        the relay's sweeps) and the relay has published everything saved so far."""
+        return bool(self._rebuilding is not None and self._rebuilding.done()
+                    and self.relay is not None and self.relay.settled())
+
     async def _reconcile_at_start(self) -> None:
         """Once per start, in the background: build the lookups and day lists a collection
         has never had built (records older than them), then reconcile each open-work

@@ -112,6 +112,11 @@ class OutboxMarks:
         """Every mark: a read bounded by unpublished events."""
         return [m for m in await self.collection.find({}).to_list(None) if "doc_id" in m]
 
+    async def has(self, collection: str, doc_id: Any) -> bool:
+        """Whether a save of this document since marks exist is still unpublished."""
+        return await self.collection.find_one({"collection": collection, "doc_id": doc_id},
+                                              {"_id": 1}) is not None
+
     async def settle(self, collection: str, doc_id: Any, version: int) -> None:
         """The document's events up to `version` are published: drop their marks."""
         await self.collection.delete_many({"collection": collection, "doc_id": doc_id,

@@ -13,7 +13,7 @@ import random
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import bson
@@ -26,7 +26,7 @@ from benchkit.stamp import HISTORY, Recorded, Template
 from services.reporting import domain
 from services.reporting.readmodels import ReadModels, parse_history_doc
 from shared.periods import DayIndex
-from shared.store import WriteLocks
+from shared.store import OutboxMarks, WriteLocks
 
 DAY = 86400
 CHUNK = 500  # clones stamped at a time
@@ -123,6 +123,10 @@ async def load_service(client: AsyncMongoClient, namespace: str, service: str,
         for spec in specs:
             options = {k: v for k, v in spec.items() if k in ("name", "unique", "sparse")}
             await db[name].create_index(spec["key"], **options)
+    # The stores are loaded as the services leave them, every event published: what the
+    # relay's one-time sweep of a database (`OutboxRelay.sweep_stores`) would find nothing in.
+    await db["outbox_due"].update_one({"_id": OutboxMarks.STORE_SWEPT},
+                                      {"$set": {"at": datetime.now(UTC)}}, upsert=True)
     for name, (field, facets) in histories(service).items():
         # What the service's first start would do once (`Service._reconcile_at_start`): index
         # the loaded history by day, so that lists of a period find it.

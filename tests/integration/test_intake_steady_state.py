@@ -103,9 +103,7 @@ async def intake(tmp_path) -> AsyncIterator[Intake]:
 async def quiet(service: Service) -> bool:
     """The start-up work that reads history is over: the open-work rebuild, and the relay's
     sweep of pending events (next due in minutes), with nothing left to publish."""
-    assert service.relay is not None and service._rebuilding is not None
-    return service._rebuilding.done() and service.relay._next_sweep > 0 \
-        and not service.relay._due
+    return service.settled()
 
 
 def only_bounded_reads(log: reads.ReadLog) -> None:

@@ -151,3 +151,32 @@ async def test_a_mark_whose_save_never_happened_is_dropped_after_its_grace_only(
     assert await ledger.relay.flush() == 0
     assert [m["_id"] for m in await _marks_of(ledger, c.id)] == ["young"], \
         "a save may still be on its way for the young mark; the old one is void"
+
+
+async def test_events_flow_while_the_one_time_sweep_of_the_stores_is_still_reading(pair):
+    """At 100,000 complaints that sweep takes minutes: it must not hold events back."""
+    import asyncio
+    ledger, tally = pair
+    await ledger.stop()
+    restarted = ledger_service(ledger.settings.infra)
+    await restarted.start()  # a start with the store-swept marker gone: sweeps again
+    try:
+        await restarted.database["outbox_due"].delete_one({"_id": "~store-swept"})
+        reading = asyncio.Event()
+
+        async def slow_sweep() -> int:
+            reading.set()
+            await asyncio.sleep(3600)  # still reading the history
+            return 0
+        restarted.relay._sweep_stores = slow_sweep
+        restarted.relay.store_sweep = asyncio.create_task(restarted.relay.sweep_stores())
+        await asyncio.wait_for(reading.wait(), 10)
+        c = Counter(_id=str(uuid.uuid4()))
+        c.bump(6, ACTOR)
+        await restarted.repo("counters").add(c)
+
+        async def arrived() -> bool:
+            return await tally_total(tally, c.id) == 6
+        await eventually(arrived, what="the new event, with the sweep still reading")
+    finally:
+        await restarted.stop()

@@ -129,7 +129,7 @@ async def test_saves_relay_and_consumer_read_by_id_only_once_started(pair_with_r
 
 
 async def _quiet(svc) -> bool:
-    return svc._rebuilding.done() and svc.relay._next_sweep > 0 and not svc.relay._due
+    return svc.settled()
 
 
 async def test_open_work_follows_each_save_and_drops_what_is_done(pair_with_reads):

@@ -331,8 +331,7 @@ def _at(text: str) -> datetime:
 
 
 async def _quiet(svc: Service) -> bool:
-    assert svc.relay is not None and svc._rebuilding is not None
-    return svc._rebuilding.done() and svc.relay._next_sweep > 0 and not svc.relay._due
+    return svc.settled()
 
 
 async def _true(value: bool) -> bool:

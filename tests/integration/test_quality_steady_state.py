@@ -77,9 +77,7 @@ class Quality:
 
     async def quiet(self) -> bool:
         """The start-up rebuild and sweep are over and the relay has published everything."""
-        relay = self.service.relay
-        return bool(self.service._rebuilding and self.service._rebuilding.done()
-                    and relay is not None and relay._next_sweep > 0 and not relay._due)
+        return self.service.settled()
 
 
 @pytest.fixture

@@ -113,8 +113,7 @@ async def _done(service: ReportingService) -> bool:
     """The start's background work that reads history once is over: the kit's rebuild and
     the indexing of the register by day."""
     indexing = service.views.indexing
-    return service._rebuilding is not None and service._rebuilding.done() \
-        and indexing is not None and indexing.done()
+    return service.settled() and indexing is not None and indexing.done()
 
 
 async def test_the_register_report_and_its_exports_read_their_period_by_id_only(reporting):
