@@ -13,11 +13,8 @@ from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
 
-from shared.periods import DayIndex, Period, _utc
+from shared.periods import IN_CHUNK, DayIndex, Period, _utc
 from shared.store import Repository
-
-IN_CHUNK = 250  # ids per `$in` read: FerretDB checks each result against the whole list
-
 
 Order = list[tuple[str, int]]
 
@@ -55,8 +52,9 @@ async def _in_order(store: AsyncCollection, ids: list[Any],
 
 
 async def history_page(store: AsyncCollection, index: DayIndex, period: Period,
-               query: dict[str, Any], order: Order, skip: int, limit: int,
-               projection: dict[str, Any] | None = None) -> tuple[list[dict[str, Any]], int]:
+                       query: dict[str, Any], order: Order, skip: int, limit: int,
+                       projection: dict[str, Any] | None = None
+                       ) -> tuple[list[dict[str, Any]], int]:
     """A page of the records in `period` matching `query`, sorted by `order`, and the total.
 
     Without a filter and in the index's own order (its time, then `_id`), only the page's
