@@ -2,7 +2,7 @@
 # Installs and starts what the services need on a machine without Docker:
 # RabbitMQ from Debian's packages and FerretDB v1.24.2 (SQLite storage) built
 # from its Go module. Idempotent: what is installed or running is left alone.
-# Usage: scripts/infra.sh install|start|stop|status
+# Usage: scripts/infra.sh install|start|stop|rabbitmq-config (what the broker we start listens on)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -21,10 +21,17 @@ KUSTOMIZE_BIN="$CACHE/kustomize-$KUSTOMIZE_VERSION"  # the tests look for it her
 MONGO_PORT="${QMS_MONGO_PORT:-27017}"
 FERRET_DEBUG_PORT="${QMS_FERRET_DEBUG_PORT:-8088}"
 AMQP_PORT=5672
+MANAGEMENT_PORT=15672
+PROMETHEUS_PORT=15692
 # The broker we start keeps its data and logs in the project, like FerretDB: a clean clone
 # (CI) gets a clean broker, not the queues earlier runs left in /var/lib/rabbitmq.
 RABBIT_DIR="$VAR/rabbitmq"
 export RABBITMQ_MNESIA_BASE="$RABBIT_DIR/mnesia" RABBITMQ_LOG_BASE="$RABBIT_DIR/log"
+# Every listener of the broker we start binds to QMS_BIND_ADDRESS, loopback unless you mean
+# otherwise (0.0.0.0: every interface): AMQP, the management UI, the Prometheus endpoint (it has
+# no authentication) and, on loopback, the Erlang distribution port and epmd too (whoever
+# reaches those with the cookie runs code on the node). FerretDB always listens on loopback.
+BIND_ADDRESS="${QMS_BIND_ADDRESS:-127.0.0.1}"
 WAIT_SECONDS="${QMS_INFRA_WAIT:-180}"
 
 say() { printf '[infra] %s\n' "$*"; }
@@ -97,6 +104,57 @@ install_kustomize() {
 
 rabbit_running() { rabbitmqctl -q status >/dev/null 2>&1; }
 
+is_loopback() { case "$1" in 127.*|::1|localhost) return 0 ;; *) return 1 ;; esac; }
+
+# Where the Erlang distribution port and epmd listen: nowhere but loopback while the broker's
+# listeners are there. rabbitmqctl reaches the node as rabbit@<host name>, so it must be the
+# loopback address the host name resolves to (127.0.0.1 here, 127.0.1.1 on a stock Debian;
+# epmd always listens on 127.0.0.1 too). Empty: every interface, Erlang's default.
+dist_address() {
+  is_loopback "$BIND_ADDRESS" || return 0
+  local addr; addr=$(getent ahostsv4 "$(hostname -s)" 2>/dev/null | awk 'NR == 1 {print $1}')
+  if is_loopback "$addr"; then echo "$addr"; return; fi
+  say "WARNING: the host name $(hostname -s) resolves to ${addr:-nothing}, not to loopback:" \
+      "epmd (4369) and the Erlang distribution port (25672) stay open on every interface;" \
+      "map the host name to 127.0.1.1 in /etc/hosts to close them" >&2
+}
+
+# The broker's listeners (rabbitmq.conf) and the environment it starts with: printed by
+# `scripts/infra.sh rabbitmq-config` and exported before the broker starts.
+rabbitmq_conf() {
+  cat <<CONF
+# Written by scripts/infra.sh before it starts the broker: set QMS_BIND_ADDRESS, not this file.
+listeners.tcp.1 = $BIND_ADDRESS:$AMQP_PORT
+management.tcp.ip = $BIND_ADDRESS
+management.tcp.port = $MANAGEMENT_PORT
+prometheus.tcp.ip = $BIND_ADDRESS
+prometheus.tcp.port = $PROMETHEUS_PORT
+CONF
+}
+rabbitmq_env() {
+  local dist; dist=$(dist_address)
+  echo "RABBITMQ_CONFIG_FILE=$RABBIT_DIR/rabbitmq.conf"
+  [ -n "$dist" ] || return 0
+  echo "ERL_EPMD_ADDRESS=$dist"
+  echo "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS=-kernel inet_dist_use_interface {${dist//./,}}"
+  # rabbitmqctl listens for the node's answer while it runs (ports 35672-35682): there too.
+  echo "RABBITMQ_CTL_ERL_ARGS=-kernel inet_dist_use_interface {${dist//./,}}"
+}
+
+# Warn about any listener of the broker's ports beyond loopback (e.g. an epmd another program
+# started before with its defaults: `make down` ends it).
+check_listeners() {
+  is_loopback "$BIND_ADDRESS" || return 0
+  local port addr
+  for port in "$AMQP_PORT" "$MANAGEMENT_PORT" "$PROMETHEUS_PORT" \
+      "${RABBITMQ_DIST_PORT:-$((AMQP_PORT + 20000))}" "${ERL_EPMD_PORT:-4369}"; do
+    for addr in $(ss -Hltn "sport = :$port" 2>/dev/null | awk '{print $4}'); do
+      case "$addr" in 127.*|"[::1]"*) ;;
+        *) say "WARNING: port $port listens on $addr, beyond loopback" >&2 ;; esac
+    done
+  done
+}
+
 start_rabbitmq() {
   if rabbit_running; then
     # Perhaps started by systemd after apt-get install: make sure of the plugins we use
@@ -118,7 +176,8 @@ start_rabbitmq() {
   need_root_or_sudo chown -R rabbitmq:rabbitmq "$RABBIT_DIR"
   need_root_or_sudo su rabbitmq -s /bin/sh -c "test -w '$RABBITMQ_MNESIA_BASE'" 2>/dev/null \
     || die "the rabbitmq user cannot write $RABBITMQ_MNESIA_BASE (a parent folder closed to other users?)"
-  say "starting RabbitMQ (data and logs under var/rabbitmq)"
+  rabbitmq_conf | need_root_or_sudo tee "$RABBIT_DIR/rabbitmq.conf" >/dev/null
+  say "starting RabbitMQ on $BIND_ADDRESS (data, logs and rabbitmq.conf under var/rabbitmq)"
   # Every quorum queue keeps files open: at the shell's usual 1,024 descriptors a day of
   # tests (each declaring its own queues) starved the broker until it accepted no
   # connection at all. Give it what the system allows, up to 65,536.
@@ -142,6 +201,7 @@ start_rabbitmq() {
     sleep 1
   done
   mkdir -p "$RUN" && touch "$RUN/rabbitmq.ours"
+  check_listeners
 }
 
 start_ferretdb() {
@@ -202,10 +262,15 @@ stop_all() {
 
 case "${1:-}" in
   install) install_rabbitmq; install_promtool; install_ferretdb; install_kustomize ;;
-  start) install_rabbitmq; install_promtool; install_ferretdb; install_kustomize; start_rabbitmq
+  start) install_rabbitmq; install_promtool; install_ferretdb; install_kustomize
+         # Before the first rabbitmqctl: it starts epmd when none runs, which must then listen
+         # on loopback too; the broker starts with this environment.
+         while IFS= read -r line; do export "${line%%=*}=${line#*=}"; done < <(rabbitmq_env)
+         start_rabbitmq
          "$ROOT/scripts/rabbitmq_users.sh"  # the per-service least-privilege users
          start_ferretdb
-         say "RabbitMQ amqp://127.0.0.1:$AMQP_PORT (management http://127.0.0.1:15672), FerretDB mongodb://127.0.0.1:$MONGO_PORT" ;;
+         say "RabbitMQ amqp://127.0.0.1:$AMQP_PORT (management http://127.0.0.1:$MANAGEMENT_PORT; listening on $BIND_ADDRESS), FerretDB mongodb://127.0.0.1:$MONGO_PORT" ;;
   stop) stop_all ;;
-  *) die "usage: $0 install|start|stop" ;;
+  rabbitmq-config) rabbitmq_conf; echo "# environment:"; rabbitmq_env ;;
+  *) die "usage: $0 install|start|stop|rabbitmq-config" ;;
 esac

@@ -8,8 +8,9 @@
 # (routing keys on the events exchange) each service may publish. Idempotent: existing users
 # get their password, tags and permissions set again. The import is asynchronous, so the script then
 # waits until `list_permissions` and `list_topic_permissions` show every user.
-# Passwords: RABBITMQ_<USER>_PASSWORD from the environment, .env, or .env.example (the
-# documented development defaults).
+# Passwords: RABBITMQ_<USER>_PASSWORD from the environment, else the ones generated for this
+# installation into var/secrets/broker.env (git-ignored, mode 600; made on the first run, then
+# set again on every run, so a broker set up with other passwords gets these).
 # Usage: scripts/rabbitmq_users.sh               apply
 #        scripts/rabbitmq_users.sh --print-env   QMS_<SVC>_AMQP_URL lines for the local services
 set -euo pipefail

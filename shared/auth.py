@@ -2,7 +2,8 @@
 
 Development: HS256 with `QMS_JWT_SECRET`. Production: RS256 verified against
 the identity provider's keys at `QMS_JWKS_URL`, with `QMS_JWT_AUDIENCE` and
-`QMS_JWT_ISSUER` checked when set. Claims: sub, name, roles, unit, exp.
+`QMS_JWT_ISSUER` checked when set. Claims: sub, name, roles, unit, exp, iat. No token may
+live longer than `QMS_TOKEN_MAX_LIFETIME_S` (24 h), whoever signed it.
 """
 
 import argparse
@@ -19,7 +20,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from shared.errors import Forbidden, Unauthorized
 from shared.events import Actor
-from shared.settings import InfraSettings
+from shared.settings import DEV_JWT_SECRET, InfraSettings
 
 ROLES = ("sales", "quality", "unit", "manager", "ops", "auditor")
 READERS = ("manager", "auditor")  # read everything, change nothing
@@ -49,6 +50,7 @@ class TokenVerifier:
         self._audience = settings.jwt_audience
         self._issuer = settings.jwt_issuer
         self._jwks = jwt.PyJWKClient(settings.jwks_url) if settings.jwks_url else None
+        self._max_lifetime_s = settings.token_max_lifetime_s
 
     def verify(self, token: str) -> Principal:
         try:
@@ -64,6 +66,7 @@ class TokenVerifier:
             raise Unauthorized("The token has expired; sign in again.") from exc
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"The bearer token is not valid: {exc}") from exc
+        self._check_lifetime(claims)
         try:
             principal = Principal.model_validate(claims)
         except ValidationError as exc:
@@ -71,6 +74,17 @@ class TokenVerifier:
         if "unit" in principal.roles and not principal.unit:
             raise Unauthorized("A token with role 'unit' must name its responsible unit.")
         return principal
+
+    def _check_lifetime(self, claims: dict) -> None:
+        """A stolen token is worth as long as it lives: none may live longer than the maximum,
+        counted from its `iat` (issued at), or from now when it carries none."""
+        exp, iat = claims["exp"], claims.get("iat")
+        start = iat if isinstance(iat, int | float) and not isinstance(iat, bool) else time.time()
+        if not isinstance(exp, int | float) or exp - start > self._max_lifetime_s:
+            hours = self._max_lifetime_s / 3600
+            raise Unauthorized(f"The token lives too long: at most {hours:g} h "
+                               f"(QMS_TOKEN_MAX_LIFETIME_S={self._max_lifetime_s}) from its "
+                               f"issue; ask for a shorter-lived one.")
 
 
 _bearer = HTTPBearer(auto_error=False)
@@ -127,7 +141,8 @@ def document_roles(router: APIRouter) -> None:
 def make_token(secret: str, sub: str, roles: list[str], name: str | None = None,
                unit: str | None = None, ttl_s: int = 12 * 3600) -> str:
     """A development token (HS256)."""
-    claims = {"sub": sub, "name": name or sub, "roles": roles, "exp": int(time.time()) + ttl_s}
+    now = int(time.time())
+    claims = {"sub": sub, "name": name or sub, "roles": roles, "iat": now, "exp": now + ttl_s}
     if unit:
         claims["unit"] = unit
     return jwt.encode(claims, secret, algorithm="HS256")
@@ -147,7 +162,17 @@ def main() -> None:
         parser.error(f"unknown role(s) {bad}; use {', '.join(ROLES)}")
     if "unit" in roles and not args.unit:
         parser.error("role 'unit' needs UNIT=<responsible unit>, e.g. UNIT=production")
-    secret = InfraSettings().jwt_secret.get_secret_value()
+    settings = InfraSettings()
+    secret = settings.jwt_secret.get_secret_value()
+    if settings.jwks_url or secret != DEV_JWT_SECRET:
+        # Only development tokens: the secret (or identity provider) in use here is a real
+        # one, and tokens for it come from its owner, not from a make target.
+        parser.exit(2, "make token: refused: it signs with the development secret only, and "
+                       "the one in use is not it (QMS_JWT_SECRET is set to your own, or "
+                       "QMS_JWKS_URL is set); get a token from your identity provider.\n")
+    if args.hours * 3600 > settings.token_max_lifetime_s:
+        parser.error(f"--hours {args.hours} is longer than the tokens the services accept "
+                     f"(QMS_TOKEN_MAX_LIFETIME_S={settings.token_max_lifetime_s})")
     print(make_token(secret, args.sub, roles, args.name, args.unit, args.hours * 3600))
 
 

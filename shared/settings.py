@@ -3,6 +3,10 @@
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# The HS256 secret of development tokens (`make token`), known to everyone who has read this
+# file: set QMS_JWT_SECRET (or QMS_JWKS_URL) anywhere real.
+DEV_JWT_SECRET = "qms-development-secret-change-me-0123456789"
+
 
 class InfraSettings(BaseSettings):
     """What every service shares: where the broker and database are, and the auth secret."""
@@ -16,13 +20,17 @@ class InfraSettings(BaseSettings):
         pattern=r"^[a-z][a-z0-9_]{0,30}$",
         description="Prefix of the exchange, queues and databases; tests use a unique one.",
     )
-    jwt_secret: SecretStr = SecretStr("qms-development-secret-change-me-0123456789")
+    jwt_secret: SecretStr = SecretStr(DEV_JWT_SECRET)
     jwks_url: str | None = Field(None, description="Production: verify RS256 tokens here.")
     jwt_audience: str | None = Field(
         None, description="The `aud` the identity provider writes into tokens for this system; "
                           "when set, tokens for other audiences are refused. Production: set it "
                           "(a token carrying an `aud` is refused while this is unset).")
     jwt_issuer: str | None = Field(None, description="Production: the identity provider's `iss`.")
+    token_max_lifetime_s: int = Field(
+        24 * 3600, ge=60, description="The longest a token may live (its `exp` minus its "
+        "`iat`; without `iat`, `exp` minus now): a longer-lived token is refused with 401, "
+        "development and production tokens alike.")
     max_attempts: int = Field(5, ge=1, description="Deliveries of an event before the DLQ.")
     retry_delay_ms: int = Field(2000, ge=10, description="Wait before a failed event is retried.")
     relay_interval_s: float = Field(1.0, gt=0, description="How soon events the broker "

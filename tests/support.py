@@ -1,13 +1,27 @@
 """Helpers for tests: polling with a deadline (never bare sleeps), and checking HTTP answers."""
 
 import asyncio
+import importlib.util
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
+from types import ModuleType
 from typing import Any, TypeVar
 
 import httpx
 
 T = TypeVar("T")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script(relative: str, name: str) -> ModuleType:
+    """A script of the repository (not a package module) loaded as a module, e.g.
+    `deploy/rabbitmq/users.py`, under its own module name."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / relative)
+    assert spec is not None and spec.loader is not None, f"no script at {relative}"
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 async def eventually(check: Callable[[], Awaitable[T]], timeout: float = 20.0,

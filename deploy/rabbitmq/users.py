@@ -6,12 +6,16 @@ permissions into the local broker (`local`, `check`), and the tests hold the Kub
 Topology Operator objects to it.
 
 A user's password comes from `RABBITMQ_<USER>_PASSWORD` (`qms-intake` ->
-`RABBITMQ_QMS_INTAKE_PASSWORD`): the environment first, then `.env`, then (local broker
-only; compose requires them) the documented development defaults in `.env.example`.
+`RABBITMQ_QMS_INTAKE_PASSWORD`) in the environment first. Then, for docker compose, from
+`.env` (compose requires them; `.env.example` documents development values); for the local
+broker (`make up`, `make test`, `make bench`), from the passwords generated for this
+installation in `var/secrets/broker.env` (git-ignored, mode 600; `local` makes them on first
+use): the local broker never accepts a password written in the repository.
 
 Usage (standard library only, so it runs in a bare python image):
   users.py local                     the service users and their permissions, password hashes
-                                     included, as definitions JSON on stdout for
+                                     included (generating missing passwords into
+                                     var/secrets/broker.env), as definitions JSON on stdout for
                                      `rabbitmqctl import_definitions` (administrators left out:
                                      the local broker has its own; nothing else is touched)
   users.py check                     exit 0 once `rabbitmqctl list_permissions` and
@@ -24,6 +28,7 @@ Usage (standard library only, so it runs in a bare python image):
 
 import argparse
 import base64
+import fcntl
 import hashlib
 import json
 import os
@@ -36,6 +41,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 DEFINITIONS = HERE / "definitions.json"
 SERVICES = ("intake", "quality", "capa", "reporting", "notify")
+SECRETS = ROOT / "var" / "secrets" / "broker.env"  # this installation's local broker passwords
 
 
 def load(path: Path = DEFINITIONS) -> dict:
@@ -63,16 +69,44 @@ def read_env_file(path: Path) -> dict[str, str]:
     return values
 
 
-def password_of(user: str, *, dev_defaults: bool) -> str:
-    """The user's password from the environment, else .env, else (if allowed) .env.example."""
+def password_of(user: str, *, local: bool) -> str:
+    """The user's password from the environment, else (`local`: the local broker) this
+    installation's generated one in var/secrets/broker.env, else (compose) .env."""
     name = password_variable(user)
-    sources = [dict(os.environ), read_env_file(ROOT / ".env")]
-    if dev_defaults:
-        sources.append(read_env_file(ROOT / ".env.example"))
+    sources = [dict(os.environ),
+               installation_passwords() if local else read_env_file(ROOT / ".env")]
     for source in sources:
         if source.get(name):
             return source[name]
+    if local:
+        raise SystemExit(f"{name} is not set and {SECRETS} has none: `make up` (scripts/"
+                         f"rabbitmq_users.sh) generates the local broker's passwords")
     raise SystemExit(f"{name} is not set (see .env.example)")
+
+
+def installation_passwords(create_for: tuple[str, ...] = ()) -> dict[str, str]:
+    """The local broker's passwords generated for this installation (var/secrets/broker.env),
+    after generating one for each user of `create_for` that has none yet (random, URL-safe;
+    the file readable by its owner only). Under a lock: concurrent first runs agree."""
+    if not create_for:
+        return read_env_file(SECRETS)
+    SECRETS.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with open(SECRETS.with_name(".broker.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        values = read_env_file(SECRETS)
+        missing = [password_variable(u) for u in create_for if not values.get(password_variable(u))]
+        if missing:
+            values |= {name: secrets.token_urlsafe(24) for name in missing}
+            tmp = SECRETS.with_name(SECRETS.name + ".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write("# The local broker's service users, generated for this installation"
+                          " by deploy/rabbitmq/users.py.\n# An environment variable of the "
+                          "same name overrides one; delete the file and run `make up` for new"
+                          " ones.\n" + "".join(f"{k}={v}\n" for k, v in sorted(values.items())))
+            os.chmod(tmp, 0o600)
+            tmp.replace(SECRETS)
+        return values
 
 
 def rabbit_hash(password: str, salt: bytes | None = None) -> str:
@@ -94,11 +128,12 @@ def service_permissions(definitions: dict) -> list[dict]:
 
 
 def local_subset(definitions: dict) -> dict:
-    """The service users (hashed; dev defaults allowed) and their permissions (on queues and
-    exchanges, and on the event types they may publish), nothing else."""
+    """The service users (hashed; this installation's passwords) and their permissions (on
+    queues and exchanges, and on the event types they may publish), nothing else."""
     permissions = service_permissions(definitions)
     names = {p["user"] for p in permissions}
-    users = [u | {"password_hash": rabbit_hash(password_of(u["name"], dev_defaults=True)),
+    installation_passwords(create_for=tuple(sorted(names)))
+    users = [u | {"password_hash": rabbit_hash(password_of(u["name"], local=True)),
                   "hashing_algorithm": "rabbit_password_hashing_sha256"}
              for u in definitions["users"] if u["name"] in names]
     topics = [t for t in definitions.get("topic_permissions", []) if t["user"] in names]
@@ -126,7 +161,7 @@ def render(definitions: dict) -> dict:
     """The definitions with every user's password hash filled in from the environment."""
     out = json.loads(json.dumps(definitions))
     for user in out["users"]:
-        user["password_hash"] = rabbit_hash(password_of(user["name"], dev_defaults=False))
+        user["password_hash"] = rabbit_hash(password_of(user["name"], local=False))
         user["hashing_algorithm"] = "rabbit_password_hashing_sha256"
     return out
 
@@ -135,7 +170,7 @@ def amqp_urls(host: str, port: int, vhost: str = "/") -> dict[str, str]:
     """Each service's own broker URL (the kit reads QMS_<SVC>_AMQP_URL)."""
     path = "" if vhost == "/" else quote(vhost, safe="")  # like the kit's default URL
     return {f"QMS_{svc.upper()}_AMQP_URL":
-            f"amqp://qms-{svc}:{quote(password_of(f'qms-{svc}', dev_defaults=True), safe='')}"
+            f"amqp://qms-{svc}:{quote(password_of(f'qms-{svc}', local=True), safe='')}"
             f"@{host}:{port}/{path}" for svc in SERVICES}
 
 

@@ -147,7 +147,11 @@ def actions_router() -> APIRouter:
             raise NotFound(f"Action request {action_id!r} does not exist.")
         return action
 
-    async def change(request: Request, action_id: str, apply: Any) -> ActionRequestView:
+    async def change(request: Request, action_id: str, principal: Principal,
+                     apply: Any) -> ActionRequestView:
+        # Another unit's request does not exist for writes either: 404 as on reads, never a
+        # 403 saying whose it is (action ids are guessable).
+        await visible(request, action_id, principal)
         saved = await repo(request).change(action_id, apply, what="Action request")
         return ActionRequestView.of(saved)
 
@@ -186,14 +190,15 @@ def actions_router() -> APIRouter:
                 summary="The unit saves its investigation draft (only the fields sent change)")
     async def save_investigation(request: Request, action_id: str, body: InvestigationDraft,
                                  principal: UnitUser) -> ActionRequestView:
-        return await change(request, action_id,
+        return await change(request, action_id, principal,
                             lambda a: a.draft(body, principal.as_actor()))
 
     @router.post("/{action_id}/submit", response_model=ActionRequestView,
                  summary="The unit submits its countermeasures to Quality (409 lists what is "
                          "missing)")
     async def submit(request: Request, action_id: str, principal: UnitUser) -> ActionRequestView:
-        return await change(request, action_id, lambda a: a.submit(principal.as_actor()))
+        return await change(request, action_id, principal,
+                            lambda a: a.submit(principal.as_actor()))
 
     @router.post("/{action_id}/items/{kind}/{no}/done", response_model=ActionRequestView,
                  summary="The unit marks a corrective/preventive action done (after Quality "
@@ -202,7 +207,7 @@ def actions_router() -> APIRouter:
                         no: Annotated[int, Path(ge=1, le=1000)], principal: UnitUser,
                         body: ItemDone | None = None) -> ActionRequestView:
         note = body.note if body else None
-        return await change(request, action_id,
+        return await change(request, action_id, principal,
                             lambda a: a.complete_item(kind, no, note, principal.as_actor()))
 
     return router
@@ -271,8 +276,8 @@ def capas_router() -> APIRouter:
             raise NotFound(f"CAPA {ref!r} does not exist.")
         return capa
 
-    async def change(request: Request, ref: str, apply: Any) -> CapaView:
-        capa = await find(request, ref)
+    async def change(request: Request, ref: str, principal: Principal, apply: Any) -> CapaView:
+        capa = await visible(request, ref, principal)  # not the unit's: 404, as on reads
         return CapaView.of(await repo(request).change(capa.id, apply, what="CAPA"))
 
     @router.get("", response_model=Page[CapaView],
@@ -318,48 +323,50 @@ def capas_router() -> APIRouter:
                 summary="Root cause (Quality or the owner unit)")
     async def set_root_cause(request: Request, ref: str, body: CapaRootCause,
                              principal: CapaEditor) -> CapaView:
-        return await change(request, ref, lambda c: c.set_root_cause(body, principal.as_actor()))
+        return await change(request, ref, principal,
+                            lambda c: c.set_root_cause(body, principal.as_actor()))
 
     @router.put("/{ref}/plan", response_model=CapaView,
                 summary="Action plan (Quality or the owner unit); with a root cause → planned")
     async def set_plan(request: Request, ref: str, body: CapaPlan,
                        principal: CapaEditor) -> CapaView:
-        return await change(request, ref, lambda c: c.set_plan(body, principal.as_actor()))
+        return await change(request, ref, principal,
+                            lambda c: c.set_plan(body, principal.as_actor()))
 
     @router.post("/{ref}/implemented", response_model=CapaView,
                  summary="The plan was carried out (409 unless planned)")
     async def implemented(request: Request, ref: str, body: ImplementedInput,
                           principal: CapaEditor) -> CapaView:
-        return await change(request, ref, lambda c: c.implemented(body.note,
-                                                                  principal.as_actor()))
+        return await change(request, ref, principal,
+                            lambda c: c.implemented(body.note, principal.as_actor()))
 
     @router.post("/{ref}/effectiveness", response_model=CapaView,
                  summary="Quality verifies effectiveness: effective → may close; ineffective → "
                          "the plan reopens")
     async def effectiveness(request: Request, ref: str, body: EffectivenessInput,
                             principal: Quality) -> CapaView:
-        return await change(request, ref,
+        return await change(request, ref, principal,
                             lambda c: c.verify_effectiveness(body, principal.as_actor()))
 
     @router.post("/{ref}/close", response_model=CapaView,
                  summary="Quality closes the CAPA (409 without an effective verification)")
     async def close(request: Request, ref: str, principal: Quality) -> CapaView:
-        return await change(request, ref, lambda c: c.close(principal.as_actor()))
+        return await change(request, ref, principal, lambda c: c.close(principal.as_actor()))
 
     @router.post("/{ref}/withdraw", response_model=CapaView,
                  summary="Quality withdraws the CAPA with a reason (409 once closed); a "
                          "withdrawn CAPA accepts no further changes")
     async def withdraw(request: Request, ref: str, body: WithdrawInput,
                        principal: Quality) -> CapaView:
-        return await change(request, ref, lambda c: c.withdraw(body.reason,
-                                                               principal.as_actor()))
+        return await change(request, ref, principal,
+                            lambda c: c.withdraw(body.reason, principal.as_actor()))
 
     @router.put("/{ref}/owner", response_model=CapaView,
                 summary="Quality assigns or changes the owner unit; its people may then see "
                         "and work on the CAPA")
     async def assign_owner(request: Request, ref: str, body: OwnerInput,
                            principal: Quality) -> CapaView:
-        return await change(request, ref, lambda c: c.assign_owner(body.unit,
-                                                                   principal.as_actor()))
+        return await change(request, ref, principal,
+                            lambda c: c.assign_owner(body.unit, principal.as_actor()))
 
     return router

@@ -169,11 +169,13 @@ async def test_p_3_3_unit_investigates_and_proposes_countermeasures_to_quality(
     everything = ok(await actors.capa_quality.get("/actions", params={"feedback_id": feedback_id}))
     assert everything["total"] == 2
 
-    # Another unit, Quality or a manager cannot touch it: 403 and nothing changes.
-    for other in (logistics, actors.capa_quality, capa_as("manager")):
+    # Quality or a manager cannot touch it (403); for another unit it does not exist (404,
+    # as on reads); nothing changes.
+    for other, status in ((logistics, 404), (actors.capa_quality, 403),
+                          (capa_as("manager"), 403)):
         refused(await other.put(f"/actions/{action_id}/investigation",
-                                json={"containment": "not ours"}), 403)
-        refused(await other.post(f"/actions/{action_id}/submit"), 403)
+                                json={"containment": "not ours"}), status)
+        refused(await other.post(f"/actions/{action_id}/submit"), status)
     untouched = ok(await production.get(f"/actions/{action_id}"))
     assert untouched["containment"] is None and untouched["version"] == action["version"]
 
@@ -195,6 +197,41 @@ async def test_p_3_3_unit_investigates_and_proposes_countermeasures_to_quality(
         ("requested", "li.wei"), ("investigation_drafted", "production.lead"),
         ("countermeasures_proposed", "production.lead")]
     assert ok(await capa_as("manager").get(f"/actions/{action_id}"))["status"] == "proposed"
+
+
+async def test_p_3_3_another_units_action_request_or_capa_is_404_on_writes_as_on_reads(
+        system, actors, unit):
+    """Action ids are guessable: a write must not tell who is responsible for what (a 403
+    "belongs to unit 'engineering'" did)."""
+    feedback_id, actions = await assign(system, "engineering")
+    action_id = actions["engineering"]
+    engineering, production = unit("engineering"), unit("production")
+    before = await arrived(engineering, action_id, status="requested")
+    item = {"note": "not ours"}
+    for resp in (await production.get(f"/actions/{action_id}"),
+                 await production.put(f"/actions/{action_id}/investigation",
+                                      json={"containment": "not ours"}),
+                 await production.post(f"/actions/{action_id}/submit"),
+                 await production.post(f"/actions/{action_id}/items/corrective/1/done",
+                                       json=item)):
+        error = refused(resp, 404)
+        assert error["message"] == f"Action request {action_id!r} does not exist."
+        assert "engineering" not in resp.text
+    after = ok(await engineering.get(f"/actions/{action_id}"))
+    assert after["version"] == before["version"] and after["containment"] is None
+
+    capa = ok(await actors.capa_quality.post("/capas", json={
+        "title": "Engineering's own", "owner_unit": "engineering"}), 201)
+    for resp in (await production.get(f"/capas/{capa['id']}"),
+                 await production.put(f"/capas/{capa['number']}/root-cause",
+                                      json={"statement": "s", "category": "man"}),
+                 await production.put(f"/capas/{capa['id']}/plan", json={"actions": [
+                     {"description": "x", "owner": "y", "due_date": "2027-01-31"}]}),
+                 await production.post(f"/capas/{capa['id']}/implemented", json={"note": "x"})):
+        refused(resp, 404)
+        assert "engineering" not in resp.text
+    assert ok(await actors.capa_quality.get(f"/capas/{capa['id']}"))["version"] == \
+        capa["version"]
 
 
 async def test_p_3_3_redelivered_assignment_opens_no_second_request(system, actors, unit):
@@ -445,9 +482,9 @@ async def test_p_3_2_only_quality_opens_capas_and_verifies_their_effectiveness(
     cid = capa["id"]
     assert capa["source"] == "manual" and capa["status"] == "open"
 
-    # The owner unit plans and implements; another unit may not.
+    # The owner unit plans and implements; for another unit it does not exist.
     refused(await unit("logistics").put(f"/capas/{cid}/root-cause", json={
-        "statement": "x", "category": "man"}), 403)
+        "statement": "x", "category": "man"}), 404)
     ok(await production.put(f"/capas/{cid}/root-cause", json={
         "statement": "No wear check", "category": "method"}))
     ok(await production.put(f"/capas/{cid}/plan", json={"actions": [
@@ -635,7 +672,7 @@ async def test_p_5_3_4_quality_assigns_the_owner_unit_of_a_recurrence_capa(
     # No owner yet: the unit neither sees nor changes it.
     assert (await production.get(f"/capas/{cid}")).status_code == 404
     refused(await production.put(f"/capas/{cid}/root-cause",
-                                 json={"statement": "s", "category": "man"}), 403)
+                                 json={"statement": "s", "category": "man"}), 404)
 
     # Only Quality assigns; bad input is refused; neither writes anything.
     for client in (production, capa_as("manager"), capa_as("auditor")):

@@ -3,7 +3,6 @@ Dockerfiles, the RabbitMQ definitions (loaded into the real local broker) and th
 manifests (parsed, and built with kustomize where it is installed)."""
 
 import ast
-import importlib.util
 import json
 import os
 import re
@@ -24,6 +23,7 @@ import shared.contracts  # noqa: F401 - registers every contract
 from shared.events import registered_contracts
 from shared.messaging import Topology
 from tests.conftest import test_namespace
+from tests.support import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("intake", "quality", "capa", "reporting", "notify")
@@ -35,11 +35,7 @@ INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:?[-?])?([^}]*)\}")
 
 
 def load_users_module():
-    spec = importlib.util.spec_from_file_location("qms_rabbitmq_users_deploy",
-                                                  ROOT / "deploy" / "rabbitmq" / "users.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("deploy/rabbitmq/users.py", "qms_rabbitmq_users_deploy")
 
 
 users = load_users_module()
@@ -632,11 +628,7 @@ def test_the_overlays_build_and_keep_probes_resources_and_replicas(overlay):
 
 # --- Monitoring on Kubernetes (Prometheus Operator) --------------------------------------------
 def load_prometheus_rule_script():
-    spec = importlib.util.spec_from_file_location("qms_prometheus_rule",
-                                                  ROOT / "scripts" / "prometheus_rule.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/prometheus_rule.py", "qms_prometheus_rule")
 
 
 def test_kubernetes_alerts_are_the_rules_promtool_tests():

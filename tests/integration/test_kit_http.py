@@ -1,5 +1,6 @@
 """The HTTP plumbing every service shares: auth, the error shape, limits, health and metrics."""
 
+import time
 import uuid
 
 import httpx
@@ -87,11 +88,19 @@ async def test_wrong_role_is_403_naming_the_role_needed(client):
 
 
 async def test_unit_role_token_without_unit_is_refused(client):
-    token = jwt.encode({"sub": "u", "roles": ["unit"], "exp": 9999999999}, client.secret,
-                       algorithm="HS256")
+    token = jwt.encode({"sub": "u", "roles": ["unit"], "exp": int(time.time()) + 600},
+                       client.secret, algorithm="HS256")
     resp = await client.post("/things/a", json={"name": "x", "count": 1},
                              headers={"Authorization": f"Bearer {token}"})
     assert "responsible unit" in assert_error_shape(resp, 401, "unauthorized")["message"]
+
+
+async def test_a_token_living_longer_than_the_maximum_is_401_saying_so(client):
+    ten_years = make_token(client.secret, "x", ["quality"], ttl_s=10 * 365 * 86400)
+    resp = await client.post("/things/a", json={"name": "x", "count": 1},
+                             headers={"Authorization": f"Bearer {ten_years}"})
+    message = assert_error_shape(resp, 401, "unauthorized")["message"]
+    assert "lives too long" in message and "QMS_TOKEN_MAX_LIFETIME_S" in message
 
 
 async def test_invalid_body_is_422_saying_what_and_where(client):

@@ -5,7 +5,6 @@ Each service's user may declare, publish to and consume only its own queues and 
 exchange, in any namespace (so the test namespaces work like `qms`).
 """
 
-import importlib.util
 import subprocess
 import uuid
 from collections.abc import AsyncIterator
@@ -14,25 +13,21 @@ from pathlib import Path
 import aio_pika
 import httpx
 import pytest
-from aiormq.exceptions import ChannelAccessRefused
+from aiormq.exceptions import ChannelAccessRefused, ProbableAuthenticationError
 
 from shared.events import Actor, Envelope
 from shared.service import Service
 from shared.settings import InfraSettings, ServiceSettings
 from tests.conftest import infra_settings, test_namespace
 from tests.integration.kit_fixtures import Counter, CounterBumped, Tally
-from tests.support import eventually
+from tests.support import eventually, load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 ACTOR = Actor(sub="tester", roles=("sales",))
 
 
 def load_users_module():
-    spec = importlib.util.spec_from_file_location("qms_rabbitmq_users",
-                                                  ROOT / "deploy" / "rabbitmq" / "users.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("deploy/rabbitmq/users.py", "qms_rabbitmq_users")
 
 
 users = load_users_module()
@@ -46,7 +41,7 @@ def local_users() -> None:
 
 
 def url_of(user: str) -> str:
-    password = users.password_of(user, dev_defaults=True)
+    password = users.password_of(user, local=True)  # this installation's generated one
     return f"amqp://{user}:{password}@127.0.0.1:5672/"
 
 
@@ -102,6 +97,22 @@ async def refused(channel_action) -> str:
     with pytest.raises(ChannelAccessRefused) as info:
         await channel_action()
     return str(info.value)
+
+
+async def test_the_documented_development_passwords_no_longer_open_the_local_broker():
+    """The local broker's service users have this installation's generated passwords
+    (var/secrets/broker.env), not the development values written in .env.example."""
+    documented = users.read_env_file(ROOT / ".env.example")
+    for name in (*users.SERVICES, "scaler"):
+        user = f"qms-{name}"
+        dev_password = documented[users.password_variable(user)]
+        assert users.password_of(user, local=True) != dev_password
+        with pytest.raises(ProbableAuthenticationError):
+            connection = await aio_pika.connect(
+                f"amqp://{user}:{dev_password}@127.0.0.1:5672/", timeout=10)
+            await connection.close()
+        connection = await aio_pika.connect(url_of(user), timeout=10)  # the generated one
+        await connection.close()
 
 
 async def test_each_service_user_runs_its_service_declare_publish_consume_retry(infra, started):
