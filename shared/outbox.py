@@ -15,6 +15,8 @@ consumers are idempotent by event id, so several relays (several instances) are 
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 from pymongo.asynchronous.collection import AsyncCollection
@@ -24,6 +26,15 @@ from shared.store import MARK_GRACE_S, OUTBOX, PENDING, OutboxMarks, WriteLocks
 
 log = logging.getLogger("qms.outbox")
 READ_CHUNK = 250  # documents read per `$in` (FerretDB checks each result against the list)
+
+
+@dataclass
+class Told:
+    """What this process's saves of one document wrote and have not published yet: the
+    events, in order, and the version the last of those saves wrote."""
+
+    version: int
+    events: list[dict[str, Any]]
 
 
 class OutboxRelay:
@@ -37,7 +48,8 @@ class OutboxRelay:
         self.publisher = publisher
         self.interval_s = interval_s  # how soon a document the broker refused is tried again
         self.sweep_interval_s = sweep_interval_s
-        self._due: dict[str, set[str]] = {}  # collection name -> ids of documents with news
+        # collection name -> id of a document with news -> what its saves told (None: read it)
+        self._due: dict[str, dict[Any, Told | None]] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self.store_sweep: asyncio.Task | None = None  # once per database (`sweep_stores`)
@@ -49,12 +61,17 @@ class OutboxRelay:
                                 "Events the broker refused or could not route (kept pending)",
                                 ["service"], registry=registry)
 
-    def notify(self, collection: str | None = None, doc_id: str | None = None) -> None:
-        """A save wrote events into `doc_id`: publish them now. Without a document, sweep."""
+    def notify(self, collection: str | None = None, doc_id: Any = None, version: int = 0,
+               events: list[dict[str, Any]] | None = None) -> None:
+        """A save wrote `events` into `doc_id` at `version`: publish them now (without the
+        events, the document is read). Without a document, sweep."""
         if collection is None or doc_id is None:
             self._next_sweep = 0.0
         else:
-            self._due.setdefault(collection, set()).add(doc_id)
+            due = self._due.setdefault(collection, {})
+            earlier = due[doc_id] if doc_id in due else Told(0, [])
+            due[doc_id] = None if events is None or earlier is None else \
+                Told(max(version, earlier.version), earlier.events + events)
         self._wake.set()
 
     def settled(self) -> bool:
@@ -67,15 +84,49 @@ class OutboxRelay:
         return next((c for c in self.collections if c.name == name), None)
 
     async def publish_due(self) -> int:
-        """Publish the documents saves told us about; those the broker refused stay due."""
+        """Publish the events saves told us about; those the broker refused stay due (and are
+        read from their document next time)."""
         due, self._due = self._due, {}
         total = 0
-        for name, ids in due.items():
-            sent, undone = await self._publish(name, ids)
+        for name, docs in due.items():
+            coll = self._collection(name)
+            if coll is None:
+                continue
+            undone: set = set()
+            for doc_id, told in docs.items():
+                if told is not None:
+                    sent = await self._publish_told(coll, doc_id, told)
+                    total += sent
+                    if sent < len(told.events):
+                        undone.add(doc_id)
+            unknown = {doc_id for doc_id, told in docs.items() if told is None}
+            sent, unread = await self._publish(name, unknown)
             total += sent
-            if undone:
-                self._due.setdefault(name, set()).update(undone)
+            for doc_id in undone | unread:
+                self._due.setdefault(name, {})[doc_id] = None
         return total
+
+    async def _publish_told(self, coll: AsyncCollection, doc_id: Any, told: Told) -> int:
+        sent = await self._send(told.events)
+        if sent:
+            await self.mark_sent(coll, doc_id, sent, told.version,
+                                 everything=len(sent) == len(told.events), written=told.events)
+            self.published.labels(self.service).inc(len(sent))
+        return len(sent)
+
+    async def _send(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Publish in order; stop at the first the broker refuses (kept pending, in order)."""
+        sent: list[dict] = []
+        for event in events:
+            try:
+                await self.publisher.publish(event)
+            except Exception as exc:  # noqa: BLE001 - keep it pending, keep the order
+                self.failures.labels(self.service).inc()
+                log.error("could not publish event %s (%s): %s; it stays pending",
+                          event.get("id"), event.get("type"), exc)
+                break
+            sent.append(event)
+        return sent
 
     async def flush(self) -> int:
         """The sweep: publish every document `outbox_due` marks; returns how many events
@@ -150,16 +201,7 @@ class OutboxRelay:
                 await self.marks.withdraw(m["_id"])
 
     async def _publish_document(self, coll: AsyncCollection, doc: dict) -> int:
-        sent: list[dict] = []
-        for event in doc.get(OUTBOX) or []:
-            try:
-                await self.publisher.publish(event)
-            except Exception as exc:  # noqa: BLE001 - keep it pending, keep the order
-                self.failures.labels(self.service).inc()
-                log.error("could not publish event %s (%s): %s; it stays pending",
-                          event.get("id"), event.get("type"), exc)
-                break
-            sent.append(event)
+        sent = await self._send(doc.get(OUTBOX) or [])
         if sent:
             everything = len(sent) == len(doc.get(OUTBOX) or [])
             await self.mark_sent(coll, doc["_id"], sent, doc.get("version", 0), everything)
@@ -167,13 +209,17 @@ class OutboxRelay:
         return len(sent)
 
     async def mark_sent(self, coll: AsyncCollection, doc_id: str, events: list[dict],
-                        version: int, everything: bool = False) -> None:
+                        version: int, everything: bool = False,
+                        written: list[dict] | None = None) -> None:
         """Take the sent events out of the document; once its outbox is empty, the events
-        of every save up to `version` are out, and so are their marks."""
+        of every save up to `version` are out, and so are their marks. `written`: what the
+        saves wrote, when the events came from them rather than from reading the document
+        (which may also hold events of another process's saves: then it must match)."""
         async with self.locks(coll.name, doc_id):
             emptied = None
             if everything:  # the usual case, one write: nobody saved since we read
-                emptied = await coll.update_one({"_id": doc_id, "version": version},
+                exact = {OUTBOX: written} if written is not None else {}
+                emptied = await coll.update_one({"_id": doc_id, "version": version} | exact,
                                                 {"$set": {OUTBOX: [], PENDING: False}})
             if not emptied or not emptied.matched_count:
                 # $pullAll of the exact entries read: FerretDB's $pull matches whole

@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared.api import audit_router, record_refusal
 from shared.asyncapi import event_catalogue
 from shared.auth import TokenVerifier, document_roles
+from shared.dbmetrics import DatabaseMetrics
 from shared.domain import Aggregate
 from shared.errors import error_response, install_error_handlers
 from shared.logs import set_correlation
@@ -139,7 +140,8 @@ class Service:
     # -- lifecycle ---------------------------------------------------------
     async def start(self) -> None:
         infra = self.settings.infra
-        self.mongo = mongo_client(self.settings.database_url)
+        self.mongo = mongo_client(self.settings.database_url,
+                                  [DatabaseMetrics(self.name, self.registry)])
         self.db = database(self.mongo, infra.namespace, self.name)
         self.locks = WriteLocks()
         marks = OutboxMarks(self.db["outbox_due"])

@@ -9,11 +9,11 @@ entries and pulls them once the broker has confirmed them.
 import asyncio
 import random
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
-from pymongo import AsyncMongoClient, ReturnDocument
+from pymongo import AsyncMongoClient, ReturnDocument, monitoring
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
@@ -60,6 +60,10 @@ class AlreadyExists(Exception):
     """The aggregate's id is taken: it was added before (a redelivery, a retried request)."""
 
 
+class NumberTaken(Exception):
+    """The number claimed for a new aggregate is held by another record (`add(claim=True)`)."""
+
+
 class DuplicateValue(Exception):
     """Another unique field of the aggregate is taken (e.g. its register number)."""
 
@@ -68,10 +72,12 @@ class DuplicateValue(Exception):
 NUMBER_ATTEMPTS = 50
 
 
-def mongo_client(url: str) -> AsyncMongoClient:
+def mongo_client(url: str, listeners: Sequence[monitoring.CommandListener] = ()
+                 ) -> AsyncMongoClient:
     # Majority writes on a replica set (MongoDB 7); FerretDB accepts and ignores it.
     return AsyncMongoClient(url, tz_aware=True, serverSelectionTimeoutMS=5000,
-                            w="majority", uuidRepresentation="standard")
+                            w="majority", uuidRepresentation="standard",
+                            event_listeners=list(listeners))
 
 
 def database(client: AsyncMongoClient, namespace: str, service: str) -> AsyncDatabase:
@@ -158,8 +164,14 @@ class OpenWork(Generic[A]):
             await self.collection.delete_one(not_newer)
             return
         doc = bson_safe(summary) | {"version": version, "recorded_at": _now()}
+        if version == 1:  # a new aggregate: nobody recorded it yet, so insert (one write)
+            try:
+                await self.collection.insert_one({"_id": agg.id} | doc)
+                return
+            except DuplicateKeyError:
+                pass  # a rebuild got there first: update it like any other save
         result = await self.collection.update_one(not_newer, {"$set": doc})
-        if result.matched_count == 0:
+        if result.matched_count == 0 and version > 1:
             try:
                 await self.collection.insert_one({"_id": agg.id} | doc)
             except DuplicateKeyError:
@@ -193,11 +205,15 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+async def _true() -> bool:
+    return True
+
+
 class Repository(Generic[A]):
     """Loads and saves one kind of aggregate in its own collection."""
 
     def __init__(self, collection: AsyncCollection, model: type[A],
-                 on_events: Callable[[str, str], None] | None = None,
+                 on_events: Callable[[str, Any, int, list[dict[str, Any]]], None] | None = None,
                  locks: WriteLocks | None = None, open_work: OpenWork[A] | None = None,
                  marks: OutboxMarks | None = None, days: DayIndex | None = None,
                  lookup: Lookup | None = None):
@@ -205,7 +221,7 @@ class Repository(Generic[A]):
         self.days = days
         self.lookup = lookup
         self.model = model
-        self._on_events = on_events or (lambda collection, doc_id: None)
+        self._on_events = on_events or (lambda collection, doc_id, version, events: None)
         self.locks = locks or WriteLocks()
         self.open_work = open_work
         self.marks = marks
@@ -279,12 +295,19 @@ class Repository(Generic[A]):
             raise NotFound(f"{what or self.model.__name__} {id!r} does not exist.")
         return agg
 
-    async def add(self, agg: A) -> A:
-        """Insert a new aggregate with its events; AlreadyExists if the id is taken."""
+    async def add(self, agg: A, *, claim: bool = False) -> A:
+        """Insert a new aggregate with its events; AlreadyExists if the id is taken. With
+        `claim`, its number is claimed in the lookup first (NumberTaken if another record
+        holds it, and nothing is written)."""
         events = _events(agg.pending_events)
         doc = agg.to_document() | {"version": 1, OUTBOX: events, PENDING: bool(events)}
-        # Both before the insert, side by side (neither needs the other).
-        _, mark = await asyncio.gather(self._record_day(agg.id, doc), self._announce(agg, 1))
+        # All before the insert, side by side (none needs another): one round trip.
+        claimed, _, mark = await asyncio.gather(
+            self._claim(agg) if claim else _true(), self._record_day(agg.id, doc),
+            self._announce(agg, 1))
+        if not claimed:
+            await asyncio.gather(self._forget_day(agg.id, doc, None), self._withdraw(mark))
+            raise NumberTaken(str(getattr(agg, self.lookup.field)) if self.lookup else "")
         try:
             async with self.lock(agg.id):
                 try:
@@ -292,7 +315,7 @@ class Repository(Generic[A]):
                 except DuplicateKeyError:
                     await self._withdraw(mark)
                     raise
-                self._tell(agg)
+                self._tell(agg, 1, events)
                 await self._record_open(agg, 1)
         except DuplicateKeyError as exc:
             # Which unique index refused it? Asking is portable; the error's keyPattern is
@@ -316,10 +339,10 @@ class Repository(Generic[A]):
             number = await next_number(self.collection.database, sequence, self.locks)
             agg = make(number)
             # The number is claimed in the lookup first (`shared.lookups`): taken, draw again.
-            if not await self._claim(agg):
-                continue
             try:
-                return await self.add(agg)
+                return await self.add(agg, claim=True)
+            except NumberTaken:
+                continue
             except DuplicateValue:
                 await self._release(agg)
                 continue
@@ -335,14 +358,15 @@ class Repository(Generic[A]):
         state.pop("_id")
         expected = state.pop("version")
         update: dict[str, Any] = {"$set": state | {"version": expected + 1}}
-        if agg.pending_events:
-            update["$push"] = {OUTBOX: {"$each": _events(agg.pending_events)}}
+        events = _events(agg.pending_events)
+        if events:
+            update["$push"] = {OUTBOX: {"$each": events}}
             update["$set"][PENDING] = True
         async with self.lock(agg.id):
             mark = await self._announce(agg, expected + 1)
             result = await self.collection.update_one({"_id": agg.id, "version": expected}, update)
             if result.matched_count:
-                self._tell(agg)
+                self._tell(agg, expected + 1, events)
                 await self._record_open(agg, expected + 1)
             else:
                 await self._withdraw(mark)  # the save lost the race: its mark is void
@@ -357,11 +381,12 @@ class Repository(Generic[A]):
         if self.open_work is not None:
             await self.open_work.record(agg, version)
 
-    def _tell(self, agg: A) -> None:
+    def _tell(self, agg: A, version: int, events: list[dict[str, Any]]) -> None:
         # The relay publishes as soon as the store has the events, before the open-work
-        # summary is written: that write is not on the way to the consumers.
-        if agg.pending_events:
-            self._on_events(self.collection.name, agg.id)
+        # summary is written: that write is not on the way to the consumers. It is handed
+        # the events written, so it need not read them back.
+        if events:
+            self._on_events(self.collection.name, agg.id, version, events)
 
     def _saved(self, agg: A, version: int) -> A:
         return self.model.model_validate(agg.to_document() | {"version": version})
@@ -395,23 +420,30 @@ class Repository(Generic[A]):
         raise ConcurrencyConflict(f"{what or self.model.__name__} {id} is too busy; try again")
 
     async def apply_event(self, id: str, event: Envelope,
-                          apply: Callable[[A], Awaitable[None] | None]) -> A | None:
+                          apply: Callable[[A], Awaitable[None] | None],
+                          create: Callable[[], A] | None = None) -> A | None:
         """Idempotent consumer: the effect and the event id are written in one update.
 
-        Returns None when the aggregate does not exist (the caller decides)."""
-
-        async def once(agg: A) -> bool | None:
+        Returns None when the aggregate does not exist and there is no `create`; with one,
+        a missing aggregate is made, given the effect and inserted (one write). One `_id`
+        read per attempt: the read that loads the aggregate also tells whether it exists."""
+        for attempt in range(30):
+            agg = await self.get(id)
+            if agg is None:
+                if create is None:
+                    return None
+                agg = create()
             if agg.has_applied(event.id):
-                return False
+                return agg
             result = apply(agg)
             if asyncio.iscoroutine(result):
                 await result
             agg.mark_applied(event.id)
-            return None
-
-        if not await self.exists(id):
-            return None
-        return await self.change(id, once)
+            try:
+                return await (self.add(agg) if agg.version == 0 else self.save(agg))
+            except (ConcurrencyConflict, AlreadyExists):  # someone wrote it since: again
+                await asyncio.sleep(random.uniform(0, min(0.2, 0.01 * (attempt + 1))))
+        raise ConcurrencyConflict(f"{self.model.__name__} {id} is too busy; try again")
 
 
 async def next_number(db: AsyncDatabase, sequence: str, locks: WriteLocks) -> int:

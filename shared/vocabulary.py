@@ -4,12 +4,23 @@ Text fields are validated so a customer's text cannot break storage (no NUL,
 bounded length) and money is a decimal string in a currency (no float drift).
 """
 
+import re
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, TypeAlias
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+)
+from pydantic_core import PydanticCustomError
 
 
 def _no_nul(value: str) -> str:
@@ -29,6 +40,41 @@ UnitName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-
                                 description="A responsible unit, e.g. `production`")]
 Amount = Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=2),
                    PlainSerializer(lambda d: str(d), return_type=str, when_used="json")]
+# A count of pieces (affected, returned, disposed of): bounded, so no number overflows what
+# the database stores (BSON's 64-bit integers); no complaint concerns a billion pieces.
+QUANTITY_MAX = 1_000_000_000
+Quantity = Annotated[int, Field(ge=0, le=QUANTITY_MAX)]
+
+# Dates and times people send: ISO 8601 text only (pydantic would read a number, `0` or
+# `0.5`, as a Unix timestamp) with a year from 2000 to 2099 (years 1 and 9999 overflow the
+# periods' arithmetic; this plant has no complaint from before 2000). ASCII digits only.
+ISO_DATE = r"^20[0-9]{2}-[0-9]{2}-[0-9]{2}$"
+ISO_DATETIME = (r"^20[0-9]{2}-[0-9]{2}-[0-9]{2}"
+                r"([Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?([Zz]|[+-][0-9]{2}:?[0-9]{2})?)?$")
+
+
+def _iso(pattern: str, example: str, what: str):
+    compiled = re.compile(pattern)
+
+    def check(value: object) -> object:
+        if isinstance(value, date):  # set by code, not sent: already a date
+            return value
+        if not isinstance(value, str) or not compiled.match(value):
+            raise PydanticCustomError(
+                "iso_8601", f"Input should be {what} in ISO 8601 with a year from 2000 to "
+                            f"2099, e.g. {example}")
+        return value
+    return BeforeValidator(check)
+
+
+_DATE_CHECK = _iso(ISO_DATE, "2026-11-20", "a date")
+_DATETIME_CHECK = _iso(ISO_DATETIME, "2026-11-20T09:30:00+08:00", "a date and time")
+IsoDate = Annotated[date, _DATE_CHECK,
+                    WithJsonSchema({"type": "string", "format": "date", "pattern": ISO_DATE})]
+IsoDateTime = Annotated[datetime, _DATETIME_CHECK, WithJsonSchema(
+    {"type": "string", "format": "date-time", "pattern": ISO_DATETIME})]
+AwareIsoDateTime = Annotated[AwareDatetime, _DATETIME_CHECK, WithJsonSchema(
+    {"type": "string", "format": "date-time", "pattern": ISO_DATETIME})]
 
 
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"  # one rule for every address we keep

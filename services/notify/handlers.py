@@ -22,7 +22,6 @@ from shared.contracts import (
     NotificationSent,
 )
 from shared.events import Contract, Envelope, utcnow
-from shared.store import AlreadyExists
 from shared.vocabulary import Head, Language, Severity
 
 log = logging.getLogger("qms.notify.handlers")
@@ -51,9 +50,9 @@ def register(notify: Notify) -> None:
             # Plant systems that want them bind their own queue to the exchange.
             return
         await notify.ready.wait()  # the directory is seeded and the dispatcher exists
-        await remember_case(notify, event, payload)
+        case = await remember_case(notify, event, payload)
         created = await fan_out(notify, event)
-        created += await tell_people(notify, event, payload)
+        created += await tell_people(notify, event, payload, case)
         if created:
             notify.dispatcher.wake()
 
@@ -63,7 +62,10 @@ def register(notify: Notify) -> None:
 # ---------------------------------------------------------------- the case read model
 
 
-async def remember_case(notify: Notify, event: Envelope, payload: Contract) -> None:
+async def remember_case(notify: Notify, event: Envelope,
+                        payload: Contract) -> CaseView | None:
+    """What the event says about its case, kept; the case as it now stands (None: the
+    event says nothing about it, and it is read when a mail needs it)."""
     facts: dict | None = None
     if isinstance(payload, FeedbackRegistered | ComplaintEscalated):
         facts = {"register_no": payload.register_no, "customer": payload.customer,
@@ -78,18 +80,12 @@ async def remember_case(notify: Notify, event: Envelope, payload: Contract) -> N
                  "product": payload.product, "description": payload.description,
                  "severity": Severity.MAJOR}
     if facts is None:
-        return
-    repo = notify.cases
+        return None
+    change = CaseView.reclassify if isinstance(payload, FeedbackClassified) else CaseView.remember
     case_id = event.correlation_id
-    if await repo.get(case_id) is None:
-        try:
-            await repo.add(CaseView(id=case_id))
-        except AlreadyExists:
-            pass
-    if isinstance(payload, FeedbackClassified):
-        await repo.apply_event(case_id, event, lambda case: case.reclassify(**facts))
-    else:
-        await repo.apply_event(case_id, event, lambda case: case.remember(**facts))
+    # The first fact of a case makes it: one insert, not an empty case and then an update.
+    return await notify.cases.apply_event(case_id, event, lambda case: change(case, **facts),
+                                          create=lambda: CaseView(id=case_id))
 
 
 # ---------------------------------------------------------------- webhooks
@@ -116,11 +112,13 @@ async def fan_out(notify: Notify, event: Envelope) -> int:
 # ---------------------------------------------------------------- e-mail to people
 
 
-async def tell_people(notify: Notify, event: Envelope, payload: Contract) -> int:
+async def tell_people(notify: Notify, event: Envelope, payload: Contract,
+                      case: CaseView | None = None) -> int:
     rule = mail_rule(payload)
     if rule is None:
         return 0
-    case = await notify.cases.get(event.correlation_id)
+    if case is None:
+        case = await notify.cases.get(event.correlation_id)
     recipients = await _resolve(notify, rule.audience, case)
     if not recipients:
         await _record_nobody(notify, rule.purpose, rule.audience, event, payload, case)

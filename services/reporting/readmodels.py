@@ -6,7 +6,8 @@ Exactly-once, on a database without transactions (FerretDB v1):
 2. each monthly document gets the difference added to its counters and the
    delta id pushed to its `inflight` list in ONE update; a delta whose id is
    already in `inflight` is not added again;
-3. the row drops the posted delta; 4. the monthly documents drop the id.
+3. the row drops the posted delta; 4. the monthly documents drop the id, with
+   their next update of step 2 (one write per month and event, not two).
 A crash anywhere leaves either a pending delta on the row (posted again, and
 recognised by the monthly document if step 2 had happened) or a stale id in
 `inflight` (harmless; cleared by `recover`, when nothing is pending any more).
@@ -73,7 +74,7 @@ from services.reporting.domain import (
 from shared.errors import NotFound
 from shared.events import Contract, Envelope, MalformedEvent, UnknownEvent, parse_event
 from shared.periods import DayIndex, built_marker, day_of, day_pages
-from shared.store import WriteLocks
+from shared.store import ConcurrencyConflict, WriteLocks
 
 HISTORY = "event_history"
 REGISTER_DAYS = "register_days"  # the register's rows by the day they were received
@@ -183,6 +184,13 @@ class ReadModels:
         self.row_locks = WriteLocks()  # its own stripes: held around steps 1-4, never nested
         self.gate = gate or Gate()
         self._open_work_kept = False  # seen `open_work`: the gauges read only it
+        # This process is the one writer (see `RowStore`): what it last wrote of each month's
+        # counters, and the latest name it knows of each customer, spare a read per event.
+        # A write still matches the month's `version`, so a copy another writer has outdated
+        # is read again, never written back. Dropped whenever the read models are replaced.
+        self._months: dict[tuple[str, str], dict[str, Any]] = {}
+        self._posted: dict[tuple[str, str], set[str]] = {}  # step 4, left to the next write
+        self._names: dict[str, domain.CustomerName] = {}
         self.rows: dict[RowKind, RowStore] = {
             kind: RowStore(db[name], ROW_MODELS[kind], locks)
             for kind, name in ROW_COLLECTIONS.items()}
@@ -288,14 +296,20 @@ class ReadModels:
         said = domain.customer_name_of(env, payload)
         if said is None:
             return
+        known = self._names.get(said.id)
+        if known is not None and not domain.latest(known, said):
+            return  # the stored name is this one or later (names only ever move forward)
         coll = self.db[CUSTOMER_NAMES]
         async with self.locks(CUSTOMER_NAMES, said.id):
             doc = await coll.find_one({"_id": said.id})
+            stored = domain.CustomerName.of_document(doc) if doc else None
             if doc is None:
                 await coll.insert_one(said.to_document())
-            elif domain.latest(domain.CustomerName.of_document(doc), said):
+            elif domain.latest(stored, said):
                 await coll.update_one({"_id": said.id}, {"$set": {
                     "name": said.name, "said_at": said.said_at, "event_id": said.event_id}})
+            self._names[said.id] = said if stored is None or domain.latest(stored, said) \
+                else stored
 
     async def _post(self, store: RowStore, row: ReadRow) -> None:
         deltas = list(row.pending)
@@ -306,33 +320,52 @@ class ReadModels:
         row.pending = [d for d in row.pending if d.id not in posted]
         row.has_pending = bool(row.pending)
         await store.save(row)
-        for delta in deltas:
+        for delta in deltas:  # step 4: the ids go out with each month's next write
             for key in delta.parts:
-                collection, month = split_part(key)
-                async with self.locks(collection, month):
-                    await self.db[collection].update_one({"_id": month},
-                                                         {"$pull": {"inflight": delta.id}})
+                self._posted.setdefault(split_part(key), set()).add(delta.id)
 
     async def _inc(self, collection: str, month: str, delta_id: str,
                    incs: dict[str, int]) -> None:
         """Add `incs` to one month's counters once: the counters and the delta id change in
-        one update (under the document's write lock; the filter is `_id` alone, see
-        `RowStore`)."""
+        one update, which also drops the ids of deltas posted since (step 4). Under the
+        document's write lock, matched on the `version` this process last read or wrote."""
         coll = self.db[collection]
+        key = (collection, month)
         async with self.locks(collection, month):
-            doc = await coll.find_one({"_id": month})
-            if doc is None:
-                await coll.insert_one({"_id": month, "version": 1,
-                                       "data": _dump(add_counters({}, incs)),
-                                       "inflight": [delta_id]})
-                return
-            if delta_id in doc.get("inflight", []):
-                return  # posted before a crash
-            counters = add_counters(json.loads(doc["data"]), incs)
-            await coll.update_one(
-                {"_id": month},
-                {"$set": {"data": _dump(counters), "version": doc.get("version", 0) + 1},
-                 "$push": {"inflight": delta_id}})
+            for _ in range(3):
+                doc = self._months.get(key) or await coll.find_one({"_id": month})
+                if doc is None:
+                    doc = {"_id": month, "version": 1, "data": _dump(add_counters({}, incs)),
+                           "inflight": [delta_id]}
+                    try:
+                        await coll.insert_one(doc)
+                    except DuplicateKeyError:
+                        continue  # written meanwhile by another writer: read it
+                    self._months[key] = doc
+                    return
+                if delta_id in doc.get("inflight", []):
+                    return  # posted before a crash
+                posted = self._posted.pop(key, set())
+                new = {"_id": month, "version": doc.get("version", 0) + 1,
+                       "data": _dump(add_counters(json.loads(doc["data"]), incs)),
+                       "inflight": [i for i in doc.get("inflight", []) if i not in posted]
+                       + [delta_id]}
+                result = await coll.update_one(
+                    {"_id": month, "version": doc.get("version")},
+                    {"$set": {k: v for k, v in new.items() if k != "_id"}})
+                if result.matched_count:
+                    self._months[key] = new
+                    return
+                self._months.pop(key, None)  # outdated by another writer: read again
+                self._posted.setdefault(key, set()).update(posted)
+            raise ConcurrencyConflict(f"{collection} {month} keeps changing under this writer")
+
+    def _forget_copies(self) -> None:
+        """The read models are being replaced (a take-over, a rebuild): what this process
+        remembers of them no longer holds."""
+        self._months.clear()
+        self._posted.clear()
+        self._names.clear()
 
     async def recover(self) -> int:
         """When a replica becomes the writer (gate closed): post what a crash left pending,
@@ -340,6 +373,7 @@ class ReadModels:
 
         It reads the rows and months by other fields than `_id` (indexes on MongoDB, whole
         collections on FerretDB): once per take-over, never per event or on a timer."""
+        self._forget_copies()
         posted = 0
         work: list[OpenWork] = []
         for kind, store in self.rows.items():
@@ -418,6 +452,7 @@ class ReadModels:
         """Replace every read model by the fold of the stored event history.
 
         Built in side collections, then swapped in; the caller holds the gate."""
+        self._forget_copies()
         started = time.perf_counter()
         events, skipped = [], 0
         async for doc in self.db[HISTORY].find({}):

@@ -206,3 +206,37 @@ async def test_the_relays_sweep_reads_the_marks_of_unpublished_events_not_the_hi
 
 async def _no_marks(svc) -> bool:
     return await svc.database["outbox_due"].count_documents({"doc_id": {"$exists": True}}) == 0
+
+
+async def test_a_saved_event_is_published_without_reading_its_document_back(pair_with_reads):
+    """The save hands the relay the events it wrote: the relay's only writes are taking them
+    out and dropping the mark, and `/metrics` counts each command by collection."""
+    ledger, tally, log = pair_with_reads
+    counters = ledger.repo("counters")
+    await eventually(lambda: _quiet(ledger), what="the start-up sweep and rebuild to end")
+    before = _commands(ledger, "counters", "find")
+
+    log.recording = True
+    c = Counter(_id=str(uuid.uuid4()))
+    c.bump(2, ACTOR)
+    await counters.add(c)
+    await counters.change(c.id, lambda agg: agg.bump(1, ACTOR))
+
+    async def applied() -> bool:
+        t = await tally.repo("tallies").get(c.id)
+        return t is not None and t.total == 3
+    await eventually(applied, what="the tally to apply both events")
+    await eventually(lambda: _no_marks(ledger), what="the relay to take the events out")
+    log.recording = False
+
+    finds = [r for r in log.reads if r.database == ledger.database.name
+             and r.collection == "counters" and r.command == "find"]
+    assert len(finds) == 1, f"only the change loads the counter; the relay read: {finds}"
+    assert _commands(ledger, "counters", "find") - before == 1
+    assert _commands(ledger, "counters", "insert") >= 1
+    assert _commands(ledger, "outbox_due", "insert") >= 2  # a mark per save with events
+
+
+def _commands(svc, collection: str, command: str) -> float:
+    return svc.registry.get_sample_value("qms_db_commands_total", {
+        "service": svc.name, "collection": collection, "command": command}) or 0.0

@@ -12,6 +12,7 @@ connection, database client and locks, as two pods would have. The events are th
 month of tests/unit/test_reporting_scenario.py, whose figures are stated there by hand.
 """
 
+import json
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -137,3 +138,40 @@ async def test_one_replica_consumes_the_other_takes_over_and_every_event_counts_
     assert march["probe"] == 1  # the dead writer's delta, posted once by the new one
     f1 = await standby.views.models.register.get(story.fid("F1"))
     assert f1 is not None and not f1.pending
+
+
+async def test_a_writer_that_comes_back_after_another_wrote_counts_on_from_the_database(
+        mongo_url):
+    """A replica remembers the month documents it wrote (one read fewer per event). When
+    another replica wrote in between (it took over, then gave the queue back), the first
+    one's copy is stale: its write must not match, and the counters must still add up to
+    the fold of every event."""
+    from zoneinfo import ZoneInfo
+
+    from services.reporting import domain
+    from services.reporting.readmodels import ReadModels
+    from shared.events import parse_event
+    from shared.store import WriteLocks, database, mongo_client
+
+    client = mongo_client(mongo_url)
+    db = database(client, test_namespace(uuid.uuid4().hex[:6]), "reporting")
+    utc = ZoneInfo("UTC")
+    first, second = ReadModels(db, WriteLocks(), utc), ReadModels(db, WriteLocks(), utc)
+    story = known_month(f"w{uuid.uuid4().hex[:6]}")
+    parsed = [parse_event(e.model_dump(mode="json")) for e in story.events]
+    third = len(parsed) // 3
+    for writer, part in ((first, parsed[:third]), (second, parsed[third:2 * third]),
+                         (first, parsed[2 * third:])):
+        for env, payload in part:
+            await writer.project(env, payload)
+    totals = domain.monthly_totals(domain.fold(parsed, utc).values())
+    for collection in (domain.MONTHLY, domain.MONTHLY_OPEN):
+        stored = {d["_id"]: d async for d in db[collection].find({})}
+        wanted = {domain.split_part(k)[1]: v for k, v in totals.items()
+                  if k.startswith(collection + "/")}
+        got = {month: {k: v for k, v in json.loads(doc["data"]).items() if v}
+               for month, doc in stored.items()}
+        assert got == {m: {k: v for k, v in c.items() if v} for m, c in wanted.items()}, \
+            collection
+    await client.drop_database(db.name)
+    await client.close()
