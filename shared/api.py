@@ -14,6 +14,7 @@ from shared.events import utcnow
 from shared.lists import Order, history_page, open_page
 from shared.periods import Period
 from shared.store import Repository
+from shared.vocabulary import IsoDateTime
 
 T = TypeVar("T")
 REFUSALS = "audit_refusals"
@@ -24,8 +25,13 @@ def service_of(request: Request):
     return request.app.state.service
 
 
+# Pages are bounded: a page number beyond 64 bits overflowed the database's skip (a 500);
+# 10,000 pages of up to 500 are far more than any list holds (narrow it by period instead).
+PAGE_MAX = 10_000
+
+
 class PageParams(BaseModel):
-    page: int = Field(1, ge=1)
+    page: int = Field(1, ge=1, le=PAGE_MAX)
     page_size: int = Field(50, ge=1, le=500)
 
     @property
@@ -33,7 +39,7 @@ class PageParams(BaseModel):
         return (self.page - 1) * self.page_size
 
 
-def page_params(page: Annotated[int, Query(ge=1)] = 1,
+def page_params(page: Annotated[int, Query(ge=1, le=PAGE_MAX)] = 1,
                 page_size: Annotated[int, Query(ge=1, le=500)] = 50) -> PageParams:
     return PageParams(page=page, page_size=page_size)
 
@@ -53,11 +59,13 @@ class Page(BaseModel, Generic[T]):
                           "the last `QMS_HISTORY_DAYS` days); none on lists of open work")
 
 
-PeriodFrom = Annotated[datetime | None, Query(
-    alias="from", description="History from this instant (ISO 8601; no offset means UTC). "
-                              "Without `from` and `to`: the last QMS_HISTORY_DAYS days.")]
-PeriodTo = Annotated[datetime | None, Query(
-    alias="to", description="History up to this instant (exclusive; default: now)")]
+PeriodFrom = Annotated[IsoDateTime | None, Query(
+    alias="from", description="History from this instant (ISO 8601, a year from 2000 to "
+                              "2099; no offset means UTC). Without `from` and `to`: the last "
+                              "QMS_HISTORY_DAYS days.")]
+PeriodTo = Annotated[IsoDateTime | None, Query(
+    alias="to", description="History up to this instant (exclusive; ISO 8601 as `from`; "
+                            "default: now)")]
 
 
 def period_of(request: Request, start: datetime | None, end: datetime | None,

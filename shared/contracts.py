@@ -23,6 +23,7 @@ from shared.vocabulary import (
     Name,
     NoActionOutcome,
     Product,
+    Quantity,
     ReturnedSample,
     Severity,
     ShortText,
@@ -43,7 +44,7 @@ class FeedbackFacts(Contract):
     category: Category
     severity: Severity
     product: Product | None = None
-    quantity_affected: int | None = Field(None, ge=0)
+    quantity_affected: Quantity | None = None
     description: LongText
     estimated_loss: Money | None = None
 
@@ -211,7 +212,7 @@ class ResponsibilityAssigned(Contract):
                                        "Sales alone talks to the customer (P-3.1)")
     severity: Severity | None = None
     product: Product | None = Field(None, description="Code, name, lot, order, delivery note")
-    quantity_affected: int | None = Field(None, ge=0)
+    quantity_affected: Quantity | None = None
     description: LongText | None = Field(None, description="The customer's complaint")
     defect_name: LongText | None = None
     attachments: list[AttachmentMeta] = Field(default_factory=list)
@@ -259,7 +260,7 @@ class Disposition(Contract):
     """P-5.3.2: what happens to the goods, how many, at what cost."""
 
     type: DispositionType
-    quantity: int = Field(..., ge=0)
+    quantity: Quantity
     cost: Money | None = None
     note: ShortText | None = None
 

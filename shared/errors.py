@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pymongo.errors import PyMongoError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 
@@ -48,8 +49,18 @@ class Invalid(DomainError):
 _HTTP_CODES = {
     400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
     405: "method_not_allowed", 409: "conflict", 413: "too_large", 415: "unsupported_media_type",
-    422: "invalid", 429: "too_many_requests",
+    422: "invalid", 429: "too_many_requests", 503: "unavailable",
 }
+
+
+def store_busy(exc: BaseException) -> bool:
+    """FerretDB's SQLite store answered "database is locked" (SQLITE_BUSY, after its own busy
+    timeout): other writes held it under load. Not a fault of the request nor of the code:
+    the same request a moment later succeeds."""
+    if not isinstance(exc, PyMongoError):
+        return False
+    text = f"{exc} {getattr(exc, 'details', '')}"  # a bulk write says it in its details
+    return "database is locked" in text or "SQLITE_BUSY" in text
 
 
 def error_body(code: str, message: str, details: list[dict[str, Any]] | None = None) -> dict:

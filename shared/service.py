@@ -30,7 +30,7 @@ from shared.asyncapi import event_catalogue
 from shared.auth import TokenVerifier, document_roles
 from shared.dbmetrics import DatabaseMetrics
 from shared.domain import Aggregate
-from shared.errors import error_response, install_error_handlers
+from shared.errors import error_response, install_error_handlers, store_busy
 from shared.logs import set_correlation
 from shared.lookups import Lookup
 from shared.messaging import ConsumerMetrics, EventConsumer, EventPublisher, Topology, new_broker
@@ -298,6 +298,56 @@ class _TooLarge(Exception):
     pass
 
 
+STORE_BUSY_RETRY_AFTER_S = 2
+
+
+class StoreBusy:
+    """FerretDB's "database is locked" (SQLite busy under load) is not a server error. A read
+    (GET, HEAD: it changes nothing) is tried again after a short pause; a write, or a read the
+    store still refuses, gets 503 with `Retry-After`, saying so. Anything else passes."""
+
+    def __init__(self, app: ASGIApp, read_retries: int = 2, pause_s: float = 0.25):
+        self.app = app
+        self.read_retries = read_retries
+        self.pause_s = pause_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        tries = 1 + (self.read_retries if scope["method"] in ("GET", "HEAD") else 0)
+        for attempt in range(tries):
+            if attempt:
+                await asyncio.sleep(self.pause_s * attempt)
+            if not await self._busy(scope, receive, send):
+                return
+        log.warning("the database was busy (database is locked): %s %s answered 503 after "
+                    "%d attempt(s)", scope["method"], scope["path"], tries)
+        response = error_response(
+            503, "unavailable", "The database is busy under load (it answered \"database is "
+            f"locked\"); try again in {STORE_BUSY_RETRY_AFTER_S} seconds (a registration "
+            "retried with the same Idempotency-Key is not registered twice).",
+            headers={"Retry-After": str(STORE_BUSY_RETRY_AFTER_S)})
+        await response(scope, receive, send)
+
+    async def _busy(self, scope: Scope, receive: Receive, send: Send) -> bool:
+        """Run the request once; True if the store was busy before any answer was sent (once
+        an answer has begun, the error goes on as any other)."""
+        started = False
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except Exception as exc:
+            if started or not store_busy(exc):
+                raise
+            return True
+        return False
+
+
 def _http_metrics(app: FastAPI, service: str, registry: CollectorRegistry) -> None:
     requests = Counter("qms_http_requests_total", "HTTP requests by route template",
                        ["service", "method", "route", "status"], registry=registry)
@@ -308,10 +358,18 @@ def _http_metrics(app: FastAPI, service: str, registry: CollectorRegistry) -> No
     async def measure(request: Request, call_next):
         set_correlation(request.headers.get("x-correlation-id"))
         started = time.perf_counter()
-        response = await call_next(request)
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        requests.labels(service, request.method, route, str(response.status_code)).inc()
-        latency.labels(service, request.method, route).observe(time.perf_counter() - started)
+
+        def count(status: int) -> None:
+            route = getattr(request.scope.get("route"), "path", "unmatched")
+            requests.labels(service, request.method, route, str(status)).inc()
+            latency.labels(service, request.method, route).observe(time.perf_counter() - started)
+
+        try:
+            response = await call_next(request)
+        except Exception:
+            count(500)  # unhandled: the 500 is answered further out, so it is counted here
+            raise
+        count(response.status_code)
         return response
 
 
@@ -332,6 +390,7 @@ def create_app(service: Service, *, title: str, description: str,
     app.state.token_verifier = TokenVerifier(service.settings.infra)
     app.state.on_refusal = record_refusal
     install_error_handlers(app)
+    app.add_middleware(StoreBusy)  # inside the metrics: its 503s are counted
     _http_metrics(app, service.name, service.registry)
     app.add_middleware(BodySizeLimit, max_bytes=service.settings.infra.max_body_bytes,
                        overrides=upload_limit)

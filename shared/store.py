@@ -286,6 +286,15 @@ class Repository(Generic[A]):
         doc = await self.collection.find_one({"_id": doc_id}, projection={field: 1})
         return str(doc_id) if doc is not None and doc.get(field) == value else None
 
+    async def by_number(self, value: str) -> A | None:
+        """The record whose number (the lookup's field) is `value`, or None: two `_id` reads
+        (the lookup, then the record, which must carry the value)."""
+        if self.lookup is None:
+            raise ValueError(f"{self.collection.name} keeps no lookup (Service.collection)")
+        doc_id = await self.lookup.find(value)
+        agg = None if doc_id is None else await self.get(str(doc_id))
+        return agg if agg is not None and getattr(agg, self.lookup.field) == value else None
+
     async def ensure_indexes(self) -> None:
         await self.collection.create_index(PENDING)
 
@@ -392,14 +401,19 @@ class Repository(Generic[A]):
         return self.model.model_validate(agg.to_document() | {"version": version})
 
     async def change(self, id: str, apply: Callable[[A], Awaitable[bool | None] | bool | None],
-                     *, attempts: int = 30, what: str | None = None) -> A:
-        """Load, apply, save; on a concurrent save, reload and apply again (never lost)."""
-        agg, _ = await self.change_and_tell(id, apply, attempts=attempts, what=what)
+                     *, attempts: int = 30, what: str | None = None,
+                     loaded: A | None = None) -> A:
+        """Load, apply, save; on a concurrent save, reload and apply again (never lost).
+        `loaded`: the aggregate as the caller just read it (e.g. to check who may change it),
+        used for the first attempt instead of reading it again."""
+        agg, _ = await self.change_and_tell(id, apply, attempts=attempts, what=what,
+                                            loaded=loaded)
         return agg
 
     async def change_and_tell(
             self, id: str, apply: Callable[[A], Awaitable[bool | None] | bool | None],
-            *, attempts: int = 30, what: str | None = None) -> tuple[A, bool]:
+            *, attempts: int = 30, what: str | None = None,
+            loaded: A | None = None) -> tuple[A, bool]:
         """`change`, also telling whether it wrote: False when `apply` returned False (nothing
         new, e.g. a retried request), so an API can answer 200 instead of 201.
 
@@ -407,7 +421,10 @@ class Repository(Generic[A]):
         must exceed the writers one document realistically sees at once; the jittered
         backoff keeps them from colliding in step."""
         for attempt in range(attempts):
-            agg = await self.get_or_raise(id, what)
+            if attempt == 0 and loaded is not None and loaded.id == id:
+                agg = loaded
+            else:
+                agg = await self.get_or_raise(id, what)
             result = apply(agg)
             if asyncio.iscoroutine(result):
                 result = await result

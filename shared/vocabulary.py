@@ -18,6 +18,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    StringConstraints,
     WithJsonSchema,
 )
 from pydantic_core import PydanticCustomError
@@ -48,29 +49,39 @@ Quantity = Annotated[int, Field(ge=0, le=QUANTITY_MAX)]
 # Dates and times people send: ISO 8601 text only (pydantic would read a number, `0` or
 # `0.5`, as a Unix timestamp) with a year from 2000 to 2099 (years 1 and 9999 overflow the
 # periods' arithmetic; this plant has no complaint from before 2000). ASCII digits only.
+YEARS = "with a year from 2000 to 2099"
 ISO_DATE = r"^20[0-9]{2}-[0-9]{2}-[0-9]{2}$"
 ISO_DATETIME = (r"^20[0-9]{2}-[0-9]{2}-[0-9]{2}"
                 r"([Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?([Zz]|[+-][0-9]{2}:?[0-9]{2})?)?$")
+ISO_MONTH = r"^20[0-9]{2}-(0[1-9]|1[0-2])$"
+# A date kept in records and events (read back on every load): ISO text, any year, so what
+# was stored before the bounds above still reads.
+ISO_DATE_ANY_YEAR = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 
 
-def _iso(pattern: str, example: str, what: str):
+def _iso_text(pattern: str, expected: str) -> BeforeValidator:
     compiled = re.compile(pattern)
 
     def check(value: object) -> object:
         if isinstance(value, date):  # set by code, not sent: already a date
             return value
-        if not isinstance(value, str) or not compiled.match(value):
-            raise PydanticCustomError(
-                "iso_8601", f"Input should be {what} in ISO 8601 with a year from 2000 to "
-                            f"2099, e.g. {example}")
+        if not isinstance(value, str) or not compiled.fullmatch(value):
+            raise PydanticCustomError("iso_8601", f"Input should be {expected}")
         return value
     return BeforeValidator(check)
 
 
-_DATE_CHECK = _iso(ISO_DATE, "2026-11-20", "a date")
-_DATETIME_CHECK = _iso(ISO_DATETIME, "2026-11-20T09:30:00+08:00", "a date and time")
-IsoDate = Annotated[date, _DATE_CHECK,
+_DATETIME_CHECK = _iso_text(ISO_DATETIME, f"a date and time in ISO 8601 {YEARS}, "
+                                          "e.g. 2026-11-20T09:30:00+08:00")
+IsoDate = Annotated[date, _iso_text(ISO_DATE, f"a date in ISO 8601 {YEARS}, e.g. 2026-11-20"),
                     WithJsonSchema({"type": "string", "format": "date", "pattern": ISO_DATE})]
+KeptIsoDate = Annotated[date, _iso_text(ISO_DATE_ANY_YEAR, "a date in ISO 8601, e.g. "
+                                                             "2026-11-20"),
+                        WithJsonSchema({"type": "string", "format": "date",
+                                        "pattern": ISO_DATE_ANY_YEAR})]
+# A month of the statistics, e.g. `2026-11` (the pattern first, so the schema shows it).
+IsoMonth = Annotated[str, StringConstraints(pattern=ISO_MONTH),
+                     _iso_text(ISO_MONTH, "a month YYYY-MM from 2000-01 to 2099-12, e.g. 2026-11")]
 IsoDateTime = Annotated[datetime, _DATETIME_CHECK, WithJsonSchema(
     {"type": "string", "format": "date-time", "pattern": ISO_DATETIME})]
 AwareIsoDateTime = Annotated[AwareDatetime, _DATETIME_CHECK, WithJsonSchema(
@@ -170,8 +181,8 @@ class AttachmentMeta(Value):
 
 
 class ReturnedSample(Value):
-    quantity: int = Field(..., ge=1, examples=[12])
-    received_on: date = Field(..., examples=["2026-11-20"])
+    quantity: int = Field(..., ge=1, le=QUANTITY_MAX, examples=[12])
+    received_on: KeptIsoDate = Field(..., examples=["2026-11-20"])
     location: ShortText = Field(..., min_length=1, examples=["QA lab shelf B3"])
     note: ShortText | None = None
 

@@ -151,8 +151,9 @@ def actions_router() -> APIRouter:
                      apply: Any) -> ActionRequestView:
         # Another unit's request does not exist for writes either: 404 as on reads, never a
         # 403 saying whose it is (action ids are guessable).
-        await visible(request, action_id, principal)
-        saved = await repo(request).change(action_id, apply, what="Action request")
+        action = await visible(request, action_id, principal)
+        saved = await repo(request).change(action_id, apply, what="Action request",
+                                           loaded=action)
         return ActionRequestView.of(saved)
 
     @router.get("", response_model=Page[ActionRequestView],
@@ -278,7 +279,8 @@ def capas_router() -> APIRouter:
 
     async def change(request: Request, ref: str, principal: Principal, apply: Any) -> CapaView:
         capa = await visible(request, ref, principal)  # not the unit's: 404, as on reads
-        return CapaView.of(await repo(request).change(capa.id, apply, what="CAPA"))
+        return CapaView.of(await repo(request).change(capa.id, apply, what="CAPA",
+                                                      loaded=capa))
 
     @router.get("", response_model=Page[CapaView],
                 summary="Formal CAPAs, newest first (a unit sees those it owns): those of an "

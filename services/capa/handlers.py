@@ -66,8 +66,7 @@ async def capa_by_number(repo: Repository[Capa], number: str) -> Capa | None:
     """By the lookup entry, then the CAPA: `_id` reads only. Every number is claimed there
     before its CAPA is written, and the start names the older ones once (`shared.lookups`),
     so a number that is not there names no CAPA."""
-    capa_id = await repo.id_of(number)
-    return None if capa_id is None else await repo.get(capa_id)
+    return await repo.by_number(number)
 
 
 def register(service: Service, settings: Settings) -> None:

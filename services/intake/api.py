@@ -18,9 +18,8 @@ from uuid import UUID, uuid4, uuid5
 from fastapi import APIRouter, Depends, File, Header, Query, Request, Response, UploadFile
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from services.intake import numbers
 from services.intake.domain import (
     OPEN_STATUSES,
     Feedback,
@@ -52,9 +51,11 @@ from shared.store import AlreadyExists, Repository, WriteLocks
 from shared.vocabulary import (
     REGISTER_NO_PATTERN,
     AttachmentMeta,
+    AwareIsoDateTime,
     Category,
     Channel,
     Customer,
+    IsoDateTime,
     LongText,
     Money,
     Product,
@@ -148,7 +149,7 @@ class EscalateBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     note: LongText | None = Field(None, description="What Sales asks of Quality", examples=[
         "Customer stopped line 3; please analyse the returned housings."])
-    form_opened_at: AwareDatetime | None = Field(
+    form_opened_at: AwareIsoDateTime | None = Field(
         None, description="When the form was opened, if earlier than now (a paper form entered "
         "later). Quality's 3-day clock starts here. Not before the feedback was received, "
         "not in the future.", examples=["2026-11-24T08:00:00+08:00"])
@@ -227,30 +228,24 @@ def _repo(request: Request) -> Repository[Feedback]:
     return service_of(request).repo(FEEDBACK)
 
 
-async def _resolve(repo: Repository[Feedback], ref: str) -> str:
-    """The internal id behind a register number (or the id itself)."""
-    if not REGISTER_NO.match(ref):
-        return ref
-    fid = await numbers.feedback_id(repo, ref)
-    if fid is None:
-        raise NotFound(f"Feedback {ref!r} does not exist.")
-    return fid
-
-
 async def _load(request: Request, ref: str) -> Feedback:
+    """By id, or by register number (the lookup, then the record)."""
     repo = _repo(request)
-    return await repo.get_or_raise(await _resolve(repo, ref), "Feedback")
+    fb = await (repo.by_number(ref) if REGISTER_NO.match(ref) else repo.get(ref))
+    if fb is None:
+        raise NotFound(f"Feedback {ref!r} does not exist.")
+    return fb
 
 
 async def _change(request: Request, ref: str, apply: Any) -> Feedback:
-    repo = _repo(request)
-    return await repo.change(await _resolve(repo, ref), apply, what="Feedback")
+    fb = await _load(request, ref)
+    return await _repo(request).change(fb.id, apply, what="Feedback", loaded=fb)
 
 
 async def _add(request: Request, response: Response, ref: str, apply: Any) -> Feedback:
     """A change that may find nothing new (a retried request): then 200, not 201."""
-    repo = _repo(request)
-    fb, wrote = await repo.change_and_tell(await _resolve(repo, ref), apply, what="Feedback")
+    fb = await _load(request, ref)
+    fb, wrote = await _repo(request).change_and_tell(fb.id, apply, what="Feedback", loaded=fb)
     if not wrote:
         response.status_code = 200
     return fb
@@ -357,12 +352,13 @@ def router(settings: Settings) -> APIRouter:
         channel: Channel | None = None, severity: Severity | None = None,
         customer_id: Annotated[str | None, Query(max_length=64)] = None,
         product_code: Annotated[str | None, Query(max_length=64)] = None,
-        received_from: Annotated[datetime | None, Query(
-            description="Received at or after (ISO 8601; no offset means UTC). Without "
-                        "`received_from` and `received_to`, a list of history covers the "
-                        "last QMS_HISTORY_DAYS days")] = None,
-        received_to: Annotated[datetime | None, Query(
-            description="Received at or before (default: now)")] = None,
+        received_from: Annotated[IsoDateTime | None, Query(
+            description="Received at or after (ISO 8601, a year from 2000 to 2099; no offset "
+                        "means UTC). Without `received_from` and `received_to`, a list of "
+                        "history covers the last QMS_HISTORY_DAYS days")] = None,
+        received_to: Annotated[IsoDateTime | None, Query(
+            description="Received at or before (ISO 8601, as `received_from`; default: "
+                        "now)")] = None,
         q: Annotated[str | None, Query(max_length=200, description="Free text")] = None,
     ) -> Page[FeedbackRead]:
         _check_filters(customer_id=customer_id, product_code=product_code, q=q)

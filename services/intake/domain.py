@@ -17,11 +17,11 @@ document update.
 """
 
 import re
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from shared.contracts import (
     ComplaintAccepted,
@@ -48,6 +48,7 @@ from shared.events import Actor, Envelope, utcnow
 from shared.vocabulary import (
     EMAIL_PATTERN,
     AttachmentMeta,
+    AwareIsoDateTime,
     Category,
     Channel,
     Customer,
@@ -55,6 +56,7 @@ from shared.vocabulary import (
     Money,
     NoActionOutcome,
     Product,
+    Quantity,
     ReturnedSample,
     Severity,
 )
@@ -110,14 +112,15 @@ class NewFeedback(BaseModel):
 
     customer: Customer
     channel: Channel = Field(..., description="P-5.1: how the feedback reached us")
-    received_at: AwareDatetime | None = Field(
-        None, description="When the customer raised it (with a UTC offset); default now; "
-                          "never in the future", examples=["2026-11-20T09:30:00+08:00"])
+    received_at: AwareIsoDateTime | None = Field(
+        None, description="When the customer raised it (ISO 8601 with a UTC offset); default "
+                          "now; not before 2000, never in the future",
+        examples=["2026-11-20T09:30:00+08:00"])
     category: Category = Field(..., description="P-5.2 classification")
     severity: Severity = Field(Severity.NORMAL, description="`major` (P-5.3.5): affects the "
                                "customer's production or functional safety; escalated at once")
     product: Product | None = None
-    quantity_affected: int | None = Field(None, ge=0, examples=[40])
+    quantity_affected: Quantity | None = Field(None, examples=[40])
     description: RequiredText = Field(..., examples=[
         "Housings crack at the mounting boss after the customer's torque test."])
     estimated_loss: Money | None = None
@@ -149,11 +152,19 @@ class QualityRecord(BaseModel):
                                             "without corrective action (not the plant's fault)")
 
 
+# The register starts here: nothing older is a complaint to handle (and a year-1 or 1900
+# date made nonsense register numbers, `CF-1900-000001`, or overflowed).
+EARLIEST_RECEIVED = datetime(2000, 1, 1, tzinfo=UTC)
+
+
 def check_registration(new: NewFeedback, now: datetime, skew: timedelta = timedelta(0)) -> None:
     """Rules a registration must meet before it takes a register number."""
     if new.received_at is not None and new.received_at > now + skew:
         raise Invalid("received_at is in the future: a feedback is registered after it arrives.",
                       [{"loc": "body.received_at", "msg": "must not be in the future"}])
+    if new.received_at is not None and new.received_at < EARLIEST_RECEIVED:
+        raise Invalid("received_at is before 2000-01-01 (UTC): the register holds nothing older.",
+                      [{"loc": "body.received_at", "msg": "must not be before 2000-01-01"}])
     if new.category is Category.SUGGESTION and new.severity is Severity.MAJOR:
         # P-5.3.5 defines major by its effect on the customer's production or safety:
         # a suggestion is not a complaint (P-5.2), so it has no severity to escalate.

@@ -26,7 +26,7 @@ from services.quality.domain import (
     UnitEntry,
     check_assignment,
 )
-from services.quality.lookups import case_id
+from services.quality.lookups import case_of
 from services.quality.recurrence import Detection, Kind, KindCapa
 from services.quality.settings import Settings
 from services.quality.sla import MOST_FREQUENT_FIRST, NEWEST_FIRST
@@ -280,9 +280,9 @@ def _settings(request: Request) -> Settings:
     return service_of(request).settings
 
 
-async def _case_id(request: Request, ref: str) -> str:
-    """The feedback id, by `_id` or the register-number lookup (both `_id` reads)."""
-    found = await case_id(_cases(request), ref)
+async def _case(request: Request, ref: str) -> Case:
+    """By feedback id or register number (`_id` reads)."""
+    found = await case_of(_cases(request), ref)
     if found is None:
         raise NotFound(f"No Complaint Handling Form {ref!r}: Sales has not opened one for "
                        f"this feedback (or it has not reached Quality yet).")
@@ -290,8 +290,8 @@ async def _case_id(request: Request, ref: str) -> str:
 
 
 async def _change(request: Request, ref: str, apply: Callable[[Case], None]) -> CaseRead:
-    repo = _cases(request)
-    case = await repo.change(await _case_id(request, ref), apply, what="Case")
+    case = await _case(request, ref)
+    case = await _cases(request).change(case.id, apply, what="Case", loaded=case)
     return CaseRead.of(case, now_ms())
 
 
@@ -364,15 +364,13 @@ async def list_cases(
 
 @router.get("/cases/{ref}", response_model=CaseRead, summary="One case with its clock")
 async def get_case(request: Request, ref: Ref, _: Reader) -> CaseRead:
-    repo = _cases(request)
-    return CaseRead.of(await repo.get_or_raise(await _case_id(request, ref), "Case"), now_ms())
+    return CaseRead.of(await _case(request, ref), now_ms())
 
 
 @router.get("/cases/{ref}/history", response_model=list[HistoryEntry],
             summary="P-5.4.2: every change to the case, oldest first (append-only)")
 async def case_history(request: Request, ref: Ref, _: Reader) -> list[HistoryEntry]:
-    repo = _cases(request)
-    return (await repo.get_or_raise(await _case_id(request, ref), "Case")).history
+    return (await _case(request, ref)).history
 
 
 @router.post("/cases/{ref}/site-visits", response_model=CaseRead, status_code=201,

@@ -27,13 +27,11 @@ CASE_NUMBER_FIELD = "register_no"
 CAPA_KINDS = "capa_kinds"
 
 
-async def case_id(cases: Repository[Case], ref: str) -> str | None:
-    """The feedback id `ref` names (itself or its register number), or None: `_id` reads.
+async def case_of(cases: Repository[Case], ref: str) -> Case | None:
+    """The case `ref` names (its feedback id or its register number), or None: `_id` reads.
 
     Any `ref` may be a number: Quality takes the register numbers the forms bring."""
-    if await cases.exists(ref):
-        return ref
-    return await cases.id_of(ref)
+    return await cases.get(ref) or await cases.by_number(ref)
 
 
 class CapaKinds:

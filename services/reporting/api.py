@@ -23,11 +23,10 @@ from shared.errors import Invalid
 from shared.events import Actor
 from shared.lists import history_page, load, sort_rows
 from shared.periods import Period
-from shared.vocabulary import Category, Channel, Severity
+from shared.vocabulary import Category, Channel, IsoDate, IsoMonth, Severity
 
 READERS = ("manager", "auditor", "quality", "ops")
 REGISTER_READERS = (*READERS, "sales")
-MONTH = r"^\d{4}-(0[1-9]|1[0-2])$"
 SORTS = {"received_at": "received_at", "register_no": "register_no", "status": "status",
          "severity": "severity", "category": "category", "channel": "channel",
          "customer": "customer_id", "form_opened_at": "form_opened_at",
@@ -182,12 +181,14 @@ def _register_period(request: Request, views: Views, month: str | None,
     return period_of(request, start, end, names=("received_from", "received_to"))
 
 
-MonthQ = Annotated[str | None, Query(pattern=MONTH, description="One month, YYYY-MM",
-                                     examples=["2026-11"])]
-FromQ = Annotated[str | None, Query(alias="from", pattern=MONTH,
-                                    description="First month of a range, YYYY-MM")]
-ToQ = Annotated[str | None, Query(alias="to", pattern=MONTH,
-                                  description="Last month of a range, YYYY-MM")]
+# Months from 2000-01 to 2099-12 in ASCII digits (`IsoMonth`): `\d` let full-width digits
+# through (months_between never ended on them); years 0 or 9999 overflowed the arithmetic.
+MonthQ = Annotated[IsoMonth | None, Query(description="One month, YYYY-MM (2000-01 to 2099-12)",
+                                          examples=["2026-11"])]
+FromQ = Annotated[IsoMonth | None, Query(alias="from", description="First month of a range, "
+                                         "YYYY-MM (as `month`)")]
+ToQ = Annotated[IsoMonth | None, Query(alias="to", description="Last month of a range, YYYY-MM "
+                                       "(as `month`)")]
 Reader = Annotated[Principal, Depends(require(*READERS))]
 
 
@@ -249,14 +250,17 @@ def _register_routes(r: APIRouter) -> None:
         unit: Annotated[str | None, Query(max_length=64, description="Responsible unit")] = None,
         defect_code: Annotated[str | None, Query(max_length=64)] = None,
         complaint: Annotated[bool | None, Query(description="false: suggestions only")] = None,
-        month: Annotated[str | None, Query(
-            pattern=MONTH, description="Received in this month, YYYY-MM (plant time zone)",
+        month: Annotated[IsoMonth | None, Query(
+            description="Received in this month, YYYY-MM (plant time zone; 2000-01 to "
+                        "2099-12)",
             examples=["2026-11"])] = None,
-        received_from: Annotated[date | None, Query(
-            description="Received on or after (day); without `month`, `received_from` and "
-                        "`received_to`: the last QMS_HISTORY_DAYS days")] = None,
-        received_to: Annotated[date | None, Query(
-            description="Received on or before (day; default: today)")] = None,
+        received_from: Annotated[IsoDate | None, Query(
+            description="Received on or after (day, YYYY-MM-DD, a year from 2000 to 2099); "
+                        "without `month`, `received_from` and `received_to`: the last "
+                        "QMS_HISTORY_DAYS days")] = None,
+        received_to: Annotated[IsoDate | None, Query(
+            description="Received on or before (day, as `received_from`; default: "
+                        "today)")] = None,
         sort: Annotated[SortKey, Query(description="Field; '-' first: descending")]
         = "-received_at",
         format: Format = Format.JSON,

@@ -57,7 +57,7 @@ def test_prometheus_config_is_valid_and_scrapes_everything(promtool):
 def test_p_f_5_alert_rules_fire_when_the_three_day_rule_is_breached(promtool):
     """promtool's unit tests: breach, at risk, major open too long, DLQ, consumer, backlog;
     two reporting replicas counting one breach once; notify parked and its mailbox; the
-    broker and database scrapes down."""
+    broker and database scrapes down; a service answering server errors (5xx)."""
     tests = PROMETHEUS / "tests" / "alerts_test.yml"
     out = run(promtool, "test", "rules", str(tests))
     assert "SUCCESS" in out
@@ -66,7 +66,8 @@ def test_p_f_5_alert_rules_fire_when_the_three_day_rule_is_breached(promtool):
     assert {"QmsThreeDayRuleBreached", "QmsThreeDayRuleBreachReported", "QmsThreeDayRuleAtRisk",
             "QmsMajorComplaintOpenTooLong", "QmsDeadLetters", "QmsConsumerGone",
             "QmsQueueBacklogGrowing", "QmsServiceDown", "QmsNotificationsParked",
-            "QmsComplaintsMailboxNotListening", "QmsRabbitMQDown", "QmsFerretDBDown"} <= fired
+            "QmsComplaintsMailboxNotListening", "QmsRabbitMQDown", "QmsFerretDBDown",
+            "QmsServerErrors"} <= fired
 
 
 def _exported_names() -> set[str]:

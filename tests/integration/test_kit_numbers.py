@@ -114,3 +114,22 @@ async def test_a_claim_left_by_a_crash_never_names_a_record_under_another_number
     await lookup.claim("N-0002", "the-one")
     assert await repo.id_of("N-0002") == "the-one"
     assert await repo.id_of("N-0001") is None, "N-0001 is not the-one's number"
+    found = await repo.by_number("N-0002")
+    assert found is not None and found.id == "the-one"
+    assert await repo.by_number("N-0001") is None, "N-0001 is not the-one's number"
+
+
+async def test_a_number_held_by_another_record_writes_nothing_and_keeps_its_holder(
+        register):
+    """`add(claim=True)` claims the number beside its other writes: a number taken refuses
+    the record, and the holder keeps it."""
+    from shared.lookups import Lookup
+    from shared.store import NumberTaken
+    lookup = Lookup(register.database["numbers"], "number")
+    repo = Repository(register, Numbered, lookup=lookup)
+    assert await lookup.claim("N-0001", "someone-else")
+    rec = numbered(1)
+    with pytest.raises(NumberTaken):
+        await repo.add(rec, claim=True)
+    assert await repo.get(rec.id) is None
+    assert await lookup.find("N-0001") == "someone-else"

@@ -66,6 +66,15 @@ def test_received_at_in_the_future_is_invalid():
     assert err.value.details[0]["loc"] == "body.received_at"
 
 
+def test_received_at_before_2000_is_invalid_even_when_its_offset_says_2000():
+    # 2000-01-01T00:00+05:00 is still 1999 in UTC, the year its register number would carry.
+    with pytest.raises(Invalid) as err:
+        register(received_at="2000-01-01T00:00:00+05:00")
+    assert err.value.details[0]["loc"] == "body.received_at"
+    assert "2000-01-01" in err.value.message
+    assert register(received_at="2000-01-01T00:00:00+00:00").received_at.year == 2000
+
+
 def test_p_5_3_5_major_is_escalated_in_the_same_change():
     fb = register(severity="major")
     assert fb.status is FeedbackStatus.WITH_QUALITY and fb.has_form
