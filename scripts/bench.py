@@ -53,7 +53,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 
 import bson  # noqa: E402
 import httpx  # noqa: E402
-from benchkit import load, measure, procs, report, stamp, templates  # noqa: E402
+from benchkit import load, measure, procs, profile, report, stamp, templates  # noqa: E402
 from pymongo import AsyncMongoClient  # noqa: E402
 
 from services.reporting.settings import Settings as ReportingSettings  # noqa: E402
@@ -259,9 +259,14 @@ async def measure_all(size: int, namespace: str, system: System, people: measure
     update = await measure.indexed_update(client, f"{namespace}_bench", 200, shape)
     say(f"{size}: procedure, {reps} complaints carried through")
     samples, hops = measure.Samples(), []
+    urls = {name: system.url(name) for name in system.services}
+    before = await profile.snapshot(urls, pids_of(system))
     t0 = time.perf_counter()
     out["completed"] = await measure.procedure(people, samples, hops, reps)
     out["procedure_s"] = round(time.perf_counter() - t0, 1)
+    await templates.quiet(namespace, procs.queues, timeout=120)
+    out["profile"] = {"a complaint carried through": profile.per_unit(
+        before, await profile.snapshot(urls, pids_of(system)), out["completed"])}
     month, first = months(tz)
     say(f"{size}: list pages")
     await measure.reads(people, samples, measure.list_pages(month), reps, budget_s=20,
@@ -278,6 +283,12 @@ async def measure_all(size: int, namespace: str, system: System, people: measure
     out["month"] = month
     out["intake"], out["bare"] = [], []
     token = {"Authorization": f"Bearer {system.token('sales', 'bench.rate')}"}
+    say(f"{size}: what a registration costs each process")
+    before = await profile.snapshot(urls, pids_of(system))
+    registered = await measure.register_many(system.url("intake"), token, 200, 8)
+    await templates.quiet(namespace, procs.queues, timeout=120)
+    out["profile"]["a registration"] = profile.per_unit(
+        before, await profile.snapshot(urls, pids_of(system)), registered)
     for c in CONCURRENCY:
         say(f"{size}: registration rate at concurrency {c}")
         out["intake"].append(await measure.throughput(system.url("intake"), token, c,

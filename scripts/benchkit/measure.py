@@ -333,6 +333,17 @@ def reports(month: str, first: str) -> list[tuple[str, str]]:
     ]
 
 
+async def register_many(url: str, headers: dict[str, str], n: int, concurrency: int) -> int:
+    """POST /feedback `n` times, `concurrency` at once: how many were registered."""
+    gate = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as http:
+        async def one() -> bool:
+            async with gate:
+                resp = await http.post("/feedback", json=feedback_body())
+                return resp.status_code == 201
+        return sum(await asyncio.gather(*(one() for _ in range(n))))
+
+
 async def throughput(url: str, headers: dict[str, str], concurrency: int,
                      seconds: float) -> dict[str, Any]:
     """POST /feedback from `concurrency` workers for `seconds`: rate and latency."""

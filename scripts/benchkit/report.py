@@ -165,6 +165,7 @@ def markdown(result: dict[str, Any]) -> str:
             r = runs[str(s)].get("rss_mb", {}).get(name)
             rss.append(f"{r['idle']:.0f} → {r['after_load']:.0f}" if r else "")
         lines.append(f"| {name} | " + " | ".join(cpu) + " | " + " | ".join(rss) + " |")
+    lines += _profile(runs, sizes)
     lines += ["", "## Loading the history, and starting on it", "",
               "| history | documents loaded | load s | services ready s | first escalation "
               "readable at Quality, s after ready |", "|---|---|---|---|---|"]
@@ -181,3 +182,25 @@ def markdown(result: dict[str, Any]) -> str:
         verdict = "met" if t["met"] else "**not met**"
         lines.append(f"| {t['target']} | {t['figure']} | {verdict} |")
     return "\n".join(lines) + "\n"
+
+
+def _profile(runs: dict[str, Any], sizes: list[int]) -> list[str]:
+    """Where the time goes, at the largest history profiled: per unit of work, each
+    service's database commands, the time it waited for them and its CPU, and the CPU of
+    FerretDB and RabbitMQ."""
+    size = next((s for s in reversed(sizes) if runs[str(s)].get("profile")), None)
+    if size is None:
+        return []
+    lines = ["", f"## Where the time goes (at {_size(size)} complaints, per unit of work, "
+             "whole system)", "",
+             "| work | process | database commands | database ms | CPU ms | "
+             "heaviest (collection.command: commands, ms) |", "|---|---|---|---|---|---|"]
+    for work, prof in runs[str(size)]["profile"].items():
+        for service, p in prof["services"].items():
+            heavy = "; ".join(f"{h['what']}: {h['commands']}, {h['db_ms']}"
+                              for h in p["heaviest"])
+            lines.append(f"| {work} | {service} | {p['commands']} | {p['db_ms']} | "
+                         f"{p['cpu_ms']} | {heavy} |")
+        for name, cpu in prof["other_cpu_ms"].items():
+            lines.append(f"| {work} | {name} | | | {cpu} | |")
+    return lines

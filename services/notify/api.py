@@ -359,6 +359,7 @@ def _webhook_routes(api: APIRouter, notify: Notify) -> None:
                                   secret=secret, event_types=list(body.event_types),
                                   actor=who.as_actor(), now=utcnow())
         saved = await notify.subscriptions.add(sub)
+        notify.active_subscriptions.forget()  # the next event is sent to it
         return saved.model_dump(by_alias=True) | {"secret": secret}
 
     @api.get("/webhooks", response_model=Page[SubscriptionRead], tags=["webhooks"],
@@ -387,9 +388,11 @@ def _webhook_routes(api: APIRouter, notify: Notify) -> None:
         values = body.model_dump(exclude_unset=True)
         if "url" in values and values["url"] is not None:
             values["url"] = str(values["url"])
-        return await notify.subscriptions.change(
+        changed = await notify.subscriptions.change(
             subscription_id, lambda s: s.update(who.as_actor(), **values) or False,
             what="Subscription")
+        notify.active_subscriptions.forget()
+        return changed
 
     @api.get("/webhooks/{subscription_id}/deliveries", response_model=Page[Delivery],
              tags=["webhooks"], summary="The delivery log: each delivery and its attempts; the "

@@ -6,7 +6,8 @@ lifespan once the database is there: indexes, the directory seed, the channels.
 
 import asyncio
 import logging
-from typing import TypeVar
+import time
+from typing import Any, TypeVar
 
 from services.notify.channels import Channel, EmailChannel, WebhookChannel
 from services.notify.dispatcher import Dispatcher
@@ -42,6 +43,33 @@ META = "meta"
 SEEDED = "directory_seeded"
 
 
+class ActiveSubscriptions:
+    """The active webhook subscriptions, read at most once per `ttl_s` rather than once per
+    event: configuration that changes a few times a year, consulted for every event.
+
+    A change through this replica's API is seen at once (`forget`); another replica's
+    within `ttl_s`. A read that began before a `forget` is not kept."""
+
+    def __init__(self, ttl_s: float = 5.0):
+        self.ttl_s = ttl_s
+        self._docs: list[dict[str, Any]] | None = None
+        self._read_at = 0.0
+        self._generation = 0
+
+    async def all(self, repo: Repository[Subscription]) -> list[dict[str, Any]]:
+        if self._docs is not None and time.monotonic() - self._read_at < self.ttl_s:
+            return self._docs
+        generation, read_at = self._generation, time.monotonic()
+        docs = await repo.collection.find({"active": True}).to_list(None)
+        if generation == self._generation:
+            self._docs, self._read_at = docs, read_at
+        return docs
+
+    def forget(self) -> None:
+        self._docs = None
+        self._generation += 1
+
+
 class Notify:
     def __init__(self, service: Service, settings: Settings):
         self.service = service
@@ -51,6 +79,7 @@ class Notify:
         self.ready = asyncio.Event()
         self.channels: dict[ChannelName, Channel] = {}
         self._dispatcher: Dispatcher | None = None
+        self.active_subscriptions = ActiveSubscriptions()
         service.collection(NOTIFICATIONS, Notification, open_summary=notification_summary,
                            open_query=OPEN_QUERY, history_by=CREATED_AT,
                            history_facets=("feedback_id", "channel", "purpose"))

@@ -133,7 +133,7 @@ class Dispatcher:
             # between the two writes): the summary follows the record, or it would be due
             # again at every sweep.
             await self.repo.open_work.record(current, current.version)
-        return claimed[0] if claimed else None
+        return current if claimed else None  # as saved: `_record` changes it without a read
 
     async def _record(self, n: Notification, outcome: Delivered | DeliveryFailed,
                       duration_ms: int) -> None:
@@ -152,7 +152,7 @@ class Dispatcher:
 
         # The outcome's event (`notification.sent`, or `notification.failed` once parked; none
         # for an attempt still retried) is written by this same update: the outbox publishes it.
-        await self.repo.change(n.id, record)
+        await self.repo.change(n.id, record, loaded=n)
         result = "sent" if isinstance(outcome, Delivered) else \
             "parked" if parked and parked[-1] else "failed"
         self.metrics.attempts.labels(n.channel.value, result).inc()

@@ -94,8 +94,9 @@ async def remember_case(notify: Notify, event: Envelope,
 async def fan_out(notify: Notify, event: Envelope) -> int:
     """One delivery per active subscription that wants this event type.
 
-    The subscriptions are configuration (a few plant systems): a read bounded by them."""
-    docs = await notify.subscriptions.collection.find({"active": True}).to_list(None)
+    The subscriptions are configuration (a few plant systems): a read bounded by them, and
+    at most one every few seconds (`ActiveSubscriptions`)."""
+    docs = await notify.active_subscriptions.all(notify.subscriptions)
     body = event.model_dump_json()
     created = 0
     for doc in docs:
