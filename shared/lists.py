@@ -13,7 +13,7 @@ from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
 
-from shared.periods import IN_CHUNK, DayIndex, Period, _utc
+from shared.periods import ALL_AT_ONCE, IN_CHUNK, DayIndex, Period, _utc
 from shared.store import Repository
 
 Order = list[tuple[str, int]]
@@ -25,7 +25,8 @@ async def load(store: AsyncCollection, ids: Iterable[Any], query: dict[str, Any]
     ids = list(ids)
     chunks = [ids[i:i + IN_CHUNK] for i in range(0, len(ids), IN_CHUNK)]
     found = await asyncio.gather(*(
-        store.find({"_id": {"$in": chunk}} | (query or {}), projection).to_list(None)
+        store.find({"_id": {"$in": chunk}} | (query or {}), projection,
+                   batch_size=ALL_AT_ONCE).to_list(None)
         for chunk in chunks))
     return [doc for docs in found for doc in docs]
 

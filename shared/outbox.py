@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry, Counter
 from pymongo.asynchronous.collection import AsyncCollection
 
 from shared.messaging import EventPublisher
+from shared.periods import ALL_AT_ONCE
 from shared.store import MARK_GRACE_S, OUTBOX, PENDING, OutboxMarks, WriteLocks
 
 log = logging.getLogger("qms.outbox")
@@ -177,8 +178,8 @@ class OutboxRelay:
         wanted = list(ids)
         for i in range(0, len(wanted), READ_CHUNK):
             chunk = wanted[i:i + READ_CHUNK]
-            docs = await coll.find({"_id": {"$in": chunk}},
-                                   projection={OUTBOX: 1, "version": 1}).to_list(None)
+            docs = await coll.find({"_id": {"$in": chunk}}, projection={OUTBOX: 1, "version": 1},
+                                   batch_size=ALL_AT_ONCE).to_list(None)
             # A document not found is not written (yet): its marks wait for their save or
             # their grace.
             for doc in docs:

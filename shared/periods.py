@@ -231,8 +231,13 @@ def built_marker() -> dict[str, Any]:
 async def _by_ids(collection: AsyncCollection, ids: list[str]) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     for i in range(0, len(ids), IN_CHUNK):
-        found += await collection.find({"_id": {"$in": ids[i:i + IN_CHUNK]}}).to_list(None)
+        found += await collection.find({"_id": {"$in": ids[i:i + IN_CHUNK]}},
+                                       batch_size=ALL_AT_ONCE).to_list(None)
     return found
 
 
 IN_CHUNK = 250  # ids per `$in` read: FerretDB checks each result against the whole list
+# Documents per reply when a read wants everything it matches (a small collection of open
+# work, a chunk of ids): the driver's default first batch is 101 and each further batch is
+# another round trip (610 open summaries: 4 round trips, 244 ms; in one, 95 ms).
+ALL_AT_ONCE = 10_000

@@ -24,7 +24,7 @@ from shared.domain import Aggregate, bson_safe
 from shared.errors import Conflict, NotFound
 from shared.events import Envelope
 from shared.lookups import Lookup
-from shared.periods import DayIndex, same_instant
+from shared.periods import ALL_AT_ONCE, DayIndex, same_instant
 
 A = TypeVar("A", bound=Aggregate)
 
@@ -116,7 +116,8 @@ class OutboxMarks:
 
     async def all(self) -> list[dict[str, Any]]:
         """Every mark: a read bounded by unpublished events."""
-        return [m for m in await self.collection.find({}).to_list(None) if "doc_id" in m]
+        return [m for m in await self.collection.find({}, batch_size=ALL_AT_ONCE).to_list(None)
+                if "doc_id" in m]
 
     async def has(self, collection: str, doc_id: Any) -> bool:
         """Whether a save of this document since marks exist is still unpublished."""
@@ -180,7 +181,8 @@ class OpenWork(Generic[A]):
     async def all(self, query: dict[str, Any] | None = None,
                   projection: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Every summary (matching `query`): a read bounded by open work."""
-        return await self.collection.find(query or {}, projection).to_list(None)
+        return await self.collection.find(query or {}, projection,
+                                          batch_size=ALL_AT_ONCE).to_list(None)
 
     async def rebuild(self, store: AsyncCollection) -> int:
         """Reconcile with the store: add what is open, drop what is not. Reads the store by

@@ -21,6 +21,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from services.quality.clock import ClockPolicy, WorkingCalendar, now_ms
 from services.quality.domain import RUNNING, Case
 from services.quality.settings import Settings
+from shared.periods import ALL_AT_ONCE
 from shared.service import Service
 from shared.store import Repository
 
@@ -86,8 +87,8 @@ class ClockGauge:
         counts = {(severity, state): 0 for severity in ("normal", "major")
                   for state in ("on_time", "at_risk", "breached")}
         running = await _open(repo).find({"status": {"$in": RUNNING_VALUES}},
-                                         {"severity": 1, "at_risk_at": 1, "due_at": 1}) \
-            .to_list(None)
+                                         {"severity": 1, "at_risk_at": 1, "due_at": 1},
+                                         batch_size=ALL_AT_ONCE).to_list(None)
         for case in running:
             if case["due_at"] < now:
                 state = "breached"

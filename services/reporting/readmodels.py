@@ -73,7 +73,7 @@ from services.reporting.domain import (
 )
 from shared.errors import NotFound
 from shared.events import Contract, Envelope, MalformedEvent, UnknownEvent, parse_event
-from shared.periods import DayIndex, built_marker, day_of, day_pages
+from shared.periods import ALL_AT_ONCE, DayIndex, built_marker, day_of, day_pages
 from shared.store import ConcurrencyConflict, WriteLocks
 
 HISTORY = "event_history"
@@ -438,7 +438,7 @@ class ReadModels:
         upgrade), the rows (a read of the register: at start, and until that take-over)."""
         if self._open_work_kept or OPEN_WORK in await self.db.list_collection_names():
             self._open_work_kept = True  # from here on always there (a rebuild swaps it)
-            async for doc in self.db[OPEN_WORK].find({}):
+            async for doc in self.db[OPEN_WORK].find({}, batch_size=ALL_AT_ONCE):
                 yield OpenWork.of_document(doc)
             return
         async for doc in self.register.collection.find(

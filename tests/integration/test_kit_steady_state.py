@@ -242,3 +242,16 @@ async def test_a_saved_event_is_published_without_reading_its_document_back(pair
 def _commands(svc, collection: str, command: str) -> float:
     return svc.registry.get_sample_value("qms_db_commands_total", {
         "service": svc.name, "collection": collection, "command": command}) or 0.0
+
+
+async def test_a_board_reads_all_its_open_work_in_one_round_trip(pair_with_reads):
+    """More open records than the driver's first batch (101): still one reply, no getMore."""
+    ledger, _, _ = pair_with_reads
+    counters = ledger.repo("counters")
+    await eventually(lambda: _quiet(ledger), what="the start-up sweep and rebuild to end")
+    await asyncio.gather(*(counters.add(Counter(_id=f"open-{i}")) for i in range(130)))
+    before = _commands(ledger, "counters_open", "getMore")
+    finds = _commands(ledger, "counters_open", "find")
+    assert len(await counters.open_work.all()) >= 130
+    assert _commands(ledger, "counters_open", "find") - finds == 1
+    assert _commands(ledger, "counters_open", "getMore") == before
