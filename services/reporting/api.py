@@ -151,16 +151,20 @@ def _day_start(day: date, views: Views) -> datetime:
 def _period(month: str | None, first: str | None, last: str | None, views: Views
             ) -> tuple[str, str]:
     if month and (first or last):
-        raise Invalid("Give either `month` or `from`/`to`, not both.")
+        raise Invalid("Give either `month` or `from`/`to`, not both.",
+                      [{"loc": "query.month", "msg": "not with from/to"}])
     if month:
         return month, month
     today = views.today()
     first = first or last or today.strftime("%Y-%m")
     last = last or first
     if first > last:
-        raise Invalid(f"`from` ({first}) is after `to` ({last}).")
-    if len(statistics.months_between(first, last)) > views.settings.max_range_months:
-        raise Invalid(f"A period may span at most {views.settings.max_range_months} months.")
+        raise Invalid(f"`from` ({first}) is after `to` ({last}).",
+                      [{"loc": "query.from", "msg": "must not be after to"}])
+    most = views.settings.max_range_months
+    if len(statistics.months_between(first, last)) > most:
+        raise Invalid(f"A period may span at most {most} months: from {first} to {last} is "
+                      "longer.", [{"loc": "query.from", "msg": f"at most {most} months"}])
     return first, last
 
 
