@@ -373,6 +373,9 @@ class CapaOpened(Contract):
     feedback_ids: list[str]
     title: ShortText
     owner_unit: UnitName | None = None
+    owner_confirmed: bool = Field(True, description="False: the owner unit is the default a "
+                                  "recurrence gave it (the unit responsible for its complaints), "
+                                  "until Quality confirms it (`capa.owner_assigned`)")
 
 
 @contract("capa.effectiveness_verified")
@@ -408,7 +411,8 @@ class CapaWithdrawn(Contract):
 
 @contract("capa.owner_assigned")
 class CapaOwnerAssigned(Contract):
-    """Quality named (or changed) the unit that owns a CAPA's plan."""
+    """Quality named (or changed) the unit that owns a CAPA's plan; the same unit as before
+    confirms the default a recurrence gave it."""
 
     capa_id: str
     number: str

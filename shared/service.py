@@ -12,7 +12,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
+import swagger_ui_bundle
 from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 from faststream.rabbit.prometheus import RabbitPrometheusMiddleware
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -38,6 +42,7 @@ from shared.outbox import OutboxRelay
 from shared.periods import DayIndex
 from shared.settings import ServiceSettings
 from shared.store import OpenWork, OutboxMarks, Repository, WriteLocks, database, mongo_client
+from shared.wordlists import SHARED_LISTS, WordList, vocabulary_router
 
 log = logging.getLogger("qms.service")
 A = TypeVar("A", bound=Aggregate)
@@ -73,6 +78,9 @@ class Service:
         self.on_start: list[Callable[[], Awaitable[None]]] = []
         self.on_stop: list[Callable[[], Awaitable[None]]] = []
         self.routers: list[APIRouter] = []
+        # The word lists of what this service owns, served at `/vocabulary` beside the shared
+        # ones (`shared.wordlists`)
+        self.word_lists: dict[str, WordList] = {}
         # The service's own readiness checks beyond broker and database: name -> "ok" or why not
         self.readiness_checks: dict[str, Callable[[], Awaitable[str]]] = {}
         self.started = False
@@ -373,6 +381,27 @@ def _http_metrics(app: FastAPI, service: str, registry: CollectorRegistry) -> No
         return response
 
 
+# Swagger UI's files, served by the service itself (`/docs` loads nothing from the internet:
+# on a plant network without it, FastAPI's CDN default leaves the page blank).
+DOCS_ASSETS = "/docs-assets"
+
+
+def _offline_docs(app: FastAPI, title: str) -> None:
+    """`/docs` with Swagger UI from the installed `swagger-ui-bundle-v2` (Swagger UI 5, which
+    renders OpenAPI 3.1), under `/docs-assets`; no ReDoc (it too would come from a CDN)."""
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_bundle.swagger_ui_path)),
+              name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "").rstrip("/")  # behind a proxy's prefix
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}", title=f"{title} - API",
+            swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon-32x32.png")
+
+
 def create_app(service: Service, *, title: str, description: str,
                upload_limit: Callable[[str], int | None] | None = None,
                openapi_tags: list[dict[str, Any]] | None = None) -> FastAPI:
@@ -385,7 +414,8 @@ def create_app(service: Service, *, title: str, description: str,
             await service.stop()
 
     app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan,
-                  openapi_tags=openapi_tags)
+                  openapi_tags=openapi_tags, docs_url=None, redoc_url=None)
+    _offline_docs(app, title)
     app.state.service = service
     app.state.token_verifier = TokenVerifier(service.settings.infra)
     app.state.on_refusal = record_refusal
@@ -417,7 +447,8 @@ def create_app(service: Service, *, title: str, description: str,
     async def metrics() -> Response:
         return Response(generate_latest(service.registry), media_type=CONTENT_TYPE_LATEST)
 
-    for router in [*service.routers, audit_router()]:
+    vocabulary = vocabulary_router(service.name, SHARED_LISTS | service.word_lists)
+    for router in [*service.routers, audit_router(), vocabulary]:
         document_roles(router)
         app.include_router(router)
     return app

@@ -37,6 +37,7 @@ from services.capa.domain import (
 )
 from services.capa.handlers import ACTIONS, CAPAS, add_numbered, capa_by_number
 from services.capa.open_work import ACTIONS_ORDER, CAPAS_ORDER, OPEN_ACTIONS, OPEN_CAPAS
+from services.capa.settings import Settings
 from shared.api import Page, PageParams, PeriodFrom, PeriodTo, list_page, page_params, service_of
 from shared.auth import Principal, require
 from shared.contracts import Disposition
@@ -44,7 +45,8 @@ from shared.domain import HistoryEntry
 from shared.errors import Forbidden, NotFound
 from shared.lists import Order
 from shared.store import OUTBOX, PENDING, Repository
-from shared.vocabulary import LongText, ShortText
+from shared.units import head_of
+from shared.vocabulary import Head, LongText, ShortText
 
 READ_ALL = ("quality", "manager", "auditor")
 UNIT_NAME = r"^[a-z][a-z0-9_\-]*$"
@@ -141,10 +143,13 @@ def actions_router() -> APIRouter:
         return service_of(request).repo(ACTIONS)
 
     async def visible(request: Request, action_id: str, principal: Principal) -> ActionRequest:
-        """Another unit's request does not exist for a unit user (404, nothing leaks)."""
-        action = await repo(request).get_or_raise(action_id, "Action request")
-        if not sees_all(principal) and action.unit != principal.unit:
-            raise NotFound(f"Action request {action_id!r} does not exist.")
+        """Another unit's request does not exist for a unit user (the same 404, nothing
+        leaks)."""
+        action = await repo(request).get(action_id)
+        if action is None or (not sees_all(principal) and action.unit != principal.unit):
+            raise NotFound(f"Action request {action_id!r} does not exist (yet): one Quality "
+                           f"has just requested reaches capa within moments (Quality's case "
+                           f"lists its action ids with `requested_at`).")
         return action
 
     async def change(request: Request, action_id: str, principal: Principal,
@@ -232,7 +237,12 @@ class CapaView(BaseModel):
     customer_id: str | None = None
     product_code: str | None = None
     feedback_ids: list[str]
-    owner_unit: str | None = None
+    owner_unit: str | None = Field(None, description="The unit that owns the plan; its people "
+                                   "may work on it")
+    owner: Head | None = Field(None, description="The owner unit's head (capa's `unit_heads`)")
+    owner_confirmed: bool = Field(..., description="False while the owner is the default a "
+                                  "recurrence gave it (the unit responsible for most of its "
+                                  "complaints): Quality confirms it with `PUT /capas/{ref}/owner`")
     status: CapaStatus
     root_cause: CapaRootCause | None = None
     actions: list[CapaAction]
@@ -263,6 +273,9 @@ def capas_router() -> APIRouter:
     def repo(request: Request) -> Repository:
         return service_of(request).repo(CAPAS)
 
+    def settings(request: Request) -> Settings:
+        return service_of(request).settings
+
     async def find(request: Request, ref: str) -> Capa:
         """By id, or by number (`CAPA-2026-0007`)."""
         if CAPA_NUMBER.match(ref):
@@ -291,11 +304,15 @@ def capas_router() -> APIRouter:
         feedback_id: Annotated[str | None, Query(max_length=64,
                                                  description="CAPAs linked to a complaint")] = None,
         owner_unit: Annotated[str | None, Query(pattern=UNIT_NAME, max_length=64)] = None,
+        owner_confirmed: Annotated[bool | None, Query(
+            description="`false`: those whose owner Quality has still to confirm")] = None,
         start: PeriodFrom = None, end: PeriodTo = None,
     ) -> Page[CapaView]:
         query: dict[str, Any] = {}
         if (owner_unit := scoped_unit(principal, owner_unit)) is not None:
             query["owner_unit"] = owner_unit
+        if owner_confirmed is not None:
+            query["owner_confirmed"] = owner_confirmed
         if status is not None:
             query["status"] = status.value
         if source is not None:
@@ -308,8 +325,10 @@ def capas_router() -> APIRouter:
     @router.post("", response_model=CapaView, status_code=201,
                  summary="Quality opens a CAPA by hand")
     async def open_capa(request: Request, body: CapaCreate, principal: Quality) -> CapaView:
+        owner = head_of(settings(request).unit_heads, body.owner_unit) if body.owner_unit \
+            else None
         capa = await add_numbered(repo(request), lambda number: Capa.by_hand(
-            str(uuid4()), number, body, principal.as_actor()))
+            str(uuid4()), number, body, principal.as_actor(), owner))
         return CapaView.of(capa)
 
     @router.get("/{ref}", response_model=CapaView, summary="One CAPA, by id or number")
@@ -364,11 +383,12 @@ def capas_router() -> APIRouter:
                             lambda c: c.withdraw(body.reason, principal.as_actor()))
 
     @router.put("/{ref}/owner", response_model=CapaView,
-                summary="Quality assigns or changes the owner unit; its people may then see "
-                        "and work on the CAPA")
+                summary="Quality assigns, changes or confirms the owner unit (its head owns "
+                        "the plan); its people may then see and work on the CAPA")
     async def assign_owner(request: Request, ref: str, body: OwnerInput,
                            principal: Quality) -> CapaView:
+        head = head_of(settings(request).unit_heads, body.unit)
         return await change(request, ref, principal,
-                            lambda c: c.assign_owner(body.unit, principal.as_actor()))
+                            lambda c: c.assign_owner(body.unit, principal.as_actor(), head))
 
     return router

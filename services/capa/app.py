@@ -2,7 +2,7 @@
 
 from fastapi import FastAPI
 
-from services.capa import handlers, metrics
+from services.capa import handlers, metrics, wordlists
 from services.capa.api import actions_router, capas_router
 from services.capa.domain import ActionRequest, Capa
 from services.capa.handlers import ACTIONS, CAPAS, NUMBERS
@@ -50,6 +50,7 @@ def build(settings: Settings) -> Service:
                        history_by=CAPAS_BY, lookup=(NUMBERS, "number"))
     handlers.register(service, settings)
     service.routers += [actions_router(), capas_router()]
+    service.word_lists.update(wordlists.word_lists())
 
     async def indexes() -> None:
         # The start's rebuild of the open-work collections reads the store by status: used

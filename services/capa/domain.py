@@ -16,7 +16,7 @@ from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, TypeAlias
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from services.capa.complaint import ComplaintContext
 from shared.contracts import (
@@ -37,7 +37,7 @@ from shared.contracts import (
 from shared.domain import Aggregate
 from shared.errors import Conflict, Forbidden, NotFound
 from shared.events import Actor, utcnow
-from shared.vocabulary import LongText, Name, NoNul, ShortText, UnitName
+from shared.vocabulary import Head, LongText, Name, NoNul, ShortText, UnitName
 
 PRODUCER = "capa"
 MAX_ITEMS = 50
@@ -369,6 +369,16 @@ class ActionRequest(CapaAggregate):
 # ------------------------------------------------------------------ formal CAPA
 
 
+def most_responsible(units_per_complaint: list[list[str]]) -> str | None:
+    """P-5.3.4: the unit Quality held responsible for most of the recurring complaints
+    (each complaint counts a unit once; a tie goes to the unit named first), or None."""
+    counts: dict[str, int] = {}
+    for units in units_per_complaint:
+        for unit in dict.fromkeys(units):
+            counts[unit] = counts.get(unit, 0) + 1
+    return max(counts, key=lambda u: counts[u]) if counts else None
+
+
 class CapaStatus(StrEnum):
     OPEN = "open"                # opened; needs a root cause and an action plan
     PLANNED = "planned"          # root cause and >= 1 action (again, after an ineffective check)
@@ -494,6 +504,9 @@ class Capa(CapaAggregate):
     product_code: str | None = None
     feedback_ids: list[str] = Field(default_factory=list)
     owner_unit: str | None = None
+    owner: Head | None = Field(None, description="Who owns the plan: the owner unit's head")
+    owner_confirmed: bool = Field(False, description="Quality named (or confirmed) the owner; "
+                                  "false while it is the default a recurrence gave it")
     status: CapaStatus = CapaStatus.OPEN
     withdrawal: Withdrawal | None = None
     root_cause: CapaRootCause | None = None
@@ -504,6 +517,15 @@ class Capa(CapaAggregate):
     updated_at: datetime = Field(default_factory=utcnow)
     closed_at: datetime | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _owner_named_by_quality(cls, data: Any) -> Any:
+        """Not said (a CAPA Quality opened by hand, or one stored before defaults existed):
+        an owner unit there is one Quality named."""
+        if isinstance(data, dict) and "owner_confirmed" not in data:
+            return data | {"owner_confirmed": data.get("owner_unit") is not None}
+        return data
+
     @property
     def correlation_id(self) -> str:
         return self.feedback_ids[-1] if self.feedback_ids else self.id
@@ -511,7 +533,11 @@ class Capa(CapaAggregate):
     # -- opening -----------------------------------------------------------
     @classmethod
     def from_recurrence(cls, capa_id: str, number: str, recurrence: RecurrenceDetected,
-                        actor: Actor, event_id: str) -> "Capa":
+                        actor: Actor, event_id: str, owner_unit: str | None = None,
+                        owner: Head | None = None) -> "Capa":
+        """P-5.3.4: opened on a recurrence. `owner_unit`, `owner`: the default owner (the
+        unit responsible for the recurring complaints, and its head) until Quality confirms
+        or changes it."""
         title = f"Recurring complaint ({recurrence.reason}): {recurrence.kind}"
         capa = cls(id=capa_id, number=number, source=CapaSource.RECURRENCE, title=title[:200],
                    description=(f"The same kind of complaint ({recurrence.kind}, defect "
@@ -520,15 +546,20 @@ class Capa(CapaAggregate):
                    kind=recurrence.kind, reason=recurrence.reason,
                    defect_code=recurrence.defect_code, customer_id=recurrence.customer_id,
                    product_code=recurrence.product_code,
-                   feedback_ids=list(dict.fromkeys(recurrence.feedback_ids)))
+                   feedback_ids=list(dict.fromkeys(recurrence.feedback_ids)),
+                   owner_unit=owner_unit, owner=owner, owner_confirmed=False)
         capa.mark_applied(event_id)
         capa._opened(actor, event_id)
         return capa
 
     @classmethod
-    def by_hand(cls, capa_id: str, number: str, create: CapaCreate, actor: Actor) -> "Capa":
+    def by_hand(cls, capa_id: str, number: str, create: CapaCreate, actor: Actor,
+                owner: Head | None = None) -> "Capa":
+        """Quality opens it; an owner unit it names is confirmed (`owner`: that unit's head)."""
         capa = cls(id=capa_id, number=number, source=CapaSource.MANUAL, title=create.title,
                    description=create.description, owner_unit=create.owner_unit,
+                   owner=owner if create.owner_unit else None,
+                   owner_confirmed=create.owner_unit is not None,
                    feedback_ids=list(dict.fromkeys(create.feedback_ids)))
         capa._opened(actor, None)
         return capa
@@ -536,10 +567,13 @@ class Capa(CapaAggregate):
     def _opened(self, actor: Actor, event_id: str | None) -> None:
         self.log(actor, "opened", {"number": self.number, "source": self.source.value,
                                    "title": self.title, "feedback_ids": self.feedback_ids,
-                                   "owner_unit": self.owner_unit}, event_id=event_id)
+                                   "owner_unit": self.owner_unit,
+                                   "owner": _jsonable(self.owner),
+                                   "owner_confirmed": self.owner_confirmed}, event_id=event_id)
         self.emit(CapaOpened(capa_id=self.id, number=self.number, source=self.source.value,
                              kind=self.kind, feedback_ids=self.feedback_ids, title=self.title,
-                             owner_unit=self.owner_unit), actor, causation_id=event_id)
+                             owner_unit=self.owner_unit, owner_confirmed=self.owner_confirmed),
+                  actor, causation_id=event_id)
 
     def link(self, recurrence: RecurrenceDetected, actor: Actor, event_id: str) -> None:
         """The same kind came back while this CAPA is still open: link the complaints."""
@@ -652,16 +686,19 @@ class Capa(CapaAggregate):
                                 feedback_ids=self.feedback_ids, reason=reason,
                                 withdrawn_at=now), actor)
 
-    def assign_owner(self, unit: str, actor: Actor) -> bool:
-        """Quality names the unit that owns the plan; its people may then work on it."""
+    def assign_owner(self, unit: str, actor: Actor, head: Head | None = None) -> bool:
+        """Quality names the unit that owns the plan (`head`: its head, the owner); its people
+        may then work on it. Naming the default owner's unit confirms it."""
         if not _is_quality(actor):
             raise Forbidden("Only Quality assigns the owner unit of a CAPA (P-3.2).")
         self._require("change the owner unit", CapaStatus.OPEN, CapaStatus.PLANNED,
                       CapaStatus.IMPLEMENTED, CapaStatus.EFFECTIVE)
-        if unit == self.owner_unit:
+        if unit == self.owner_unit and self.owner_confirmed:
             return False  # already the owner: nothing to record
         previous, self.owner_unit, self.updated_at = self.owner_unit, unit, utcnow()
-        self.log(actor, "owner_assigned", {"owner_unit": unit, "previous_owner_unit": previous})
+        self.owner, self.owner_confirmed = head, True
+        self.log(actor, "owner_assigned", {"owner_unit": unit, "previous_owner_unit": previous,
+                                           "owner": _jsonable(head), "owner_confirmed": True})
         self.emit(CapaOwnerAssigned(capa_id=self.id, number=self.number, owner_unit=unit,
                                     previous_owner_unit=previous,
                                     feedback_ids=self.feedback_ids), actor)

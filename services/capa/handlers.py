@@ -3,7 +3,9 @@
 - `complaint.responsibility_assigned` → one action request per responsible unit
   (ids chosen by Quality, so a redelivery finds them and creates nothing);
 - `complaint.countermeasures_verified` / `_rejected` → accepted / returned;
-- `complaint.recurrence_detected` → a formal CAPA (id derived from the event id);
+- `complaint.recurrence_detected` → a formal CAPA (id derived from the event id), owned by
+  default by the unit responsible for most of its complaints (remembered from the
+  assignments in `feedback_units`) and that unit's head, until Quality confirms;
 - from Sales: `feedback.withdrawn` → the complaint's open action requests are withdrawn;
   `feedback.evidence_added` → the evidence reaches its open action requests too.
 
@@ -18,9 +20,10 @@ from collections.abc import Callable
 from typing import Any
 from uuid import NAMESPACE_URL, uuid5
 
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
-from services.capa.domain import OPEN_ACTION_STATUSES, ActionRequest, Capa
+from services.capa.domain import OPEN_ACTION_STATUSES, ActionRequest, Capa, most_responsible
 from services.capa.open_work import open_work
 from services.capa.settings import Settings
 from shared.contracts import (
@@ -35,6 +38,7 @@ from shared.errors import Conflict
 from shared.events import Actor, Contract, Envelope, utcnow
 from shared.service import Service
 from shared.store import AlreadyExists, Repository
+from shared.units import head_of
 
 log = logging.getLogger("qms.capa")
 
@@ -43,6 +47,9 @@ CAPAS = "capas"
 WITHDRAWN = "withdrawn_feedback"  # complaints Sales withdrew: for assignments arriving later
 NUMBERS = "capa_numbers"  # the capas' lookup (`shared.lookups`): CAPA number -> CAPA id
 LINKS = "recurrence_links"  # {_id: event id, capa_id}: the open CAPA a recurrence joined
+# {_id: feedback id, units}: the units Quality held responsible for a complaint (every round),
+# so a recurrence's CAPA gets its default owner by `_id` reads
+FEEDBACK_UNITS = "feedback_units"
 CAPA_IDS = uuid5(NAMESPACE_URL, "qms:capa:recurrence")
 
 
@@ -75,6 +82,7 @@ def register(service: Service, settings: Settings) -> None:
     @service.consumer.on("complaint.responsibility_assigned")
     async def on_responsibility_assigned(event: Envelope, payload: Contract) -> None:
         assert isinstance(payload, ResponsibilityAssigned)
+        await remember_units(service.database[FEEDBACK_UNITS], payload)
         repo = service.repo(ACTIONS)
         # Sales' withdrawal and Quality's assignment travel separately and may arrive in
         # either order: a request for a complaint already withdrawn opens withdrawn.
@@ -148,9 +156,13 @@ def register(service: Service, settings: Settings) -> None:
                 await repo.apply_event(link["capa_id"], event,
                                        lambda c: c.link(payload, event.actor, event.id))
                 return
+            unit = await responsible_unit(service.database[FEEDBACK_UNITS],
+                                          payload.feedback_ids)
+            owner = head_of(settings.unit_heads, unit) if unit else None
             try:
                 await add_numbered(repo, lambda number: Capa.from_recurrence(
-                    capa_id, number, payload, event.actor, event.id))
+                    capa_id, number, payload, event.actor, event.id, owner_unit=unit,
+                    owner=owner))
             except AlreadyExists:
                 pass
 
@@ -179,6 +191,23 @@ def register(service: Service, settings: Settings) -> None:
         assert isinstance(payload, EvidenceAdded)
         await on_open_requests(payload.feedback_id, event,
                                lambda a: a.add_evidence(payload, event.actor, event.id))
+
+
+async def remember_units(store: AsyncCollection, assigned: ResponsibilityAssigned) -> None:
+    """Add the complaint's responsible units (in the order Quality named them) to what capa
+    knows of it: a redelivery adds nothing."""
+    units = {"$addToSet": {"units": {"$each": [u.unit for u in assigned.units]}}}
+    try:
+        await store.update_one({"_id": assigned.feedback_id}, units, upsert=True)
+    except DuplicateKeyError:  # two rounds' events raced to create it: it exists now
+        await store.update_one({"_id": assigned.feedback_id}, units)
+
+
+async def responsible_unit(store: AsyncCollection, feedback_ids: list[str]) -> str | None:
+    """The unit responsible for most of these complaints (`most_responsible`), by `_id`."""
+    docs = {d["_id"]: d.get("units", []) for d in
+            await store.find({"_id": {"$in": feedback_ids}}).to_list(None)}
+    return most_responsible([docs[f] for f in feedback_ids if f in docs])
 
 
 async def withdraw_once(repo: Repository[ActionRequest], action_id: str,

@@ -54,7 +54,8 @@ def capa_summary(capa: Capa) -> dict[str, Any] | None:
     if capa.status in ENDED_CAPA_STATUSES:
         return None
     return {"status": capa.status, "kind": capa.kind, "source": capa.source,
-            "owner_unit": capa.owner_unit, "feedback_ids": capa.feedback_ids,
+            "owner_unit": capa.owner_unit, "owner_confirmed": capa.owner_confirmed,
+            "feedback_ids": capa.feedback_ids,
             "opened_at": capa.opened_at,
             "actions": [{"due_date": a.due_date} for a in capa.actions]}
 

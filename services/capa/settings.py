@@ -4,6 +4,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ServiceSettings
+from shared.units import UnitHead, default_heads
 
 
 class Settings(ServiceSettings):
@@ -15,3 +16,7 @@ class Settings(ServiceSettings):
                           "complaints to that CAPA instead of opening a second one.")
     metrics_interval_s: float = Field(60.0, gt=0, description="How often the open-CAPA and "
                                       "overdue-action gauges are recomputed")
+    unit_heads: dict[str, list[UnitHead]] = Field(
+        default_factory=default_heads, description="Each unit's head: the default owner of a "
+        "CAPA a recurrence opens for complaints that unit was responsible for, and the owner "
+        "when Quality names the unit (JSON, as quality's `unit_heads`)")

@@ -24,6 +24,7 @@ from services.intake.domain import (
     OPEN_STATUSES,
     Feedback,
     FeedbackStatus,
+    FormWhereabouts,
     NewFeedback,
     QualityRecord,
     Reply,
@@ -110,6 +111,10 @@ class FeedbackRead(BaseModel):
     samples: list[ReturnedSample]
     has_form: bool = Field(..., description="A Complaint Handling Form was opened (P-5.3.1)")
     form_opened_at: datetime | None
+    form: FormWhereabouts | None = Field(
+        None, description="Where the Complaint Handling Form is and since when: "
+        "`sent_to_quality` (on its way: Quality's `GET /cases/{id}` may answer 404 for a "
+        "moment), `with_quality`, `record_with_sales`, `withdrawn`; none without a form")
     quality_due_at: datetime | None = Field(..., description="P-F.5: Quality's 3-day deadline")
     direct_reply: Reply | None = Field(..., description="P-F.2 yes, P-5.3.3")
     quality_record: QualityRecord | None = Field(..., description="Quality's record (P-5.3.1)")

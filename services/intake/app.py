@@ -5,7 +5,7 @@ import re
 from fastapi import FastAPI
 
 import services.intake as package
-from services.intake import api, handlers, numbers
+from services.intake import api, handlers, numbers, wordlists
 from services.intake.domain import Feedback
 from services.intake.settings import Settings
 from shared.service import Service, create_app
@@ -27,6 +27,7 @@ def build(settings: Settings) -> Service:
                        lookup=(numbers.REGISTER_NUMBERS, numbers.FIELD))
     handlers.register(service)
     service.routers.append(api.router(settings))
+    service.word_lists.update(wordlists.word_lists())
 
     async def indexes() -> None:
         coll = service.repo(api.FEEDBACK).collection

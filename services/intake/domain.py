@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from shared.contracts import (
     ComplaintAccepted,
@@ -93,6 +93,28 @@ class FeedbackStatus(StrEnum):
 
 # Open work: someone still has to act (the customer's answer included); the rest is history.
 OPEN_STATUSES = frozenset(FeedbackStatus) - {FeedbackStatus.CLOSED, FeedbackStatus.WITHDRAWN}
+
+
+class FormState(StrEnum):
+    """Where the Complaint Handling Form is, as far as the register knows from Quality's
+    events: the form travels as an event, so Quality has it only once its receipt is back."""
+
+    SENT_TO_QUALITY = "sent_to_quality"      # on its way: Quality has not confirmed it yet
+    WITH_QUALITY = "with_quality"            # Quality has it; its 3-day clock runs
+    RECORD_WITH_SALES = "record_with_sales"  # Quality handed its record back to Sales
+    WITHDRAWN = "withdrawn"                  # the feedback was withdrawn
+
+
+class FormWhereabouts(BaseModel):
+    """Where the form is and since when: `sent_to_quality` right after Sales sends it (Quality's
+    `GET /cases/{id}` may still answer 404 then), `with_quality` once Quality's receipt
+    (`complaint.accepted`) is back."""
+
+    state: FormState
+    since: datetime = Field(..., description="When it got there: sent by Sales, received by "
+                            "Quality (its clock's start), or the record handed back")
+    round: int = Field(..., ge=1, description="The handling round (1; +1 for each reopen or "
+                       "return to Quality)")
 
 
 class NewFeedback(BaseModel):
@@ -193,6 +215,7 @@ class Feedback(Aggregate):
     samples: list[ReturnedSample] = Field(default_factory=list)
     has_form: bool = False
     form_opened_at: datetime | None = None
+    form: FormWhereabouts | None = Field(None, description="Where the form is, since when")
     quality_round: int | None = None
     quality_due_at: datetime | None = None
     direct_reply: Reply | None = None
@@ -214,6 +237,27 @@ class Feedback(Aggregate):
                                "the customer and the classification (P-5.2)")
     source_mail_id: str | None = None
     source_mail_from: str | None = Field(None, description="Who sent the mail that opened it")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _form_of_older_records(cls, data: Any) -> Any:
+        """A record stored before `form` was kept: where its form is, from its status (the
+        time is the best the record knows)."""
+        if not isinstance(data, dict) or data.get("form") is not None or not data.get("has_form"):
+            return data
+        status, record = data.get("status"), data.get("quality_record")
+        since = data.get("updated_at") or data.get("form_opened_at")
+        if status == FeedbackStatus.WITHDRAWN:
+            state = FormState.WITHDRAWN
+        elif status == FeedbackStatus.WITH_QUALITY:
+            known = data.get("quality_round") is not None
+            state = FormState.WITH_QUALITY if known else FormState.SENT_TO_QUALITY
+        else:
+            state = FormState.RECORD_WITH_SALES
+            if isinstance(record, dict) and record.get("resolved_at"):
+                since = record["resolved_at"]
+        return data | {"form": {"state": state, "since": since,
+                                "round": data.get("quality_round") or 1}}
 
     # -- registration ------------------------------------------------------
     @classmethod
@@ -404,6 +448,7 @@ class Feedback(Aggregate):
         now = now or utcnow()
         self.status = FeedbackStatus.WITH_QUALITY
         self.returned_to_quality += 1
+        self._form_sent(now)
         event = self.emit(ComplaintReturned(feedback_id=self.id, register_no=self.register_no,
                                             round=self.quality_record.round, reason=reason),
                           actor)
@@ -431,6 +476,8 @@ class Feedback(Aggregate):
             # With a form the case goes back to Quality; without, Sales handles it again.
             self.status = (FeedbackStatus.WITH_QUALITY if self.has_form
                            else FeedbackStatus.REGISTERED)
+            if self.has_form:
+                self._form_sent(now)
             follow = self.emit(ComplaintReopened(
                 feedback_id=self.id, register_no=self.register_no, comment=comment,
                 reopen_count=self.reopen_count, had_form=self.has_form),
@@ -449,6 +496,9 @@ class Feedback(Aggregate):
             raise Conflict(f"{self.register_no} is already withdrawn.")
         self.status = FeedbackStatus.WITHDRAWN
         self.withdrawn_reason = reason
+        if self.form is not None:
+            self.form = FormWhereabouts(state=FormState.WITHDRAWN, since=now or utcnow(),
+                                        round=self.form.round)
         event = self.emit(FeedbackWithdrawn(feedback_id=self.id, register_no=self.register_no,
                                             reason=reason), actor)
         self._changed(actor, "withdrawn", {"status": self.status.value, "reason": reason},
@@ -461,6 +511,11 @@ class Feedback(Aggregate):
             return  # an older round's acceptance arriving late changes nothing
         self.quality_round = payload.round
         self.quality_due_at = payload.due_at
+        form = self.form
+        if (form is not None and form.state is FormState.SENT_TO_QUALITY
+                and payload.round >= form.round):
+            self.form = FormWhereabouts(state=FormState.WITH_QUALITY, since=payload.received_at,
+                                        round=payload.round)
         self._changed(event.actor, "quality_accepted", {
             "round": payload.round, "quality_due_at": payload.due_at.isoformat()},
             event_id=event.id)
@@ -477,6 +532,8 @@ class Feedback(Aggregate):
             resolved_at=payload.resolved_at, met_deadline=payload.met_deadline,
             outcome=payload.outcome)
         self.status = FeedbackStatus.QUALITY_RECORD_READY
+        self.form = FormWhereabouts(state=FormState.RECORD_WITH_SALES, since=payload.resolved_at,
+                                    round=payload.round)
         self._changed(event.actor, "quality_record_received", {
             "status": self.status.value, "round": payload.round,
             "defect_code": payload.defect_code, "met_deadline": payload.met_deadline,
@@ -506,6 +563,7 @@ class Feedback(Aggregate):
         self.status = FeedbackStatus.WITH_QUALITY
         self.has_form = True
         self.form_opened_at = opened_at or now
+        self.form = FormWhereabouts(state=FormState.SENT_TO_QUALITY, since=now, round=1)
         event = self.emit(ComplaintEscalated(**self._facts(), attachments=list(self.attachments),
                                              samples=list(self.samples), note=note,
                                              form_opened_at=self.form_opened_at),
@@ -513,6 +571,11 @@ class Feedback(Aggregate):
         self._changed(actor, "escalated", {"status": self.status.value, "has_form": True,
                                            "form_opened_at": self.form_opened_at.isoformat()},
                       note=note, event_id=event.id, now=now)
+
+    def _form_sent(self, now: datetime) -> None:
+        """The form goes back to Quality for a new round (a reopen, or Sales' return)."""
+        known = max(self.form.round if self.form else 1, self.quality_round or 1)
+        self.form = FormWhereabouts(state=FormState.SENT_TO_QUALITY, since=now, round=known + 1)
 
     def _facts(self) -> dict[str, Any]:
         return dict(feedback_id=self.id, register_no=self.register_no, customer=self.customer,

@@ -5,7 +5,7 @@ import logging
 from fastapi import FastAPI
 
 import services.notify as package
-from services.notify import api, handlers
+from services.notify import api, handlers, wordlists
 from services.notify.context import Notify
 from services.notify.inbound import InboundServer, Inbox, Listening
 from services.notify.settings import Settings
@@ -19,6 +19,7 @@ def build(settings: Settings) -> Service:
     notify = Notify(service, settings)
     handlers.register(notify)
     service.routers.append(api.router(notify))
+    service.word_lists.update(wordlists.word_lists())
     service.on_start.append(notify.start)
     if settings.inbound_enabled:
         logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd: one line per command

@@ -15,10 +15,8 @@ from pydantic_settings import SettingsConfigDict
 
 from services.notify.domain import EmailAddress, Group
 from shared.settings import ServiceSettings
+from shared.units import DEFAULT_UNITS
 from shared.vocabulary import Language
-
-UNITS = ("production", "engineering", "rd", "purchasing", "logistics", "supplier", "warehouse",
-         "quality")
 
 # What intake accepts as evidence (it sniffs the same types), so a stored file is usable there.
 ALLOWED_TYPES = [
@@ -51,7 +49,7 @@ def _default_directory() -> list[SeedEntry]:
         SeedEntry(email="manager@plant.example", name="Plant manager", groups=["role:manager"]),
         SeedEntry(email="sales@plant.example", name="Sales", groups=["role:sales"]),
     ]
-    for unit in UNITS:
+    for unit in DEFAULT_UNITS:
         entries.append(SeedEntry(email=f"{unit}@plant.example", name=f"{unit} (unit mailbox)",
                                  groups=[f"unit:{unit}"]))
         entries.append(SeedEntry(email=f"{unit}.head@plant.example", name=f"{unit} head",

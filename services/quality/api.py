@@ -285,7 +285,9 @@ async def _case(request: Request, ref: str) -> Case:
     found = await case_of(_cases(request), ref)
     if found is None:
         raise NotFound(f"No Complaint Handling Form {ref!r}: Sales has not opened one for "
-                       f"this feedback (or it has not reached Quality yet).")
+                       f"this feedback, or it is on its way (a form Sales has just sent "
+                       f"reaches Quality within moments; the register's `form.state` says "
+                       f"`sent_to_quality` until it has).")
     return found
 
 

@@ -2,7 +2,7 @@
 
 from fastapi import FastAPI
 
-from services.quality import api, handlers, sla
+from services.quality import api, handlers, sla, wordlists
 from services.quality.domain import OPEN_WORK, Case
 from services.quality.lookups import CASE_NUMBER_FIELD, CASE_NUMBERS
 from services.quality.recurrence import Kind
@@ -48,6 +48,7 @@ def build(settings: Settings) -> Service:
     handlers.register(service, settings)
     sla.register(service, settings)
     service.routers.append(api.router)
+    service.word_lists.update(wordlists.word_lists(settings))
     return service
 
 

@@ -185,6 +185,9 @@ class UnitEntry(BaseModel):
     unit: str
     request: str
     action_id: str
+    requested_at: datetime | None = Field(
+        None, description="When Quality asked: capa opens the action request moments later "
+        "(until it has, `GET /actions/{action_id}` answers 404); none on entries from before")
     status: UnitStatus = UnitStatus.REQUESTED
     proposal: Proposal | None = None
     proposals: int = 0
@@ -417,7 +420,7 @@ class Case(Aggregate):
         rnd.preliminary_cause, rnd.defect_code, rnd.defect_name = \
             preliminary_cause, defect_code, defect_name
         rnd.assigned_at, rnd.assigned_by = now, actor.sub
-        rnd.units = [UnitEntry(unit=u, request=req,
+        rnd.units = [UnitEntry(unit=u, request=req, requested_at=now,
                                action_id=action_id_for(self.register_no, u, rnd.number))
                      for u, req in units]
         self.status = CaseStatus.AWAITING_UNITS

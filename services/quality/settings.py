@@ -7,45 +7,28 @@ e.g. `QMS_QUALITY_HOLIDAYS='["2026-10-01","2026-10-02"]'`.
 from datetime import date, timedelta
 from typing import Self
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ServiceSettings
+from shared.units import DEFAULT_UNITS, UNIT_LABELS, UnitHead, default_heads
 from shared.vocabulary import Head
 
-DEFAULT_CATALOGUE: dict[str, str] = {
-    "D01": "Dimensional",
-    "D02": "Surface / cosmetic",
-    "D03": "Functional failure",
-    "D04": "Material",
-    "D05": "Packaging / labelling",
-    "D06": "Contamination / foreign matter",
-    "D07": "Assembly",
-    "D08": "Documents / certificates",
-    "D09": "Wrong part / quantity",
-    "D99": "Other",
+# code -> (zh-Hans, en): the default defect catalogue, with its names in both languages.
+DEFAULT_CATALOGUE_LABELS: dict[str, tuple[str, str]] = {
+    "D01": ("尺寸", "Dimensional"),
+    "D02": ("表面/外观", "Surface / cosmetic"),
+    "D03": ("功能失效", "Functional failure"),
+    "D04": ("材料", "Material"),
+    "D05": ("包装/标识", "Packaging / labelling"),
+    "D06": ("污染/异物", "Contamination / foreign matter"),
+    "D07": ("装配", "Assembly"),
+    "D08": ("文件/证书", "Documents / certificates"),
+    "D09": ("错件/数量", "Wrong part / quantity"),
+    "D99": ("其他", "Other"),
 }
-
-DEFAULT_UNITS: list[str] = ["production", "engineering", "rd", "purchasing", "logistics",
-                            "supplier", "warehouse", "quality"]
-
-
-class UnitHead(BaseModel):
-    """A person to summon for a major complaint (P-5.3.5)."""
-
-    name: str = Field(..., min_length=1, max_length=200)
-    email: str | None = None
-
-
-DEFAULT_HEADS: dict[str, list[UnitHead]] = {
-    "production": [UnitHead(name="Production head", email="production.head@plant.example")],
-    "engineering": [UnitHead(name="Engineering head", email="engineering.head@plant.example")],
-    "rd": [UnitHead(name="R&D head", email="rd.head@plant.example")],
-    "purchasing": [UnitHead(name="Purchasing head", email="purchasing.head@plant.example")],
-    "logistics": [UnitHead(name="Logistics head", email="logistics.head@plant.example")],
-    "warehouse": [UnitHead(name="Warehouse head", email="warehouse.head@plant.example")],
-    "quality": [UnitHead(name="Quality manager", email="quality.manager@plant.example")],
-}
+DEFAULT_CATALOGUE: dict[str, str] = {code: en for code, (_, en) in
+                                     DEFAULT_CATALOGUE_LABELS.items()}
 
 
 class Settings(ServiceSettings):
@@ -69,10 +52,17 @@ class Settings(ServiceSettings):
     unimproved_after: timedelta = Field(timedelta(days=30),
                                         description="P-5.3.4: a case not resolved this long after "
                                                     "it was received opens a CAPA")
-    defect_catalogue: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_CATALOGUE))
+    defect_catalogue: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_CATALOGUE),
+                                             description="Defect code -> its name (English)")
+    defect_catalogue_zh: dict[str, str] = Field(
+        default_factory=dict, description="Defect code -> its name in Chinese (the word list "
+        "`defect_codes`); the defaults' Chinese names serve codes whose English name is the "
+        "default's, any other code without one shows its English name")
     units: list[str] = Field(default_factory=lambda: list(DEFAULT_UNITS))
-    unit_heads: dict[str, list[UnitHead]] = Field(
-        default_factory=lambda: {k: list(v) for k, v in DEFAULT_HEADS.items()})
+    unit_labels: dict[str, tuple[str, str]] = Field(
+        default_factory=dict, description="Unit -> [Chinese, English] label, beyond the default "
+        "units' own (the word list `units`), e.g. {\"tooling\": [\"模具部\", \"Tooling\"]}")
+    unit_heads: dict[str, list[UnitHead]] = Field(default_factory=default_heads)
     major_summon_units: list[str] = Field(default_factory=lambda: ["rd", "engineering",
                                                                    "production"])
 
@@ -93,6 +83,18 @@ class Settings(ServiceSettings):
         if unknown:
             raise ValueError(f"major_summon_units {unknown} are not in units {self.units}")
         return self
+
+    def defect_labels(self) -> dict[str, tuple[str, str]]:
+        """Each code of the catalogue -> (zh-Hans, en), in the catalogue's order."""
+        defaults = {code: zh for code, (zh, en) in DEFAULT_CATALOGUE_LABELS.items()
+                    if self.defect_catalogue.get(code) == en}
+        zh = defaults | self.defect_catalogue_zh
+        return {code: (zh.get(code, en), en) for code, en in self.defect_catalogue.items()}
+
+    def unit_word_labels(self) -> dict[str, tuple[str, str]]:
+        """Each configured unit -> (zh-Hans, en); a unit without labels is its own label."""
+        labels = UNIT_LABELS | self.unit_labels
+        return {unit: labels.get(unit, (unit, unit)) for unit in self.units}
 
     def heads_to_summon(self) -> list[Head]:
         """P-5.3.5: the heads of the units a major complaint summons, in configured order."""

@@ -5,7 +5,7 @@ import logging
 
 from fastapi import FastAPI
 
-from services.reporting import api, handlers
+from services.reporting import api, handlers, wordlists
 from services.reporting.settings import Settings
 from services.reporting.views import Views
 from shared.service import Service, create_app
@@ -44,6 +44,7 @@ def build(settings: Settings) -> ReportingService:
     service.on_stop.append(service.views.stop)
     service.background(keep_gauges_current)
     service.routers.append(api.router())
+    service.word_lists.update(wordlists.word_lists())
     return service
 
 

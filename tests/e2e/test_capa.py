@@ -208,6 +208,8 @@ async def test_p_3_3_another_units_action_request_or_capa_is_404_on_writes_as_on
     engineering, production = unit("engineering"), unit("production")
     before = await arrived(engineering, action_id, status="requested")
     item = {"note": "not ours"}
+    nothing = str(uuid.uuid4())  # the answer for a request that does not exist, word for word
+    unknown = refused(await production.get(f"/actions/{nothing}"), 404)["message"]
     for resp in (await production.get(f"/actions/{action_id}"),
                  await production.put(f"/actions/{action_id}/investigation",
                                       json={"containment": "not ours"}),
@@ -215,7 +217,7 @@ async def test_p_3_3_another_units_action_request_or_capa_is_404_on_writes_as_on
                  await production.post(f"/actions/{action_id}/items/corrective/1/done",
                                        json=item)):
         error = refused(resp, 404)
-        assert error["message"] == f"Action request {action_id!r} does not exist."
+        assert error["message"] == unknown.replace(nothing, action_id)
         assert "engineering" not in resp.text
     after = ok(await engineering.get(f"/actions/{action_id}"))
     assert after["version"] == before["version"] and after["containment"] is None
@@ -700,11 +702,63 @@ async def test_p_5_3_4_quality_assigns_the_owner_unit_of_a_recurrence_capa(
     ok(await logistics.put(f"/capas/{cid}/plan", json={"actions": [
         {"description": "Die life counter", "owner": "He Ping", "due_date": "2026-12-20"}]}))
     history = ok(await quality.get(f"/capas/{cid}/history"))
-    owners = [(h["actor"]["sub"], h["changes"]) for h in history
+    owners = [(h["actor"]["sub"], h["changes"]["owner_unit"], h["changes"]["previous_owner_unit"],
+               h["changes"]["owner"]["name"]) for h in history
               if h["action"] == "owner_assigned"]
-    assert owners == [
-        ("li.wei", {"owner_unit": "production", "previous_owner_unit": None}),
-        ("li.wei", {"owner_unit": "logistics", "previous_owner_unit": "production"})]
+    assert owners == [("li.wei", "production", None, "Production head"),
+                      ("li.wei", "logistics", "production", "Logistics head")]
     # P-5.4.2: the history also shows each owner unit before the change.
-    assert [h["before"] for h in history if h["action"] == "owner_assigned"] == [
-        {"owner_unit": None}, {"owner_unit": "production"}]
+    assert [h["before"].get("owner_unit") for h in history
+            if h["action"] == "owner_assigned"] == [None, "production"]
+
+
+async def test_p_5_3_4_a_recurrence_capa_is_owned_by_default_by_the_responsible_unit_s_head(
+        system, actors, unit, tap):
+    """Quality need not set the owner by hand first: the unit it held responsible for most of
+    the recurring complaints owns the CAPA, its head by name, until Quality confirms."""
+    quality, production = actors.capa_quality, unit("production")
+    ids = []
+    for units in (("production",), ("logistics", "production"), ("production",)):
+        feedback_id, actions = await assign(system, *units)
+        for action_id in actions.values():  # capa has applied the assignment
+            await arrived(quality, action_id)
+        ids.append(feedback_id)
+    third = ids[-1]
+    await system.publish(recurrence(ids), correlation_id=third, actor=QUALITY,
+                         producer="quality")
+    [capa] = await eventually(lambda: capas_of(quality, third), what="the CAPA to open")
+    assert capa["owner_unit"] == "production" and capa["owner_confirmed"] is False
+    assert capa["owner"] == {"unit": "production", "name": "Production head",
+                             "email": "production.head@plant.example"}
+    [opened] = await tap.wait("capa.opened", capa_id=capa["id"])
+    assert opened.payload["owner_unit"] == "production"
+    assert opened.payload["owner_confirmed"] is False
+
+    # Quality's board finds the owners still to confirm; the unit sees and works on it.
+    waiting = ok(await quality.get("/capas", params={"status": "open",
+                                                     "owner_confirmed": "false"}))
+    assert capa["id"] in [c["id"] for c in waiting["items"]]
+    ok(await production.put(f"/capas/{capa['id']}/root-cause",
+                            json={"statement": "Die wear unchecked", "category": "method"}))
+
+    # Quality confirms the default: recorded, announced, off the list.
+    confirmed = ok(await quality.put(f"/capas/{capa['id']}/owner", json={"unit": "production"}))
+    assert confirmed["owner_confirmed"] is True and confirmed["owner_unit"] == "production"
+    assert confirmed["owner"]["name"] == "Production head"
+    [assigned] = await tap.wait("capa.owner_assigned", capa_id=capa["id"])
+    assert assigned.payload["owner_unit"] == assigned.payload["previous_owner_unit"]
+    waiting = ok(await quality.get("/capas", params={"status": "open",
+                                                     "owner_confirmed": "false"}))
+    assert capa["id"] not in [c["id"] for c in waiting["items"]]
+    history = ok(await quality.get(f"/capas/{capa['id']}/history"))
+    assert history[-1]["action"] == "owner_assigned"
+    assert history[-1]["before"]["owner_confirmed"] is False
+
+
+async def test_p_5_3_4_a_capa_quality_opens_for_a_unit_is_owned_by_its_head(system, actors):
+    capa = ok(await actors.capa_quality.post("/capas", json={
+        "title": "Cracked housings at two plants", "owner_unit": "engineering"}), 201)
+    assert capa["owner_confirmed"] is True
+    assert capa["owner"]["name"] == "Engineering head"
+    unowned = ok(await actors.capa_quality.post("/capas", json={"title": "To be seen"}), 201)
+    assert unowned["owner"] is None and unowned["owner_confirmed"] is False

@@ -18,6 +18,7 @@ from services.capa.domain import (
     InvestigationDraft,
     ItemKind,
     ItemStatus,
+    most_responsible,
 )
 from shared.contracts import (
     EvidenceAdded,
@@ -28,7 +29,7 @@ from shared.contracts import (
 from shared.domain import bson_safe
 from shared.errors import Conflict, Forbidden, NotFound
 from shared.events import Actor, utcnow
-from shared.vocabulary import AttachmentMeta, Product, ReturnedSample
+from shared.vocabulary import AttachmentMeta, Head, Product, ReturnedSample
 
 QUALITY = Actor(sub="li.wei", roles=("quality",))
 PRODUCTION = Actor(sub="zhao.lei", roles=("unit",), unit="production")
@@ -365,7 +366,60 @@ def test_quality_assigns_the_owner_unit_whose_people_may_then_work_on_the_capa()
     capa.assign_owner("logistics", QUALITY)
     with pytest.raises(Forbidden):
         capa.set_plan(PLAN, PRODUCTION)
-    owners = [h.changes for h in capa.history if h.action == "owner_assigned"]
-    assert owners == [{"owner_unit": "production", "previous_owner_unit": None},
-                      {"owner_unit": "logistics", "previous_owner_unit": "production"}]
+    owners = [(h.changes["owner_unit"], h.changes["previous_owner_unit"]) for h in capa.history
+              if h.action == "owner_assigned"]
+    assert owners == [("production", None), ("logistics", "production")]
     assert [e.type for e in capa.pending_events].count("capa.owner_assigned") == 2
+
+
+# -- the default owner of a CAPA a recurrence opens ---------------------------------------
+
+
+PRODUCTION_HEAD = Head(unit="production", name="Production head",
+                       email="production.head@plant.example")
+
+
+def test_the_unit_responsible_for_most_of_the_recurring_complaints_owns_by_default():
+    assert most_responsible([["production"], ["logistics", "production"], ["logistics"],
+                             ["production", "production"]]) == "production"
+    assert most_responsible([["logistics"], ["production"]]) == "logistics"  # first named
+    assert most_responsible([]) is None
+
+
+def test_a_recurrence_capa_has_its_default_owner_until_quality_confirms_it():
+    capa = Capa.from_recurrence("capa-r", "CAPA-2026-0003", RecurrenceDetected(
+        kind="customer:C-1|defect:D03", reason="recurred", feedback_ids=["f1", "f2", "f3"],
+        defect_code="D03", customer_id="C-1"), QUALITY, "evt-rec",
+        owner_unit="production", owner=PRODUCTION_HEAD)
+    assert capa.owner_unit == "production" and capa.owner == PRODUCTION_HEAD
+    assert capa.owner_confirmed is False
+    [opened] = capa.pending_events
+    assert opened.payload["owner_unit"] == "production"
+    assert opened.payload["owner_confirmed"] is False
+    capa.set_root_cause(ROOT, PRODUCTION)  # the default owner unit works on it meanwhile
+    # Quality confirms the default: recorded and announced, once.
+    assert capa.assign_owner("production", QUALITY, PRODUCTION_HEAD) is True
+    assert capa.owner_confirmed is True and capa.owner == PRODUCTION_HEAD
+    assert capa.history[-1].action == "owner_assigned"
+    assert capa.history[-1].changes["owner_confirmed"] is True
+    assert capa.history[-1].before == {"owner_confirmed": False}
+    assert capa.pending_events[-1].type == "capa.owner_assigned"
+    assert capa.assign_owner("production", QUALITY, PRODUCTION_HEAD) is False
+
+
+def test_a_recurrence_capa_whose_units_are_unknown_has_no_owner_yet():
+    capa = Capa.from_recurrence("capa-r", "CAPA-2026-0004", RecurrenceDetected(
+        kind="customer:C-1|defect:D03", reason="unimproved", feedback_ids=["f9"],
+        defect_code="D03", customer_id="C-1"), QUALITY, "evt-unimproved")
+    assert capa.owner_unit is None and capa.owner is None and capa.owner_confirmed is False
+    assert Capa.model_validate(capa.to_document()).owner_confirmed is False
+
+
+def test_an_owner_quality_named_is_confirmed_also_on_records_stored_before_defaults():
+    assert manual_capa("production").owner_confirmed is True
+    assert manual_capa(None).owner_confirmed is False
+    stored = manual_capa("production").to_document()
+    del stored["owner_confirmed"], stored["owner"]
+    assert Capa.model_validate(stored).owner_confirmed is True
+    stored["owner_unit"] = None
+    assert Capa.model_validate(stored).owner_confirmed is False

@@ -266,3 +266,82 @@ def test_p_5_4_2_a_stranger_quoting_the_register_number_is_kept_but_flagged_for_
     assert [h.action for h in fb.history[-2:]] == ["mail_received", "flagged"]
     assert fb.history[-2].changes["sender_recognised"] is False
     assert fb.attachments == [] and fb.needs_triage  # evidence only from the customer's side
+
+
+# -- where the Complaint Handling Form is ("on its way" instead of "not found") -----------
+
+
+def accepted(fb: Feedback, round_: int, at: datetime) -> None:
+    payload = ComplaintAccepted(feedback_id="f-1", register_no="CF-2026-000001", round=round_,
+                                received_at=at, due_at=at + timedelta(days=3),
+                                at_risk_at=at + timedelta(days=2), severity="normal")
+    fb.quality_accepted(payload, make_event(payload, producer="quality", correlation_id="f-1",
+                                            actor=QUALITY))
+
+
+def where(fb: Feedback) -> tuple[str, datetime, int]:
+    assert fb.form is not None
+    return fb.form.state.value, fb.form.since, fb.form.round
+
+
+def test_the_form_is_on_its_way_until_quality_confirms_it_then_with_quality_since_then():
+    fb = register()
+    assert fb.form is None  # no form: Sales has not escalated it
+    fb.escalate(SALES, now=NOW + timedelta(minutes=1))
+    assert where(fb) == ("sent_to_quality", NOW + timedelta(minutes=1), 1)
+    accepted(fb, 1, NOW + timedelta(minutes=2))
+    assert where(fb) == ("with_quality", NOW + timedelta(minutes=2), 1)
+    quality_ready(fb, 1)
+    assert where(fb) == ("record_with_sales", NOW + timedelta(days=1), 1)
+
+
+def test_a_major_complaint_is_on_its_way_from_its_registration():
+    fb = register(severity="major")
+    assert where(fb) == ("sent_to_quality", NOW, 1)
+
+
+def test_a_reopened_or_returned_form_is_on_its_way_again_for_the_next_round():
+    fb = register()
+    fb.escalate(SALES, now=NOW)
+    accepted(fb, 1, NOW)
+    quality_ready(fb, 1)
+    fb.return_to_quality("No containment", SALES, now=NOW + timedelta(days=2))
+    assert where(fb) == ("sent_to_quality", NOW + timedelta(days=2), 2)
+    accepted(fb, 1, NOW)  # the earlier round's receipt, redelivered late: changes nothing
+    assert where(fb) == ("sent_to_quality", NOW + timedelta(days=2), 2)
+    accepted(fb, 2, NOW + timedelta(days=2, minutes=1))
+    assert where(fb) == ("with_quality", NOW + timedelta(days=2, minutes=1), 2)
+    quality_ready(fb, 2)
+    fb.reply_to_customer("Fixed", SALES)
+    fb.record_satisfaction(False, "Still cracks", SALES, now=NOW + timedelta(days=5))
+    assert where(fb) == ("sent_to_quality", NOW + timedelta(days=5), 3)
+
+
+def test_a_withdrawn_feedback_s_form_says_so_and_one_without_a_form_has_none():
+    fb = register()
+    fb.escalate(SALES, now=NOW)
+    fb.withdraw("Registered twice", SALES, now=NOW + timedelta(hours=1))
+    assert where(fb) == ("withdrawn", NOW + timedelta(hours=1), 1)
+    plain = register(category="delivery")
+    plain.withdraw("Registered twice", SALES)
+    assert plain.form is None
+
+
+def test_a_record_stored_before_the_form_was_kept_says_where_its_form_is():
+    fb = register()
+    fb.escalate(SALES, now=NOW)
+    doc = fb.to_document()
+    del doc["form"]
+    assert where(Feedback.model_validate(doc))[0] == "sent_to_quality"
+    accepted(fb, 1, NOW)
+    doc = fb.to_document()
+    del doc["form"]
+    assert where(Feedback.model_validate(doc))[0] == "with_quality"
+    quality_ready(fb, 1)
+    doc = fb.to_document()
+    del doc["form"]
+    assert where(Feedback.model_validate(doc)) == ("record_with_sales", NOW + timedelta(days=1),
+                                                   1)
+    never = register().to_document()
+    del never["form"]
+    assert Feedback.model_validate(never).form is None

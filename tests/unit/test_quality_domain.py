@@ -196,6 +196,13 @@ def test_p_f_3_responsibility_names_units_with_action_ids():
         assigned(case)
 
 
+def test_p_3_3_each_unit_entry_says_when_it_was_requested():
+    """capa opens the action request moments after: until then the case says it was asked."""
+    later = T0 + timedelta(hours=2)
+    case = assigned(new_case(), ("production", "purchasing"), now=later)
+    assert [u.requested_at for u in case.current.units] == [later, later]
+
+
 def test_p_f_3_assignment_input_is_checked_against_catalogue_and_units():
     catalogue, units = {"D01": "Dimensional", "D03": "Functional"}, ["production", "rd"]
     check_assignment("D03", ["production", "rd"], catalogue, units)
