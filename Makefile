@@ -23,7 +23,7 @@ help:
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip >/dev/null
-	$(PY) -m pip install -q -c requirements.lock -e '.[test,reporting,notify]'
+	$(PY) -m pip install -q -c requirements.lock -e '.[test,reporting,notify,console]'
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -62,5 +62,5 @@ bench: infra
 # dependencies in pyproject.toml.
 lock: $(STAMP)
 	$(PY) -m pip install -q pip-tools
-	$(VENV)/bin/pip-compile -q --strip-extras --extra reporting --extra notify \
+	$(VENV)/bin/pip-compile -q --strip-extras --extra reporting --extra notify --extra console \
 	  --no-emit-find-links --no-emit-index-url -o requirements.lock pyproject.toml

@@ -69,6 +69,17 @@ install_promtool() {
   fi
 }
 
+install_chromium() {
+  # The console's tests drive Debian's Chromium with Playwright (its own browser download
+  # cannot work here): `make test` needs /usr/bin/chromium, and a Chinese font so that the
+  # screenshots of the Chinese pages show characters, not boxes.
+  if [ -x /usr/bin/chromium ] && [ -d /usr/share/fonts/truetype/wqy ]; then return; fi
+  say "installing chromium and a Chinese font (Debian's packages, for the console's browser tests)"
+  need_root_or_sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive need_root_or_sudo apt-get install -y -qq chromium \
+    fonts-wqy-microhei >/dev/null
+}
+
 install_ferretdb() {
   if [ -x "$FERRET_BIN" ]; then return; fi
   command -v go >/dev/null || die "Go is needed to build FerretDB (apt-get install golang or see go.dev)"
@@ -267,8 +278,8 @@ stop_all() {
 }
 
 case "${1:-}" in
-  install) install_rabbitmq; install_promtool; install_ferretdb; install_kustomize ;;
-  start) install_rabbitmq; install_promtool; install_ferretdb; install_kustomize
+  install) install_rabbitmq; install_promtool; install_chromium; install_ferretdb; install_kustomize ;;
+  start) install_rabbitmq; install_promtool; install_chromium; install_ferretdb; install_kustomize
          # Before the first rabbitmqctl: it starts epmd when none runs, which must then listen
          # on loopback too; the broker starts with this environment.
          while IFS= read -r line; do export "${line%%=*}=${line#*=}"; done < <(rabbitmq_env)

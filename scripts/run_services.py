@@ -1,4 +1,5 @@
-"""`make up`: start the five services, wait until each is ready, stream their logs.
+"""`make up`: start the five services and the web console, wait until each is ready, stream
+their logs.
 
 A service that exits (a crash, kill -9, out of memory) is started again, after 1 s, then
 2, 4 … up to 30 s when it keeps failing; once it has stayed up a minute the wait starts over
@@ -24,7 +25,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = Path(os.environ.get("QMS_RUN_DIR") or ROOT / "var" / "run")
-SERVICES = {"intake": 8001, "quality": 8002, "capa": 8003, "reporting": 8004, "notify": 8005}
+SERVICES = {"intake": 8001, "quality": 8002, "capa": 8003, "reporting": 8004, "notify": 8005,
+            "console": 8000}  # the web console: pages over the five APIs
 INBOUND_SMTP_PORT = 2525  # notify's complaints mailbox
 READY_DEADLINE_S = float(os.environ.get("QMS_READY_DEADLINE", "60"))
 BACKOFF_FIRST_S = float(os.environ.get("QMS_RESTART_BACKOFF_S", "1"))
@@ -52,6 +54,14 @@ def service_broker_urls() -> dict[str, str]:
     out = subprocess.run([str(ROOT / "scripts" / "rabbitmq_users.sh"), "--print-env"],
                          capture_output=True, text=True, check=True, timeout=30).stdout
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def console_env() -> dict[str, str]:
+    """The console calls the services where `make up` runs them, and offers the development
+    sign-in (off by default and in the deploy files)."""
+    urls = {f"QMS_CONSOLE_{n.upper()}_URL": f"http://127.0.0.1:{port_of(n)}"
+            for n in SERVICES if n != "console"}
+    return urls | {"QMS_CONSOLE_DEV_SIGNIN": "true"}
 
 
 def ports(names: list[str]) -> list[tuple[str, str, int]]:
@@ -177,7 +187,7 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    env = service_broker_urls() | os.environ | {"PYTHONUNBUFFERED": "1"}
+    env = service_broker_urls() | console_env() | os.environ | {"PYTHONUNBUFFERED": "1"}
     services = [Supervised(name, env) for name in names]
     deadline = time.monotonic() + READY_DEADLINE_S
     announced = False
@@ -190,7 +200,8 @@ def main() -> int:
             announced = True
             say("all services ready:")
             for svc in services:
-                say(f"  {svc.name:<9} http://127.0.0.1:{svc.port}  (API docs: /docs)")
+                what = "open it in a browser" if svc.name == "console" else "API docs: /docs"
+                say(f"  {svc.name:<9} http://127.0.0.1:{svc.port}  ({what})")
             say("a service that exits is started again; Ctrl-C or `make down` stops them.")
         elif not announced and now > deadline:
             waiting = sorted(s.name for s in services if not s.ready)

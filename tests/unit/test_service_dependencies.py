@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVICES = ("intake", "quality", "capa", "reporting", "notify")
+SERVICES = ("intake", "quality", "capa", "reporting", "notify", "console")
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 EXTRAS = {name: reqs for name, reqs in PROJECT["optional-dependencies"].items() if name != "test"}
 

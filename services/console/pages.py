@@ -1,0 +1,575 @@
+"""The console's pages: each reads and writes through the services' APIs, nothing else.
+
+Routes translate: a form becomes the service's request body, its answer (or its error, in
+the person's language, with what they typed kept) becomes a page. A refused form comes back
+as a page (200) that shows the refusal beside the fields: the page itself worked, and the
+browser reports a 4xx page as an error of its own.
+"""
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from jinja2 import Environment
+from starlette.datastructures import FormData
+
+from services.console.backend import ApiError, Backend
+from services.console.i18n import Translator, negotiate
+from services.console.live import LiveFeed
+from services.console.session import (
+    CSRF_FIELD,
+    LANG_COOKIE,
+    Sessions,
+    csrf_ok,
+    forwarded_token,
+    set_language,
+)
+from services.console.settings import Settings
+from shared.auth import ROLES, Principal, TokenVerifier, make_token
+from shared.errors import Unauthorized
+from shared.vocabulary import Category, Channel, DispositionType, Severity
+
+HOME = {"sales": "/sales", "quality": "/quality", "unit": "/unit", "manager": "/manager"}
+FEEDBACK_OPEN = ("registered", "with_quality", "quality_record_ready", "replied")
+ACTION_OPEN = ("requested", "returned", "proposed", "accepted")
+ROOT_CAUSE_CATEGORIES = ("man", "machine", "material", "method", "measurement", "environment")
+UNITS = ("production", "engineering", "rd", "purchasing", "logistics", "supplier", "warehouse",
+         "quality")
+# A 422's field (the service's `loc` without `body.`) -> the registration form's field.
+REGISTRATION_FIELDS = {
+    "customer.id": "customer_id", "customer.name": "customer_name",
+    "customer.contact_person": "contact_person", "customer.phone": "phone",
+    "customer.email": "email", "product.code": "product_code", "product.name": "product_name",
+    "product.lot": "lot", "quantity_affected": "quantity", "category": "category",
+    "severity": "severity", "channel": "channel", "description": "description",
+    "estimated_loss.amount": "loss_amount", "estimated_loss.currency": "loss_currency",
+}
+
+
+class SignInNeeded(Exception):
+    pass
+
+
+class NotAllowed(Exception):
+    pass
+
+
+@dataclass
+class Ctx:
+    """One request as a page sees it: who, in which language, their session."""
+
+    request: Request
+    console: "Console"
+    session: dict[str, Any]
+    tr: Translator
+    principal: Principal | None = None
+    token: str | None = None
+    dirty: bool = False
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def need(self, *roles: str) -> tuple[Principal, str]:
+        if self.principal is None or self.token is None:
+            raise SignInNeeded()
+        if roles and not self.principal.has_any(roles):
+            raise NotAllowed()
+        return self.principal, self.token
+
+    def render(self, template: str, status: int = 200, **values: Any) -> HTMLResponse:
+        page = self.console.env.get_template(template)
+        html = page.render(**self.tr.functions(), lang=self.tr.lang, me=self.principal,
+                           csrf=self.session[CSRF_FIELD], path=self.request.url.path,
+                           home=home_of(self.principal), dev_signin=self.console.dev_signin,
+                           **values)
+        response = HTMLResponse(html, status_code=status)
+        self.finish(response)
+        return response
+
+    def redirect(self, url: str) -> RedirectResponse:
+        response = RedirectResponse(url, status_code=303)
+        self.finish(response)
+        return response
+
+    def finish(self, response: Response) -> None:
+        response.headers["Cache-Control"] = "no-store"
+        if self.dirty or self.session.get("new"):
+            self.console.sessions.save(self.request, response, self.session)
+
+    def error(self, exc: ApiError) -> dict[str, Any]:
+        """A refusal as the page shows it: the meaning in the person's language, the fields."""
+        return {"code": exc.code, "text": self.tr.error(exc.code), "detail": exc.message,
+                "fields": exc.fields}
+
+
+def home_of(principal: Principal | None) -> str:
+    for role in principal.roles if principal else ():
+        if role in HOME:
+            return HOME[role]
+    return "/signin"
+
+
+def safe_next(target: str | None) -> str:
+    """Only a path of this console (no other site, no scheme)."""
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return "/"
+
+
+def text(form: FormData, name: str) -> str:
+    value = form.get(name)
+    return value.strip() if isinstance(value, str) else ""
+
+
+def number(value: str) -> int | str | None:
+    """A typed count as the service's JSON wants it; anything else goes as typed (422)."""
+    if not value:
+        return None
+    return int(value) if value.isdigit() else value
+
+
+class Console:
+    def __init__(self, settings: Settings, env: Environment, backend: Backend,
+                 sessions: Sessions, catalogues: Mapping[str, Any], feed: LiveFeed | None):
+        self.settings = settings
+        self.env = env
+        self.backend = backend
+        self.sessions = sessions
+        self.catalogues = catalogues
+        self.feed = feed
+        self.verifier = TokenVerifier(settings.infra)
+        self.dev_signin = settings.dev_signin
+
+    def ctx(self, request: Request) -> Ctx:
+        session = self.sessions.load(request)
+        lang = negotiate(request.cookies.get(LANG_COOKIE), request.headers.get("accept-language"),
+                         self.settings.default_language)
+        tr = Translator(lang, self.catalogues.get(lang) or self.catalogues["en"],
+                        self.settings.plant_timezone)
+        ctx = Ctx(request, self, session, tr)
+        token = forwarded_token(request) or session.get("token")
+        if token:
+            try:
+                ctx.principal, ctx.token = self.verifier.verify(token), token
+            except Unauthorized:
+                if session.pop("token", None):
+                    ctx.dirty = True  # expired: the page asks for a new sign-in
+        return ctx
+
+    async def posted(self, request: Request) -> tuple[Ctx, FormData]:
+        """A form post: its context and fields, once its CSRF token checks out."""
+        ctx = self.ctx(request)
+        form = await request.form()
+        if not csrf_ok(ctx.session, form.get(CSRF_FIELD)):
+            raise CsrfRefused(ctx)
+        return ctx, form
+
+
+class CsrfRefused(Exception):
+    def __init__(self, ctx: Ctx):
+        super().__init__("CSRF token missing or wrong")
+        self.ctx = ctx
+
+
+def router(console: Console) -> APIRouter:
+    r = APIRouter(include_in_schema=False)
+    backend = console.backend
+    _session_routes(r, console)
+    _sales_routes(r, console, backend)
+    _quality_routes(r, console, backend)
+    _unit_routes(r, console, backend)
+    _manager_routes(r, console, backend)
+
+    @r.get("/live")
+    async def live(request: Request) -> Response:
+        console.ctx(request).need()
+        if console.feed is None:
+            return Response(status_code=204)  # no feed: the script stops asking
+        return StreamingResponse(console.feed.stream(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store",
+                                          "X-Accel-Buffering": "no"})
+
+    return r
+
+
+async def _by_status(backend: Backend, token: str, service: str, path: str,
+                     statuses: tuple[str, ...]) -> list[dict[str, Any]]:
+    """An inbox: the open work of each status (a list bounded by open work, per status)."""
+    groups = []
+    for status in statuses:
+        page = await backend.get(token, service, path, status=status, page_size=100)
+        groups.append({"status": status, "rows": page["items"], "total": page["total"]})
+    return groups
+
+
+# ---------------------------------------------------------------- sign-in, language
+
+
+def _session_routes(r: APIRouter, console: Console) -> None:
+    @r.get("/")
+    async def index(request: Request) -> Response:
+        ctx = console.ctx(request)
+        return ctx.redirect(home_of(ctx.principal))
+
+    @r.get("/signin")
+    async def signin_page(request: Request) -> Response:
+        ctx = console.ctx(request)
+        people = await _directory(console) if console.dev_signin else []
+        return ctx.render("signin.html", people=people, roles=ROLES, units=UNITS,
+                          next=safe_next(request.query_params.get("next")), form={})
+
+    @r.post("/signin")
+    async def signin(request: Request) -> Response:
+        ctx, form = await console.posted(request)
+        if not console.dev_signin:
+            return ctx.render("signin.html", status=404, people=[], roles=ROLES, units=UNITS,
+                              next="/", form={})
+        name, role, unit = text(form, "name"), text(form, "role"), text(form, "unit")
+        problems = []
+        if not name:
+            problems.append("name")
+        if role not in ROLES:
+            problems.append("role")
+        if role == "unit" and unit not in UNITS:
+            problems.append("unit")
+        if problems:
+            people = await _directory(console)
+            return ctx.render("signin.html", people=people, roles=ROLES, units=UNITS,
+                              next=safe_next(text(form, "next")), form=dict(form),
+                              problems=problems)
+        sub = ".".join(name.lower().split())[:64]
+        ctx.session["token"] = make_token(
+            console.settings.infra.jwt_secret.get_secret_value(), sub, [role], name=name,
+            unit=unit if role == "unit" else None, ttl_s=console.settings.session_max_age_s)
+        ctx.dirty = True
+        principal = console.verifier.verify(ctx.session["token"])
+        target = safe_next(text(form, "next"))
+        return ctx.redirect(home_of(principal) if target == "/" else target)
+
+    @r.post("/signout")
+    async def signout(request: Request) -> Response:
+        ctx, _ = await console.posted(request)
+        ctx.session.pop("token", None)
+        ctx.dirty = True
+        return ctx.redirect("/signin")
+
+    @r.post("/language")
+    async def language(request: Request) -> Response:
+        ctx, form = await console.posted(request)
+        response = ctx.redirect(safe_next(text(form, "next")))
+        lang = text(form, "lang")
+        if lang in console.catalogues:
+            set_language(request, response, lang)
+        return response
+
+
+async def _directory(console: Console) -> list[dict[str, Any]]:
+    """The people and mailboxes of notify's directory (development sign-in only: read with a
+    development token of role ops)."""
+    token = make_token(console.settings.infra.jwt_secret.get_secret_value(), "console",
+                       ["ops"], ttl_s=300)
+    try:
+        page = await console.backend.get(token, "notify", "/directory", page_size=200,
+                                         active="true")
+    except ApiError:
+        return []
+    people = []
+    for entry in page.get("items", []):
+        groups = entry.get("groups", [])
+        role = next((g.split(":", 1)[1] for g in groups if g.startswith("role:")), "")
+        unit = next((g.split(":", 1)[1] for g in groups
+                     if g.startswith(("unit:", "head:"))), "")
+        people.append({"name": entry["name"], "email": entry["email"],
+                       "role": role or ("unit" if unit else ""), "unit": unit})
+    return people
+
+
+# ---------------------------------------------------------------- Sales
+
+
+def _registration_body(form: FormData) -> dict[str, Any]:
+    customer = {"id": text(form, "customer_id"), "name": text(form, "customer_name"),
+                "language": text(form, "customer_language") or "zh"}
+    for key in ("contact_person", "phone", "email"):
+        if text(form, key):
+            customer[key] = text(form, key)
+    body: dict[str, Any] = {
+        "customer": customer, "channel": text(form, "channel"),
+        "category": text(form, "category"), "severity": text(form, "severity") or "normal",
+        "description": text(form, "description"),
+    }
+    if text(form, "product_code") or text(form, "product_name") or text(form, "lot"):
+        product = {"code": text(form, "product_code")}
+        for key, name in (("name", "product_name"), ("lot", "lot")):
+            if text(form, name):
+                product[key] = text(form, name)
+        body["product"] = product
+    if (quantity := number(text(form, "quantity"))) is not None:
+        body["quantity_affected"] = quantity
+    if text(form, "loss_amount"):
+        body["estimated_loss"] = {"amount": text(form, "loss_amount"),
+                                  "currency": text(form, "loss_currency") or "CNY"}
+    return body
+
+
+def _sales_routes(r: APIRouter, console: Console, backend: Backend) -> None:
+    def form_page(ctx: Ctx, form: Mapping[str, Any],
+                  error: dict[str, Any] | None = None) -> HTMLResponse:
+        invalid = {REGISTRATION_FIELDS.get(f, f) for f in (error or {}).get("fields", [])}
+        return ctx.render("register.html", form=form, error=error,
+                          invalid=invalid, categories=list(Category), channels=list(Channel),
+                          severities=list(Severity))
+
+    @r.get("/sales")
+    async def inbox(request: Request) -> Response:
+        ctx = console.ctx(request)
+        _, token = ctx.need("sales", "manager", "auditor")
+        groups = await _by_status(backend, token, "intake", "/feedback", FEEDBACK_OPEN)
+        return ctx.render("inbox.html", groups=groups)
+
+    @r.get("/sales/new")
+    async def new_feedback(request: Request) -> Response:
+        ctx = console.ctx(request)
+        ctx.need("sales")
+        return form_page(ctx, {"channel": "phone", "severity": "normal",
+                               "category": "product_quality", "loss_currency": "CNY",
+                               "customer_language": ctx.tr.lang,
+                               "idempotency_key": str(uuid.uuid4())})
+
+    @r.post("/sales/new")
+    async def register(request: Request) -> Response:
+        ctx, form = await console.posted(request)
+        _, token = ctx.need("sales")
+        key = text(form, "idempotency_key") or str(uuid.uuid4())
+        try:
+            created = await backend.send(token, "intake", "POST", "/feedback",
+                                         _registration_body(form),
+                                         headers={"Idempotency-Key": key})
+        except ApiError as exc:
+            return form_page(ctx, dict(form), error=ctx.error(exc))
+        return ctx.redirect(f"/feedback/{created['id']}?registered=1")
+
+    async def feedback_page(ctx: Ctx, ref: str, error: dict[str, Any] | None = None,
+                            form: Mapping[str, Any] | None = None) -> HTMLResponse:
+        _, token = ctx.need("sales", "quality", "manager", "auditor")
+        fb = await backend.get(token, "intake", f"/feedback/{quote(ref)}")
+        return ctx.render("feedback.html", fb=fb, error=error, form=form or {},
+                          registered=ctx.request.query_params.get("registered") == "1")
+
+    @r.get("/feedback/{ref}")
+    async def feedback(request: Request, ref: str) -> Response:
+        return await feedback_page(console.ctx(request), ref)
+
+    @r.post("/feedback/{ref}/{step}")
+    async def feedback_step(request: Request, ref: str, step: str) -> Response:
+        ctx, form = await console.posted(request)
+        _, token = ctx.need("sales")
+        bodies = {
+            "escalate": lambda: {"note": text(form, "note") or None},
+            "direct-reply": lambda: {"reply": text(form, "reply")},
+            "reply": lambda: {"reply": text(form, "reply")},
+            "return-to-quality": lambda: {"reason": text(form, "reason")},
+            "satisfaction": lambda: {"satisfied": text(form, "satisfied") == "yes",
+                                     "comment": text(form, "comment") or None},
+        }
+        if step not in bodies:
+            return ctx.render("error.html", status=404, error=None)
+        try:
+            await backend.send(token, "intake", "POST", f"/feedback/{quote(ref)}/{step}",
+                               bodies[step]())
+        except ApiError as exc:
+            return await feedback_page(ctx, ref, error=ctx.error(exc),
+                                       form=dict(form) | {"step": step})
+        return ctx.redirect(f"/feedback/{quote(ref)}")
+
+
+# ---------------------------------------------------------------- Quality
+
+
+def _board_order(case: dict[str, Any]) -> tuple[int, float]:
+    clock = case["clock"]
+    return (0 if clock["running"] else 1, clock["time_left_seconds"])
+
+
+def _quality_routes(r: APIRouter, console: Console, backend: Backend) -> None:
+    @r.get("/quality")
+    async def board(request: Request) -> Response:
+        ctx = console.ctx(request)
+        _, token = ctx.need("quality", "manager", "auditor")
+        page = await backend.get(token, "quality", "/cases",
+                                 status=["open", "awaiting_units", "resolved"], page_size=500)
+        cases = sorted(page["items"], key=_board_order)
+        return ctx.render("board.html", cases=cases, total=page["total"])
+
+    async def case_page(ctx: Ctx, ref: str, error: dict[str, Any] | None = None,
+                        form: Mapping[str, Any] | None = None) -> HTMLResponse:
+        _, token = ctx.need("quality", "sales", "manager", "auditor")
+        try:
+            case = await backend.get(token, "quality", f"/cases/{quote(ref)}")
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            return ctx.render("case.html", case=None, ref=ref, codes=[],
+                              units=UNITS, error=None, form={})
+        codes = await backend.get(token, "quality", "/defect-codes")
+        return ctx.render("case.html", case=case, ref=ref, codes=codes,
+                          units=UNITS, error=error, form=form or {})
+
+    @r.get("/cases/{ref}")
+    async def case(request: Request, ref: str) -> Response:
+        return await case_page(console.ctx(request), ref)
+
+    @r.post("/cases/{ref}/responsibility")
+    async def assign(request: Request, ref: str) -> Response:
+        ctx, form = await console.posted(request)
+        _, token = ctx.need("quality")
+        units = [u for u in form.getlist("units") if isinstance(u, str)]
+        body = {"preliminary_cause": text(form, "preliminary_cause"),
+                "defect_code": text(form, "defect_code"),
+                "units": [{"unit": u, "request": text(form, f"request_{u}")
+                           or text(form, "request")} for u in units]}
+        return await _case_step(ctx, form, ref, "responsibility", body, case_page)
+
+    @r.post("/cases/{ref}/verification")
+    async def verify(request: Request, ref: str) -> Response:
+        ctx, form = await console.posted(request)
+        ctx.need("quality")
+        accepted = text(form, "verdict") == "accept"
+        body: dict[str, Any] = {"unit": text(form, "unit"), "accepted": accepted}
+        if not accepted:
+            body["reason"] = text(form, "reason")
+        return await _case_step(ctx, form, ref, "verification", body, case_page)
+
+
+async def _case_step(ctx: Ctx, form: FormData, ref: str, step: str, body: dict[str, Any],
+                     case_page: Any) -> Response:
+    _, token = ctx.need("quality")
+    try:
+        await ctx.console.backend.send(token, "quality", "POST",
+                                       f"/cases/{quote(ref)}/{step}", body)
+    except ApiError as exc:
+        kept = {k: form.getlist(k) if k == "units" else form.get(k) for k in form}
+        return await case_page(ctx, ref, error=ctx.error(exc),
+                               form=kept | {"step": step})
+    return ctx.redirect(f"/cases/{quote(ref)}")
+
+
+# ---------------------------------------------------------------- responsible units
+
+
+def _items(form: FormData, kind: str) -> list[dict[str, Any]]:
+    rows = []
+    for i in range(1, 4):
+        row = {k: text(form, f"{kind}_{i}_{k}") for k in ("description", "owner", "due_date")}
+        if any(row.values()):
+            rows.append(row)
+    return rows
+
+
+def _investigation(form: FormData) -> dict[str, Any]:
+    whys = [line.strip() for line in text(form, "five_whys").splitlines() if line.strip()]
+    body: dict[str, Any] = {
+        "containment": text(form, "containment") or None,
+        "root_cause": {"five_whys": whys, "category": text(form, "category") or None,
+                       "statement": text(form, "statement") or None},
+        "corrective": _items(form, "corrective"), "preventive": _items(form, "preventive"),
+    }
+    if text(form, "disposition_type"):
+        disposition: dict[str, Any] = {"type": text(form, "disposition_type"),
+                                       "quantity": number(text(form, "disposition_quantity"))}
+        if text(form, "disposition_cost"):
+            disposition["cost"] = {"amount": text(form, "disposition_cost"), "currency": "CNY"}
+        body["disposition"] = disposition
+    return body
+
+
+def _draft_form(action: dict[str, Any]) -> dict[str, Any]:
+    """An action request's saved draft as the investigation form's fields."""
+    rc = action.get("root_cause") or {}
+    form: dict[str, Any] = {"containment": action.get("containment") or "",
+                            "five_whys": "\n".join(rc.get("five_whys") or []),
+                            "category": rc.get("category") or "",
+                            "statement": rc.get("statement") or ""}
+    for kind in ("corrective", "preventive"):
+        for i, item in enumerate(action.get(kind) or [], start=1):
+            for k in ("description", "owner", "due_date"):
+                form[f"{kind}_{i}_{k}"] = item.get(k) or ""
+    if disposition := action.get("disposition"):
+        form |= {"disposition_type": disposition.get("type") or "",
+                 "disposition_quantity": disposition.get("quantity") or "",
+                 "disposition_cost": (disposition.get("cost") or {}).get("amount") or ""}
+    return form
+
+
+def _unit_routes(r: APIRouter, console: Console, backend: Backend) -> None:
+    @r.get("/unit")
+    async def requests(request: Request) -> Response:
+        ctx = console.ctx(request)
+        _, token = ctx.need("unit", "quality", "manager", "auditor")
+        groups = await _by_status(backend, token, "capa", "/actions", ACTION_OPEN)
+        return ctx.render("unit.html", groups=groups)
+
+    async def action_page(ctx: Ctx, action_id: str, error: dict[str, Any] | None = None,
+                          form: Mapping[str, Any] | None = None) -> HTMLResponse:
+        _, token = ctx.need("unit", "quality", "manager", "auditor")
+        action = await backend.get(token, "capa", f"/actions/{quote(action_id)}")
+        return ctx.render("action.html", action=action, error=error,
+                          form=form if form is not None else _draft_form(action),
+                          categories=ROOT_CAUSE_CATEGORIES, dispositions=list(DispositionType))
+
+    @r.get("/actions/{action_id}")
+    async def action(request: Request, action_id: str) -> Response:
+        return await action_page(console.ctx(request), action_id)
+
+    @r.post("/actions/{action_id}")
+    async def investigate(request: Request, action_id: str) -> Response:
+        ctx, form = await console.posted(request)
+        _, token = ctx.need("unit")
+        path = f"/actions/{quote(action_id)}"
+        try:
+            await backend.send(token, "capa", "PUT", f"{path}/investigation",
+                               _investigation(form))
+            if text(form, "submit") == "yes":
+                await backend.send(token, "capa", "POST", f"{path}/submit")
+        except ApiError as exc:
+            return await action_page(ctx, action_id, error=ctx.error(exc),
+                                     form=dict(form))
+        return ctx.redirect(path)
+
+
+# ---------------------------------------------------------------- managers
+
+
+def _manager_routes(r: APIRouter, console: Console, backend: Backend) -> None:
+    def this_month(ctx: Ctx) -> str:
+        return datetime.now(ctx.tr.tz).strftime("%Y-%m")
+
+    @r.get("/manager")
+    async def statistics(request: Request) -> Response:
+        ctx = console.ctx(request)
+        _, token = ctx.need("manager", "quality", "auditor")
+        month = request.query_params.get("month") or this_month(ctx)
+        try:
+            table = await backend.get(token, "reporting", "/statistics/monthly", month=month)
+            error = None
+        except ApiError as exc:
+            if exc.status >= 500 or exc.status == 401:
+                raise
+            table, error = None, ctx.error(exc)
+        return ctx.render("manager.html", month=month, table=table, error=error)
+
+    @r.get("/manager/export")
+    async def export(request: Request) -> Response:
+        ctx = console.ctx(request)
+        _, token = ctx.need("manager", "quality", "auditor")
+        month = request.query_params.get("month") or this_month(ctx)
+        kind = "xlsx" if request.query_params.get("format") == "xlsx" else "csv"
+        resp = await backend.raw(token, "reporting", "GET", "/statistics/monthly",
+                                 params={"month": month, "format": kind})
+        headers = {k: v for k, v in resp.headers.items()
+                   if k.lower() in ("content-type", "content-disposition")}
+        return Response(resp.content, headers=headers)
+
