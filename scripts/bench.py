@@ -217,7 +217,9 @@ async def measure_size(size: int, namespace: str, recorded: stamp.Recorded,
         started = time.perf_counter()
         await system.start(deadline_s=900)
         out["start_s"] = round(time.perf_counter() - started, 1)
-        out["settle_s"] = await procs.settle(pids_of(system), max_wait=90)
+        # A first start on loaded stores does its one-time work (lookups, day lists, open
+        # work reconciled: scans, minutes at 100,000): the steps are measured after it.
+        out["settle_s"] = await procs.settle(pids_of(system), max_wait=900)
         say(f"{size}: services ready in {out['start_s']}s, settled after {out['settle_s']}s")
         rss_idle = rss(system)
         people = measure.People(system)

@@ -227,6 +227,9 @@ class Repository(Generic[A]):
         self.locks = locks or WriteLocks()
         self.open_work = open_work
         self.marks = marks
+        # A save that failed or was cancelled between the store's write and its open-work
+        # summary: this process cannot vouch for the summaries when it stops.
+        self.open_work_unsure = False
 
     async def _claim(self, agg: A) -> bool:
         if self.lookup is None:
@@ -326,6 +329,9 @@ class Repository(Generic[A]):
                 except DuplicateKeyError:
                     await self._withdraw(mark)
                     raise
+                except BaseException:
+                    self.open_work_unsure = True  # written or not: nobody can tell
+                    raise
                 self._tell(agg, 1, events)
                 await self._record_open(agg, 1)
         except DuplicateKeyError as exc:
@@ -375,7 +381,12 @@ class Repository(Generic[A]):
             update["$set"][PENDING] = True
         async with self.lock(agg.id):
             mark = await self._announce(agg, expected + 1)
-            result = await self.collection.update_one({"_id": agg.id, "version": expected}, update)
+            try:
+                result = await self.collection.update_one({"_id": agg.id, "version": expected},
+                                                          update)
+            except BaseException:
+                self.open_work_unsure = True  # written or not: nobody can tell
+                raise
             if result.matched_count:
                 self._tell(agg, expected + 1, events)
                 await self._record_open(agg, expected + 1)
@@ -390,7 +401,12 @@ class Repository(Generic[A]):
         # After the store's write, under its lock: a crash in between leaves the open-work
         # summary behind until the next start's rebuild, never the record itself.
         if self.open_work is not None:
-            await self.open_work.record(agg, version)
+            try:
+                await self.open_work.record(agg, version)
+            except BaseException:
+                # The store has the save, the summary may not: the next start must reconcile.
+                self.open_work_unsure = True
+                raise
 
     def _tell(self, agg: A, version: int, events: list[dict[str, Any]]) -> None:
         # The relay publishes as soon as the store has the events, before the open-work
