@@ -10,7 +10,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import swagger_ui_bundle
@@ -36,6 +35,7 @@ from shared.auth import TokenVerifier, document_roles
 from shared.dbmetrics import DatabaseMetrics
 from shared.domain import Aggregate
 from shared.errors import error_response, install_error_handlers, store_busy
+from shared.lifecycle import Lifecycle
 from shared.logs import set_correlation
 from shared.lookups import Lookup
 from shared.messaging import ConsumerMetrics, EventConsumer, EventPublisher, Topology, new_broker
@@ -46,7 +46,7 @@ from shared.store import OpenWork, OutboxMarks, Repository, WriteLocks, database
 from shared.wordlists import SHARED_LISTS, WordList, vocabulary_router
 
 log = logging.getLogger("qms.service")
-LIFECYCLE, CLEAN_STOP = "lifecycle", "clean_stop"  # a note the last stop left (one document)
+LIFECYCLE = "lifecycle"  # the instances running, and the note of a clean stop
 A = TypeVar("A", bound=Aggregate)
 
 
@@ -88,6 +88,9 @@ class Service:
         self.started = False
         self._rebuilding: asyncio.Task | None = None
         self._reconciled = False  # the start's reconciliation of open work is done
+        self._clean_start = False  # the last stop left the open-work summaries as saved
+        self.lifecycle: Lifecycle | None = None
+        self._heartbeat: asyncio.Task | None = None
 
     # -- composition -----------------------------------------------------
     def collection(self, name: str, model: type[A], *,
@@ -154,6 +157,9 @@ class Service:
         self.mongo = mongo_client(self.settings.database_url,
                                   [DatabaseMetrics(self.name, self.registry)])
         self.db = database(self.mongo, infra.namespace, self.name)
+        # The note of a clean stop is taken before anything is written (`shared.lifecycle`).
+        self.lifecycle = Lifecycle(self.db[LIFECYCLE])
+        self._clean_start = await self.lifecycle.begin()
         self.locks = WriteLocks()
         marks = OutboxMarks(self.db["outbox_due"])
         self.relay = OutboxRelay(self.name, [], self.publisher, infra.relay_interval_s,
@@ -184,6 +190,9 @@ class Service:
             self.consumer.subscribe()
         await self.broker.start()
         self.relay.start()
+        assert self.lifecycle is not None
+        self._heartbeat = asyncio.create_task(self.lifecycle.keep_beating(),
+                                              name=f"{self.name}-heartbeat")
         self._rebuilding = asyncio.create_task(self._reconcile_at_start(),
                                                name=f"{self.name}-open-work-rebuild")
         for hook in self.on_start:
@@ -203,14 +212,14 @@ class Service:
         reconcile each open-work collection with its store. Each reads history (a scan on
         FerretDB: at 100,000 complaints, a minute of CPU); what saves keep is already right
         unless a crash fell between two writes, and a clean stop says none did."""
-        clean = await self.database[LIFECYCLE].find_one_and_delete({"_id": CLEAN_STOP})
+        clean = self._clean_start
         for name, repo in self._repos.items():
             for index in (repo.lookup, repo.days):
                 if index is not None:
                     await self._build_once(index, repo)
             if repo.open_work is None:
                 continue
-            if clean is not None:
+            if clean:
                 log.info("%s_open kept as saved: the last stop was clean", name)
                 continue
             started = time.perf_counter()
@@ -221,19 +230,21 @@ class Service:
                 continue
             log.info("%s_open reconciled: %d open in %.1f s", name, count,
                      time.perf_counter() - started)
+        if not clean and self.lifecycle is not None:
+            await self.lifecycle.forget_dead()
         self._reconciled = True
 
     async def _note_clean_stop(self) -> None:
         """Every save's summary was written, and the start's reconciliation (if one was due)
-        finished: the next start need not read the stores for open work. A crash writes
-        nothing, and the start removes the note before anything else is written."""
-        if not self._reconciled or any(r.open_work_unsure for r in self._repos.values()):
+        finished: the next start need not read the stores for open work (`shared.lifecycle`:
+        only if no other instance is registered)."""
+        if self.lifecycle is None:
             return
+        clean = self._reconciled and not any(r.open_work_unsure for r in self._repos.values())
         try:
-            await self.database[LIFECYCLE].replace_one(
-                {"_id": CLEAN_STOP}, {"at": datetime.now(UTC)}, upsert=True)
+            await self.lifecycle.end(clean)
         except Exception as exc:  # noqa: BLE001 - the next start reconciles, as after a crash
-            log.warning("could not note the clean stop: %s", exc)
+            log.warning("could not note the stop: %s", exc)
 
     @staticmethod
     async def _build_once(index: Lookup | DayIndex, repo: Repository) -> None:
@@ -260,6 +271,9 @@ class Service:
         if self.relay:
             await self.relay.stop()
         await self.broker.stop()
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
         if self.mongo:
             await self._note_clean_stop()
             await self.mongo.close()

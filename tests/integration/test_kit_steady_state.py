@@ -197,6 +197,39 @@ async def test_after_a_clean_stop_the_next_start_reads_no_history_for_open_work(
             await restarted.stop()
 
 
+async def test_a_clean_stop_leaves_no_note_while_another_instance_is_registered(
+        pair_with_reads):
+    """Several replicas: an instance that died without stopping (its summaries unknown) or
+    one still running keeps the last clean stop from vouching for the summaries; the next
+    start that reconciles forgets the dead one."""
+    from datetime import UTC, datetime, timedelta
+
+    from shared.lifecycle import CLEAN_STOP
+    ledger, _, _ = pair_with_reads
+    await eventually(lambda: _quiet(ledger), what="the start-up rebuild to end")
+    lifecycle = ledger.database["lifecycle"]
+    dead = {"_id": "running/dead-replica", "at": datetime.now(UTC) - timedelta(hours=1)}
+    await lifecycle.insert_one(dead)
+    await ledger.stop()
+    restarted = ledger_service(ledger.settings.infra)
+    await restarted.start()
+    try:
+        assert not restarted._clean_start, "a replica died: the stop could not vouch"
+        await eventually(lambda: _quiet(restarted), what="the reconciliation")
+        assert await restarted.database["lifecycle"].find_one({"_id": dead["_id"]}) is None, \
+            "reconciled: the dead replica is forgotten"
+    finally:
+        await restarted.stop()
+    again = ledger_service(ledger.settings.infra)
+    await again.start()
+    try:
+        assert again._clean_start, "the last one out stopped clean, nobody else registered"
+        assert await again.database["lifecycle"].find_one({"_id": CLEAN_STOP}) is None, \
+            "the start takes the note away"
+    finally:
+        await again.stop()
+
+
 async def _open(svc) -> dict[str, int]:
     await asyncio.sleep(0)
     return {d["_id"]: d["value"] for d in await svc.repo("counters").open_work.all()}
