@@ -133,3 +133,22 @@ async def test_a_number_held_by_another_record_writes_nothing_and_keeps_its_hold
         await repo.add(rec, claim=True)
     assert await repo.get(rec.id) is None
     assert await lookup.find("N-0001") == "someone-else"
+
+
+async def test_a_lookup_built_in_batches_names_every_record_once_and_keeps_other_holders(
+        register, monkeypatch):
+    """The build claims in batches (one command each); a value already claimed for its own
+    record (a build cut short) counts as named, one held by another record stays as it is."""
+    from shared import lookups
+    monkeypatch.setattr(lookups, "BUILD_BATCH", 3)
+    lookup = lookups.Lookup(register.database["numbers"], "number")
+    repo = Repository(register, Numbered)
+    records = [numbered(n) for n in range(1, 9)]
+    for rec in records:
+        await repo.add(rec)
+    assert await lookup.claim("N-0002", records[1].id)  # claimed before the cut
+    assert await lookup.claim("N-0005", "someone-else")  # held by another record
+    assert await lookup.build(register) == 7
+    for rec in records:
+        holder = "someone-else" if rec.number == "N-0005" else rec.id
+        assert await lookup.find(rec.number) == holder
