@@ -111,14 +111,13 @@ def _open(repo: Repository[Case]) -> AsyncCollection:
 
 async def ensure_indexes(service: Service) -> None:
     """Index what still reads the store by another field than `_id`, on MongoDB (FerretDB's
-    SQLite handler uses none of them): the start's rebuild of `cases_open` (status) and the
-    register-number fallback (services.quality.lookups). The lists read `cases_open` (open
-    work) or `cases_days` and then the cases by `_id` (a period), the watcher and the gauge
-    `cases_open`. The kinds are listed by count (GET /recurrence) and found by CAPA (the
-    lookups' fallback)."""
+    SQLite handler uses none of them): the start's rebuild of `cases_open` (status). A
+    register number is found through `case_numbers` by `_id`; the lists read `cases_open`
+    (open work) or `cases_days` and then the cases by `_id` (a period), the watcher and the
+    gauge `cases_open`. The kinds are listed by count (GET /recurrence) and found by CAPA
+    (the lookups' fallback)."""
     cases = service.repo("cases").collection
-    for key in ("status", "register_no"):
-        await cases.create_index(key)
+    await cases.create_index("status")
     kinds = service.repo("kinds").collection
     await kinds.create_index(MOST_FREQUENT_FIRST)
     for key in ("customer_id", "product_code", "defect_code"):
