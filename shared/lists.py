@@ -6,29 +6,15 @@ was sorted in, so no list reads the whole store (see `shared.store.OpenWork` and
 `shared.periods`).
 """
 
-import asyncio
-from collections.abc import Iterable
 from datetime import UTC, date, datetime
 from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
 
-from shared.periods import ALL_AT_ONCE, IN_CHUNK, DayIndex, Period, _utc
+from shared.periods import DayIndex, Period, _utc, load
 from shared.store import Repository
 
 Order = list[tuple[str, int]]
-
-
-async def load(store: AsyncCollection, ids: Iterable[Any], query: dict[str, Any] | None = None,
-               projection: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """The records with these ids (that match `query`), by `_id: {$in}` in chunks."""
-    ids = list(ids)
-    chunks = [ids[i:i + IN_CHUNK] for i in range(0, len(ids), IN_CHUNK)]
-    found = await asyncio.gather(*(
-        store.find({"_id": {"$in": chunk}} | (query or {}), projection,
-                   batch_size=ALL_AT_ONCE).to_list(None)
-        for chunk in chunks))
-    return [doc for docs in found for doc in docs]
 
 
 async def open_page(repo: Repository, query: dict[str, Any], order: Order, skip: int,

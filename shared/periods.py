@@ -13,6 +13,7 @@ The ordering time of a record never changes once it is added (received, opened, 
 """
 
 import asyncio
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -146,10 +147,10 @@ class DayIndex:
 
     async def _pages(self, days: list[str]) -> list[dict[str, Any]]:
         """Every page of these days: their first pages, then the others (two `$in` reads)."""
-        first = await _by_ids(self.collection, [page_id(d, 0) for d in days])
+        first = await load(self.collection, [page_id(d, 0) for d in days])
         more = [page_id(p["_id"].split("/")[0], n) for p in first
                 for n in range(1, p.get("pages", 1))]
-        return first + await _by_ids(self.collection, more)
+        return first + await load(self.collection, more)
 
     async def entries(self, period: Period) -> list[tuple[Any, datetime]]:
         """(id, at) of every record in the period, each once (a crash may write one twice)."""
@@ -228,12 +229,17 @@ def built_marker() -> dict[str, Any]:
     return {"_id": BUILT, "at": datetime.now(UTC)}
 
 
-async def _by_ids(collection: AsyncCollection, ids: list[str]) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = []
-    for i in range(0, len(ids), IN_CHUNK):
-        found += await collection.find({"_id": {"$in": ids[i:i + IN_CHUNK]}},
-                                       batch_size=ALL_AT_ONCE).to_list(None)
-    return found
+async def load(store: AsyncCollection, ids: Iterable[Any], query: dict[str, Any] | None = None,
+               projection: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The documents with these ids (that match `query`), by `_id: {$in}` in chunks, each
+    chunk in one reply."""
+    ids = list(ids)
+    chunks = [ids[i:i + IN_CHUNK] for i in range(0, len(ids), IN_CHUNK)]
+    found = await asyncio.gather(*(
+        store.find({"_id": {"$in": chunk}} | (query or {}), projection,
+                   batch_size=ALL_AT_ONCE).to_list(None)
+        for chunk in chunks))
+    return [doc for docs in found for doc in docs]
 
 
 IN_CHUNK = 250  # ids per `$in` read: FerretDB checks each result against the whole list
