@@ -50,7 +50,8 @@ def port_of(name: str) -> int:
 
 
 def service_broker_urls() -> dict[str, str]:
-    """Each service connects as its own least-privilege broker user (scripts/infra.sh made them)."""
+    """Each service connects as its own least-privilege broker user, the console as the
+    read-only `qms-console` (QMS_CONSOLE_AMQP_URL; scripts/infra.sh made them)."""
     out = subprocess.run([str(ROOT / "scripts" / "rabbitmq_users.sh"), "--print-env"],
                          capture_output=True, text=True, check=True, timeout=30).stdout
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)

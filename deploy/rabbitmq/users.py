@@ -23,7 +23,8 @@ Usage (standard library only, so it runs in a bare python image):
                                      separated by TOPIC_LISTING) show every service user
                                      with its permissions
   users.py render DEFINITIONS OUT    the whole definitions with password hashes (compose)
-  users.py env [--host H] [--port P] QMS_<SVC>_AMQP_URL=... lines for the local services
+  users.py env [--host H] [--port P] QMS_<SVC>_AMQP_URL=... lines for the local services and
+                                     the console (QMS_CONSOLE_AMQP_URL)
 """
 
 import argparse
@@ -41,6 +42,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 DEFINITIONS = HERE / "definitions.json"
 SERVICES = ("intake", "quality", "capa", "reporting", "notify")
+BROKER_CLIENTS = (*SERVICES, "console")  # the console: read-only, for its live pages
 SECRETS = ROOT / "var" / "secrets" / "broker.env"  # this installation's local broker passwords
 
 
@@ -167,11 +169,11 @@ def render(definitions: dict) -> dict:
 
 
 def amqp_urls(host: str, port: int, vhost: str = "/") -> dict[str, str]:
-    """Each service's own broker URL (the kit reads QMS_<SVC>_AMQP_URL)."""
+    """Each service's (and the console's) own broker URL (they read QMS_<SVC>_AMQP_URL)."""
     path = "" if vhost == "/" else quote(vhost, safe="")  # like the kit's default URL
     return {f"QMS_{svc.upper()}_AMQP_URL":
             f"amqp://qms-{svc}:{quote(password_of(f'qms-{svc}', local=True), safe='')}"
-            f"@{host}:{port}/{path}" for svc in SERVICES}
+            f"@{host}:{port}/{path}" for svc in BROKER_CLIENTS}
 
 
 def write_private(out: Path, document: dict) -> None:

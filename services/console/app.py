@@ -58,23 +58,23 @@ def create(settings: Settings | None = None) -> FastAPI:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         if request.method != "GET":
             target = "/"
-        return console.ctx(request).redirect(f"/signin?next={quote(target)}")
+        return (await console.ctx(request)).redirect(f"/signin?next={quote(target)}")
 
     @app.exception_handler(NotAllowed)
     async def not_allowed(request: Request, _: Exception) -> Response:
-        return console.ctx(request).render("error.html", status=403, error=None,
+        return (await console.ctx(request)).render("error.html", status=403, error=None,
                                            message=N_("Your role may not open this page."))
 
     @app.exception_handler(CsrfRefused)
     async def csrf_refused(request: Request, exc: Exception) -> Response:
-        ctx = exc.ctx if isinstance(exc, CsrfRefused) else console.ctx(request)
+        ctx = exc.ctx if isinstance(exc, CsrfRefused) else await console.ctx(request)
         return ctx.render("error.html", status=403, error=None,
                           message=N_("This form has expired or did not come from this "
                                      "console; go back, reload the page and send it again."))
 
     @app.exception_handler(ApiError)
     async def refused(request: Request, exc: Exception) -> Response:
-        ctx = console.ctx(request)
+        ctx = await console.ctx(request)
         if isinstance(exc, ApiError) and exc.status == 401:
             return await sign_in(request, exc)
         error = ctx.error(exc) if isinstance(exc, ApiError) else None

@@ -6,7 +6,7 @@ network is needed. English needs no catalogue: its text is the message id.
 """
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -24,42 +24,16 @@ LOCALE_DIR = Path(__file__).resolve().parent / "locale"
 LANGUAGES = ("zh", "en")
 BABEL_LOCALES = {"zh": "zh_Hans_CN", "en": "en_GB"}
 
-# The words the services answer with (enumerations, codes), as people read them. The English
-# label is the message id, so the catalogue translates it like any other text.
+# The roles, as people read them (the English label is the message id). Every other code a
+# page shows (statuses, categories, channels, severities, units, defect codes, root-cause
+# categories, dispositions) is labelled by the service that owns it: its `GET /vocabulary`
+# (`services/console/vocabulary.py`).
 LABELS: dict[str, str] = {
-    # feedback statuses
-    "registered": "Registered", "with_quality": "With Quality",
-    "quality_record_ready": "Quality record ready", "replied": "Replied",
-    "closed": "Closed", "withdrawn": "Withdrawn",
-    # case statuses
-    "open": "Open", "awaiting_units": "Awaiting units", "resolved": "Resolved",
-    # action request and unit statuses
-    "requested": "Requested", "proposed": "Proposed", "accepted": "Accepted",
-    "completed": "Completed", "returned": "Returned", "rejected": "Rejected",
-    "implemented": "Implemented",
-    # categories, channels, severities
-    "product_quality": "Product quality", "delivery": "Delivery",
-    "service_documents": "Service or documents", "other": "Other", "suggestion": "Suggestion",
-    "phone": "Phone", "fax": "Fax", "email": "E-mail", "letter": "Letter", "visit": "Visit",
-    "proactive": "Raised by Sales", "web": "Web",
-    "normal": "Normal", "major": "Major", "zh": "Chinese", "en": "English",
-    # roles
     "sales": "Sales", "quality": "Quality", "unit": "Responsible unit", "manager": "Manager",
     "ops": "Operations", "auditor": "Auditor",
-    # responsible units
-    "production": "Production", "engineering": "Engineering", "rd": "R&D",
-    "purchasing": "Purchasing", "logistics": "Logistics", "supplier": "Supplier",
-    "warehouse": "Warehouse",
-    # root cause categories (4M/6M) and dispositions
-    "man": "Man", "machine": "Machine", "material": "Material", "method": "Method",
-    "measurement": "Measurement", "environment": "Environment",
-    "return": "Return", "rework": "Rework", "sorting": "Sorting", "scrap": "Scrap",
-    "concession": "Concession",
 }
-# The default defect catalogue's names (quality's `GET /defect-codes` answers in English).
-DEFECT_NAMES = ("Dimensional", "Surface / cosmetic", "Functional failure", "Material",
-                "Packaging / labelling", "Contamination / foreign matter", "Assembly",
-                "Documents / certificates", "Wrong part / quantity", "Other")
+# A language of the console -> the language tag of the services' labels.
+WORD_LANGUAGES = {"zh": "zh-Hans", "en": "en"}
 
 # What the services' error codes mean to a person (`{"error": {"code": ...}}`).
 ERRORS: dict[str, str] = {
@@ -116,8 +90,10 @@ def negotiate(chosen: str | None, accept_language: str | None, default: str) -> 
 class Translator:
     """One request's words: `_`, labels, error messages, dates and money."""
 
-    def __init__(self, lang: str, translations: NullTranslations, timezone: str):
+    def __init__(self, lang: str, translations: NullTranslations, timezone: str,
+                 words: Mapping[str, Mapping[str, Mapping[str, str]]] | None = None):
         self.lang = lang
+        self.words = words or {}
         self.locale = Locale.parse(BABEL_LOCALES[lang])
         self._translations = translations
         self.tz = ZoneInfo(timezone)
@@ -126,14 +102,26 @@ class Translator:
         text = self._translations.gettext(message)
         return text % values if values else text
 
-    def label(self, value: Any) -> str:
+    def label(self, value: Any, word_list: str | None = None) -> str:
+        """A code as people read it: from the service's word list `word_list` (e.g.
+        `units`), else a role; a code nobody labels is shown as it is."""
         if value is None:
             return ""
         key = str(getattr(value, "value", value))
+        word = self.words.get(word_list or "", {}).get(key)
+        if word:
+            return word.get(WORD_LANGUAGES[self.lang]) or word.get("en") or key
         return self.gettext(LABELS[key]) if key in LABELS else key
 
-    def defect(self, name: str | None) -> str:
-        return self.gettext(name) if name in DEFECT_NAMES else (name or "")
+    def codes(self, word_list: str) -> list[str]:
+        """Every code of a word list, in the order its service gives."""
+        return list(self.words.get(word_list, {}))
+
+    def defect(self, code: str | None, name: str | None = None) -> str:
+        """A defect code's name from quality's catalogue, else the name the record keeps."""
+        if code and code in self.words.get("defect_codes", {}):
+            return self.label(code, "defect_codes")
+        return name or ""
 
     def error(self, code: str) -> str:
         return self.gettext(ERRORS.get(code, ERRORS["error"]))
@@ -168,8 +156,8 @@ class Translator:
                 else self.gettext("%(h)s h %(m)s min", h=hours, m=minutes))
         return self.gettext("overdue by %(time)s", time=text) if seconds < 0 else text
 
-    def functions(self) -> dict[str, Callable[..., str]]:
+    def functions(self) -> dict[str, Callable[..., Any]]:
         """What the templates call."""
-        return {"_": self.gettext, "label": self.label, "defect": self.defect,
-                "dt": self.datetime, "d": self.date, "money": self.money,
+        return {"_": self.gettext, "label": self.label, "word_codes": self.codes,
+                "defect": self.defect, "dt": self.datetime, "d": self.date, "money": self.money,
                 "duration": self.duration, "error_text": self.error}

@@ -5,7 +5,7 @@ import ast
 import re
 from pathlib import Path
 
-from services.console.i18n import DEFECT_NAMES, ERRORS, LABELS
+from services.console.i18n import ERRORS, LABELS
 
 HERE = Path(__file__).resolve().parent
 TEMPLATE_CALL = re.compile(r"""\b_\(\s*(?:"([^"]+)"|'([^']+)')""")
@@ -34,5 +34,4 @@ def in_templates() -> set[str]:
 
 
 def all_ids() -> set[str]:
-    return (in_code() | in_templates() | set(LABELS.values()) | set(ERRORS.values())
-            | set(DEFECT_NAMES))
+    return in_code() | in_templates() | set(LABELS.values()) | set(ERRORS.values())

@@ -30,16 +30,13 @@ from services.console.session import (
     set_language,
 )
 from services.console.settings import Settings
+from services.console.vocabulary import Vocabularies
 from shared.auth import ROLES, Principal, TokenVerifier, make_token
 from shared.errors import Unauthorized
-from shared.vocabulary import Category, Channel, DispositionType, Severity
 
 HOME = {"sales": "/sales", "quality": "/quality", "unit": "/unit", "manager": "/manager"}
 FEEDBACK_OPEN = ("registered", "with_quality", "quality_record_ready", "replied")
 ACTION_OPEN = ("requested", "returned", "proposed", "accepted")
-ROOT_CAUSE_CATEGORIES = ("man", "machine", "material", "method", "measurement", "environment")
-UNITS = ("production", "engineering", "rd", "purchasing", "logistics", "supplier", "warehouse",
-         "quality")
 # A 422's field (the service's `loc` without `body.`) -> the registration form's field.
 REGISTRATION_FIELDS = {
     "customer.id": "customer_id", "customer.name": "customer_name",
@@ -142,8 +139,10 @@ class Console:
         self.feed = feed
         self.verifier = TokenVerifier(settings.infra)
         self.dev_signin = settings.dev_signin
+        self.vocabularies = Vocabularies(backend, list(settings.service_urls()),
+                                         settings.vocabulary_ttl_s)
 
-    def ctx(self, request: Request) -> Ctx:
+    async def ctx(self, request: Request) -> Ctx:
         session = self.sessions.load(request)
         lang = negotiate(request.cookies.get(LANG_COOKIE), request.headers.get("accept-language"),
                          self.settings.default_language)
@@ -157,11 +156,15 @@ class Console:
             except Unauthorized:
                 if session.pop("token", None):
                     ctx.dirty = True  # expired: the page asks for a new sign-in
+        # The word lists (any role may read them): with the person's token, or before
+        # anyone signed in on the development sign-in page, a development token.
+        token = ctx.token or (dev_token(self.settings) if self.dev_signin else None)
+        tr.words = await self.vocabularies.fresh(token)
         return ctx
 
     async def posted(self, request: Request) -> tuple[Ctx, FormData]:
         """A form post: its context and fields, once its CSRF token checks out."""
-        ctx = self.ctx(request)
+        ctx = await self.ctx(request)
         form = await request.form()
         if not csrf_ok(ctx.session, form.get(CSRF_FIELD)):
             raise CsrfRefused(ctx)
@@ -185,7 +188,7 @@ def router(console: Console) -> APIRouter:
 
     @r.get("/live")
     async def live(request: Request) -> Response:
-        console.ctx(request).need()
+        (await console.ctx(request)).need()
         if console.feed is None:
             return Response(status_code=204)  # no feed: the script stops asking
         return StreamingResponse(console.feed.stream(), media_type="text/event-stream",
@@ -211,35 +214,35 @@ async def _by_status(backend: Backend, token: str, service: str, path: str,
 def _session_routes(r: APIRouter, console: Console) -> None:
     @r.get("/")
     async def index(request: Request) -> Response:
-        ctx = console.ctx(request)
+        ctx = await console.ctx(request)
         return ctx.redirect(home_of(ctx.principal))
 
     @r.get("/signin")
     async def signin_page(request: Request) -> Response:
-        ctx = console.ctx(request)
+        ctx = await console.ctx(request)
         people = await _directory(console) if console.dev_signin else []
-        return ctx.render("signin.html", people=people, roles=ROLES, units=UNITS,
+        return ctx.render("signin.html", people=people, roles=ROLES, units=ctx.tr.codes("units"),
                           next=safe_next(request.query_params.get("next")), form={})
 
     @r.post("/signin")
     async def signin(request: Request) -> Response:
         ctx, form = await console.posted(request)
         if not console.dev_signin:
-            return ctx.render("signin.html", status=404, people=[], roles=ROLES, units=UNITS,
-                              next="/", form={})
+            return ctx.render("signin.html", status=404, people=[], roles=ROLES,
+                              units=ctx.tr.codes("units"), next="/", form={})
         name, role, unit = text(form, "name"), text(form, "role"), text(form, "unit")
         problems = []
         if not name:
             problems.append("name")
         if role not in ROLES:
             problems.append("role")
-        if role == "unit" and unit not in UNITS:
+        if role == "unit" and unit not in ctx.tr.codes("units"):
             problems.append("unit")
         if problems:
             people = await _directory(console)
-            return ctx.render("signin.html", people=people, roles=ROLES, units=UNITS,
-                              next=safe_next(text(form, "next")), form=dict(form),
-                              problems=problems)
+            return ctx.render("signin.html", people=people, roles=ROLES,
+                              units=ctx.tr.codes("units"), next=safe_next(text(form, "next")),
+                              form=dict(form), problems=problems)
         sub = ".".join(name.lower().split())[:64]
         ctx.session["token"] = make_token(
             console.settings.infra.jwt_secret.get_secret_value(), sub, [role], name=name,
@@ -266,11 +269,16 @@ def _session_routes(r: APIRouter, console: Console) -> None:
         return response
 
 
+def dev_token(settings: Settings) -> str:
+    """A short development token of role ops (development sign-in only)."""
+    return make_token(settings.infra.jwt_secret.get_secret_value(), "console", ["ops"],
+                      ttl_s=300)
+
+
 async def _directory(console: Console) -> list[dict[str, Any]]:
     """The people and mailboxes of notify's directory (development sign-in only: read with a
     development token of role ops)."""
-    token = make_token(console.settings.infra.jwt_secret.get_secret_value(), "console",
-                       ["ops"], ttl_s=300)
+    token = dev_token(console.settings)
     try:
         page = await console.backend.get(token, "notify", "/directory", page_size=200,
                                          active="true")
@@ -320,19 +328,20 @@ def _sales_routes(r: APIRouter, console: Console, backend: Backend) -> None:
                   error: dict[str, Any] | None = None) -> HTMLResponse:
         invalid = {REGISTRATION_FIELDS.get(f, f) for f in (error or {}).get("fields", [])}
         return ctx.render("register.html", form=form, error=error,
-                          invalid=invalid, categories=list(Category), channels=list(Channel),
-                          severities=list(Severity))
+                          invalid=invalid, categories=ctx.tr.codes("categories"),
+                          channels=ctx.tr.codes("channels"),
+                          severities=ctx.tr.codes("severities"))
 
     @r.get("/sales")
     async def inbox(request: Request) -> Response:
-        ctx = console.ctx(request)
+        ctx = await console.ctx(request)
         _, token = ctx.need("sales", "manager", "auditor")
         groups = await _by_status(backend, token, "intake", "/feedback", FEEDBACK_OPEN)
         return ctx.render("inbox.html", groups=groups)
 
     @r.get("/sales/new")
     async def new_feedback(request: Request) -> Response:
-        ctx = console.ctx(request)
+        ctx = await console.ctx(request)
         ctx.need("sales")
         return form_page(ctx, {"channel": "phone", "severity": "normal",
                                "category": "product_quality", "loss_currency": "CNY",
@@ -361,7 +370,7 @@ def _sales_routes(r: APIRouter, console: Console, backend: Backend) -> None:
 
     @r.get("/feedback/{ref}")
     async def feedback(request: Request, ref: str) -> Response:
-        return await feedback_page(console.ctx(request), ref)
+        return await feedback_page(await console.ctx(request), ref)
 
     @r.post("/feedback/{ref}/{step}")
     async def feedback_step(request: Request, ref: str, step: str) -> Response:
@@ -397,7 +406,7 @@ def _board_order(case: dict[str, Any]) -> tuple[int, float]:
 def _quality_routes(r: APIRouter, console: Console, backend: Backend) -> None:
     @r.get("/quality")
     async def board(request: Request) -> Response:
-        ctx = console.ctx(request)
+        ctx = await console.ctx(request)
         _, token = ctx.need("quality", "manager", "auditor")
         page = await backend.get(token, "quality", "/cases",
                                  status=["open", "awaiting_units", "resolved"], page_size=500)
@@ -412,15 +421,15 @@ def _quality_routes(r: APIRouter, console: Console, backend: Backend) -> None:
         except ApiError as exc:
             if exc.status != 404:
                 raise
-            return ctx.render("case.html", case=None, ref=ref, codes=[],
-                              units=UNITS, error=None, form={})
-        codes = await backend.get(token, "quality", "/defect-codes")
-        return ctx.render("case.html", case=case, ref=ref, codes=codes,
-                          units=UNITS, error=error, form=form or {})
+            return ctx.render("case.html", case=None, ref=ref, codes=[], units=[],
+                              error=None, form={})
+        return ctx.render("case.html", case=case, ref=ref,
+                          codes=ctx.tr.codes("defect_codes"), units=ctx.tr.codes("units"),
+                          error=error, form=form or {})
 
     @r.get("/cases/{ref}")
     async def case(request: Request, ref: str) -> Response:
-        return await case_page(console.ctx(request), ref)
+        return await case_page(await console.ctx(request), ref)
 
     @r.post("/cases/{ref}/responsibility")
     async def assign(request: Request, ref: str) -> Response:
@@ -507,7 +516,7 @@ def _draft_form(action: dict[str, Any]) -> dict[str, Any]:
 def _unit_routes(r: APIRouter, console: Console, backend: Backend) -> None:
     @r.get("/unit")
     async def requests(request: Request) -> Response:
-        ctx = console.ctx(request)
+        ctx = await console.ctx(request)
         _, token = ctx.need("unit", "quality", "manager", "auditor")
         groups = await _by_status(backend, token, "capa", "/actions", ACTION_OPEN)
         return ctx.render("unit.html", groups=groups)
@@ -518,11 +527,12 @@ def _unit_routes(r: APIRouter, console: Console, backend: Backend) -> None:
         action = await backend.get(token, "capa", f"/actions/{quote(action_id)}")
         return ctx.render("action.html", action=action, error=error,
                           form=form if form is not None else _draft_form(action),
-                          categories=ROOT_CAUSE_CATEGORIES, dispositions=list(DispositionType))
+                          categories=ctx.tr.codes("root_cause_categories"),
+                          dispositions=ctx.tr.codes("dispositions"))
 
     @r.get("/actions/{action_id}")
     async def action(request: Request, action_id: str) -> Response:
-        return await action_page(console.ctx(request), action_id)
+        return await action_page(await console.ctx(request), action_id)
 
     @r.post("/actions/{action_id}")
     async def investigate(request: Request, action_id: str) -> Response:
@@ -549,7 +559,7 @@ def _manager_routes(r: APIRouter, console: Console, backend: Backend) -> None:
 
     @r.get("/manager")
     async def statistics(request: Request) -> Response:
-        ctx = console.ctx(request)
+        ctx = await console.ctx(request)
         _, token = ctx.need("manager", "quality", "auditor")
         month = request.query_params.get("month") or this_month(ctx)
         try:
@@ -563,7 +573,7 @@ def _manager_routes(r: APIRouter, console: Console, backend: Backend) -> None:
 
     @r.get("/manager/export")
     async def export(request: Request) -> Response:
-        ctx = console.ctx(request)
+        ctx = await console.ctx(request)
         _, token = ctx.need("manager", "quality", "auditor")
         month = request.query_params.get("month") or this_month(ctx)
         kind = "xlsx" if request.query_params.get("format") == "xlsx" else "csv"

@@ -30,6 +30,10 @@ class Settings(ServiceSettings):
     plant_timezone: str = Field("Asia/Shanghai", description="Dates and times are shown here.")
     default_language: Language = Field(
         "zh", description="When neither the person's choice nor Accept-Language says.")
+    vocabulary_ttl_s: float = Field(
+        60.0, ge=0, description="How long the services' word lists (`GET /vocabulary`: "
+        "units, defect codes, categories, statuses and their labels) are kept before they "
+        "are read again.")
     live: bool = Field(True, description="Consume the domain events for live page updates.")
 
     def service_urls(self) -> dict[str, str]:

@@ -15,6 +15,7 @@ import httpx
 import pytest
 from aiormq.exceptions import ChannelAccessRefused, ProbableAuthenticationError
 
+from services.console.live import LiveFeed
 from shared.events import Actor, Envelope
 from shared.service import Service
 from shared.settings import InfraSettings, ServiceSettings
@@ -222,3 +223,59 @@ async def test_a_service_user_publishes_only_its_own_event_types(infra, started)
         await connection.close()
         async with httpx.AsyncClient(auth=("guest", "guest"), timeout=10) as http:
             await http.request("DELETE", api + "/" + exchange)
+
+
+async def test_console_user_follows_the_events_on_its_own_queue_but_never_publishes(infra,
+                                                                                   started):
+    """The console's live feed, as `qms-console`: its own exclusive queue bound to the events
+    exchange receives what a service publishes; publishing to the exchange (or to a service's
+    queue through the default exchange) is refused, and so is a queue not named like its own."""
+    intake = Service("intake", ServiceSettings(amqp_url=url_of("qms-intake"), infra=infra))
+    intake.consumer.on("kit.counter_bumped")(ignore)
+    await intake.start()  # declares this namespace's events exchange
+    started.append(intake)
+    exchange = intake.topology.exchange.name
+
+    feed = LiveFeed(url_of("qms-console"), infra.namespace)
+    await feed.start()
+    try:
+        assert await feed.ready() == "ok"
+        notes: list[dict] = []
+        feed.publish = notes.append  # type: ignore[method-assign]
+        sender = await aio_pika.connect(url_of("qms-intake"))
+        try:
+            channel = await sender.channel()
+            events = await channel.get_exchange(exchange, ensure=False)
+            await events.publish(aio_pika.Message(
+                b'{"type": "feedback.registered", "correlation_id": "f1"}'),
+                routing_key="feedback.registered")
+        finally:
+            await sender.close()
+        async def noted() -> bool:
+            return notes == [{"type": "feedback.registered", "feedback_id": "f1"}]
+
+        await eventually(noted, what="the console's note of the event")
+    finally:
+        await feed.stop()
+
+    connection = await aio_pika.connect(url_of("qms-console"))
+    try:
+        async def publish_to_the_exchange() -> None:
+            channel = await connection.channel(publisher_confirms=True)
+            events = await channel.get_exchange(exchange, ensure=False)
+            await events.publish(aio_pika.Message(b"{}"), routing_key="feedback.registered")
+
+        async def publish_to_a_service_queue() -> None:
+            channel = await connection.channel(publisher_confirms=True)
+            await channel.default_exchange.publish(aio_pika.Message(b"{}"),
+                                                   routing_key=intake.topology.queue_name)
+
+        async def declare_a_queue_not_its_own() -> None:
+            channel = await connection.channel()
+            await channel.declare_queue(f"{infra.namespace}.console-copy", exclusive=True)
+
+        for action in (publish_to_the_exchange, publish_to_a_service_queue,
+                       declare_a_queue_not_its_own):
+            assert "ACCESS_REFUSED" in await refused(action), action.__name__
+    finally:
+        await connection.close()
