@@ -39,6 +39,7 @@ from shared.lifecycle import Lifecycle
 from shared.logs import set_correlation
 from shared.lookups import Lookup
 from shared.messaging import ConsumerMetrics, EventConsumer, EventPublisher, Topology, new_broker
+from shared.openapi_errors import document_errors
 from shared.outbox import OutboxRelay
 from shared.periods import DayIndex
 from shared.settings import ServiceSettings
@@ -487,4 +488,5 @@ def create_app(service: Service, *, title: str, description: str,
     for router in [*service.routers, audit_router(), vocabulary]:
         document_roles(router)
         app.include_router(router)
+    document_errors(app)
     return app
