@@ -22,11 +22,10 @@ from prometheus_client import CollectorRegistry, Counter
 from pymongo.asynchronous.collection import AsyncCollection
 
 from shared.messaging import EventPublisher
-from shared.periods import ALL_AT_ONCE
+from shared.periods import load
 from shared.store import MARK_GRACE_S, OUTBOX, PENDING, OutboxMarks, WriteLocks
 
 log = logging.getLogger("qms.outbox")
-READ_CHUNK = 250  # documents read per `$in` (FerretDB checks each result against the list)
 
 
 @dataclass
@@ -96,7 +95,8 @@ class OutboxRelay:
             undone: set = set()
             for doc_id, told in docs.items():
                 if told is not None:
-                    sent = await self._publish_told(coll, doc_id, told)
+                    sent = await self._publish_events(coll, doc_id, told.events, told.version,
+                                                      written=told.events)
                     total += sent
                     if sent < len(told.events):
                         undone.add(doc_id)
@@ -106,14 +106,6 @@ class OutboxRelay:
             for doc_id in undone | unread:
                 self._due.setdefault(name, {})[doc_id] = None
         return total
-
-    async def _publish_told(self, coll: AsyncCollection, doc_id: Any, told: Told) -> int:
-        sent = await self._send(told.events)
-        if sent:
-            await self.mark_sent(coll, doc_id, sent, told.version,
-                                 everything=len(sent) == len(told.events), written=told.events)
-            self.published.labels(self.service).inc(len(sent))
-        return len(sent)
 
     async def _send(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Publish in order; stop at the first the broker refuses (kept pending, in order)."""
@@ -163,7 +155,8 @@ class OutboxRelay:
                 # A marked document is the relay's (a save since marks exist): publishing it
                 # here as well would send its events twice.
                 if not await self.marks.has(coll.name, doc["_id"]):
-                    total += await self._publish_document(coll, doc)
+                    total += await self._publish_events(
+                        coll, doc["_id"], doc.get(OUTBOX) or [], doc.get("version", 0))
         return total
 
     async def _publish(self, name: str, ids: set) -> tuple[int, set]:
@@ -175,22 +168,16 @@ class OutboxRelay:
         if coll is None:
             return 0, set()
         total, undone = 0, set()
-        wanted = list(ids)
-        for i in range(0, len(wanted), READ_CHUNK):
-            chunk = wanted[i:i + READ_CHUNK]
-            docs = await coll.find({"_id": {"$in": chunk}}, projection={OUTBOX: 1, "version": 1},
-                                   batch_size=ALL_AT_ONCE).to_list(None)
-            # A document not found is not written (yet): its marks wait for their save or
-            # their grace.
-            for doc in docs:
-                pending = doc.get(OUTBOX) or []
-                if not pending:  # its events up to this version went out (here or elsewhere)
-                    await self.marks.settle(name, doc["_id"], doc.get("version", 0))
-                    continue
-                sent = await self._publish_document(coll, doc)  # settles once all are out
-                total += sent
-                if sent < len(pending):
-                    undone.add(doc["_id"])
+        # A document not found is not written (yet): its marks wait for their save or grace.
+        for doc in await load(coll, ids, projection={OUTBOX: 1, "version": 1}):
+            pending = doc.get(OUTBOX) or []
+            if not pending:  # its events up to this version went out (here or elsewhere)
+                await self.marks.settle(name, doc["_id"], doc.get("version", 0))
+                continue
+            sent = await self._publish_events(coll, doc["_id"], pending, doc.get("version", 0))
+            total += sent
+            if sent < len(pending):
+                undone.add(doc["_id"])
         return total, undone
 
     async def _drop_stale(self, name: str, doc_id: object, marks: list[dict]) -> None:
@@ -201,11 +188,14 @@ class OutboxRelay:
             if (m["collection"], m["doc_id"]) == (name, doc_id) and m["at"].timestamp() < stale:
                 await self.marks.withdraw(m["_id"])
 
-    async def _publish_document(self, coll: AsyncCollection, doc: dict) -> int:
-        sent = await self._send(doc.get(OUTBOX) or [])
+    async def _publish_events(self, coll: AsyncCollection, doc_id: Any,
+                              events: list[dict[str, Any]], version: int,
+                              written: list[dict[str, Any]] | None = None) -> int:
+        """Publish a document's events in order, then take out those sent (settling the marks
+        once all are out). `written`: the events came from the saves, not from a read."""
+        sent = await self._send(events)
         if sent:
-            everything = len(sent) == len(doc.get(OUTBOX) or [])
-            await self.mark_sent(coll, doc["_id"], sent, doc.get("version", 0), everything)
+            await self.mark_sent(coll, doc_id, sent, version, len(sent) == len(events), written)
             self.published.labels(self.service).inc(len(sent))
         return len(sent)
 

@@ -280,16 +280,9 @@ class Repository(Generic[A]):
         return await self.collection.find_one({"_id": id}, projection={"_id": 1}) is not None
 
     async def id_of(self, value: str) -> str | None:
-        """The id of the record whose number (the lookup's field) is `value`, or None: two
-        `_id` reads (the lookup, then the record, which must carry the value)."""
-        if self.lookup is None:
-            raise ValueError(f"{self.collection.name} keeps no lookup (Service.collection)")
-        doc_id = await self.lookup.find(value)
-        if doc_id is None:
-            return None
-        field = self.lookup.field
-        doc = await self.collection.find_one({"_id": doc_id}, projection={field: 1})
-        return str(doc_id) if doc is not None and doc.get(field) == value else None
+        """The id of the record whose number (the lookup's field) is `value`, or None."""
+        found = await self.by_number(value)
+        return None if found is None else found.id
 
     async def by_number(self, value: str) -> A | None:
         """The record whose number (the lookup's field) is `value`, or None: two `_id` reads
