@@ -2,7 +2,7 @@
 # Installs and starts what the services need on a machine without Docker:
 # RabbitMQ from Debian's packages and FerretDB v1.24.2 (SQLite storage) built
 # from its Go module. Idempotent: what is installed or running is left alone.
-# Usage: scripts/infra.sh install|start|stop|rabbitmq-config (what the broker we start listens on)
+# Usage: scripts/infra.sh install|start|stop|ferretdb|rabbitmq-config (what the broker we start listens on)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -72,12 +72,15 @@ install_promtool() {
 install_chromium() {
   # The console's tests drive Debian's Chromium with Playwright (its own browser download
   # cannot work here): `make test` needs /usr/bin/chromium, and a Chinese font so that the
-  # screenshots of the Chinese pages show characters, not boxes.
-  if [ -x /usr/bin/chromium ] && [ -d /usr/share/fonts/truetype/wqy ]; then return; fi
-  say "installing chromium and a Chinese font (Debian's packages, for the console's browser tests)"
+  # screenshots of the Chinese pages show characters, not boxes. The same font sets the
+  # Chinese of reporting's PDF documents; poppler-utils (pdftotext, pdftoppm) lets the tests
+  # read those PDFs and render their pages.
+  if [ -x /usr/bin/chromium ] && [ -d /usr/share/fonts/truetype/wqy ] \
+    && [ -x /usr/bin/pdftotext ] && [ -x /usr/bin/pdftoppm ]; then return; fi
+  say "installing chromium, a Chinese font and poppler-utils (Debian's packages, for the console's browser tests and the PDF documents)"
   need_root_or_sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive need_root_or_sudo apt-get install -y -qq chromium \
-    fonts-wqy-microhei >/dev/null
+    fonts-wqy-microhei poppler-utils >/dev/null
 }
 
 install_ferretdb() {
@@ -288,6 +291,8 @@ case "${1:-}" in
          start_ferretdb
          say "RabbitMQ amqp://127.0.0.1:$AMQP_PORT (management http://127.0.0.1:$MANAGEMENT_PORT; listening on $BIND_ADDRESS), FerretDB mongodb://127.0.0.1:$MONGO_PORT" ;;
   stop) stop_all ;;
+  # FerretDB alone, as `start` runs it, on its data (the fault tests start it after kill -9).
+  ferretdb) install_ferretdb; start_ferretdb ;;
   rabbitmq-config) rabbitmq_conf; echo "# environment:"; rabbitmq_env ;;
-  *) die "usage: $0 install|start|stop|rabbitmq-config" ;;
+  *) die "usage: $0 install|start|stop|ferretdb|rabbitmq-config" ;;
 esac

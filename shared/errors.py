@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pymongo.errors import PyMongoError
+from pymongo.errors import ConnectionFailure, PyMongoError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 
@@ -61,6 +61,13 @@ def store_busy(exc: BaseException) -> bool:
         return False
     text = f"{exc} {getattr(exc, 'details', '')}"  # a bulk write says it in its details
     return "database is locked" in text or "SQLITE_BUSY" in text
+
+
+def store_unreachable(exc: BaseException) -> bool:
+    """The database could not be reached (connection refused or reset, no server selected):
+    FerretDB restarting, say. The driver reconnects by itself; the request did not fail for
+    what it asked."""
+    return isinstance(exc, ConnectionFailure)
 
 
 def error_body(code: str, message: str, details: list[dict[str, Any]] | None = None) -> dict:

@@ -34,7 +34,12 @@ from shared.asyncapi import event_catalogue
 from shared.auth import TokenVerifier, document_roles
 from shared.dbmetrics import DatabaseMetrics
 from shared.domain import Aggregate
-from shared.errors import error_response, install_error_handlers, store_busy
+from shared.errors import (
+    error_response,
+    install_error_handlers,
+    store_busy,
+    store_unreachable,
+)
 from shared.lifecycle import Lifecycle
 from shared.logs import set_correlation
 from shared.lookups import Lookup
@@ -347,9 +352,11 @@ STORE_BUSY_RETRY_AFTER_S = 2
 
 
 class StoreBusy:
-    """FerretDB's "database is locked" (SQLite busy under load) is not a server error. A read
-    (GET, HEAD: it changes nothing) is tried again after a short pause; a write, or a read the
-    store still refuses, gets 503 with `Retry-After`, saying so. Anything else passes."""
+    """The store busy or out of reach is not a server error: FerretDB's "database is locked"
+    (SQLite busy under load), or a lost connection (FerretDB restarting; the driver reconnects
+    by itself). A read (GET, HEAD: it changes nothing) is tried again after a short pause; a
+    write, or a read the store still refuses, gets 503 with `Retry-After`, saying which.
+    Anything else passes."""
 
     def __init__(self, app: ASGIApp, read_retries: int = 2, pause_s: float = 0.25):
         self.app = app
@@ -363,20 +370,19 @@ class StoreBusy:
         for attempt in range(tries):
             if attempt:
                 await asyncio.sleep(self.pause_s * attempt)
-            if not await self._busy(scope, receive, send):
+            if (why := await self._refused(scope, receive, send)) is None:
                 return
-        log.warning("the database was busy (database is locked): %s %s answered 503 after "
-                    "%d attempt(s)", scope["method"], scope["path"], tries)
+        log.warning("the database %s: %s %s answered 503 after %d attempt(s)", why,
+                    scope["method"], scope["path"], tries)
         response = error_response(
-            503, "unavailable", "The database is busy under load (it answered \"database is "
-            f"locked\"); try again in {STORE_BUSY_RETRY_AFTER_S} seconds (a registration "
-            "retried with the same Idempotency-Key is not registered twice).",
-            headers={"Retry-After": str(STORE_BUSY_RETRY_AFTER_S)})
+            503, "unavailable", f"The database {why}; try again in {STORE_BUSY_RETRY_AFTER_S} "
+            "seconds (a registration retried with the same Idempotency-Key is not registered "
+            "twice).", headers={"Retry-After": str(STORE_BUSY_RETRY_AFTER_S)})
         await response(scope, receive, send)
 
-    async def _busy(self, scope: Scope, receive: Receive, send: Send) -> bool:
-        """Run the request once; True if the store was busy before any answer was sent (once
-        an answer has begun, the error goes on as any other)."""
+    async def _refused(self, scope: Scope, receive: Receive, send: Send) -> str | None:
+        """Run the request once; why the store refused it before any answer was sent, or None
+        (once an answer has begun, the error goes on as any other)."""
         started = False
 
         async def watched(message: Message) -> None:
@@ -387,10 +393,14 @@ class StoreBusy:
         try:
             await self.app(scope, receive, watched)
         except Exception as exc:
-            if started or not store_busy(exc):
+            if started:
                 raise
-            return True
-        return False
+            if store_busy(exc):
+                return "is busy under load (it answered \"database is locked\")"
+            if store_unreachable(exc):
+                return "cannot be reached just now (the connection was lost)"
+            raise
+        return None
 
 
 def _http_metrics(app: FastAPI, service: str, registry: CollectorRegistry) -> None:

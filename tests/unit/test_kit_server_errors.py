@@ -2,17 +2,23 @@
 
 Every 500 is counted in `qms_http_requests_total` with its status (an unhandled error used
 to bypass the count: no 5xx sample although 38 were served). FerretDB's "database is
-locked" (SQLite busy under load) is tried again on a read and answered 503 with
-`Retry-After` on a write, never 500. The kit's app answers here without being started
-(tests/integration/test_kit_store_busy.py locks the real FerretDB).
+locked" (SQLite busy under load), or a connection lost while FerretDB restarts, is tried
+again on a read and answered 503 with `Retry-After` on a write, never 500. The kit's app
+answers here without being started (tests/integration/test_kit_store_busy.py locks the real
+FerretDB).
 """
 
 import httpx
 import pytest
 from fastapi import APIRouter
-from pymongo.errors import BulkWriteError, OperationFailure
+from pymongo.errors import (
+    AutoReconnect,
+    BulkWriteError,
+    OperationFailure,
+    ServerSelectionTimeoutError,
+)
 
-from shared.errors import store_busy
+from shared.errors import store_busy, store_unreachable
 from shared.service import STORE_BUSY_RETRY_AFTER_S, Service, create_app
 from shared.settings import ServiceSettings
 from tests.conftest import infra_settings
@@ -45,6 +51,11 @@ class Plumbing:
         async def write() -> dict:
             self._call("write")
             raise busy()
+
+        @router.post("/unreachable")
+        async def unreachable() -> dict:
+            self._call("unreachable")  # as intake saw while FerretDB restarted (tests/faults)
+            raise AutoReconnect("127.0.0.1:27017: [Errno 104] Connection reset by peer")
 
         @router.get("/boom")
         async def boom() -> dict:
@@ -114,6 +125,17 @@ async def test_a_write_the_busy_database_refuses_is_a_503_once_never_repeated(pl
     assert "try again in" in resp.json()["error"]["message"]
     assert plumbing.calls["write"] == 1  # a write is the client's to repeat, not ours
     assert plumbing.counted("POST", "/things", 503) == 1
+
+
+async def test_a_write_while_the_database_is_out_of_reach_is_a_503_saying_so(plumbing):
+    resp = await plumbing.http.post("/unreachable", json={})
+    assert resp.status_code == 503
+    assert resp.headers["Retry-After"] == str(STORE_BUSY_RETRY_AFTER_S)
+    assert "cannot be reached" in resp.json()["error"]["message"]
+    assert plumbing.calls["unreachable"] == 1
+    assert plumbing.counted("POST", "/unreachable", 503) == 1
+    assert store_unreachable(ServerSelectionTimeoutError("no server"))
+    assert not store_unreachable(OperationFailure("E11000 duplicate key", 11000))
 
 
 async def test_any_other_database_error_stays_a_counted_500(plumbing):
