@@ -29,7 +29,13 @@ extrapolation), BENCH_WARMUP_S (900: how long to wait, after the services start,
 first escalation to reach Quality; the events flow once each relay's start-up sweep of its
 store is done), BENCH_YEARS (10: the closed history is spread over this many past
 years; lists cover a period, so what a page costs follows a period's volume: size/years),
-BENCH_KEEP (0; 1 keeps the last size's databases and queues).
+BENCH_KEEP (0; 1 keeps the last namespace's databases and queues: the soak's, when it runs).
+
+Then the soak (issue 12; benchkit/soak.py): on an empty history, SOAK_RATE (5) complaints a
+second carried through for SOAK_SECONDS (600), the backlog and each process's RSS and CPU
+every SOAK_INTERVAL_S (30); SOAK_DRAIN_S (300) to let what is in flight finish. BENCH_PHASES
+(sizes,soak) chooses what runs: `BENCH_PHASES=soak make bench` runs the soak alone (its
+report is then reports/bench.md and bench.json on their own).
 """
 
 import asyncio
@@ -53,7 +59,17 @@ sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 
 import bson  # noqa: E402
 import httpx  # noqa: E402
-from benchkit import load, measure, procs, profile, report, stamp, templates  # noqa: E402
+from benchkit import (  # noqa: E402
+    load,
+    measure,
+    procs,
+    profile,
+    report,
+    soak,
+    soak_report,
+    stamp,
+    templates,
+)
 from pymongo import AsyncMongoClient  # noqa: E402
 
 from services.reporting.settings import Settings as ReportingSettings  # noqa: E402
@@ -79,6 +95,7 @@ CONFIG = {
     "skip_over_s": float(env_int("BENCH_SKIP_OVER_S", 60)),
     "warmup_s": float(env_int("BENCH_WARMUP_S", 900)),
     "years": env_int("BENCH_YEARS", 10),
+    "phases": [p for p in os.environ.get("BENCH_PHASES", "sizes,soak").split(",") if p],
 }
 
 
@@ -328,26 +345,12 @@ async def main() -> str:
     try:
         await helpers.ready()
         env = service_env(helpers.smtp_port)
-        say(f"recording templates (namespace {prefix}tpl)")
-        recorded = await record_templates(client, f"{prefix}tpl", env)
-        result["templates"] = {"kinds": [t.kind.name for t in recorded.templates],
-                               "documents_per_complaint": recorded.docs_per_complaint(),
-                               "shared_documents": sum(len(d) for c in recorded.shared.values()
-                                                       for d in c.values()),
-                               "documents_owned_by_several": recorded.skipped}
-        say(f"templates: {result['templates']}")
-        await cleanup(client, [f"{prefix}tpl"])
-        previous: tuple[int, dict] = (0, {})
-        for size in sorted(CONFIG["sizes"]):
-            ns = f"{prefix}n{size}"
-            namespaces.append(ns)
-            expected = measure.extrapolate(previous[1], previous[0], size)
-            run = await measure_size(size, ns, recorded, client, env, helpers, tz, expected)
-            result["runs"][str(size)] = run
-            previous = (size, run["steps"])
-            write(result, began)  # so far: a run cut short still leaves its figures
-            if not (CONFIG["keep"] and size == CONFIG["sizes"][-1]):
-                await cleanup(client, [ns])
+        if "sizes" in CONFIG["phases"]:
+            await sizes(client, prefix, env, helpers, tz, result, namespaces, began)
+        if "soak" in CONFIG["phases"]:
+            namespaces.append(f"{prefix}soak")
+            result["soak"] = await measure_soak(f"{prefix}soak", client, env)
+            write(result, began)
     finally:
         helpers.stop()
         keep = namespaces[-1:] if CONFIG["keep"] else []
@@ -356,13 +359,69 @@ async def main() -> str:
     return write(result, began)
 
 
+async def sizes(client: AsyncMongoClient, prefix: str, env: dict[str, str], helpers: Helpers,
+                tz: ZoneInfo, result: dict[str, Any], namespaces: list[str],
+                began: float) -> None:
+    """The history sizes, one namespace each (templates recorded first)."""
+    say(f"recording templates (namespace {prefix}tpl)")
+    recorded = await record_templates(client, f"{prefix}tpl", env)
+    result["templates"] = {"kinds": [t.kind.name for t in recorded.templates],
+                           "documents_per_complaint": recorded.docs_per_complaint(),
+                           "shared_documents": sum(len(d) for c in recorded.shared.values()
+                                                   for d in c.values()),
+                           "documents_owned_by_several": recorded.skipped}
+    say(f"templates: {result['templates']}")
+    await cleanup(client, [f"{prefix}tpl"])
+    previous: tuple[int, dict] = (0, {})
+    for size in sorted(CONFIG["sizes"]):
+        ns = f"{prefix}n{size}"
+        namespaces.append(ns)
+        expected = measure.extrapolate(previous[1], previous[0], size)
+        run = await measure_size(size, ns, recorded, client, env, helpers, tz, expected)
+        result["runs"][str(size)] = run
+        previous = (size, run["steps"])
+        write(result, began)  # so far: a run cut short still leaves its figures
+        if not (CONFIG["keep"] and size == CONFIG["sizes"][-1]):
+            await cleanup(client, [ns])
+
+
+async def measure_soak(namespace: str, client: AsyncMongoClient,
+                       env: dict[str, str]) -> dict[str, Any]:
+    """The soak in a fresh namespace: start, wait until the events flow, then drive it."""
+    settings = soak.Settings.from_env()
+    say(f"soak: {settings.rate:g} complaints/s for {settings.seconds:g} s "
+        f"(namespace {namespace})")
+    system = System(namespace, env=env)
+    try:
+        await system.start(deadline_s=120)
+        await procs.settle(pids_of(system), max_wait=120)
+        people = measure.People(system)
+        try:
+            first = await measure.first_hop(people, CONFIG["warmup_s"])
+        finally:
+            await people.aclose()
+        say(f"soak: first escalation readable at Quality after {first}s; load starts")
+        print(soak_report.HEADER, flush=True)
+        out = await soak.run(system, client, settings, say,
+                             lambda row: print(soak_report.line(row), flush=True))
+    finally:
+        await system.stop()
+    out["targets"] = soak_report.targets(out)
+    for t in out["targets"]:
+        say(f"soak: {t['target']}: {t['figure']} ({'met' if t['met'] else 'NOT MET'})")
+    return out
+
+
 def write(result: dict[str, Any], began: float) -> str:
     """reports/bench.json and reports/bench.md from what has been measured so far."""
     result["duration_s"] = round(time.perf_counter() - began, 1)
     result["targets"] = report.targets(result) if result["runs"] else []
     REPORTS.mkdir(exist_ok=True)
     (REPORTS / "bench.json").write_text(json.dumps(result, indent=2, default=str))
-    text = report.markdown(result) if result["runs"] else ""
+    text = report.markdown(result) if result["runs"] else \
+        soak_report.heading(result) if "soak" in result else ""
+    if "soak" in result:
+        text += "\n".join(soak_report.markdown(result["soak"])) + "\n"
     (REPORTS / "bench.md").write_text(text)
     return text
 

@@ -187,6 +187,17 @@ class ReturnedSample(Value):
     note: ShortText | None = None
 
 
+class ReturnedSampleInput(ReturnedSample):
+    """A returned sample as Sales notes it: received in the kit's years (one kept in a record
+    or an event reads with any year)."""
+
+    received_on: IsoDate = Field(..., examples=["2026-11-20"])
+
+    def kept(self) -> ReturnedSample:
+        """As records and events keep it (equal to the same sample noted before)."""
+        return ReturnedSample(**self.model_dump())
+
+
 class Head(Value):
     """A unit head to summon for a major complaint (P-5.3.5)."""
 

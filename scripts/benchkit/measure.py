@@ -143,7 +143,7 @@ async def procedure(people: People, samples: Samples, hops: list[float], reps: i
         if await s.time("escalate (POST /feedback/{id}/escalate)",
                         p.sales.post(f"/feedback/{fid}/escalate", json={"note": "Analyse"})):
             escalated = time.perf_counter()
-            seen = await until(lambda f=fid: _status_is(p.quality.get(f"/cases/{f}"), 200),
+            seen = await until(lambda f=fid: status_is(p.quality.get(f"/cases/{f}"), 200),
                                timeout=wait_s, interval=0.002)
             if seen:
                 hops.append((time.perf_counter() - escalated) * 1000)
@@ -164,7 +164,7 @@ async def procedure(people: People, samples: Samples, hops: list[float], reps: i
                                                  "root cause, contain stock, sort"}]})))
         case["action"] = body["responsible_units"][0]["action_id"] if body else None
     cases = [c for c in cases if c["action"]]
-    await _each(cases, lambda c: _status_is(p.unit.get(f"/actions/{c['action']}"), 200),
+    await _each(cases, lambda c: status_is(p.unit.get(f"/actions/{c['action']}"), 200),
                 wait_s, s, "action request reaches the unit")
     for case in cases:
         a = case["action"]
@@ -173,20 +173,20 @@ async def procedure(people: People, samples: Samples, hops: list[float], reps: i
                      p.unit.put(f"/actions/{a}/investigation", json=INVESTIGATION))
         await s.time("unit submits (POST /actions/{id}/submit)",
                      p.unit.post(f"/actions/{a}/submit"))
-    await _each(cases, lambda c: _unit_status(p.quality, c["id"], "proposed"), wait_s, s,
+    await _each(cases, lambda c: unit_status(p.quality, c["id"], "proposed"), wait_s, s,
                 "proposal reaches Quality")
     for case in cases:
         await s.time("verification (POST /cases/{id}/verification)",
                      p.quality.post(f"/cases/{case['id']}/verification",
                                     json={"unit": "production", "accepted": True}))
-    await _each(cases, lambda c: _field_is(p.unit.get(f"/actions/{c['action']}"), "status",
+    await _each(cases, lambda c: field_is(p.unit.get(f"/actions/{c['action']}"), "status",
                                            "accepted"), wait_s, s, "acceptance reaches capa")
     for case in cases:
         for item in ("corrective", "preventive"):
             await s.time("unit marks an action done (POST /actions/{id}/items/…/done)",
                          p.unit.post(f"/actions/{case['action']}/items/{item}/1/done",
                                      json={"note": "done"}))
-    await _each(cases, lambda c: _field_is(p.sales.get(f"/feedback/{c['id']}"), "status",
+    await _each(cases, lambda c: field_is(p.sales.get(f"/feedback/{c['id']}"), "status",
                                            "quality_record_ready"), wait_s, s,
                 "quality record reaches Sales")
     closed = 0
@@ -203,7 +203,7 @@ async def procedure(people: People, samples: Samples, hops: list[float], reps: i
                      p.auditor.get(f"/feedback/{case['id']}/history"))
         await s.time("quality reads the case history (GET /cases/{id}/history)",
                      p.quality.get(f"/cases/{case['id']}/history"))
-    await _each(cases, lambda c: _status_is(p.manager.get(f"/register/{c['id']}"), 200), wait_s,
+    await _each(cases, lambda c: status_is(p.manager.get(f"/register/{c['id']}"), 200), wait_s,
                 s, "reporting's register row")
     for case in cases:
         await s.time("reporting register row (GET /register/{id})",
@@ -223,7 +223,7 @@ async def first_hop(people: People, timeout: float) -> float | None:
                                    timeout=timeout)
     if resp.status_code != 200:
         return None
-    seen = await until(lambda: _status_is(people.quality.get(f"/cases/{fid}"), 200),
+    seen = await until(lambda: status_is(people.quality.get(f"/cases/{fid}"), 200),
                        timeout=max(1.0, timeout - (time.perf_counter() - started)),
                        interval=0.5)
     return round(time.perf_counter() - started, 1) if seen else None
@@ -246,16 +246,16 @@ async def direct_replies(people: People, samples: Samples, reps: int) -> int:
     return done
 
 
-async def _status_is(request: Awaitable[httpx.Response], status: int) -> bool:
+async def status_is(request: Awaitable[httpx.Response], status: int) -> bool:
     return (await request).status_code == status
 
 
-async def _field_is(request: Awaitable[httpx.Response], name: str, value: Any) -> bool:
+async def field_is(request: Awaitable[httpx.Response], name: str, value: Any) -> bool:
     resp = await request
     return resp.status_code == 200 and resp.json().get(name) == value
 
 
-async def _unit_status(quality: httpx.AsyncClient, fid: str, status: str) -> bool:
+async def unit_status(quality: httpx.AsyncClient, fid: str, status: str) -> bool:
     resp = await quality.get(f"/cases/{fid}")
     return resp.status_code == 200 and any(
         u["status"] == status for u in resp.json()["responsible_units"])

@@ -104,6 +104,19 @@ def queues(namespace: str) -> dict[str, int]:
             if q["name"].startswith(f"{namespace}.")}
 
 
+def queue_stats(namespace: str) -> dict[str, dict[str, float]]:
+    """The namespace's queues: messages ready, unacked, and the rate the consumers ack
+    (per second, RabbitMQ's own 5 s average; 0 without recent traffic)."""
+    resp = httpx.get(f"{RABBIT_API}/queues", auth=RABBIT_AUTH, timeout=10, params={
+        "columns": "name,messages_ready,messages_unacknowledged,message_stats"})
+    resp.raise_for_status()
+    return {q["name"]: {"ready": q.get("messages_ready") or 0,
+                        "unacked": q.get("messages_unacknowledged") or 0,
+                        "ack_rate": ((q.get("message_stats") or {}).get("ack_details") or {})
+                        .get("rate") or 0.0}
+            for q in resp.json() if q["name"].startswith(f"{namespace}.")}
+
+
 def delete_broker_objects(namespace: str) -> int:
     """Delete the namespace's queues and exchanges (the services declared them durable)."""
     deleted = 0

@@ -37,7 +37,16 @@ from shared.contracts import (
 from shared.domain import Aggregate
 from shared.errors import Conflict, Forbidden, NotFound
 from shared.events import Actor, utcnow
-from shared.vocabulary import Head, LongText, Name, NoNul, ShortText, UnitName
+from shared.vocabulary import (
+    Head,
+    IsoDate,
+    KeptIsoDate,
+    LongText,
+    Name,
+    NoNul,
+    ShortText,
+    UnitName,
+)
 
 PRODUCER = "capa"
 MAX_ITEMS = 50
@@ -123,10 +132,11 @@ class ItemInput(BaseModel):
 
     description: Description = Field(..., examples=["Replace the insert of cavity 2 of M-17"])
     owner: Name = Field(..., examples=["Zhao Lei"])
-    due_date: date = Field(..., examples=["2026-12-15"])
+    due_date: IsoDate = Field(..., examples=["2026-12-15"])
 
 
 class ActionItem(ItemInput):
+    due_date: KeptIsoDate = Field(..., examples=["2026-12-15"])  # as stored: any year reads
     no: int = Field(..., ge=1, description="Number within its list, from 1")
     status: ItemStatus = ItemStatus.OPEN
     done_at: datetime | None = None
@@ -436,6 +446,7 @@ class CapaPlan(BaseModel):
 
 
 class CapaAction(ItemInput):
+    due_date: KeptIsoDate = Field(..., examples=["2027-01-31"])  # as stored: any year reads
     no: int = Field(..., ge=1)
 
 
@@ -456,8 +467,9 @@ class EffectivenessInput(BaseModel):
     }]})
 
     criteria: Statement
-    window_from: date
-    window_to: date
+    # Within the kit's years: the window's end is computed with (a year 9999 overflowed)
+    window_from: IsoDate
+    window_to: IsoDate
     evaluation: Statement
     effective: bool
 
@@ -471,6 +483,8 @@ class EffectivenessInput(BaseModel):
 
 
 class EffectivenessCheck(EffectivenessInput):
+    window_from: KeptIsoDate  # as stored: any year reads
+    window_to: KeptIsoDate
     verifier: str
     at: datetime
 

@@ -1,7 +1,8 @@
-"""The bad input issue 12 found, sent to intake and reporting running on the real broker and
-database: each request that answered 500, or was wrongly accepted (a date read as a Unix
-timestamp, a complaint of 1900, a month in full-width digits), is now a 422 saying what is
-wrong and where, and no server error is counted; the edges of each range still answer.
+"""The bad input issue 12 found, sent to intake, reporting and capa running on the real broker
+and database: each request that answered 500, or was wrongly accepted (a date read as a Unix
+timestamp, a complaint of 1900, a month in full-width digits, a CAPA's evaluation window
+ending in 9999), is now a 422 saying what is wrong and where, and no server error is
+counted; the edges of each range still answer, and the OpenAPI states the ranges.
 """
 
 import uuid
@@ -13,6 +14,8 @@ import httpx
 import pytest
 from faststream.rabbit import RabbitQueue
 
+from services.capa.app import create as create_capa
+from services.capa.settings import Settings as CapaSettings
 from services.intake.app import create as create_intake
 from services.intake.settings import Settings as IntakeSettings
 from services.reporting.app import create as create_reporting
@@ -20,6 +23,7 @@ from services.reporting.settings import Settings as ReportingSettings
 from shared.auth import make_token
 from shared.messaging import Topology, new_broker
 from shared.service import Service
+from shared.vocabulary import ISO_DATE
 from tests.conftest import infra_settings, test_namespace
 from tests.support import ok, refused
 
@@ -79,6 +83,17 @@ async def reporting() -> AsyncIterator[Running]:
     namespace = test_namespace(uuid.uuid4().hex[:6])
     settings = ReportingSettings(infra=infra_settings(namespace), gauges_refresh_interval_s=3600)
     service, broker, http = await running(create_reporting(settings), namespace, ["manager"])
+    async with http:
+        yield Running(service, http)
+    await broker.stop()
+    await service.stop()
+
+
+@pytest.fixture(scope="module")
+async def capa() -> AsyncIterator[Running]:
+    namespace = test_namespace(uuid.uuid4().hex[:6])
+    service, broker, http = await running(create_capa(CapaSettings(
+        infra=infra_settings(namespace))), namespace, ["quality"])
     async with http:
         yield Running(service, http)
     await broker.stop()
@@ -189,3 +204,95 @@ async def test_reporting_answers_at_the_edges_of_its_ranges(reporting):
     ok(await reporting.http.get("/register", params={"month": "2099-12", "page": 10_000}))
     ok(await reporting.http.get("/register", params={"received_to": "2000-01-01"}))
     assert reporting.server_errors() == 0
+
+
+SAMPLE = {"quantity": 2, "location": "QA lab"}
+
+
+@pytest.mark.parametrize("received_on", ["9999-12-31", "1900-01-01", "0001-01-01"])
+async def test_p_5_3_1_a_returned_sample_received_beyond_the_years_is_refused(intake,
+                                                                            received_on):
+    fb = ok(await intake.http.post("/feedback", json=body()), 201)
+    message = await intake.refused_at("POST", f"/feedback/{fb['id']}/samples",
+                                      "body.received_on",
+                                      json=SAMPLE | {"received_on": received_on})
+    assert ISO in message
+    assert ok(await intake.http.get(f"/feedback/{fb['id']}"))["samples"] == []
+
+
+async def test_p_5_3_1_a_sample_received_in_2000_or_2099_is_noted_once(intake):
+    fb = ok(await intake.http.post("/feedback", json=body()), 201)
+    for day in ("2000-01-01", "2099-12-31"):
+        note = SAMPLE | {"received_on": day}
+        ok(await intake.http.post(f"/feedback/{fb['id']}/samples", json=note), 201)
+        ok(await intake.http.post(f"/feedback/{fb['id']}/samples", json=note), 200)  # a retry
+    samples = ok(await intake.http.get(f"/feedback/{fb['id']}"))["samples"]
+    assert [s["received_on"] for s in samples] == ["2000-01-01", "2099-12-31"]
+    assert intake.server_errors() == 0
+
+
+async def implemented_capa(capa: Running, due_date: str = "2027-01-31") -> str:
+    """A CAPA Quality opened, planned and implemented: its effectiveness is next."""
+    opened = ok(await capa.http.post("/capas", json={"title": "Cracked housings HSG-220"}), 201)
+    ref = opened["id"]
+    ok(await capa.http.put(f"/capas/{ref}/root-cause", json={
+        "statement": "Mould M-17 has no wear check in its PM plan.", "category": "method"}))
+    ok(await capa.http.put(f"/capas/{ref}/plan", json={"actions": [
+        {"description": "Add a cavity wear check", "owner": "Sun Mei", "due_date": due_date}]}))
+    ok(await capa.http.post(f"/capas/{ref}/implemented", json={"note": "PM plan updated"}))
+    return ref
+
+
+def check(window_from: str, window_to: str) -> dict[str, Any]:
+    return {"criteria": "No cracked housing for 3 months", "window_from": window_from,
+            "window_to": window_to, "evaluation": "None in the window", "effective": True}
+
+
+@pytest.mark.parametrize("window_from,window_to,loc", [
+    ("2026-01-01", "9999-12-31", "body.window_to"),
+    ("0001-01-01", "2001-01-31", "body.window_from"),
+    ("1999-12-01", "1999-12-31", "body.window_from"),
+], ids=["window-to-9999", "window-from-year-1", "window-in-1999"])
+async def test_p_5_3_4_an_effectiveness_window_beyond_the_years_is_refused(capa, window_from,
+                                                                         window_to, loc):
+    ref = await implemented_capa(capa)
+    assert ISO in await capa.refused_at("POST", f"/capas/{ref}/effectiveness", loc,
+                                        json=check(window_from, window_to))
+    assert ok(await capa.http.get(f"/capas/{ref}"))["status"] == "implemented"
+
+
+@pytest.mark.parametrize("due_date", ["9999-12-31", "0001-01-01"])
+async def test_p_5_3_4_an_action_due_beyond_the_years_is_refused(capa, due_date):
+    opened = ok(await capa.http.post("/capas", json={"title": "Cracked housings"}), 201)
+    assert ISO in await capa.refused_at(
+        "PUT", f"/capas/{opened['id']}/plan", "body.actions.0.due_date",
+        json={"actions": [{"description": "Wear check", "owner": "Sun Mei",
+                           "due_date": due_date}]})
+    assert ok(await capa.http.get(f"/capas/{opened['id']}"))["actions"] == []
+
+
+async def test_p_5_3_4_capa_answers_at_the_edges_of_its_years(capa):
+    ref = await implemented_capa(capa, due_date="2099-12-31")
+    verified = ok(await capa.http.post(f"/capas/{ref}/effectiveness",
+                                       json=check("2000-01-01", "2000-03-31")))
+    assert verified["status"] == "effective"
+    assert verified["actions"][0]["due_date"] == "2099-12-31"
+    assert verified["verifications"][0]["window_to"] == "2000-03-31"
+    # A window still running is refused for what it is, up to the last day of the years
+    ref = await implemented_capa(capa)
+    early = refused(await capa.http.post(f"/capas/{ref}/effectiveness",
+                                         json=check("2026-01-01", "2099-12-31")), 409)
+    assert "2100-01-01" in early["message"]
+    assert capa.server_errors() == 0
+
+
+async def test_the_openapi_states_the_years_of_every_date_people_send(capa, intake):
+    def schema(doc: dict[str, Any], name: str) -> dict[str, Any]:
+        return doc["components"]["schemas"][name]["properties"]
+
+    capa_doc = ok(await capa.http.get("/openapi.json"))
+    for name, field in (("EffectivenessInput", "window_from"),
+                        ("EffectivenessInput", "window_to"), ("ItemInput", "due_date")):
+        assert schema(capa_doc, name)[field]["pattern"] == ISO_DATE, (name, field)
+    intake_doc = ok(await intake.http.get("/openapi.json"))
+    assert schema(intake_doc, "ReturnedSampleInput")["received_on"]["pattern"] == ISO_DATE
