@@ -94,6 +94,10 @@ class FileTooLarge(Exception):
     pass
 
 
+class DamagedFile(Exception):
+    """A stored file whose bytes no longer hash to its name: never to be sent as it is."""
+
+
 class AttachmentStore:
     """Files by content hash on a filesystem volume (S3-compatible storage where deployed)."""
 
@@ -102,6 +106,14 @@ class AttachmentStore:
 
     def path(self, sha: str) -> Path:
         return self.root / sha[:2] / sha
+
+    def read(self, sha: str) -> bytes:
+        """The file's bytes, checked against its sha256. FileNotFoundError if the store does
+        not hold it; DamagedFile if its content changed. Blocking: run it in a thread."""
+        data = self.path(sha).read_bytes()
+        if hashlib.sha256(data).hexdigest() != sha:
+            raise DamagedFile(f"The stored file {sha} no longer matches its sha256.")
+        return data
 
     def put_bytes(self, data: bytes) -> str:
         """Store once; returns the sha256. Blocking: run it in a thread."""

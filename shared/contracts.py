@@ -110,6 +110,10 @@ class CustomerReplied(Contract):
     register_no: str
     reply: LongText
     replied_at: datetime
+    report: AttachmentMeta | None = Field(
+        None, description="The issued Complaint Handling Report (PDF) sent with the reply, "
+        "kept in the attachment store by its sha256; absent in events from before reports "
+        "were attached")
 
 
 @contract("feedback.satisfaction_recorded")

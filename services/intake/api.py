@@ -18,7 +18,7 @@ from uuid import UUID, uuid4, uuid5
 from fastapi import APIRouter, Depends, File, Header, Query, Request, Response, UploadFile
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from services.intake.domain import (
     OPEN_STATUSES,
@@ -38,10 +38,13 @@ from shared.api import Page, PageParams, page_params, period_of, period_view, se
 from shared.attachments import (
     DOCX,
     EVIDENCE_NAMES,
+    HEAD_BYTES,
     XLSX,
     AttachmentStore,
+    DamagedFile,
     FileTooLarge,
     evidence_type,
+    sniff,
 )
 from shared.auth import Principal, require
 from shared.domain import HistoryEntry
@@ -61,6 +64,7 @@ from shared.vocabulary import (
     Money,
     Product,
     ReturnedSample,
+    ReturnedSampleInput,
     Severity,
 )
 
@@ -150,6 +154,50 @@ class ReplyBody(BaseModel):
         "The shipment was held by customs; it leaves today and arrives Friday."])
 
 
+def _sha_alone(value: Any) -> Any:
+    """`"report": "<sha256>"` is short for `"report": {"sha256": "<sha256>"}`."""
+    return {"sha256": value} if isinstance(value, str) else value
+
+
+Sha256 = Annotated[str, Field(
+    pattern=r"^[0-9a-fA-F]{64}$", description="sha256 of the PDF (64 hex digits)",
+    examples=["9f2c4e0b7a1d3f5e6c8b9a0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f"]),
+    AfterValidator(str.lower)]
+
+
+class ReportRef(BaseModel):
+    """The issued Complaint Handling Report, as reporting's `POST /documents/complaint-reports/
+    {ref}/issue` answered it in `pdf`: the PDF is already in the attachment store by its
+    sha256. That `pdf` object may be sent as it is (its other fields are not needed)."""
+
+    model_config = ConfigDict(extra="ignore")
+    sha256: Sha256
+    filename: Annotated[str, Field(min_length=5, max_length=200)] | None = Field(
+        None, description="The name the customer sees; default `<register_no>-report.pdf`",
+        examples=["CF-2026-000123-rev1.pdf"])
+
+    @field_validator("filename")
+    @classmethod
+    def _a_pdf_name(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        name = _safe_filename(value)
+        if not name.lower().endswith(".pdf"):
+            raise ValueError("must end in .pdf (the report is a PDF)")
+        return name
+
+
+class CustomerReplyBody(ReplyBody):
+    report: Annotated[ReportRef | None, BeforeValidator(
+        _sha_alone, json_schema_input_type=ReportRef | Sha256 | None)] = Field(
+        None, description="The issued Complaint Handling Report (PDF) to attach to the mail "
+        "(P-5.3.1): `{\"sha256\": …, \"filename\": …}` (e.g. the `pdf` of reporting's issue "
+        "answer, as it is) or just the sha256. It must be in the "
+        "attachment store and be a PDF, or the reply is refused (422)",
+        examples=[{"sha256": "9f2c4e0b7a1d3f5e6c8b9a0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f",
+                   "filename": "CF-2026-000123-rev1.pdf"}])
+
+
 class EscalateBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     note: LongText | None = Field(None, description="What Sales asks of Quality", examples=[
@@ -217,6 +265,32 @@ def _store_evidence(store: AttachmentStore, src: BinaryIO, max_bytes: int,
     except FileTooLarge as exc:
         raise TooLarge(str(exc)) from exc
     return sha, size, detected[0]
+
+
+def _stored_report(store: AttachmentStore, ref: ReportRef, register_no: str,
+                   who: Principal) -> AttachmentMeta:
+    """The report's entry, once the store shows it holds that PDF whole. Blocking."""
+    loc = "body.report.sha256"
+    try:
+        data = store.read(ref.sha256)
+    except FileNotFoundError:
+        raise Invalid(f"report.sha256: {ref.sha256} is not in the attachment store; issue "
+                      f"the report first (reporting: POST /documents/complaint-reports/"
+                      f"{register_no}/issue) and send the sha256 it answers.",
+                      [{"loc": loc, "msg": "not in the attachment store"}]) from None
+    except DamagedFile:
+        raise Invalid(f"report.sha256: the stored file {ref.sha256} no longer matches its "
+                      "sha256 (damaged); issue the report again.",
+                      [{"loc": loc, "msg": "stored file damaged"}]) from None
+    kind = sniff(data[:HEAD_BYTES], data)
+    if kind != "application/pdf":
+        raise Invalid(f"report.sha256: the stored file {ref.sha256} is "
+                      f"{kind or 'of no recognised type'}, not a PDF; the reply carries the "
+                      "issued Complaint Handling Report (PDF).",
+                      [{"loc": loc, "msg": "not a PDF"}])
+    return AttachmentMeta(sha256=ref.sha256, filename=ref.filename or f"{register_no}-report.pdf",
+                          content_type=kind, size=len(data), uploaded_by=who.sub,
+                          uploaded_at=utcnow())
 
 
 def _safe_filename(raw: str | None) -> str:
@@ -466,10 +540,11 @@ def router(settings: Settings) -> APIRouter:
               tags=["evidence"], summary="Note returned nonconforming samples (P-5.3.1)",
               description="The same note again (a retried request) adds nothing: 200.",
               responses={200: {"description": "These samples are already noted"}})
-    async def add_sample(request: Request, response: Response, ref: Ref, body: ReturnedSample,
+    async def add_sample(request: Request, response: Response, ref: Ref,
+                         body: ReturnedSampleInput,
                          who: Annotated[Principal, Depends(require(*SALES))]) -> FeedbackRead:
         return FeedbackRead.of(await _add(request, response, ref,
-                                          lambda fb: fb.add_sample(body, who.as_actor())))
+                                          lambda fb: fb.add_sample(body.kept(), who.as_actor())))
 
     @api.post("/feedback/{ref}/direct-reply", response_model=FeedbackRead,
               summary="Answer the customer directly, no form (P-F.2 yes, P-5.3.3)",
@@ -499,12 +574,23 @@ def router(settings: Settings) -> APIRouter:
             request, ref, lambda fb: fb.escalate(who.as_actor(), note, opened_at=opened_at)))
 
     @api.post("/feedback/{ref}/reply", response_model=FeedbackRead,
-              summary="Send the reply built on Quality's record (P-F.4)",
-              responses={409: {"description": "Quality's record is not ready"}})
-    async def reply(request: Request, ref: Ref, body: ReplyBody,
+              summary="Send the reply built on Quality's record (P-F.4), with the issued "
+                      "Complaint Handling Report (P-5.3.1)",
+              description="With `report`, notify attaches that PDF to the mail to the "
+                          "customer. Give the sha256 reporting answered when Sales issued the "
+                          "report (`POST /documents/complaint-reports/{ref}/issue`), and its "
+                          "filename; 422 if the attachment store has no such file or it is "
+                          "not a PDF.",
+              responses={409: {"description": "Quality's record is not ready"},
+                         422: {"description": "Bad input, or `report` names no stored PDF"}})
+    async def reply(request: Request, ref: Ref, body: CustomerReplyBody,
                     who: Annotated[Principal, Depends(require(*SALES))]) -> FeedbackRead:
-        return FeedbackRead.of(await _change(
-            request, ref, lambda fb: fb.reply_to_customer(body.reply, who.as_actor())))
+        fb = await _load(request, ref)  # 404 before looking in the store
+        report = None if body.report is None else await asyncio.to_thread(
+            _stored_report, store, body.report, fb.register_no, who)
+        return FeedbackRead.of(await _repo(request).change(
+            fb.id, lambda fb: fb.reply_to_customer(body.reply, who.as_actor(), report=report),
+            what="Feedback", loaded=fb))
 
     @api.post("/feedback/{ref}/return-to-quality", response_model=FeedbackRead,
               summary="Send an inadequate quality record back to Quality (P-F.4 review)",

@@ -152,6 +152,8 @@ class Reply(BaseModel):
     text: LongText
     replied_at: datetime
     by: str = Field(..., description="Who sent it (user id)")
+    report: AttachmentMeta | None = Field(None, description="The issued Complaint Handling "
+                                          "Report (PDF) sent with it (P-5.3.1)")
 
 
 class Satisfaction(BaseModel):
@@ -423,19 +425,23 @@ class Feedback(Aggregate):
         self._open_form(actor, now, note, opened_at=opened_at)
 
     # -- reply and satisfaction (P-F.4) -------------------------------------
-    def reply_to_customer(self, reply: str, actor: Actor, now: datetime | None = None) -> None:
-        """P-F.4: Sales reviewed Quality's record and sends the answer to the customer."""
+    def reply_to_customer(self, reply: str, actor: Actor, now: datetime | None = None,
+                          report: AttachmentMeta | None = None) -> None:
+        """P-F.4: Sales reviewed Quality's record and sends the answer to the customer,
+        with the issued Complaint Handling Report when there is one (P-5.3.1)."""
         if self.status is not FeedbackStatus.QUALITY_RECORD_READY:
             raise Conflict(f"Quality's record is not ready for {self.register_no} (status "
                            f"{self.status.value}): Sales replies once Quality has handed "
                            "its record back (P-5.3.1, P-F.4).")
         now = now or utcnow()
-        self.customer_reply = Reply(text=reply, replied_at=now, by=actor.sub)
+        self.customer_reply = Reply(text=reply, replied_at=now, by=actor.sub, report=report)
         self.status = FeedbackStatus.REPLIED
         event = self.emit(CustomerReplied(feedback_id=self.id, register_no=self.register_no,
-                                          reply=reply, replied_at=now), actor)
-        self._changed(actor, "customer_replied", {"status": self.status.value, "reply": reply},
-                      event_id=event.id, now=now)
+                                          reply=reply, replied_at=now, report=report), actor)
+        changes: dict[str, Any] = {"status": self.status.value, "reply": reply}
+        if report is not None:
+            changes["report"] = report.model_dump(mode="json")
+        self._changed(actor, "customer_replied", changes, event_id=event.id, now=now)
 
     def return_to_quality(self, reason: str, actor: Actor, now: datetime | None = None) -> None:
         """P-F.4 "Sales reviews it": the record is not good enough to answer the customer.

@@ -113,6 +113,8 @@ class NotificationSummary(BaseModel):
 
 class NotificationRead(NotificationSummary):
     body: str = Field(..., description="What was (or will be) sent")
+    attachments: list[AttachmentMeta] = Field(default_factory=list, description="Files sent "
+                                              "with the mail (the Complaint Handling Report)")
     target: str | None = None
     attempt_log: list[Attempt]
     history: list[HistoryEntry]

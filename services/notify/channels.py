@@ -6,11 +6,12 @@ backoff; `permanent`: parked at once). Retries, records and metrics are the
 dispatcher's business, so a new channel (SMS, WeCom…) is one small class.
 """
 
+import asyncio
 import hashlib
 import ssl
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, parseaddr
@@ -21,7 +22,9 @@ import httpx
 from services.notify.domain import ChannelName, Notification, Subscription, webhook_signature
 from services.notify.rules import TO_CUSTOMER
 from services.notify.settings import Settings, SmtpSecurity
+from shared.attachments import AttachmentStore, DamagedFile
 from shared.events import utcnow
+from shared.vocabulary import AttachmentMeta
 
 
 @dataclass(frozen=True)
@@ -56,13 +59,38 @@ class EmailChannel(Channel):
 
     name = ChannelName.EMAIL
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, store: AttachmentStore | None = None):
         self.s = settings
+        self.store = store or AttachmentStore(settings.attachment_dir)
         self.from_name, self.from_address = parseaddr(settings.mail_from)
         self.domain = self.from_address.rsplit("@", 1)[-1] or "qms.local"
         self.server = f"{settings.smtp_host}:{settings.smtp_port}"
 
-    def message(self, n: Notification) -> EmailMessage:
+    def files(self, n: Notification) -> dict[str, bytes]:
+        """The bytes of the mail's attachments by sha256, checked against it. Blocking.
+
+        A missing or damaged file fails the attempt (retried, then parked): the customer
+        never gets the reply without the report it announces."""
+        out: dict[str, bytes] = {}
+        for meta in n.attachments:
+            try:
+                out[meta.sha256] = self.store.read(meta.sha256)
+            except FileNotFoundError:
+                raise DeliveryFailed(self._unusable(n, meta, "is missing from")) from None
+            except DamagedFile:
+                raise DeliveryFailed(self._unusable(
+                    n, meta, "is damaged (its content no longer matches its sha256) in")
+                ) from None
+        return out
+
+    def _unusable(self, n: Notification, meta: AttachmentMeta, state: str) -> str:
+        return (f"attachment {meta.filename} (sha256 {meta.sha256}) {state} the attachment "
+                f"store {self.store.root}: the mail is not sent without it; put the file back "
+                f"and it goes with the next attempt (POST /notifications/{n.id}/retry once "
+                "parked)")
+
+    def message(self, n: Notification, files: Mapping[str, bytes] | None = None) -> EmailMessage:
+        """The mail; `files` holds the attachments' bytes by sha256 (from `files(n)`)."""
         msg = EmailMessage()
         msg["From"] = formataddr((self.from_name, self.from_address))
         msg["To"] = formataddr((n.recipient_name or "", n.recipient))
@@ -81,15 +109,20 @@ class EmailChannel(Channel):
         else:
             msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: no auto-replies to us
         msg.set_content(n.body, charset="utf-8")
-        if n.language:  # after set_content, which replaces every Content-* header
+        for meta in n.attachments:
+            maintype, _, subtype = meta.content_type.partition("/")
+            msg.add_attachment((files or {})[meta.sha256], maintype=maintype,
+                               subtype=subtype or "octet-stream", filename=meta.filename)
+        if n.language:  # after the parts: making a mail multipart moves Content-* headers
             msg["Content-Language"] = n.language.value
         return msg
 
     async def send(self, n: Notification) -> Delivered:
         s = self.s
+        files = await asyncio.to_thread(self.files, n) if n.attachments else {}
         try:
             errors, answer = await aiosmtplib.send(
-                self.message(n), sender=self.from_address, recipients=[n.recipient],
+                self.message(n, files), sender=self.from_address, recipients=[n.recipient],
                 hostname=s.smtp_host, port=s.smtp_port, username=s.smtp_username,
                 password=s.smtp_password.get_secret_value() if s.smtp_password else None,
                 use_tls=s.smtp_security == SmtpSecurity.TLS,

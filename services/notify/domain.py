@@ -157,6 +157,9 @@ class Notification(Aggregate):
     subject: str | None = None
     body: str = Field(..., description="The mail text, or the webhook's JSON body")
     target: str | None = Field(None, description="Webhook URL when created (informational)")
+    attachments: list[AttachmentMeta] = Field(
+        default_factory=list, description="Files sent with the mail, read from the attachment "
+        "store by sha256 at each attempt (the issued Complaint Handling Report)")
     status: NotificationStatus = NotificationStatus.PENDING
     reason: str | None = Field(None, description="Why nobody was told (status no_recipient)")
     attempts: int = Field(0, description="All attempts so far")
@@ -171,15 +174,20 @@ class Notification(Aggregate):
     def create(cls, *, channel: ChannelName, recipient: str, event: Envelope, purpose: str,
                body: str, now: datetime, subject: str | None = None,
                recipient_name: str | None = None, language: Language | None = None,
-               register_no: str | None = None, target: str | None = None) -> "Notification":
+               register_no: str | None = None, target: str | None = None,
+               attachments: list[AttachmentMeta] | None = None) -> "Notification":
         n = cls(id=notification_id(event.id, channel, recipient), channel=channel,
                 recipient=recipient.lower() if channel == ChannelName.EMAIL else recipient,
                 recipient_name=recipient_name, purpose=purpose, event_id=event.id,
                 event_type=event.type, feedback_id=event.correlation_id,
                 register_no=register_no or event.payload.get("register_no"), language=language,
-                subject=subject, body=body, target=target, created_at=now, next_attempt_at=now)
-        n.log(SYSTEM, "created", {"channel": channel.value, "recipient": n.recipient,
-                                  "purpose": purpose}, event_id=event.id)
+                subject=subject, body=body, target=target, created_at=now, next_attempt_at=now,
+                attachments=attachments or [])
+        created: dict[str, Any] = {"channel": channel.value, "recipient": n.recipient,
+                                   "purpose": purpose}
+        if n.attachments:
+            created["attachments"] = [a.filename for a in n.attachments]
+        n.log(SYSTEM, "created", created, event_id=event.id)
         return n
 
     @classmethod

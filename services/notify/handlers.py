@@ -15,6 +15,7 @@ from services.notify.domain import CaseView, ChannelName, Notification, Subscrip
 from services.notify.rules import Audience, mail_rule
 from shared.contracts import (
     ComplaintEscalated,
+    CustomerReplied,
     FeedbackClassified,
     FeedbackRegistered,
     MajorAlert,
@@ -22,7 +23,7 @@ from shared.contracts import (
     NotificationSent,
 )
 from shared.events import Contract, Envelope, utcnow
-from shared.vocabulary import Head, Language, Severity
+from shared.vocabulary import AttachmentMeta, Head, Language, Severity
 
 log = logging.getLogger("qms.notify.handlers")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -130,9 +131,17 @@ async def tell_people(notify: Notify, event: Envelope, payload: Contract,
         n = Notification.create(channel=ChannelName.EMAIL, recipient=r.address, event=event,
                                 purpose=rule.purpose, subject=subject, body=body, now=utcnow(),
                                 recipient_name=r.name, language=r.language,
-                                register_no=case.register_no if case else None)
+                                register_no=case.register_no if case else None,
+                                attachments=_attachments(payload))
         created += await _insert_once(notify, n)
     return created
+
+
+def _attachments(payload: Contract) -> list[AttachmentMeta]:
+    """P-5.3.1: the reply carries the issued Complaint Handling Report."""
+    if isinstance(payload, CustomerReplied) and payload.report is not None:
+        return [payload.report]
+    return []
 
 
 def _render(notify: Notify, purpose: str, r: Recipient, event: Envelope, payload: Contract,

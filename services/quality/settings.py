@@ -10,25 +10,13 @@ from typing import Self
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from shared.defects import DEFAULT_DEFECT_LABELS
 from shared.settings import ServiceSettings
 from shared.units import DEFAULT_UNITS, UNIT_LABELS, UnitHead, default_heads
 from shared.vocabulary import Head
 
-# code -> (zh-Hans, en): the default defect catalogue, with its names in both languages.
-DEFAULT_CATALOGUE_LABELS: dict[str, tuple[str, str]] = {
-    "D01": ("尺寸", "Dimensional"),
-    "D02": ("表面/外观", "Surface / cosmetic"),
-    "D03": ("功能失效", "Functional failure"),
-    "D04": ("材料", "Material"),
-    "D05": ("包装/标识", "Packaging / labelling"),
-    "D06": ("污染/异物", "Contamination / foreign matter"),
-    "D07": ("装配", "Assembly"),
-    "D08": ("文件/证书", "Documents / certificates"),
-    "D09": ("错件/数量", "Wrong part / quantity"),
-    "D99": ("其他", "Other"),
-}
 DEFAULT_CATALOGUE: dict[str, str] = {code: en for code, (_, en) in
-                                     DEFAULT_CATALOGUE_LABELS.items()}
+                                     DEFAULT_DEFECT_LABELS.items()}
 
 
 class Settings(ServiceSettings):
@@ -86,7 +74,7 @@ class Settings(ServiceSettings):
 
     def defect_labels(self) -> dict[str, tuple[str, str]]:
         """Each code of the catalogue -> (zh-Hans, en), in the catalogue's order."""
-        defaults = {code: zh for code, (zh, en) in DEFAULT_CATALOGUE_LABELS.items()
+        defaults = {code: zh for code, (zh, en) in DEFAULT_DEFECT_LABELS.items()
                     if self.defect_catalogue.get(code) == en}
         zh = defaults | self.defect_catalogue_zh
         return {code: (zh.get(code, en), en) for code, en in self.defect_catalogue.items()}

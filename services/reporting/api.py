@@ -13,8 +13,9 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from services.reporting import charts, exports, statistics
+from services.reporting import charts, exports, paper_forms, statistics
 from services.reporting.domain import FeedbackRow, Status
+from services.reporting.pdf import PdfKit
 from services.reporting.statistics import MonthlyTable, money
 from services.reporting.views import Views
 from shared.api import Page, PageParams, page_params, period_of, period_view, service_of
@@ -23,7 +24,7 @@ from shared.errors import Invalid
 from shared.events import Actor
 from shared.lists import history_page, load, sort_rows
 from shared.periods import Period
-from shared.vocabulary import Category, Channel, IsoDate, IsoMonth, Severity
+from shared.vocabulary import Category, Channel, IsoDate, IsoMonth, Language, Severity
 
 READERS = ("manager", "auditor", "quality", "ops")
 REGISTER_READERS = (*READERS, "sales")
@@ -42,6 +43,7 @@ class Format(StrEnum):
     JSON = "json"
     CSV = "csv"
     XLSX = "xlsx"
+    PDF = "pdf"
 
 
 class Amount(BaseModel):
@@ -202,6 +204,19 @@ def _export_rows(docs: list[dict[str, Any]], order: list[tuple[str, int]]
             for d in sort_rows(docs, order)]
 
 
+def _kit(views: Views) -> PdfKit:
+    return PdfKit(views.settings.cjk_font, views.settings.cjk_font_index)
+
+
+def _register_pdf(views: Views, rows: list[dict[str, Any]], period: Period, lang: Language
+                  ) -> bytes:
+    """The register as its paper form; the period in the plant's days (end included)."""
+    days = (period.start, period.end - timedelta(microseconds=1))
+    label = " – ".join(d.astimezone(views.tz).date().isoformat() for d in days)
+    return paper_forms.register_pdf(rows, tz=views.tz, lang=lang, period=label,
+                                    company=views.settings.company_name, kit=_kit(views))
+
+
 def _file(content: bytes | str, media_type: str, filename: str) -> Response:
     return Response(content, media_type=media_type,
                     headers={"Content-Disposition": f'attachment; filename="{filename}"'})
@@ -230,8 +245,10 @@ def router() -> APIRouter:
 
 def _register_routes(r: APIRouter) -> None:
     file_responses: dict[int | str, dict[str, Any]] = {
-        200: {"content": {exports.CSV_MEDIA_TYPE: {}, exports.XLSX_MEDIA_TYPE: {}},
-              "description": "JSON page, or the whole filtered register as a file"}}
+        200: {"content": {exports.CSV_MEDIA_TYPE: {}, exports.XLSX_MEDIA_TYPE: {},
+                          exports.PDF_MEDIA_TYPE: {}},
+              "description": "JSON page, or the whole filtered register as a file (PDF: the "
+                             "paper form 客户意见登记表, A4 landscape)"}}
 
     @r.get("/register", response_model=Page[RegisterRow], tags=["register"],
            responses=file_responses,
@@ -268,6 +285,8 @@ def _register_routes(r: APIRouter) -> None:
         sort: Annotated[SortKey, Query(description="Field; '-' first: descending")]
         = "-received_at",
         format: Format = Format.JSON,
+        lang: Annotated[Language, Query(description="PDF: the form's language (zh: Chinese, "
+                                        "en: English)")] = Language.ZH,
     ) -> Any:
         views = views_of(request)
         period = _register_period(request, views, month, received_from, received_to)
@@ -308,6 +327,16 @@ def _register_routes(r: APIRouter) -> None:
             return StreamingResponse(
                 exports.register_csv(rows, views.tz), media_type=exports.CSV_MEDIA_TYPE,
                 headers={"Content-Disposition": f'attachment; filename="register-{stamp}.csv"'})
+        if format is Format.PDF:
+            if len(rows) > paper_forms.REGISTER_PDF_MAX_ROWS:  # about 7 ms a line to lay out
+                raise Invalid(f"The PDF form holds at most {paper_forms.REGISTER_PDF_MAX_ROWS} "
+                              f"lines and this period has {len(rows)}: narrow the filter, or "
+                              "take the CSV/XLSX. / PDF 登记表最多 "
+                              f"{paper_forms.REGISTER_PDF_MAX_ROWS} 行，请缩小范围或导出 "
+                              "CSV/XLSX。", [{"loc": "query.format", "msg": "too many lines "
+                                             "for a PDF"}])
+            content = await asyncio.to_thread(_register_pdf, views, rows, period, lang)
+            return _file(content, exports.PDF_MEDIA_TYPE, f"register-{stamp}.pdf")
         content = await asyncio.to_thread(exports.register_xlsx, rows, views.tz)
         return _file(content, exports.XLSX_MEDIA_TYPE, f"register-{stamp}.xlsx")
 
@@ -317,6 +346,7 @@ def _register_routes(r: APIRouter) -> None:
         request: Request, feedback_id: Annotated[str, Path(max_length=200)],
         _: Annotated[Principal, Depends(require(*REGISTER_READERS))],
     ) -> RegisterRow:
+        await views_of(request).check_kept(feedback_id, "complaint")  # 410 once disposed of
         row = await views_of(request).models.register.get_or_raise(feedback_id, "Feedback")
         assert isinstance(row, FeedbackRow)  # the register's store holds feedback rows
         return RegisterRow.of(row)
@@ -328,6 +358,7 @@ def _register_routes(r: APIRouter) -> None:
         _: Annotated[Principal, Depends(require(*REGISTER_READERS))],
     ) -> list[HistoryEvent]:
         models = views_of(request).models
+        await views_of(request).check_kept(feedback_id, "complaint")  # 410 once disposed of
         row = await models.register.get_or_raise(feedback_id, "Feedback")
         return [HistoryEvent.model_validate(d) for d in await models.history_of(row)]
 
@@ -338,20 +369,30 @@ def _register_routes(r: APIRouter) -> None:
 def _statistics_routes(r: APIRouter) -> None:
     @r.get("/statistics/monthly", response_model=MonthlyTable, tags=["statistics"],
            responses={200: {"content": {exports.CSV_MEDIA_TYPE: {},
-                                        exports.XLSX_MEDIA_TYPE: {}}}},
+                                        exports.XLSX_MEDIA_TYPE: {},
+                                        exports.PDF_MEDIA_TYPE: {}}}},
            summary="The Monthly Complaint Handling Statistics Table (P-F.6)")
-    async def monthly(request: Request, _: Reader, month: MonthQ = None, first: FromQ = None,
-                      last: ToQ = None, format: Format = Format.JSON) -> Any:
+    async def monthly(
+        request: Request, _: Reader, month: MonthQ = None, first: FromQ = None,
+        last: ToQ = None, format: Format = Format.JSON,
+        lang: Annotated[Language, Query(description="CSV/XLSX/PDF: the headings' language "
+                                        "(zh: Chinese, en: English)")] = Language.EN,
+    ) -> Any:
         views = views_of(request)
         first, last = _period(month, first, last, views)
         table = await monthly_table(views, first, last)
         name = first if first == last else f"{first}_{last}"
         if format is Format.CSV:
-            return _file(exports.table_csv(table), exports.CSV_MEDIA_TYPE,
+            return _file(exports.table_csv(table, lang), exports.CSV_MEDIA_TYPE,
                          f"complaint-statistics-{name}.csv")
         if format is Format.XLSX:
-            content = await asyncio.to_thread(exports.table_xlsx, table)
+            content = await asyncio.to_thread(exports.table_xlsx, table, lang)
             return _file(content, exports.XLSX_MEDIA_TYPE, f"complaint-statistics-{name}.xlsx")
+        if format is Format.PDF:
+            content = await asyncio.to_thread(
+                paper_forms.table_pdf, table, lang=lang, company=views.settings.company_name,
+                kit=_kit(views))
+            return _file(content, exports.PDF_MEDIA_TYPE, f"complaint-statistics-{name}.pdf")
         return table
 
     @r.get("/charts/{chart}.png", response_class=Response, tags=["statistics"],
@@ -364,45 +405,38 @@ def _statistics_routes(r: APIRouter) -> None:
         currency: Annotated[str | None, Query(pattern=r"^[A-Z]{3}$",
                                               description="pareto-loss: the currency "
                                               "(default: the largest total)")] = None,
+        lang: Annotated[Language, Query(description="The chart's words and defect names: zh "
+                                        "Chinese, en English")] = Language.EN,
     ) -> Response:
         views = views_of(request)
         first, last = _period(month, first, last, views)
-        png = await _chart(views, chart, first, last, currency)
+        png = await _chart(views, chart, first, last, currency, lang)
         return Response(png, media_type="image/png")
 
 
-async def _chart(views: Views, chart: str, first: str, last: str, currency: str | None
-                 ) -> bytes:
+async def _chart(views: Views, chart: str, first: str, last: str, currency: str | None,
+                 lang: Language = Language.EN) -> bytes:
     months = statistics.months_between(first, last)
     if chart in ("trend", "timeliness") and len(months) == 1:
         months = statistics.months_between(statistics.shift_month(last, -11), last)
     monthly = await views.models.monthly(months)
-    period = f"{first}" if first == last else f"{first} to {last}"
+    period = charts.period_text(first, last, lang)
     in_period = statistics.Counters(monthly[m] for m in statistics.months_between(first, last))
+    kit = charts.ChartKit.of(views.settings, lang)
     if chart == "pareto-count":
         counts, _ = statistics.defect_pareto(in_period)
-        return await asyncio.to_thread(charts.pareto, counts,
-                                       f"Complaints by defect code, {period}", "complaints")
+        return await asyncio.to_thread(kit.pareto_count, counts, period)
     if chart == "pareto-loss":
         _, losses = statistics.defect_pareto(in_period)
         if currency is None and losses:
             currency = max(losses, key=lambda cur: sum(v for _, v in losses[cur]))
-        items = [(k, v / 100) for k, v in losses.get(currency or "", [])]
-        return await asyncio.to_thread(charts.pareto, items,
-                                       f"Loss by defect code, {period} ({currency or '-'})",
-                                       f"loss ({currency or '-'})")
+        return await asyncio.to_thread(kit.pareto_loss, losses.get(currency or "", []),
+                                       currency or "-", period)
     rows = statistics.trend(monthly, months)
     if chart == "trend":
-        series = {name: [row[name] for row in rows]
-                  for name in ("feedbacks", "complaints", "quality_records", "breaches")}
-        return await asyncio.to_thread(charts.trend, months, series,
-                                       f"Monthly trend, {months[0]} to {months[-1]}")
-    shares = [statistics.ratio(row["met"], row["forms_due"]) for row in rows]
+        return await asyncio.to_thread(kit.trend, rows)
     hist = statistics.minutes_histogram(in_period, "qr")
-    record_hours = {minutes / 60: n for minutes, n in hist.items()}
-    return await asyncio.to_thread(charts.timeliness, months, shares, record_hours,
-                                   views.settings.timeliness_target,
-                                   f"Timeliness against the 3-day rule (P-F.5), {period}")
+    return await asyncio.to_thread(kit.timeliness, rows, hist, period)
 
 
 # ------------------------------------------------------------------ operations

@@ -39,6 +39,7 @@ MONTHLY_OPEN = "monthly_open"  # per-month receipts/closures by received day (op
 CUSTOMER_NAMES = "customer_names"  # the latest name stated for each customer id
 OPEN_WORK = "open_work"        # what the gauges need of each open complaint, form and CAPA
 UNASSIGNED = "(unassigned)"    # loss not yet attributed to a responsible unit
+SPLIT = "split|fb"             # feedbacks whose counters tell estimated loss and direct answers
 ALL = "all"
 
 # {"<collection>/<YYYY-MM>": {counter key: value}}, e.g. {"monthly/2026-11": {"fb": 1}}
@@ -255,6 +256,7 @@ class FeedbackRow(ReadRow):
     reopens: list[Reopen] = Field(default_factory=list)
     answers: list[Answer] = Field(default_factory=list)
     evidence: int = 0
+    capa_ids: list[str] = Field(default_factory=list, description="CAPAs opened for it (P-5.3.4)")
     classification: Classification | None = Field(
         None, description="The latest feedback.classified: it wins over the registration")
     # derived (kept in the document so the register can filter and sort on them)
@@ -313,10 +315,24 @@ class FeedbackRow(ReadRow):
 
     def loss_items(self) -> list[Cost]:
         """The loss: every quality record's disposition costs; else the estimate at registration."""
-        costs = [cost for r in self.rounds for cost in r.costs]
-        if costs:
-            return costs
-        return [self.estimated_loss] if self.estimated_loss and self.estimated_loss.cents else []
+        return self.actual_costs() or self.estimate_items()
+
+    def actual_costs(self) -> list[Cost]:
+        return [cost for r in self.rounds for cost in r.costs]
+
+    def estimate_items(self) -> list[Cost]:
+        """The estimate at registration, attributed to the units Quality named in the latest
+        round that names any (a reassignment in a later round moves it), split evenly in
+        cents, the remainder to the first unit (alphabetical, so every fold agrees);
+        "(unassigned)" until responsibility is assigned."""
+        est = self.estimated_loss
+        if est is None or not est.cents:
+            return []
+        named = [r.units for r in self.rounds if r.units]
+        units = named[-1] if named else [UNASSIGNED]
+        share, rest = divmod(est.cents, len(units))
+        return [Cost(unit=u, currency=est.currency, cents=share + (rest if i == 0 else 0))
+                for i, u in enumerate(units)]
 
     def loss_by_currency(self) -> dict[str, int]:
         total: dict[str, int] = defaultdict(int)
@@ -388,13 +404,23 @@ class FeedbackRow(ReadRow):
                 out.add(MONTHLY, month, f"fb|{dim}|{esc(value)}")
                 if complaint:
                     out.add(MONTHLY, month, f"cp|{dim}|{esc(value)}")
+        # Marks the month's counters as holding the figures below (the direct answers, the
+        # estimated part of the loss): months posted before them lack it (statistics.py).
+        out.add(MONTHLY, month, SPLIT)
+        if self.replied_directly_at is not None:  # P-F.2 yes, P-5.3.3
+            out.add(MONTHLY, month, "direct|fb")
+            if complaint:
+                out.add(MONTHLY, month, "direct|cp")
+        estimate = not self.actual_costs()
         for cost in self.loss_items():
             dims = [("total", ALL), ("category", self.category), ("unit", cost.unit),
                     ("customer", self.customer_id), ("defect_code", self.defect_code)]
             for dim, member in dims:
                 if member:
-                    out.add(MONTHLY, month, f"loss|{dim}|{esc(member)}|{cost.currency}",
-                            cost.cents)
+                    key = f"{dim}|{esc(member)}|{cost.currency}"
+                    out.add(MONTHLY, month, f"loss|{key}", cost.cents)
+                    if estimate:  # actual = loss - estimated
+                        out.add(MONTHLY, month, f"lossest|{key}", cost.cents)
         if self.form_opened_at is not None:
             out.add_at(self.form_opened_at, "forms")
         for r in self.rounds:
@@ -696,12 +722,34 @@ def target_of(env: Envelope, payload: Contract) -> tuple[RowKind, str] | None:
     return kind, cast(_AboutFeedback, payload).feedback_id
 
 
+# Events that also concern feedback rows other than their own row: a CAPA names the
+# complaints it was opened for. event type -> (the feedback ids it names, its effect on each)
+_LINKS: dict[str, tuple[Callable[[Any], list[str]], Apply]] = {}
+
+
+def linked_feedback(env: Envelope, payload: Contract) -> list[str]:
+    """The feedback rows an event also concerns, beside its own row (`target_of`)."""
+    entry = _LINKS.get(env.type)
+    return list(dict.fromkeys(entry[0](payload))) if entry else []
+
+
+def apply_link(row: ReadRow, env: Envelope, payload: Contract, tz: ZoneInfo,
+               derive: bool = True) -> bool:
+    """Apply an event to a feedback row it names (`linked_feedback`) once."""
+    return _once(_LINKS[env.type][1], row, env, payload, tz, derive)
+
+
 def apply(row: ReadRow, env: Envelope, payload: Contract, tz: ZoneInfo,
           derive: bool = True) -> bool:
     """Apply one event once. Returns False when the row has applied it already."""
+    return _once(_APPLY[env.type][1], row, env, payload, tz, derive)
+
+
+def _once(effect: Apply, row: ReadRow, env: Envelope, payload: Contract, tz: ZoneInfo,
+          derive: bool) -> bool:
     if row.has_applied(env.id):
         return False
-    _APPLY[env.type][1](row, env, payload)
+    effect(row, env, payload)
     row.mark_applied(env.id)
     if derive:
         row.derive(tz)
@@ -732,6 +780,12 @@ def fold(events: Iterable[tuple[Envelope, Contract]], tz: ZoneInfo
         if row is None:
             row = rows[target] = ROW_MODELS[target[0]](id=target[1])
         apply(row, env, payload, tz, derive=False)
+        for feedback_id in linked_feedback(env, payload):
+            key = (RowKind.FEEDBACK, feedback_id)
+            linked = rows.get(key)
+            if linked is None:
+                linked = rows[key] = FeedbackRow(id=feedback_id)
+            apply_link(linked, env, payload, tz, derive=False)
     for row in rows.values():
         row.derive(tz)
         row.contrib = row.contributions(tz)
@@ -882,6 +936,18 @@ def _breached(row: FeedbackRow, env: Envelope, p: c.SlaBreached) -> None:
     r.severity = r.severity or p.severity.value
 
 
+# Facts the register shows nothing of, kept on the row (their ids in `applied_events`) so that
+# the Complaint Handling Report (`dossier`) reads them back from the history by `_id`.
+def _kept_for_the_report(row: FeedbackRow, env: Envelope, p: Contract) -> None:
+    """Nothing to change on the row: recording the event id is the point."""
+
+
+for _kept in ("action.countermeasures_proposed", "action.completed",
+              "complaint.countermeasures_verified", "complaint.countermeasures_rejected",
+              "complaint.returned_to_quality"):
+    _on(_kept)(_kept_for_the_report)
+
+
 # -- capa --------------------------------------------------------------------------
 
 
@@ -905,6 +971,14 @@ def _capa_opened(row: CapaRow, env: Envelope, p: c.CapaOpened) -> None:
     row.number, row.source, row.kind_key, row.title = p.number, p.source, p.kind, p.title
     row.owner_unit, row.feedback_ids = p.owner_unit, list(p.feedback_ids)
     row.opened_at = env.occurred_at
+
+
+def _capa_of_feedback(row: FeedbackRow, env: Envelope, p: c.CapaOpened) -> None:
+    if p.capa_id not in row.capa_ids:
+        row.capa_ids.append(p.capa_id)
+
+
+_LINKS["capa.opened"] = (lambda p: p.feedback_ids, _capa_of_feedback)
 
 
 @_on("capa.effectiveness_verified", RowKind.CAPA)

@@ -18,10 +18,12 @@ from openpyxl.cell import WriteOnlyCell
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.styles import Font
 
-from services.reporting.statistics import MonthlyTable
+from services.reporting.statistics import LossRow, MonthlyTable
+from shared.vocabulary import Language
 
 XLSX_MEDIA_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 CSV_MEDIA_TYPE = "text/csv; charset=utf-8"
+PDF_MEDIA_TYPE = "application/pdf"  # the forms as PDF: `paper_forms`
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -162,14 +164,59 @@ def _save(wb: Workbook) -> bytes:
 
 # ------------------------------------------------------------------ the monthly table
 
+# The headings of the table's exports in Chinese, by their English text ("{}": a currency).
+# Section, dimension and measure codes in the CSV stay codes, as the JSON's field names.
+TABLE_ZH: dict[str, str] = {
+    "Period from": "期间起", "Period to": "期间止", "Time zone": "时区",
+    "Feedbacks": "客户意见数", "Complaints": "客诉数", "Suggestions": "建议数",
+    "Answered directly": "直接答复数",
+    "Complaints answered directly": "直接答复的客诉数",
+    "Forms opened": "开具客诉处理单数", "Quality records": "质量记录数",
+    "Forms due (3-day deadline in period)": "到期处理单数（3日期限在本期）",
+    "Met 3-day rule": "3日内完成数", "Share met 3-day rule": "3日内完成率",
+    "Form to quality record: count": "处理单至质量记录：件数",
+    "Form to quality record: mean hours": "处理单至质量记录：平均小时",
+    "Form to quality record: p90 hours": "处理单至质量记录：第90百分位小时",
+    "Registration to reply: count": "登记至答复客户：件数",
+    "Registration to reply: mean hours": "登记至答复客户：平均小时",
+    "Registration to reply: p90 hours": "登记至答复客户：第90百分位小时",
+    "3-day breaches": "超3日期限数", "Open cases": "未结案件数",
+    "Open cases as of": "未结案件截至", "Closures": "结案数", "Reopens": "重新打开数",
+    "Satisfaction answers": "满意度回复数", "Satisfied": "满意数",
+    "Satisfaction rate": "满意率", "Recurrences": "重复发生数",
+    "CAPAs opened": "开启的CAPA数", "CAPAs closed": "关闭的CAPA数",
+    "CAPAs withdrawn": "撤销的CAPA数",
+    "Feedbacks counted before the estimated/actual split (rebuild to recount)":
+        "拆分估计/实际损失前计入的客户意见数（重建后重新计数）",
+    "Loss total ({})": "损失合计（{}）",
+    "Loss total estimated ({})": "估计损失合计（{}）",
+    "Loss total actual ({})": "实际损失合计（{}）",
+    # sheets and columns
+    "Summary": "汇总", "Counts": "计数", "Breaches": "超期", "Losses": "损失",
+    "Change": "环比", "Measure": "项目", "Value": "数值", "Dimension": "维度", "Key": "键",
+    "Name": "名称", "Age": "账龄", "Cases": "件数", "Severity": "严重程度", "Count": "数量",
+    "Currency": "币种", "Amount": "金额", "Estimated": "其中估计", "Actual": "其中实际",
+    "Defect code": "缺陷代码", "Current": "本期", "Previous": "上期",
+    "section": "部分", "dimension": "维度", "key": "键", "name": "名称", "measure": "项目",
+    "value": "数值",
+}
 
-def summary_rows(t: MonthlyTable) -> list[tuple[str, Any]]:
+
+def heading(text: str, lang: Language, *args: str) -> str:
+    """A heading of the table's exports in `lang` (the English text is the key)."""
+    template = TABLE_ZH.get(text, text) if lang is Language.ZH else text
+    return template.format(*args)
+
+
+def summary_rows(t: MonthlyTable, lang: Language = Language.EN) -> list[tuple[str, Any]]:
     """The headline figures, as the XLSX Summary sheet and the CSV `summary` section show them."""
     tl, fu = t.timeliness, t.follow_up
     rows: list[tuple[str, Any]] = [
         ("Period from", t.period_from), ("Period to", t.period_to), ("Time zone", t.timezone),
         ("Feedbacks", t.counts.feedbacks), ("Complaints", t.counts.complaints),
         ("Suggestions", t.counts.suggestions),
+        ("Answered directly", t.counts.answered_directly),
+        ("Complaints answered directly", t.counts.complaints_answered_directly),
         ("Forms opened", tl.forms_opened), ("Quality records", tl.quality_records),
         ("Forms due (3-day deadline in period)", tl.forms_due),
         ("Met 3-day rule", tl.met_3_day_rule),
@@ -188,8 +235,17 @@ def summary_rows(t: MonthlyTable) -> list[tuple[str, Any]]:
         ("CAPAs opened", fu.capas_opened), ("CAPAs closed", fu.capas_closed),
         ("CAPAs withdrawn", fu.capas_withdrawn),
     ]
-    rows += [(f"Loss total ({r.currency})", Decimal(r.amount)) for r in t.losses.total]
-    return rows
+    if t.feedbacks_not_split:
+        rows.append(("Feedbacks counted before the estimated/actual split (rebuild to "
+                     "recount)", t.feedbacks_not_split))
+    out = [(heading(label, lang), value) for label, value in rows]
+    for r in t.losses.total:
+        out.append((heading("Loss total ({})", lang, r.currency), Decimal(r.amount)))
+        for label, part in (("Loss total estimated ({})", r.estimated),
+                            ("Loss total actual ({})", r.actual)):
+            if part is not None:
+                out.append((heading(label, lang, r.currency), Decimal(part)))
+    return out
 
 
 def _count_sections(t: MonthlyTable) -> Iterator[tuple[str, str, str | None, int, int]]:
@@ -200,24 +256,36 @@ def _count_sections(t: MonthlyTable) -> Iterator[tuple[str, str, str | None, int
             yield dim, r.key, getattr(r, "name", None), r.feedbacks, r.complaints
 
 
-def _loss_sections(t: MonthlyTable) -> Iterator[tuple[str, str, str | None, str, str]]:
-    """(dimension, key, name, currency, amount); a name for customers only."""
+def _loss_sections(t: MonthlyTable) -> Iterator[tuple[str, LossRow]]:
+    """(dimension, row) of every loss row, total first."""
     for dim in ("total", "by_category", "by_unit", "by_customer", "by_defect_code"):
         for r in getattr(t.losses, dim):
-            yield dim.removeprefix("by_"), r.key, getattr(r, "name", None), r.currency, r.amount
+            yield dim.removeprefix("by_"), r
+
+
+# The sections as the XLSX sheets list them, for the PDF form (`paper_forms.table_pdf`).
+def count_rows(t: MonthlyTable) -> Iterator[tuple[str, str, str | None, int, int]]:
+    return _count_sections(t)
+
+
+def loss_rows(t: MonthlyTable) -> Iterator[tuple[str, LossRow]]:
+    return _loss_sections(t)
 
 
 def _text(value: str | None) -> str:
     return "" if value is None else safe_text(value)
 
 
-def table_csv(t: MonthlyTable) -> str:
+def table_csv(t: MonthlyTable, lang: Language = Language.EN) -> str:
     """Long format: section, dimension, key, name, measure, value (`name`: the customer's
-    latest known name next to its id; empty for the other dimensions)."""
+    latest known name next to its id; empty for the other dimensions). A loss row is the
+    currency and its amount (`losses`), and of it the estimated and the actual part
+    (`losses_estimated`, `losses_actual`; absent while the period is not split)."""
     buffer = io.StringIO()
     w = csv.writer(buffer)
-    w.writerow(["section", "dimension", "key", "name", "measure", "value"])
-    for label, value in summary_rows(t):
+    w.writerow([heading(h, lang) for h in ("section", "dimension", "key", "name", "measure",
+                                           "value")])
+    for label, value in summary_rows(t, lang):
         w.writerow(["summary", "", "", "", label, "" if value is None else value])
     for dim, key, name, feedbacks, complaints in _count_sections(t):
         w.writerow(["counts", dim, safe_text(key), _text(name), "feedbacks", feedbacks])
@@ -226,8 +294,12 @@ def table_csv(t: MonthlyTable) -> str:
         w.writerow(["open_cases", "age", band.age, "", "cases", band.cases])
     for severity in t.breaches.by_severity:
         w.writerow(["breaches", "severity", severity.key, "", "count", severity.count])
-    for dim, key, name, currency, amount in _loss_sections(t):
-        w.writerow(["losses", dim, safe_text(key), _text(name), currency, amount])
+    for dim, r in _loss_sections(t):
+        who = [dim, safe_text(r.key), _text(getattr(r, "name", None)), r.currency]
+        w.writerow(["losses", *who, r.amount])
+        for section, part in (("losses_estimated", r.estimated), ("losses_actual", r.actual)):
+            if part is not None:
+                w.writerow([section, *who, part])
     for defect in t.follow_up.recurrences_by_defect_code:
         w.writerow(["recurrences", "defect_code", safe_text(defect.key), "", "count",
                     defect.count])
@@ -239,22 +311,28 @@ def table_csv(t: MonthlyTable) -> str:
     return "\ufeff" + buffer.getvalue()
 
 
-def table_xlsx(t: MonthlyTable) -> bytes:
+def table_xlsx(t: MonthlyTable, lang: Language = Language.EN) -> bytes:
+    def h(*texts: str) -> list[str]:
+        return [heading(text, lang) for text in texts]
+
     wb = Workbook()
     ws = wb.active
-    ws.title = "Summary"
-    _sheet(ws, ["Measure", "Value"], summary_rows(t))
-    _sheet(wb.create_sheet("Counts"), ["Dimension", "Key", "Name", "Feedbacks", "Complaints"],
-           list(_count_sections(t)))
-    _sheet(wb.create_sheet("Open cases"), ["Age", "Cases"],
+    ws.title = heading("Summary", lang)
+    _sheet(ws, h("Measure", "Value"), summary_rows(t, lang))
+    _sheet(wb.create_sheet(heading("Counts", lang)),
+           h("Dimension", "Key", "Name", "Feedbacks", "Complaints"), list(_count_sections(t)))
+    _sheet(wb.create_sheet(heading("Open cases", lang)), h("Age", "Cases"),
            [(r.age, r.cases) for r in t.open_cases.by_age])
-    _sheet(wb.create_sheet("Breaches"), ["Severity", "Count"],
+    _sheet(wb.create_sheet(heading("Breaches", lang)), h("Severity", "Count"),
            [(r.key, r.count) for r in t.breaches.by_severity])
-    _sheet(wb.create_sheet("Losses"), ["Dimension", "Key", "Name", "Currency", "Amount"],
-           [(d, k, name, cur, Decimal(a)) for d, k, name, cur, a in _loss_sections(t)])
-    _sheet(wb.create_sheet("Recurrences"), ["Defect code", "Count"],
+    _sheet(wb.create_sheet(heading("Losses", lang)),
+           h("Dimension", "Key", "Name", "Currency", "Amount", "Estimated", "Actual"),
+           [(d, r.key, getattr(r, "name", None), r.currency,
+             *(_number(v) for v in (r.amount, r.estimated, r.actual)))
+            for d, r in _loss_sections(t)])
+    _sheet(wb.create_sheet(heading("Recurrences", lang)), h("Defect code", "Count"),
            [(r.key, r.count) for r in t.follow_up.recurrences_by_defect_code])
-    _sheet(wb.create_sheet("Change"), ["Measure", "Current", "Previous", "Change"],
+    _sheet(wb.create_sheet(heading("Change", lang)), h("Measure", "Current", "Previous", "Change"),
            [(r.measure, *(_number(v) for v in (r.current, r.previous, r.change)))
             for r in t.change])
     return _save(wb)

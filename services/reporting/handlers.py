@@ -25,6 +25,8 @@ def register(service: Service, views: Views) -> None:
             result = await views.models.project(event, payload)
         if result is not None:
             views.metrics.observe(event, payload, result)
+            for hook in views.row_hooks:  # records retention: a closure starts the period
+                await hook(result.row)
 
 
 async def keep_history(service: Service, event: Envelope) -> None:

@@ -47,7 +47,7 @@ written before `register_days` existed (`index_days`).
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -73,11 +73,13 @@ from services.reporting.domain import (
 )
 from shared.errors import NotFound
 from shared.events import Contract, Envelope, MalformedEvent, UnknownEvent, parse_event
+from shared.lookups import Lookup
 from shared.periods import ALL_AT_ONCE, DayIndex, built_marker, day_of, day_pages
 from shared.store import ConcurrencyConflict, WriteLocks
 
 HISTORY = "event_history"
 REGISTER_DAYS = "register_days"  # the register's rows by the day they were received
+REGISTER_NUMBERS = "register_numbers"  # register number -> feedback id (`shared.lookups`)
 REGISTER_ORDER = [("received_at", -1), ("_id", 1)]  # the register report's default order
 ROW_COLLECTIONS: dict[RowKind, str] = {
     RowKind.FEEDBACK: "register", RowKind.CAPA: "capas", RowKind.RECURRENCE: "recurrences"}
@@ -195,6 +197,7 @@ class ReadModels:
             kind: RowStore(db[name], ROW_MODELS[kind], locks)
             for kind, name in ROW_COLLECTIONS.items()}
         self.register_days = DayIndex(db[REGISTER_DAYS], "received_at")
+        self.register_numbers = Lookup(db[REGISTER_NUMBERS], "register_no")
 
     @property
     def register(self) -> RowStore:
@@ -225,21 +228,37 @@ class ReadModels:
             row = await self._start(store, row_id, env, payload)
             applied = row is not None
             if row is None:
-                row = await store.get(row_id)
-                fresh = row is None
-                if row is None:  # the first event of this row (maybe ahead of its registration)
-                    row = ROW_MODELS[kind](id=row_id)
-                before = OpenWork.of(row)
-                received = _received_at(row)
-                applied = domain.apply(row, env, payload, self.tz)
-                if applied:  # step 1: effect + event id + counter difference, one write
-                    domain.settle(row, env.id, self.tz)
-                    await self._note_received(row, received)  # step 0
-                    await (store.insert(row) if fresh else store.save(row))
+                row, before, applied = await self._apply_to(store, row_id, env, payload,
+                                                            domain.apply)
             if row.pending:  # steps 2-4 (also what a crash left of an earlier event)
                 await self._post(store, row)
             await self._note_open_work(row, before, applied)
+        for feedback_id in domain.linked_feedback(env, payload):  # e.g. a CAPA's complaints
+            async with self.row_locks(RowKind.FEEDBACK, feedback_id):
+                linked, _, _ = await self._apply_to(self.register, feedback_id, env, payload,
+                                                    domain.apply_link)
+                if linked.pending:
+                    await self._post(self.register, linked)
         return Projected(kind, row, applied)
+
+    async def _apply_to(self, store: RowStore, row_id: str, env: Envelope, payload: Contract,
+                        how: Callable[[ReadRow, Envelope, Contract, ZoneInfo], bool]
+                        ) -> tuple[ReadRow, OpenWork, bool]:
+        """Step 1 on a row read by `_id` (made when this is its first event): the row, its
+        open work before, and whether the event changed it (False: applied before)."""
+        row = await store.get(row_id)
+        fresh = row is None
+        if row is None:  # the first event of this row (maybe ahead of its registration)
+            row = store.model(id=row_id)
+        before = OpenWork.of(row)
+        received, number = _received_at(row), _register_no(row)
+        applied = how(row, env, payload, self.tz)
+        if applied:  # step 1: effect + event id + counter difference, one write
+            domain.settle(row, env.id, self.tz)
+            await self._note_received(row, received)  # step 0
+            await self._note_number(row, number)
+            await (store.insert(row) if fresh else store.save(row))
+        return row, before, applied
 
     async def _start(self, store: RowStore, row_id: str, env: Envelope,
                      payload: Contract) -> ReadRow | None:
@@ -251,6 +270,7 @@ class ReadModels:
         domain.apply(row, env, payload, self.tz)
         domain.settle(row, env.id, self.tz)
         await self._note_received(row, None)  # step 0 (a redelivery names the same again)
+        await self._note_number(row, None)
         try:
             await store.insert(row)
         except DuplicateKeyError:
@@ -266,6 +286,24 @@ class ReadModels:
             return
         async with self.locks(REGISTER_DAYS, day_of(at)):
             await self.register_days.record({"_id": row.id, "received_at": at})
+
+    async def _note_number(self, row: ReadRow, before: str | None) -> None:
+        """Step 0 too: a register number new to the row is claimed in `register_numbers`
+        (register number -> feedback id) before the row is written, so a number people quote
+        finds its row by `_id` (the Complaint Handling Report's `ref`)."""
+        number = _register_no(row)
+        if number is not None and number != before:
+            await self.register_numbers.claim(number, row.id)
+
+    async def feedback_id_of(self, ref: str) -> str:
+        """A register number's feedback id (one `_id` read), else `ref` itself (an id)."""
+        found = await self.register_numbers.find(ref)
+        return str(found) if found is not None else ref
+
+    async def index_numbers(self) -> int:
+        """Once: claim the numbers of the rows written before `register_numbers` existed
+        (reads the register's numbers; a claim made meanwhile by an event is recognised)."""
+        return await self.register_numbers.build(self.register.collection)
 
     async def index_days(self) -> int:
         """Once (then never again): name the register rows written before `register_days`
@@ -522,6 +560,10 @@ def add_counters(counters: dict[str, int], incs: dict[str, int]) -> dict[str, in
 def _received_at(row: ReadRow) -> datetime | None:
     """When a register row's feedback was received (None for other rows, and until known)."""
     return row.received_at if isinstance(row, domain.FeedbackRow) else None
+
+
+def _register_no(row: ReadRow) -> str | None:
+    return row.register_no if isinstance(row, domain.FeedbackRow) else None
 
 
 def _ms(at: datetime) -> datetime:

@@ -32,9 +32,18 @@ Definitions (also in the README):
 - Open cases: complaints received and neither closed nor withdrawn at the end of
   the period (or now, for the current month), by age in whole days from the day
   received to that day: 0-3, 4-7, 8-30, over 30.
+- Answered directly (P-F.2 yes, P-5.3.3): feedbacks Sales answered without a form,
+  counted in the month they were received (as the register lists them); one that was
+  escalated later still counts.
 - Loss: per currency, decimal strings. A feedback's loss is the sum of the
-  disposition costs in its quality records (every round); without any, the
-  estimated loss given at registration (unit "(unassigned)").
+  disposition costs in its quality records (every round: `actual`); without any, the
+  estimated loss given at registration (`estimated`), attributed to the units Quality
+  named in the latest round that names any (split evenly in cents, the remainder to
+  the first unit in alphabetical order), "(unassigned)" before that. Every loss row
+  says how much of its `amount` is estimated and how much actual.
+- Months posted before those two figures existed (an upgrade without a rebuild) lack
+  them: the table says how many of its feedbacks are such (`feedbacks_not_split`) and
+  shows the figures as null until a rebuild recounts them.
 - Change: each headline figure against the previous period of the same length
   (the previous month for one month).
 """
@@ -49,7 +58,7 @@ from typing import TypedDict
 
 from pydantic import BaseModel, Field
 
-from services.reporting.domain import unesc
+from services.reporting.domain import SPLIT, unesc
 
 AGE_BUCKETS: tuple[tuple[str, int, int | None], ...] = (
     ("0-3 days", 0, 3), ("4-7 days", 4, 7), ("8-30 days", 8, 30), ("over 30 days", 31, None))
@@ -141,6 +150,11 @@ class Counts(BaseModel):
     feedbacks: int
     complaints: int
     suggestions: int
+    answered_directly: int | None = Field(
+        None, examples=[12], description="Of `feedbacks`: answered directly by Sales (P-F.2 "
+        "yes, P-5.3.3), received in the period; null while `feedbacks_not_split` > 0")
+    complaints_answered_directly: int | None = Field(
+        None, examples=[4], description="Of `complaints`: answered directly; null as above")
     by_category: list[CountRow]
     by_channel: list[CountRow]
     by_customer: list[CustomerCountRow] = Field(..., description="Keyed by customer id, "
@@ -194,7 +208,13 @@ class Breaches(BaseModel):
 class LossRow(BaseModel):
     key: str
     currency: str = Field(..., examples=["CNY"])
-    amount: str = Field(..., examples=["1250.00"], description="Decimal string")
+    amount: str = Field(..., examples=["1250.00"], description="Decimal string: actual "
+                        "disposition costs, else the estimate (= estimated + actual)")
+    estimated: str | None = Field(None, examples=["250.00"], description="Of `amount`: "
+                                  "estimated at registration, no disposition cost yet; null "
+                                  "while `feedbacks_not_split` > 0")
+    actual: str | None = Field(None, examples=["1000.00"], description="Of `amount`: "
+                               "disposition costs in quality records; null as `estimated`")
 
 
 class CustomerLossRow(LossRow):
@@ -206,7 +226,9 @@ class CustomerLossRow(LossRow):
 class Losses(BaseModel):
     total: list[LossRow] = Field(..., description="Per currency (key = 'all')")
     by_category: list[LossRow]
-    by_unit: list[LossRow]
+    by_unit: list[LossRow] = Field(..., description="Responsible units: an estimate goes to "
+                                   "the units Quality named (split evenly), '(unassigned)' "
+                                   "before responsibility is assigned")
     by_customer: list[CustomerLossRow] = Field(..., description="Keyed by customer id, with "
                                                "the latest name known for it")
     by_defect_code: list[LossRow]
@@ -240,6 +262,10 @@ class MonthlyTable(BaseModel):
     period_to: str = Field(..., examples=["2026-11"])
     months: list[str]
     timezone: str = Field(..., examples=["Asia/Shanghai"])
+    feedbacks_not_split: int = Field(
+        0, description="Feedbacks of the period counted before `answered_directly` and the "
+        "estimated/actual loss existed (months posted before that upgrade): while above 0, "
+        "those figures are null; `POST /admin/rebuild` recounts them")
     counts: Counts
     timeliness: Timeliness
     breaches: Breaches
@@ -308,10 +334,10 @@ def _durations(k: Counters, name: str) -> Durations:
                      p90_hours=hours(p90 * 60) if p90 is not None else None)
 
 
-def _loss_cents(k: Counters, dim: str) -> list[tuple[str, str, int]]:
-    """(key, currency, cents) of one loss dimension."""
+def _loss_cents(k: Counters, dim: str, kind: str = "loss") -> list[tuple[str, str, int]]:
+    """(key, currency, cents) of one loss dimension (`lossest`: its estimated part)."""
     out = []
-    for rest, value in k.group(f"loss|{dim}").items():
+    for rest, value in k.group(f"{kind}|{dim}").items():
         key, _, currency = rest.rpartition("|")
         if value:
             out.append((unesc(key), currency, value))
@@ -320,7 +346,21 @@ def _loss_cents(k: Counters, dim: str) -> list[tuple[str, str, int]]:
 
 def _losses(k: Counters, dim: str, row: type[LossRow] = LossRow) -> list[LossRow]:
     out = sorted(_loss_cents(k, dim), key=lambda r: (r[1], -r[2], r[0]))
-    return [row(key=key, currency=cur, amount=money(v)) for key, cur, v in out]
+    if not_split(k):
+        return [row(key=key, currency=cur, amount=money(v)) for key, cur, v in out]
+    est = {(key, cur): v for key, cur, v in _loss_cents(k, dim, "lossest")}
+    return [row(key=key, currency=cur, amount=money(v), estimated=money(est.get((key, cur), 0)),
+                actual=money(v - est.get((key, cur), 0))) for key, cur, v in out]
+
+
+def not_split(k: Counters) -> int:
+    """Feedbacks whose counters were posted before the direct answers and the estimated part
+    of the loss were counted (each feedback posts `SPLIT` once, beside `fb`)."""
+    return max(0, k.get("fb") - k.get(SPLIT))
+
+
+def _if_split(k: Counters, key: str) -> int | None:
+    return None if not_split(k) else k.get(key)
 
 
 def open_cases(open_docs: dict[str, dict[str, int]], last_month: str, as_of: date) -> OpenCases:
@@ -369,9 +409,12 @@ def _table(period: Period, previous: tuple[str, str], tz_name: str) -> MonthlyTa
     return MonthlyTable(
         period_from=period.first, period_to=period.last,
         months=months_between(period.first, period.last), timezone=tz_name,
+        feedbacks_not_split=not_split(k),
         counts=Counts(
             feedbacks=k.get("fb"), complaints=k.get("cp"),
             suggestions=k.get("fb") - k.get("cp"),
+            answered_directly=_if_split(k, "direct|fb"),
+            complaints_answered_directly=_if_split(k, "direct|cp"),
             **{f"by_{dim}": _count_rows(k, dim, COUNT_ROWS.get(dim, CountRow))
                for dim in DIMENSIONS}),
         timeliness=Timeliness(
@@ -422,6 +465,7 @@ def headline(t: MonthlyTable) -> dict[str, float | int | str | None]:
     out: dict[str, float | int | str | None] = {
         "feedbacks": t.counts.feedbacks,
         "complaints": t.counts.complaints,
+        "answered_directly": t.counts.answered_directly,
         "forms_opened": t.timeliness.forms_opened,
         "quality_records": t.timeliness.quality_records,
         "forms_due": t.timeliness.forms_due,

@@ -3,7 +3,9 @@
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from datetime import date
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from prometheus_client import CollectorRegistry
@@ -31,6 +33,13 @@ class Views:
         self._taking_over = asyncio.Lock()
         # The one-time indexing of the register by day, in the background (`index_days`).
         self.indexing: asyncio.Task | None = None
+        # Records retention (`retention_api.mount`): told of each projected row and issued
+        # report and monthly report; asked before a record is served (410 Gone once disposed
+        # of).
+        self.row_hooks: list[Callable[[Any], Awaitable[None]]] = []
+        self.report_hooks: list[Callable[[Any, Any], Awaitable[None]]] = []
+        self.month_hooks: list[Callable[[dict[str, Any]], Awaitable[None]]] = []
+        self.fetch_guards: list[Callable[..., Awaitable[None]]] = []
 
     @property
     def models(self) -> ReadModels:
@@ -41,6 +50,12 @@ class Views:
     def use(self, models: ReadModels) -> None:
         """Serve these read models (the benchmark seeds them directly)."""
         self._models = models
+
+    async def check_kept(self, feedback_id: str, *kinds: str) -> None:
+        """Refuse (410) a complaint's records of these types once disposed of
+        (`fetch_guards`)."""
+        for guard in self.fetch_guards:
+            await guard(feedback_id, *kinds)
 
     def today(self) -> date:
         return utcnow().astimezone(self.tz).date()

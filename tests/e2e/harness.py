@@ -58,6 +58,7 @@ class System:
             "QMS_RELAY_INTERVAL_S": "0.3",
             "QMS_INTAKE_ATTACHMENT_DIR": str(ROOT / "var" / "test-attachments" / namespace),
             "QMS_NOTIFY_ATTACHMENT_DIR": str(ROOT / "var" / "test-attachments" / namespace),
+            "QMS_REPORTING_ATTACHMENT_DIR": str(ROOT / "var" / "test-attachments" / namespace),
             "QMS_NOTIFY_INBOUND_PORT": str(free_port()),
             "PYTHONUNBUFFERED": "1",
         } | service_broker_urls() | (env or {})

@@ -129,7 +129,7 @@ async def test_p_f_6_known_month_statistics_table_xlsx_and_csv(reporting, march)
                                                                           values_only=True)}
     for dim in ("category", "channel", "customer", "product", "severity", "defect_code", "unit"):
         assert {k: v for (d, k), v in counts.items() if d == dim} == exp[f"by_{dim}"], dim
-    losses = {(d, k, cur): float(a) for d, k, _, cur, a in wb["Losses"].iter_rows(
+    losses = {(d, k, cur): float(a) for d, k, _, cur, a, *_ in wb["Losses"].iter_rows(
         min_row=2, values_only=True)}
     for (unit, cur), amount in exp["loss_by_unit"].items():
         assert losses[("unit", unit, cur)] == float(amount)
@@ -485,3 +485,88 @@ async def test_p_5_3_5_a_complaint_flagged_major_later_is_watched_as_major(repor
     async with reporting.client("reporting", "manager") as http:
         row = (await http.get(f"/register/{story.fid('J1')}")).json()
     assert row["severity"] == "major"
+
+
+async def test_p_f_6_p_5_3_3_answered_directly_and_loss_by_responsible_unit(reporting):
+    """September 2031, through the real service: the feedbacks Sales answered directly, and
+    each estimated loss with the unit(s) Quality named, moved by a reassignment, replaced by
+    the actual disposition cost; estimated and actual apart in JSON, CSV (zh) and XLSX; a
+    rebuild gives the same table."""
+    s, month = Story(f"h{uuid.uuid4().hex[:6]}"), "2031-09"
+    pq, cny = Category.PRODUCT_QUALITY, "CNY"
+
+    def on(day: int, hour: int = 8):
+        return at(day, hour, month=9)
+
+    s.register("H1", received=on(1), category=Category.DELIVERY, channel=Channel.PHONE,
+               customer="A")
+    s.direct("H1", Category.DELIVERY, on(1, 10))
+    s.register("H2", complaint=False, received=on(2), category=Category.SUGGESTION,
+               channel=Channel.EMAIL, customer="A")
+    s.direct("H2", Category.SUGGESTION, on(2, 10))
+    h3 = s.register("H3", received=on(3), category=pq, channel=Channel.PHONE, customer="B",
+                    estimate=("90.00", cny))
+    s.form("H3", h3, on(3, 9), on(3, 10), on(6, 10))
+    s.assign("H3", 1, "D01", ["production", "purchasing"], on(4))
+    first = len(s.events)
+    s.record("H3", 1, "D01", on(3, 10), on(5), on(6, 10), [])
+    s.add(c.ComplaintReopened(feedback_id=s.fid("H3"), register_no="CF-2031-H3",
+                              reopen_count=1, had_form=True), "H3", on(7))
+    s.form("H3", h3, on(7, 9), on(7, 9), on(10, 9), rnd=2)
+    s.assign("H3", 2, "D05", ["engineering"], on(8))
+    h4 = s.register("H4", received=on(11), category=pq, channel=Channel.PHONE, customer="B",
+                    estimate=("100.01", cny))
+    s.form("H4", h4, on(11, 9), on(11, 10), on(14, 10))
+    s.assign("H4", 1, "D01", ["production"], on(12))
+    s.record("H4", 1, "D01", on(11, 10), on(13), on(14, 10), [("production", "80.00", cny)])
+    s.register("H5", received=on(15), category=pq, channel=Channel.FAX, customer="C",
+               estimate=("12.00", "USD"))
+
+    def units(data: dict) -> dict:
+        return {(r["key"], r["currency"]): (r["amount"], r["estimated"], r["actual"])
+                for r in data["losses"]["by_unit"]}
+
+    async def shows(wanted: dict):
+        data = await table(reporting, month=month)
+        return data if units(data) == wanted else None
+
+    # Responsibility assigned to two units: the estimate is theirs at once, half each.
+    await publish_all(reporting, s.events[:first])
+    await eventually(lambda: shows({("production", cny): ("45.00", "45.00", "0.00"),
+                                    ("purchasing", cny): ("45.00", "45.00", "0.00")}),
+                     timeout=60, what="the estimate split across the units named")
+    await publish_all(reporting, s.events[first:])
+    final = {("engineering", cny): ("90.00", "90.00", "0.00"),      # moved by round 2
+             ("production", cny): ("80.00", "0.00", "80.00"),       # H4: the actual cost
+             ("(unassigned)", "USD"): ("12.00", "12.00", "0.00")}   # H5: none named yet
+    data = await eventually(lambda: shows(final), timeout=60, what="the final September")
+    assert data["feedbacks_not_split"] == 0
+    assert (data["counts"]["answered_directly"],
+            data["counts"]["complaints_answered_directly"]) == (2, 1)
+    assert {r["currency"]: (r["amount"], r["estimated"], r["actual"])
+            for r in data["losses"]["total"]} == {cny: ("170.00", "90.00", "80.00"),
+                                                  "USD": ("12.00", "12.00", "0.00")}
+
+    resp = await get(reporting, "/statistics/monthly", month=month, format="csv", lang="zh")
+    assert resp.status_code == 200, resp.text
+    rows = list(csv.reader(io.StringIO(resp.content.decode("utf-8-sig"))))
+    assert rows[0] == ["部分", "维度", "键", "名称", "项目", "数值"]
+    assert ["summary", "", "", "", "直接答复数", "2"] in rows
+    assert ["losses_estimated", "unit", "engineering", "", cny, "90.00"] in rows
+    assert ["losses_actual", "unit", "production", "", cny, "80.00"] in rows
+    resp = await get(reporting, "/statistics/monthly", month=month, format="xlsx")
+    assert resp.status_code == 200, resp.text
+    wb = load_workbook(io.BytesIO(resp.content))
+    summary = dict(wb["Summary"].iter_rows(min_row=2, values_only=True))
+    assert summary["Answered directly"] == 2
+    assert (float(summary["Loss total estimated (CNY)"]),
+            float(summary["Loss total actual (CNY)"])) == (90.00, 80.00)
+    losses = {r[:4]: r[4:] for r in wb["Losses"].iter_rows(min_row=2, values_only=True)}
+    assert losses[("unit", "engineering", None, cny)] == (90, 90, 0)
+    resp = await get(reporting, "/statistics/monthly", month=month, format="csv", lang="fr")
+    assert resp.status_code == 422 and "lang" in resp.text
+
+    async with reporting.client("reporting", "ops") as http:
+        resp = await http.post("/admin/rebuild")
+    assert resp.status_code == 200, resp.text
+    assert await table(reporting, month=month) == data

@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from services.reporting import charts, exports
 from services.reporting.domain import FeedbackRow, Round
 from services.reporting.metrics import DomainMetrics
+from shared.vocabulary import Language
 from tests.unit.test_reporting_scenario import (
     JULY,
     expected,
@@ -74,7 +75,7 @@ def test_p_f_6_table_csv_has_every_section():
     text = exports.table_csv(fold_table(story.events))
     sections = {r[0] for r in csv.reader(io.StringIO(text.lstrip("\ufeff")))}
     assert sections == {"section", "summary", "counts", "open_cases", "breaches", "losses",
-                        "recurrences", "change"}
+                        "losses_estimated", "losses_actual", "recurrences", "change"}
 
 
 def test_p_f_6_table_csv_and_xlsx_name_customers_and_count_capas_withdrawn():
@@ -100,10 +101,44 @@ def test_p_f_6_table_csv_and_xlsx_name_customers_and_count_capas_withdrawn():
     assert ("customer", customer, exp["name"], 2, 2) in counts
     assert ("category", "product_quality", None, 2, 2) in counts
     losses = list(wb["Losses"].iter_rows(values_only=True))
-    assert losses[0] == ("Dimension", "Key", "Name", "Currency", "Amount")
-    assert ("customer", customer, exp["name"], "USD", 40) in losses
+    assert losses[0] == ("Dimension", "Key", "Name", "Currency", "Amount", "Estimated", "Actual")
+    assert ("customer", customer, exp["name"], "USD", 40, 40, 0) in losses
     change = {r[0]: r[1:] for r in wb["Change"].iter_rows(min_row=2, values_only=True)}
     assert change["capas_withdrawn"] == exp["change"]["capas_withdrawn"]
+
+
+def test_p_f_6_table_exports_tell_estimated_from_actual_and_answered_directly():
+    story = known_month("x5")
+    table = fold_table(story.events)
+    rows = list(csv.reader(io.StringIO(exports.table_csv(table).lstrip("\ufeff"))))
+    assert ["summary", "", "", "", "Answered directly", "2"] in rows
+    assert ["summary", "", "", "", "Loss total estimated (USD)", "250.50"] in rows
+    assert ["losses", "unit", "(unassigned)", "", "USD", "250.50"] in rows
+    assert ["losses_estimated", "unit", "(unassigned)", "", "USD", "250.50"] in rows
+    assert ["losses_actual", "unit", "production", "", "CNY", "1800.00"] in rows
+    assert ["losses_estimated", "unit", "production", "", "CNY", "0.00"] in rows
+    wb = load_workbook(io.BytesIO(exports.table_xlsx(table)))
+    summary = dict(wb["Summary"].iter_rows(min_row=2, values_only=True))
+    assert (summary["Answered directly"], summary["Complaints answered directly"]) == (2, 1)
+    assert float(summary["Loss total actual (CNY)"]) == 2100.00
+    losses = {r[:4]: r[4:] for r in wb["Losses"].iter_rows(min_row=2, values_only=True)}
+    assert losses[("unit", "production", None, "CNY")] == (1800, 0, 1800)
+
+
+def test_p_f_6_table_exports_in_chinese():
+    table = fold_table(known_month("x6").events)
+    wb = load_workbook(io.BytesIO(exports.table_xlsx(table, Language.ZH)))
+    assert wb.sheetnames[:2] == ["汇总", "计数"]
+    summary = dict(wb["汇总"].iter_rows(min_row=2, values_only=True))
+    assert (summary["直接答复数"], summary["直接答复的客诉数"]) == (2, 1)
+    assert float(summary["估计损失合计（USD）"]) == 250.50
+    assert next(wb["损失"].iter_rows(values_only=True)) == \
+        ("维度", "键", "名称", "币种", "金额", "其中估计", "其中实际")
+    rows = list(csv.reader(io.StringIO(exports.table_csv(table, Language.ZH).lstrip("\ufeff"))))
+    assert rows[0] == ["部分", "维度", "键", "名称", "项目", "数值"]
+    labels = [label for label, _ in exports.summary_rows(table, Language.ZH)]
+    english = [label for label, _ in exports.summary_rows(table)]
+    assert all(zh != en for zh, en in zip(labels, english, strict=True))  # none left out
 
 
 def test_p_f_6_customer_names_never_become_formulas():

@@ -228,6 +228,7 @@ def expected(s: Story) -> dict:
     A, B, C = s.customer("A"), s.customer("B"), s.customer("C")
     return {
         "feedbacks": 6, "complaints": 5, "suggestions": 1,
+        "answered_directly": (2, 1),  # F3 (a complaint) and F4 (a suggestion); F8 is February's
         "by_category": {"product_quality": (3, 3), "delivery": (1, 1),
                         "service_documents": (1, 1), "suggestion": (1, 0)},
         "by_channel": {"phone": (2, 2), "email": (1, 1), "fax": (1, 1), "visit": (1, 0),
@@ -258,12 +259,17 @@ def expected(s: Story) -> dict:
                              ("delivery", "USD"): "250.50"},
         "loss_by_unit": {("production", "CNY"): "1800.00", ("purchasing", "CNY"): "300.00",
                          ("(unassigned)", "USD"): "250.50"},
+        # (estimated, actual): F1's estimate is replaced by its rework; F3's never assigned
+        "loss_split_total": {"CNY": ("0.00", "2100.00"), "USD": ("250.50", "0.00")},
+        "loss_split_by_unit": {("production", "CNY"): ("0.00", "1800.00"),
+                               ("purchasing", "CNY"): ("0.00", "300.00"),
+                               ("(unassigned)", "USD"): ("250.50", "0.00")},
         "loss_by_customer": {(A, "CNY"): "2100.00", (B, "USD"): "250.50"},
         "closures": 5, "reopens": 1, "answers": 3, "satisfied": 2, "satisfaction_rate": 0.6667,
         "recurrences": 1, "capas_opened": 1, "capas_closed": 1, "capas_withdrawn": 0,
         "customer_names": {A: "Customer A", B: "Customer B", C: "Customer C"},
         "change": {"feedbacks": (6, 1, 5), "complaints": (5, 1, 4), "open_cases": (2, 1, 1),
-                   "capas_opened": (1, 1, 0),
+                   "capas_opened": (1, 1, 0), "answered_directly": (2, 1, 1),
                    "registration_to_reply_mean_hours": (51.5, 24.0, 27.5),
                    "loss_CNY": ("2100.00", "0.00", "2100.00")},
     }
@@ -275,6 +281,9 @@ def assert_table(table: statistics.MonthlyTable, exp: dict) -> None:
     assert (t.period_from, t.period_to, t.previous_from) == (MONTH, MONTH, PREVIOUS)
     assert (t.counts.feedbacks, t.counts.complaints, t.counts.suggestions) == \
         (exp["feedbacks"], exp["complaints"], exp["suggestions"])
+    assert t.feedbacks_not_split == 0
+    assert (t.counts.answered_directly, t.counts.complaints_answered_directly) == \
+        exp["answered_directly"]
     for dim in ("category", "channel", "customer", "product", "severity", "defect_code", "unit"):
         got = {r.key: (r.feedbacks, r.complaints) for r in getattr(t.counts, f"by_{dim}")}
         assert got == exp[f"by_{dim}"], dim
@@ -296,6 +305,10 @@ def assert_table(table: statistics.MonthlyTable, exp: dict) -> None:
     for dim in ("category", "unit", "customer"):
         got = {(r.key, r.currency): r.amount for r in getattr(t.losses, f"by_{dim}")}
         assert got == exp[f"loss_by_{dim}"], dim
+    assert {r.currency: (r.estimated, r.actual) for r in t.losses.total} == \
+        exp["loss_split_total"]
+    assert {(r.key, r.currency): (r.estimated, r.actual) for r in t.losses.by_unit} == \
+        exp["loss_split_by_unit"]
     fu = t.follow_up
     assert (fu.closures, fu.reopens, fu.satisfaction_answers, fu.satisfied,
             fu.satisfaction_rate) == (exp["closures"], exp["reopens"], exp["answers"],

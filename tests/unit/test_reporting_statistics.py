@@ -1,10 +1,16 @@
 """The statistics table's arithmetic (P-F.6), checked by hand."""
 
 from datetime import date
+from zoneinfo import ZoneInfo
 
 import pytest
 
+from services.reporting import domain
 from services.reporting import statistics as st
+from shared import contracts as c
+from shared.events import parse_event
+from shared.vocabulary import Category, Channel
+from tests.unit.test_reporting_scenario import Story, at, fold_table
 
 
 def hist(*values: int) -> dict[int, int]:
@@ -111,3 +117,151 @@ def test_p_f_6_customers_named_by_id_and_capas_withdrawn_in_the_change():
     change = {r.measure: (r.current, r.previous, r.change) for r in table.change}
     assert change["capas_withdrawn"] == (2, 1, 1)
     assert change["capas_opened"] == (1, 3, -2)
+
+
+# ------------------------------------------- answered directly, loss by responsible unit
+
+
+def _story_april(tag: str) -> Story:
+    """April 2031 (UTC): G1 a complaint and G2 a suggestion answered directly (G2 on May 1st:
+    it still counts in April, when it was received); G3 escalated; G4 answered directly and
+    withdrawn (counts nowhere). G5: estimate 100.00 CNY, then Quality's rounds (below)."""
+    s = Story(tag)
+    pq = Category.PRODUCT_QUALITY
+    s.register("G1", received=at(2, 8, month=4), category=Category.DELIVERY,
+               channel=Channel.PHONE, customer="A")
+    s.direct("G1", Category.DELIVERY, at(2, 9, month=4))
+    s.register("G2", complaint=False, received=at(30, 8, month=4),
+               category=Category.SUGGESTION, channel=Channel.EMAIL, customer="A")
+    s.direct("G2", Category.SUGGESTION, at(1, 9, month=5))
+    g3 = s.register("G3", received=at(3, 8, month=4), category=pq, channel=Channel.PHONE,
+                    customer="B")
+    s.form("G3", g3, at(3, 9, month=4), at(3, 10, month=4), at(6, 10, month=4))
+    s.register("G4", received=at(4, 8, month=4), category=Category.DELIVERY,
+               channel=Channel.PHONE, customer="B")
+    s.direct("G4", Category.DELIVERY, at(4, 9, month=4))
+    s.add(c.FeedbackWithdrawn(feedback_id=s.fid("G4"), register_no="CF-2031-G4",
+                              reason="registered twice"), "G4", at(4, 10, month=4))
+    return s
+
+
+def _table(events: list, month: str = "2031-04") -> st.MonthlyTable:
+    return fold_table(events, month, month)
+
+
+def _unit_losses(t: st.MonthlyTable) -> dict[str, tuple[str, str | None, str | None]]:
+    return {r.key: (r.amount, r.estimated, r.actual) for r in t.losses.by_unit}
+
+
+def test_p_5_3_3_feedbacks_answered_directly_count_in_the_month_received():
+    s = _story_april("s1")
+    for events in (s.events, list(reversed(s.events)), s.events + s.events[:3]):
+        t = _table(events)
+        assert (t.counts.feedbacks, t.counts.complaints) == (3, 2)
+        assert (t.counts.answered_directly, t.counts.complaints_answered_directly) == (1 + 1, 1)
+        assert t.feedbacks_not_split == 0
+    may = _table(s.events, "2031-05")
+    assert may.counts.answered_directly == 0  # G2's answer came in May; it counts in April
+    change = {r.measure: (r.current, r.previous, r.change) for r in _table(s.events).change}
+    assert change["answered_directly"] == (2, 0, 2)
+
+
+def _g5(s: Story) -> dict:
+    return s.register("G5", received=at(10, 8, month=4), category=Category.PRODUCT_QUALITY,
+                      channel=Channel.PHONE, customer="C", estimate=("100.00", "CNY"))
+
+
+def test_p_f_6_estimate_unassigned_until_responsibility_then_the_named_unit():
+    s = Story("s2")
+    g5 = _g5(s)
+    t = _table(s.events)
+    assert _unit_losses(t) == {"(unassigned)": ("100.00", "100.00", "0.00")}
+    s.form("G5", g5, at(10, 9, month=4), at(10, 10, month=4), at(13, 10, month=4))
+    s.assign("G5", 1, "D01", ["production"], at(11, 8, month=4))
+    for events in (s.events, list(reversed(s.events))):
+        t = _table(events)
+        assert _unit_losses(t) == {"production": ("100.00", "100.00", "0.00")}
+        assert [(r.amount, r.estimated, r.actual) for r in t.losses.total] == \
+            [("100.00", "100.00", "0.00")]
+        assert {r.key: r.estimated for r in t.losses.by_defect_code} == {"D01": "100.00"}
+
+
+def test_p_f_6_estimate_moves_with_a_reassignment_in_a_later_round():
+    s = Story("s3")
+    g5 = _g5(s)
+    s.form("G5", g5, at(10, 9, month=4), at(10, 10, month=4), at(13, 10, month=4))
+    s.assign("G5", 1, "D01", ["production"], at(11, 8, month=4))
+    s.record("G5", 1, "D01", at(10, 10, month=4), at(12, 8, month=4), at(13, 10, month=4), [])
+    s.add(c.ComplaintReopened(feedback_id=s.fid("G5"), register_no="CF-2031-G5",
+                              reopen_count=1, had_form=True), "G5", at(14, 8, month=4))
+    s.form("G5", g5, at(14, 9, month=4), at(14, 9, month=4), at(17, 9, month=4), rnd=2)
+    # round 2 accepted, not yet assigned: the estimate stays with round 1's unit
+    assert _unit_losses(_table(s.events)) == {"production": ("100.00", "100.00", "0.00")}
+    s.assign("G5", 2, "D07", ["purchasing"], at(15, 8, month=4))
+    for events in (s.events, list(reversed(s.events))):
+        assert _unit_losses(_table(events)) == {"purchasing": ("100.00", "100.00", "0.00")}
+
+
+def test_p_f_6_estimate_replaced_by_the_actual_disposition_cost():
+    s = Story("s4")
+    g5 = _g5(s)
+    s.form("G5", g5, at(10, 9, month=4), at(10, 10, month=4), at(13, 10, month=4))
+    s.assign("G5", 1, "D01", ["production", "purchasing"], at(11, 8, month=4))
+    s.record("G5", 1, "D01", at(10, 10, month=4), at(12, 8, month=4), at(13, 10, month=4),
+             [("production", "80.00", "CNY")])
+    t = _table(s.events)
+    assert _unit_losses(t) == {"production": ("80.00", "0.00", "80.00")}
+    assert [(r.amount, r.estimated, r.actual) for r in t.losses.total] == \
+        [("80.00", "0.00", "80.00")]
+
+
+def test_p_f_6_estimate_split_evenly_across_several_units_in_cents():
+    s = Story("s5")
+    g5 = s.register("G5", received=at(10, 8, month=4), category=Category.PRODUCT_QUALITY,
+                    channel=Channel.PHONE, customer="C", estimate=("100.01", "CNY"))
+    s.form("G5", g5, at(10, 9, month=4), at(10, 10, month=4), at(13, 10, month=4))
+    s.assign("G5", 1, "D01", ["purchasing", "engineering", "production"], at(11, 8, month=4))
+    t = _table(s.events)
+    # 10001 cents / 3 = 3333 rest 2: the remainder to the first unit in alphabetical order
+    assert _unit_losses(t) == {"engineering": ("33.35", "33.35", "0.00"),
+                               "production": ("33.33", "33.33", "0.00"),
+                               "purchasing": ("33.33", "33.33", "0.00")}
+    assert [r.amount for r in t.losses.total] == ["100.01"]
+    assert {r.key: r.amount for r in t.losses.by_customer} == {s.customer("C"): "100.01"}
+
+
+def test_p_f_6_live_deltas_move_the_estimate_as_a_fold_does():
+    """Applied one by one (as the service posts them), the deltas add up to the fold."""
+    s = Story("s6")
+    g5 = _g5(s)
+    s.form("G5", g5, at(10, 9, month=4), at(10, 10, month=4), at(13, 10, month=4))
+    s.assign("G5", 1, "D01", ["production"], at(11, 8, month=4))
+    row, total = domain.FeedbackRow(_id=s.fid("G5")), {}
+    for env in s.events:
+        e, p = parse_event(env.model_dump(mode="json"))
+        domain.apply(row, e, p, ZoneInfo("UTC"))
+        delta = domain.settle(row, e.id, ZoneInfo("UTC"))
+        if delta is not None:
+            domain.add_into(total, delta.parts)
+    month = {k: v for k, v in total["monthly/2031-04"].items() if v}
+    assert month["lossest|unit|production|CNY"] == month["loss|unit|production|CNY"] == 10000
+    assert "loss|unit|(unassigned)|CNY" not in month
+
+
+def test_p_f_6_months_counted_before_the_split_show_null_until_recounted():
+    """Counters posted by the previous version have no `split|fb`, `direct|*` nor `lossest|*`:
+    the table says how many feedbacks are such and shows those figures as null, not as 0."""
+    old = {"fb": 2, "cp": 2, "loss|total|all|CNY": 500, "loss|unit|(unassigned)|CNY": 500}
+    t = st.table_at("2031-04", "2031-04", {"2031-04": old}, {}, date(2026, 1, 1), "UTC")
+    assert t.feedbacks_not_split == 2
+    assert t.counts.answered_directly is None and t.counts.complaints_answered_directly is None
+    assert [(r.amount, r.estimated, r.actual) for r in t.losses.by_unit] == [
+        ("5.00", None, None)]
+    # one of the two rows changes after the upgrade and posts its whole new contribution
+    recounted = old | {"split|fb": 1, "lossest|total|all|CNY": 300}
+    t = st.table_at("2031-04", "2031-04", {"2031-04": recounted}, {}, date(2026, 1, 1), "UTC")
+    assert t.feedbacks_not_split == 1 and t.losses.total[0].estimated is None
+    done = recounted | {"split|fb": 2, "direct|fb": 1}
+    t = st.table_at("2031-04", "2031-04", {"2031-04": done}, {}, date(2026, 1, 1), "UTC")
+    assert (t.feedbacks_not_split, t.counts.answered_directly) == (0, 1)
+    assert (t.losses.total[0].estimated, t.losses.total[0].actual) == ("3.00", "2.00")
