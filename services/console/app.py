@@ -13,6 +13,7 @@ from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 import services.console as package
+from services.console import audit, documents, evidence, manager
 from services.console.backend import ApiError, Backend
 from services.console.i18n import N_, load_catalogues
 from services.console.live import LiveFeed
@@ -52,6 +53,8 @@ def create(settings: Settings | None = None) -> FastAPI:
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(router(console))
+    for pages in (evidence, manager, audit, documents):
+        app.include_router(pages.router(console))
 
     @app.exception_handler(SignInNeeded)
     async def sign_in(request: Request, _: Exception) -> Response:

@@ -30,7 +30,7 @@ BABEL_LOCALES = {"zh": "zh_Hans_CN", "en": "en_GB"}
 # (`services/console/vocabulary.py`).
 LABELS: dict[str, str] = {
     "sales": "Sales", "quality": "Quality", "unit": "Responsible unit", "manager": "Manager",
-    "ops": "Operations", "auditor": "Auditor",
+    "ops": "Operations", "auditor": "Auditor", "system": "Service (automatic)",
 }
 # A language of the console -> the language tag of the services' labels.
 WORD_LANGUAGES = {"zh": "zh-Hans", "en": "en"}

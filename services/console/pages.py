@@ -2,22 +2,24 @@
 
 Routes translate: a form becomes the service's request body, its answer (or its error, in
 the person's language, with what they typed kept) becomes a page. A refused form comes back
-as a page (200) that shows the refusal beside the fields: the page itself worked, and the
-browser reports a 4xx page as an error of its own.
+with the service's status (4xx) and the refusal beside the fields it names.
 """
 
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from jinja2 import Environment
 from starlette.datastructures import FormData
 
+from services.console import reports
 from services.console.backend import ApiError, Backend
 from services.console.i18n import Translator, negotiate
 from services.console.live import LiveFeed
@@ -34,8 +36,10 @@ from services.console.vocabulary import Vocabularies
 from shared.auth import ROLES, Principal, TokenVerifier, make_token
 from shared.errors import Unauthorized
 
-HOME = {"sales": "/sales", "quality": "/quality", "unit": "/unit", "manager": "/manager"}
+HOME = {"sales": "/sales", "quality": "/quality", "unit": "/unit", "manager": "/manager",
+        "auditor": "/audit"}
 FEEDBACK_OPEN = ("registered", "with_quality", "quality_record_ready", "replied")
+IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")  # what intake's header accepts
 ACTION_OPEN = ("requested", "returned", "proposed", "accepted")
 # A 422's field (the service's `loc` without `body.`) -> the registration form's field.
 REGISTRATION_FIELDS = {
@@ -77,6 +81,9 @@ class Ctx:
         return self.principal, self.token
 
     def render(self, template: str, status: int = 200, **values: Any) -> HTMLResponse:
+        """A page; one that shows a service's refusal answers with the refusal's status."""
+        if status == 200 and isinstance(values.get("error"), dict):
+            status = values["error"].get("status", 200)
         page = self.console.env.get_template(template)
         html = page.render(**self.tr.functions(), lang=self.tr.lang, me=self.principal,
                            csrf=self.session[CSRF_FIELD], path=self.request.url.path,
@@ -96,10 +103,15 @@ class Ctx:
         if self.dirty or self.session.get("new"):
             self.console.sessions.save(self.request, response, self.session)
 
-    def error(self, exc: ApiError) -> dict[str, Any]:
-        """A refusal as the page shows it: the meaning in the person's language, the fields."""
+    def error(self, exc: ApiError, names: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """A refusal as the page shows it: the meaning in the person's language, its status,
+        and per form field (`names` maps the service's field to the form's) what the service
+        said of it."""
+        names = names or {}
+        invalid = {names.get(f, f.rsplit(".", 1)[-1]): str(d.get("msg", ""))
+                   for f, d in zip(exc.fields, exc.details, strict=True)}
         return {"code": exc.code, "text": self.tr.error(exc.code), "detail": exc.message,
-                "fields": exc.fields}
+                "fields": exc.fields, "status": exc.status, "invalid": invalid}
 
 
 def home_of(principal: Principal | None) -> str:
@@ -184,7 +196,6 @@ def router(console: Console) -> APIRouter:
     _sales_routes(r, console, backend)
     _quality_routes(r, console, backend)
     _unit_routes(r, console, backend)
-    _manager_routes(r, console, backend)
 
     @r.get("/live")
     async def live(request: Request) -> Response:
@@ -198,7 +209,7 @@ def router(console: Console) -> APIRouter:
     return r
 
 
-async def _by_status(backend: Backend, token: str, service: str, path: str,
+async def by_status(backend: Backend, token: str, service: str, path: str,
                      statuses: tuple[str, ...]) -> list[dict[str, Any]]:
     """An inbox: the open work of each status (a list bounded by open work, per status)."""
     groups = []
@@ -326,17 +337,16 @@ def _registration_body(form: FormData) -> dict[str, Any]:
 def _sales_routes(r: APIRouter, console: Console, backend: Backend) -> None:
     def form_page(ctx: Ctx, form: Mapping[str, Any],
                   error: dict[str, Any] | None = None) -> HTMLResponse:
-        invalid = {REGISTRATION_FIELDS.get(f, f) for f in (error or {}).get("fields", [])}
         return ctx.render("register.html", form=form, error=error,
-                          invalid=invalid, categories=ctx.tr.codes("categories"),
-                          channels=ctx.tr.codes("channels"),
+                          invalid=(error or {}).get("invalid", {}),
+                          categories=ctx.tr.codes("categories"), channels=ctx.tr.codes("channels"),
                           severities=ctx.tr.codes("severities"))
 
     @r.get("/sales")
     async def inbox(request: Request) -> Response:
         ctx = await console.ctx(request)
         _, token = ctx.need("sales", "manager", "auditor")
-        groups = await _by_status(backend, token, "intake", "/feedback", FEEDBACK_OPEN)
+        groups = await by_status(backend, token, "intake", "/feedback", FEEDBACK_OPEN)
         return ctx.render("inbox.html", groups=groups)
 
     @r.get("/sales/new")
@@ -352,20 +362,24 @@ def _sales_routes(r: APIRouter, console: Console, backend: Backend) -> None:
     async def register(request: Request) -> Response:
         ctx, form = await console.posted(request)
         _, token = ctx.need("sales")
-        key = text(form, "idempotency_key") or str(uuid.uuid4())
+        key = text(form, "idempotency_key")
+        if not IDEMPOTENCY_KEY.match(key):
+            key = str(uuid.uuid4())  # not the key this console's form carries: a new one
         try:
             created = await backend.send(token, "intake", "POST", "/feedback",
                                          _registration_body(form),
                                          headers={"Idempotency-Key": key})
         except ApiError as exc:
-            return form_page(ctx, dict(form), error=ctx.error(exc))
+            return form_page(ctx, dict(form), error=ctx.error(exc, REGISTRATION_FIELDS))
         return ctx.redirect(f"/feedback/{created['id']}?registered=1")
 
     async def feedback_page(ctx: Ctx, ref: str, error: dict[str, Any] | None = None,
                             form: Mapping[str, Any] | None = None) -> HTMLResponse:
         _, token = ctx.need("sales", "quality", "manager", "auditor")
         fb = await backend.get(token, "intake", f"/feedback/{quote(ref)}")
-        return ctx.render("feedback.html", fb=fb, error=error, form=form or {},
+        report = (await reports.fetch(backend, token, fb["id"]) if fb.get("quality_record")
+                  else None)  # P-5.3.1: the report goes with the reply built on the record
+        return ctx.render("feedback.html", fb=fb, error=error, form=form or {}, report=report,
                           registered=ctx.request.query_params.get("registered") == "1")
 
     @r.get("/feedback/{ref}")
@@ -379,7 +393,7 @@ def _sales_routes(r: APIRouter, console: Console, backend: Backend) -> None:
         bodies = {
             "escalate": lambda: {"note": text(form, "note") or None},
             "direct-reply": lambda: {"reply": text(form, "reply")},
-            "reply": lambda: {"reply": text(form, "reply")},
+            "reply": lambda: {"reply": text(form, "reply")} | reports.attachment(form),
             "return-to-quality": lambda: {"reason": text(form, "reason")},
             "satisfaction": lambda: {"satisfied": text(form, "satisfied") == "yes",
                                      "comment": text(form, "comment") or None},
@@ -423,9 +437,11 @@ def _quality_routes(r: APIRouter, console: Console, backend: Backend) -> None:
                 raise
             return ctx.render("case.html", case=None, ref=ref, codes=[], units=[],
                               error=None, form={})
+        report = (await reports.fetch(backend, token, case["id"]) if case.get("quality_record")
+                  else None)  # Quality approves the report once its record is made
         return ctx.render("case.html", case=case, ref=ref,
                           codes=ctx.tr.codes("defect_codes"), units=ctx.tr.codes("units"),
-                          error=error, form=form or {})
+                          error=error, form=form or {}, report=report)
 
     @r.get("/cases/{ref}")
     async def case(request: Request, ref: str) -> Response:
@@ -452,16 +468,52 @@ def _quality_routes(r: APIRouter, console: Console, backend: Backend) -> None:
             body["reason"] = text(form, "reason")
         return await _case_step(ctx, form, ref, "verification", body, case_page)
 
+    @r.post("/cases/{ref}/conclusion")
+    async def conclude(request: Request, ref: str) -> Response:
+        """P-F.3: not the plant's fault; no unit is asked to act."""
+        ctx, form = await console.posted(request)
+        body = {"outcome": text(form, "outcome"), "finding": text(form, "finding"),
+                "defect_code": text(form, "conclusion_defect_code") or None,
+                "summary": text(form, "summary") or None}
+        return await _case_step(ctx, form, ref, "conclusion", body, case_page,
+                                {"defect_code": "conclusion_defect_code"})
+
+    @r.post("/cases/{ref}/major")
+    async def flag_major(request: Request, ref: str) -> Response:
+        """P-5.3.5: the heads are summoned at once (quality's settings name them)."""
+        ctx, form = await console.posted(request)
+        return await _case_step(ctx, form, ref, "major", {"reason": text(form, "major_reason")},
+                                case_page, {"reason": "major_reason"})
+
+    @r.post("/cases/{ref}/major-review")
+    async def major_review(request: Request, ref: str) -> Response:
+        ctx, form = await console.posted(request)
+        participants = [p.strip() for p in text(form, "participants").splitlines() if p.strip()]
+        body = {"held_at": plant_time(text(form, "held_at"), ctx.tr.tz),
+                "participants": participants, "decisions": text(form, "decisions"),
+                "drafted_solution": text(form, "drafted_solution")}
+        return await _case_step(ctx, form, ref, "major-review", body, case_page)
+
+
+def plant_time(value: str, tz: ZoneInfo) -> str:
+    """A `datetime-local` field (the plant's wall clock) as an ISO time with its offset; what
+    does not parse goes as typed, for the service to refuse by name."""
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return value
+    return (moment if moment.tzinfo else moment.replace(tzinfo=tz)).isoformat()
+
 
 async def _case_step(ctx: Ctx, form: FormData, ref: str, step: str, body: dict[str, Any],
-                     case_page: Any) -> Response:
+                     case_page: Any, names: Mapping[str, str] | None = None) -> Response:
     _, token = ctx.need("quality")
     try:
         await ctx.console.backend.send(token, "quality", "POST",
                                        f"/cases/{quote(ref)}/{step}", body)
     except ApiError as exc:
         kept = {k: form.getlist(k) if k == "units" else form.get(k) for k in form}
-        return await case_page(ctx, ref, error=ctx.error(exc),
+        return await case_page(ctx, ref, error=ctx.error(exc, names),
                                form=kept | {"step": step})
     return ctx.redirect(f"/cases/{quote(ref)}")
 
@@ -518,7 +570,7 @@ def _unit_routes(r: APIRouter, console: Console, backend: Backend) -> None:
     async def requests(request: Request) -> Response:
         ctx = await console.ctx(request)
         _, token = ctx.need("unit", "quality", "manager", "auditor")
-        groups = await _by_status(backend, token, "capa", "/actions", ACTION_OPEN)
+        groups = await by_status(backend, token, "capa", "/actions", ACTION_OPEN)
         return ctx.render("unit.html", groups=groups)
 
     async def action_page(ctx: Ctx, action_id: str, error: dict[str, Any] | None = None,
@@ -549,37 +601,18 @@ def _unit_routes(r: APIRouter, console: Console, backend: Backend) -> None:
                                      form=dict(form))
         return ctx.redirect(path)
 
-
-# ---------------------------------------------------------------- managers
-
-
-def _manager_routes(r: APIRouter, console: Console, backend: Backend) -> None:
-    def this_month(ctx: Ctx) -> str:
-        return datetime.now(ctx.tr.tz).strftime("%Y-%m")
-
-    @r.get("/manager")
-    async def statistics(request: Request) -> Response:
-        ctx = await console.ctx(request)
-        _, token = ctx.need("manager", "quality", "auditor")
-        month = request.query_params.get("month") or this_month(ctx)
+    @r.post("/actions/{action_id}/items/{kind}/{no}/done")
+    async def item_done(request: Request, action_id: str, kind: str, no: str) -> Response:
+        """The unit marks one verified corrective or preventive action done (the last one
+        completes the request)."""
+        ctx, form = await console.posted(request)
+        _, token = ctx.need("unit")
+        path = f"/actions/{quote(action_id)}"
         try:
-            table = await backend.get(token, "reporting", "/statistics/monthly", month=month)
-            error = None
+            await backend.send(token, "capa", "POST",
+                               f"{path}/items/{quote(kind)}/{quote(no)}/done",
+                               {"note": text(form, "note") or None})
         except ApiError as exc:
-            if exc.status >= 500 or exc.status == 401:
-                raise
-            table, error = None, ctx.error(exc)
-        return ctx.render("manager.html", month=month, table=table, error=error)
-
-    @r.get("/manager/export")
-    async def export(request: Request) -> Response:
-        ctx = await console.ctx(request)
-        _, token = ctx.need("manager", "quality", "auditor")
-        month = request.query_params.get("month") or this_month(ctx)
-        kind = "xlsx" if request.query_params.get("format") == "xlsx" else "csv"
-        resp = await backend.raw(token, "reporting", "GET", "/statistics/monthly",
-                                 params={"month": month, "format": kind})
-        headers = {k: v for k, v in resp.headers.items()
-                   if k.lower() in ("content-type", "content-disposition")}
-        return Response(resp.content, headers=headers)
-
+            return await action_page(ctx, action_id, error=ctx.error(exc),
+                                     form={"item": f"{kind}-{no}", "note": text(form, "note")})
+        return ctx.redirect(path)

@@ -10,7 +10,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
+from playwright.async_api import (
+    Browser,
+    ConsoleMessage,
+    Locator,
+    Page,
+    async_playwright,
+    expect,
+)
 
 from tests.conftest import test_namespace
 from tests.e2e.harness import SERVICES, Actors, System
@@ -18,6 +25,7 @@ from tests.e2e.harness import SERVICES, Actors, System
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "reports" / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
+REFUSED_PAGE = re.compile(r"Failed to load resource: the server responded with a status of 4\d\d")
 WAIT_MS = 30_000  # a deadline to wait for the services' events, never a speed target
 
 pytestmark = pytest.mark.infra
@@ -64,6 +72,7 @@ class Screen:
     def __init__(self, page: Page, base: str, name: str):
         self.page, self.base, self.name = page, base, name
         self.errors: list[str] = []
+        self.refusals = 0  # 4xx pages a test expects (a refused form answers with its status)
         self.shots = 0
         page.on("console", self._console)
         page.on("pageerror", lambda exc: self.errors.append(f"{page.url}: {exc}"))
@@ -71,8 +80,23 @@ class Screen:
         expect.set_options(timeout=WAIT_MS)
 
     def _console(self, message: ConsoleMessage) -> None:
-        if message.type == "error":
-            self.errors.append(f"{self.page.url}: {message.text}")
+        if message.type != "error":
+            return
+        if self.refusals and REFUSED_PAGE.match(message.text):
+            self.refusals -= 1  # Chromium reports the 4xx page the test asked for
+            return
+        self.errors.append(f"{self.page.url}: {message.text}")
+
+    async def refused(self, button: Locator) -> int:
+        """Send a form the services will refuse: the status of the page that comes back (a
+        4xx, which Chromium notes in its console: expected here, so no error)."""
+        self.refusals += 1
+        async with self.page.expect_response(lambda r: r.request.is_navigation_request()
+                                             ) as answer:
+            await button.click()
+        await self.page.wait_for_load_state()
+        await self.shot("refused")
+        return (await answer.value).status
 
     async def goto(self, path: str) -> None:
         await self.page.goto(self.base + path)

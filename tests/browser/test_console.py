@@ -1,41 +1,13 @@
 """The web console in a real browser: people doing their part of the procedure, in English and
 Chinese, with the keyboard alone, and a board that updates itself (issue 10, first slice)."""
 
-import uuid
-
 from playwright.async_api import expect
 
 from tests.browser.conftest import Screen
+from tests.browser.helpers import phone_call, register_by_phone
 from tests.e2e.flow import Flow, feedback_body
 from tests.e2e.harness import Actors
 from tests.support import ok
-
-
-def phone_call() -> dict[str, str]:
-    """What a customer says on the phone, as Sales types it."""
-    tag = uuid.uuid4().hex[:6].upper()
-    return {"customer_id": f"C-{tag}", "customer_name": f"Shenzhen Bright Motors {tag}",
-            "contact_person": "Zhang Min", "phone": "+86 755 1234 5678",
-            "product_code": f"HSG-{tag}", "product_name": "Motor housing 220",
-            "lot": "L2026-11-03", "quantity": "40", "loss_amount": "1250.00",
-            "description": "Housings crack at the mounting boss after torque test."}
-
-
-async def register_by_phone(screen: Screen, call: dict[str, str]) -> tuple[str, str]:
-    """Sales fills the one-screen registration; (feedback id, register number)."""
-    page = screen.page
-    await screen.goto("/sales/new")
-    for name, value in call.items():
-        await page.locator(f"#f-{name}").fill(value)
-    await page.locator("#f-channel").select_option("phone")
-    await page.locator("#f-category").select_option("product_quality")
-    await screen.shot("filled")
-    await page.locator("form[action='/sales/new'] button[type=submit]").click()
-    await page.wait_for_url("**/feedback/*")
-    await screen.shot()
-    register_no = (await page.locator("h1 .regno").inner_text()).strip()
-    feedback_id = page.url.split("/feedback/", 1)[1].split("?")[0]
-    return feedback_id, register_no
 
 
 async def test_p_f_1_to_p_f_4_a_complaint_from_the_phone_call_to_the_satisfied_customer(
@@ -146,8 +118,10 @@ async def test_p_5_1_registration_in_chinese_shows_chinese_words(screen: Screen)
     await screen.goto("/sales/new")
     await page.locator("#f-customer_id").fill("C-ZH-1")
     await page.locator("#f-customer_name").fill("深圳明亮电机有限公司")
-    await page.locator("form[action='/sales/new'] button[type=submit]").click()
+    status = await screen.refused(page.locator("form[action='/sales/new'] button[type=submit]"))
+    assert status == 422
     await expect(page.locator("#error")).to_contain_text("部分字段无效，请检查后重新提交。")
+    await expect(page.locator("#e-description")).to_contain_text("请检查此项。")
     await expect(page.locator("#f-customer_name")).to_have_value("深圳明亮电机有限公司")
     await expect(page.locator("#f-description")).to_have_attribute("aria-invalid", "true")
     await screen.shot("refused")
@@ -203,7 +177,9 @@ async def test_no_browser_console_errors_on_any_page_of_any_role(screen: Screen,
         ("Wang Fang", "sales", None): ["/sales", "/sales/new", f"/feedback/{fb['id']}"],
         ("Li Wei", "quality", None): ["/quality", f"/cases/{fb['id']}", "/manager"],
         ("Liu Gang", "unit", "production"): ["/unit"],
-        ("Chen Jie", "manager", None): ["/manager", "/quality", "/sales"],
+        ("Chen Jie", "manager", None): ["/manager", "/manager/open", "/quality", "/sales",
+                                        "/audit"],
+        ("Zhou Yu", "auditor", None): ["/audit", f"/cases/{fb['id']}", f"/feedback/{fb['id']}"],
     }
     for (name, role, unit), paths in pages.items():
         await screen.sign_in(name, role, unit)
