@@ -17,7 +17,7 @@ help:
 	@echo "make test   the same start, then the whole test suite (report: reports/junit.xml)"
 	@echo "make token ROLE=quality SUB=li.wei [UNIT=production]   a development JWT"
 	@echo "make demo   play a realistic month through the APIs (with make up running)"
-	@echo "make bench  speed at 0, 10k and 100k complaints against the machine's limits (~30 min;"
+	@echo "make bench  speed at 0, 10k and 100k complaints against the machine's limits, then a soak (~45 min;"
 	@echo "            BENCH_SIZES=0,1000 for a quick look; report: reports/bench.md)"
 
 $(STAMP): pyproject.toml requirements.lock
