@@ -52,9 +52,10 @@ LABELS: dict[str, tuple[str, str]] = {
     "closed": ("结案", "Closed"),
     "status": ("状态", "Status"),
 }
-# (label key, share of the width) of the register's columns, in the form's order
-REGISTER_COLUMNS = (("register_no", 9), ("received", 8), ("customer", 11), ("channel", 5),
-                    ("category", 7), ("severity", 5), ("product", 9), ("description", 17),
+# (label key, share of the width) of the register's columns, in the form's order; a
+# register number (CF-2026-000123) fits its column on one line, to be read out on the phone
+REGISTER_COLUMNS = (("register_no", 11), ("received", 8), ("customer", 11), ("channel", 5),
+                    ("category", 7), ("severity", 5), ("product", 9), ("description", 15),
                     ("handling", 10), ("units", 7), ("replied", 8), ("closed", 8),
                     ("status", 6))
 

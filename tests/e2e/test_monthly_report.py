@@ -182,10 +182,15 @@ async def test_p_f_6_monthly_report_drafted_issued_frozen_and_corrected(reportin
                    category=Category.SERVICE, channel=Channel.LETTER, customer="B")
         await reporting.publish_envelope(story.events[-1])
 
-        async def moved() -> dict | None:
-            now = await state(quality, name)
-            return now if now["content_sha256"] != seen else None
-        current = await eventually(moved, timeout=60, what="the late feedback counted")
+        async def settled() -> dict | None:
+            """The state once the late event is counted and two reads agree (reporting applies
+            an event's row and its month's counters one after the other)."""
+            first = await state(quality, name)
+            second = await state(quality, name)
+            moved = first["content_sha256"] != seen
+            return second if moved and second["content_sha256"] == first["content_sha256"] \
+                else None
+        current = await eventually(settled, timeout=60, what="the late feedback counted")
         refused(await quality.post(f"{base}/issue", json={"content_sha256": seen}), 409)
         rev2 = ok(await quality.post(f"{base}/issue",
                                      json={"content_sha256": current["content_sha256"]}), 201)

@@ -49,7 +49,7 @@ WAIT = 60.0  # seconds: generous, the machine is shared
 
 QUALITY = Actor(sub="li.wei", name="Li Wei", roles=("quality",))
 SALES = Actor(sub="wang.fang", name="Wang Fang", roles=("sales",))
-PAST, FUTURE = "2020-01-15", "2999-12-31"  # due dates: overdue, and not
+PAST, FUTURE = "2020-01-15", "2099-12-31"  # due dates: overdue, and not (2000-2099)
 
 
 @dataclass

@@ -210,3 +210,13 @@ def test_p_f_6_statistics_table_as_its_paper_form(month, tmp_path):
     en = squeeze(text_of(paper_forms.table_pdf(table, lang=Language.EN, company="QMS",
                                                kit=PdfKit(settings.cjk_font)), tmp_path))
     assert "Complaint Handling Statistics Table" in en and "Feedbacks 6" in en
+
+
+def test_p_5_4_1_a_register_number_prints_on_one_line(month, tmp_path):
+    """The number Sales reads out on the phone is never broken over two lines."""
+    _, _, rows = month
+    numbered = [r | {"register_no": f"CF-2031-{i:06d}"} for i, r in enumerate(rows, 1)]
+    data = paper_forms.register_pdf(numbered, tz=UTC, lang=Language.ZH, period="2031-03",
+                                    company="QMS", kit=PdfKit(Settings().cjk_font))
+    text = text_of(data, tmp_path)
+    assert all(f"CF-2031-{i:06d}" in text for i in range(1, len(rows) + 1)), text[:2000]
