@@ -11,15 +11,27 @@ import httpx
 from fastapi import FastAPI, Request, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 import services.console as package
-from services.console import audit, documents, evidence, manager
+from services.console import (
+    audit,
+    capa_pages,
+    documents,
+    evidence,
+    manager,
+    monthly_report,
+    register_print,
+    retention,
+    sales,
+)
 from services.console.backend import ApiError, Backend
 from services.console.i18n import N_, load_catalogues
 from services.console.live import LiveFeed
 from services.console.pages import Console, CsrfRefused, NotAllowed, SignInNeeded, router
 from services.console.session import Sessions
 from services.console.settings import Settings
+from shared.service import http_metrics
 
 HERE = Path(__file__).resolve().parent
 logging.getLogger("httpx").setLevel(logging.WARNING)  # not a log line per call to a service
@@ -52,8 +64,13 @@ def create(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Console", description=package.__doc__ or "", lifespan=lifespan,
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    # The services' HTTP metrics (qms_http_requests_total, qms_http_request_seconds), labelled
+    # service="console": the dashboard and the 5xx alert see the console like the others.
+    registry = CollectorRegistry()
+    http_metrics(app, "console", registry)
     app.include_router(router(console))
-    for pages in (evidence, manager, audit, documents):
+    for pages in (sales, evidence, manager, audit, documents, capa_pages, monthly_report,
+                  retention, register_print):
         app.include_router(pages.router(console))
 
     @app.exception_handler(SignInNeeded)
@@ -95,5 +112,9 @@ def create(settings: Settings | None = None) -> FastAPI:
         response.status_code = 200 if ok else 503
         return {"status": "ready" if ok else "not ready", "service": "console",
                 "checks": checks}
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

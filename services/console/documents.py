@@ -27,6 +27,15 @@ CHANGED = N_("The report changed since this page showed it: read the new content
              "and sign again.")
 
 
+def sign_refusal(ctx: Ctx, exc: ApiError) -> dict[str, Any]:
+    """A refused signature as the page shows it: content that moved since the page showed
+    it is said in words (its sha256 was a hidden field)."""
+    error = ctx.error(exc)
+    if exc.status == 409 and "content_sha256" in exc.fields:
+        error |= {"text": ctx.tr.gettext(CHANGED), "fields": []}
+    return error
+
+
 def pdf_response(resp: Any, cache: str) -> Response:
     """reporting's PDF as the browser gets it: its name, type and recorded hash kept."""
     headers = {k: v for k, v in resp.headers.items()
@@ -88,11 +97,8 @@ def router(console: Console) -> APIRouter:
         except ApiError as exc:
             if exc.status == 401 or exc.status >= 500:
                 raise
-            error = ctx.error(exc)
-            if exc.status == 409 and "content_sha256" in exc.fields:
-                error |= {"text": ctx.tr.gettext(CHANGED), "fields": []}  # a hidden field
             # the fresh state beside the refusal; signing again returns where it started
-            return await report_page(ctx, ref, error=error, status=exc.status,
+            return await report_page(ctx, ref, error=sign_refusal(ctx, exc), status=exc.status,
                                      back=back if back != "/" else None)
         return ctx.redirect(back + "#report")
 

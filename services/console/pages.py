@@ -5,8 +5,6 @@ the person's language, with what they typed kept) becomes a page. A refused form
 with the service's status (4xx) and the refusal beside the fields it names.
 """
 
-import re
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,6 +19,7 @@ from starlette.datastructures import FormData
 
 from services.console import reports
 from services.console.backend import ApiError, Backend
+from services.console.capa_owners import owners_to_confirm
 from services.console.i18n import Translator, negotiate
 from services.console.live import LiveFeed
 from services.console.session import (
@@ -38,18 +37,7 @@ from shared.errors import Unauthorized
 
 HOME = {"sales": "/sales", "quality": "/quality", "unit": "/unit", "manager": "/manager",
         "auditor": "/audit"}
-FEEDBACK_OPEN = ("registered", "with_quality", "quality_record_ready", "replied")
-IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")  # what intake's header accepts
 ACTION_OPEN = ("requested", "returned", "proposed", "accepted")
-# A 422's field (the service's `loc` without `body.`) -> the registration form's field.
-REGISTRATION_FIELDS = {
-    "customer.id": "customer_id", "customer.name": "customer_name",
-    "customer.contact_person": "contact_person", "customer.phone": "phone",
-    "customer.email": "email", "product.code": "product_code", "product.name": "product_name",
-    "product.lot": "lot", "quantity_affected": "quantity", "category": "category",
-    "severity": "severity", "channel": "channel", "description": "description",
-    "estimated_loss.amount": "loss_amount", "estimated_loss.currency": "loss_currency",
-}
 
 
 class SignInNeeded(Exception):
@@ -193,7 +181,6 @@ def router(console: Console) -> APIRouter:
     r = APIRouter(include_in_schema=False)
     backend = console.backend
     _session_routes(r, console)
-    _sales_routes(r, console, backend)
     _quality_routes(r, console, backend)
     _unit_routes(r, console, backend)
 
@@ -268,6 +255,8 @@ def _session_routes(r: APIRouter, console: Console) -> None:
         ctx, _ = await console.posted(request)
         ctx.session.pop("token", None)
         ctx.dirty = True
+        if forwarded_token(request):  # signed in by the auth proxy: its session ends too
+            return ctx.redirect("/oauth2/sign_out?rd=%2F")
         return ctx.redirect("/signin")
 
     @r.post("/language")
@@ -306,109 +295,6 @@ async def _directory(console: Console) -> list[dict[str, Any]]:
     return people
 
 
-# ---------------------------------------------------------------- Sales
-
-
-def _registration_body(form: FormData) -> dict[str, Any]:
-    customer = {"id": text(form, "customer_id"), "name": text(form, "customer_name"),
-                "language": text(form, "customer_language") or "zh"}
-    for key in ("contact_person", "phone", "email"):
-        if text(form, key):
-            customer[key] = text(form, key)
-    body: dict[str, Any] = {
-        "customer": customer, "channel": text(form, "channel"),
-        "category": text(form, "category"), "severity": text(form, "severity") or "normal",
-        "description": text(form, "description"),
-    }
-    if text(form, "product_code") or text(form, "product_name") or text(form, "lot"):
-        product = {"code": text(form, "product_code")}
-        for key, name in (("name", "product_name"), ("lot", "lot")):
-            if text(form, name):
-                product[key] = text(form, name)
-        body["product"] = product
-    if (quantity := number(text(form, "quantity"))) is not None:
-        body["quantity_affected"] = quantity
-    if text(form, "loss_amount"):
-        body["estimated_loss"] = {"amount": text(form, "loss_amount"),
-                                  "currency": text(form, "loss_currency") or "CNY"}
-    return body
-
-
-def _sales_routes(r: APIRouter, console: Console, backend: Backend) -> None:
-    def form_page(ctx: Ctx, form: Mapping[str, Any],
-                  error: dict[str, Any] | None = None) -> HTMLResponse:
-        return ctx.render("register.html", form=form, error=error,
-                          invalid=(error or {}).get("invalid", {}),
-                          categories=ctx.tr.codes("categories"), channels=ctx.tr.codes("channels"),
-                          severities=ctx.tr.codes("severities"))
-
-    @r.get("/sales")
-    async def inbox(request: Request) -> Response:
-        ctx = await console.ctx(request)
-        _, token = ctx.need("sales", "manager", "auditor")
-        groups = await by_status(backend, token, "intake", "/feedback", FEEDBACK_OPEN)
-        return ctx.render("inbox.html", groups=groups)
-
-    @r.get("/sales/new")
-    async def new_feedback(request: Request) -> Response:
-        ctx = await console.ctx(request)
-        ctx.need("sales")
-        return form_page(ctx, {"channel": "phone", "severity": "normal",
-                               "category": "product_quality", "loss_currency": "CNY",
-                               "customer_language": ctx.tr.lang,
-                               "idempotency_key": str(uuid.uuid4())})
-
-    @r.post("/sales/new")
-    async def register(request: Request) -> Response:
-        ctx, form = await console.posted(request)
-        _, token = ctx.need("sales")
-        key = text(form, "idempotency_key")
-        if not IDEMPOTENCY_KEY.match(key):
-            key = str(uuid.uuid4())  # not the key this console's form carries: a new one
-        try:
-            created = await backend.send(token, "intake", "POST", "/feedback",
-                                         _registration_body(form),
-                                         headers={"Idempotency-Key": key})
-        except ApiError as exc:
-            return form_page(ctx, dict(form), error=ctx.error(exc, REGISTRATION_FIELDS))
-        return ctx.redirect(f"/feedback/{created['id']}?registered=1")
-
-    async def feedback_page(ctx: Ctx, ref: str, error: dict[str, Any] | None = None,
-                            form: Mapping[str, Any] | None = None) -> HTMLResponse:
-        _, token = ctx.need("sales", "quality", "manager", "auditor")
-        fb = await backend.get(token, "intake", f"/feedback/{quote(ref)}")
-        report = (await reports.fetch(backend, token, fb["id"]) if fb.get("quality_record")
-                  else None)  # P-5.3.1: the report goes with the reply built on the record
-        return ctx.render("feedback.html", fb=fb, error=error, form=form or {}, report=report,
-                          registered=ctx.request.query_params.get("registered") == "1")
-
-    @r.get("/feedback/{ref}")
-    async def feedback(request: Request, ref: str) -> Response:
-        return await feedback_page(await console.ctx(request), ref)
-
-    @r.post("/feedback/{ref}/{step}")
-    async def feedback_step(request: Request, ref: str, step: str) -> Response:
-        ctx, form = await console.posted(request)
-        _, token = ctx.need("sales")
-        bodies = {
-            "escalate": lambda: {"note": text(form, "note") or None},
-            "direct-reply": lambda: {"reply": text(form, "reply")},
-            "reply": lambda: {"reply": text(form, "reply")} | reports.attachment(form),
-            "return-to-quality": lambda: {"reason": text(form, "reason")},
-            "satisfaction": lambda: {"satisfied": text(form, "satisfied") == "yes",
-                                     "comment": text(form, "comment") or None},
-        }
-        if step not in bodies:
-            return ctx.render("error.html", status=404, error=None)
-        try:
-            await backend.send(token, "intake", "POST", f"/feedback/{quote(ref)}/{step}",
-                               bodies[step]())
-        except ApiError as exc:
-            return await feedback_page(ctx, ref, error=ctx.error(exc),
-                                       form=dict(form) | {"step": step})
-        return ctx.redirect(f"/feedback/{quote(ref)}")
-
-
 # ---------------------------------------------------------------- Quality
 
 
@@ -425,7 +311,8 @@ def _quality_routes(r: APIRouter, console: Console, backend: Backend) -> None:
         page = await backend.get(token, "quality", "/cases",
                                  status=["open", "awaiting_units", "resolved"], page_size=500)
         cases = sorted(page["items"], key=_board_order)
-        return ctx.render("board.html", cases=cases, total=page["total"])
+        return ctx.render("board.html", cases=cases, total=page["total"],
+                          capas=await owners_to_confirm(backend, token))
 
     async def case_page(ctx: Ctx, ref: str, error: dict[str, Any] | None = None,
                         form: Mapping[str, Any] | None = None) -> HTMLResponse:

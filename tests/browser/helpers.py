@@ -6,7 +6,7 @@ import uuid
 import zlib
 from typing import Any
 
-from playwright.async_api import Locator
+from playwright.async_api import Locator, expect
 
 from tests.browser.conftest import Screen
 from tests.e2e.flow import Flow
@@ -64,6 +64,15 @@ async def with_photo(flow: Flow, **kw: Any) -> dict[str, Any]:
 async def drawn(image: Locator) -> bool:
     """The browser loaded the image and drew it (not a broken-image icon)."""
     return bool(await image.evaluate("img => img.complete && img.naturalWidth > 0"))
+
+
+async def all_drawn(images: Locator, count: int) -> None:
+    """`count` images, each scrolled to (lazy ones load then), loaded and drawn."""
+    await expect(images).to_have_count(count)
+    for i in range(count):
+        await images.nth(i).scroll_into_view_if_needed()
+        await expect(images.nth(i)).to_have_js_property("complete", True)
+        assert await drawn(images.nth(i)), f"image {i} did not load"
 
 
 async def quality_opens_new_form(screen: Screen, flow: Flow, selector: str) -> dict[str, Any]:

@@ -28,7 +28,9 @@ from tests.support import load_script
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("intake", "quality", "capa", "reporting", "notify")
 SINGLE_ACTIVE_CONSUMER = {"reporting"}  # one replica consumes, the others stand by
-PORTS = {"intake": 8001, "quality": 8002, "capa": 8003, "reporting": 8004, "notify": 8005}
+PORTS = {"intake": 8001, "quality": 8002, "capa": 8003, "reporting": 8004, "notify": 8005,
+         "console": 8000}
+IMAGES = (*SERVICES, "console")  # the web console: an image of the same shape, no database
 K8S = ROOT / "deploy" / "k8s"
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|_KEY$")
 INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:?[-?])?([^}]*)\}")
@@ -85,7 +87,7 @@ def test_every_long_running_container_has_a_healthcheck(compose):
         check = svc.get("healthcheck") or {}
         assert check.get("test"), f"{name} has no healthcheck"
         assert not check.get("disable"), f"{name} disables its healthcheck"
-    for name in SERVICES:
+    for name in IMAGES:
         test = " ".join(compose["services"][name]["healthcheck"]["test"])
         assert f"127.0.0.1:{PORTS[name]}/readyz" in test, f"{name} must be healthy when ready"
 
@@ -137,6 +139,37 @@ def test_each_service_connects_as_its_own_broker_user(compose):
         url = env[f"QMS_{name.upper()}_AMQP_URL"]
         assert url.startswith(f"amqp://qms-{name}:${{RABBITMQ_QMS_{name.upper()}_PASSWORD:?"), url
         assert "QMS_AMQP_URL" not in env and "QMS_MONGO_URL" not in env
+
+
+def test_compose_console_sits_behind_oauth2_proxy_with_the_development_sign_in_off(compose):
+    """People reach the console only through oauth2-proxy, which forwards their access token;
+    the console connects as its read-only broker user and calls the services by name."""
+    services = compose["services"]
+    console, proxy = services["console"], services["oauth2-proxy"]
+    assert console["build"] == {"context": ".", "dockerfile": "services/console/Dockerfile"}
+    env = console["environment"]
+    assert env["QMS_CONSOLE_DEV_SIGNIN"] == "false"
+    assert not console.get("ports"), "the console's port is reached through the proxy only"
+    assert env["QMS_CONSOLE_AMQP_URL"].startswith(
+        "amqp://qms-console:${RABBITMQ_QMS_CONSOLE_PASSWORD:?")
+    assert "QMS_CONSOLE_MONGO_URL" not in env and "QMS_MONGO_URL" not in env
+    for name in SERVICES:
+        assert env[f"QMS_CONSOLE_{name.upper()}_URL"] == f"http://{name}:{PORTS[name]}"
+        assert services[name]["healthcheck"], name
+    assert env["QMS_JWKS_URL"].startswith("${QMS_JWKS_URL"), "RS256 tokens: the IdP's JWKS"
+    assert env["QMS_CONSOLE_SESSION_SECRET"].startswith("${QMS_CONSOLE_SESSION_SECRET:?")
+    proxied = proxy["environment"]
+    assert proxied["OAUTH2_PROXY_UPSTREAMS"] == f"http://console:{PORTS['console']}/"
+    assert "--pass-access-token=true" in proxy["command"]
+    assert proxied["OAUTH2_PROXY_PROVIDER"] == "oidc"
+    for key in ("OIDC_ISSUER_URL", "CLIENT_ID", "CLIENT_SECRET", "COOKIE_SECRET"):
+        assert INTERPOLATION.fullmatch(proxied[f"OAUTH2_PROXY_{key}"]), key  # from .env
+    assert any(port.endswith(":4180:4180") for port in proxy["ports"])
+    assert proxy["depends_on"]["console"]["condition"] == "service_healthy"
+    # Every broker user of the definitions gets its password when compose renders them.
+    rendered = services["rabbitmq-definitions"]["environment"]
+    for user in load_definitions()["users"]:
+        assert users.password_variable(user["name"]) in rendered, user["name"]
 
 
 def test_named_volumes_keep_the_data_and_the_attachments(compose):
@@ -193,6 +226,10 @@ def test_compose_prometheus_scrapes_like_the_project_config_so_the_alert_rules_h
     theirs = jobs(project)
     theirs.pop("ferretdb", None)  # compose runs MongoDB, which has no metrics endpoint
     assert jobs(mine) == theirs
+    # The console's /metrics too, as app="console" (its HTTP metrics say service="console").
+    assert ("8000", (("app", "console"),)) in theirs["qms-services"][1]
+    assert any("console:8000" in sc["targets"] for job in mine["scrape_configs"]
+               for sc in job["static_configs"])
     mounts = dict(v.split(":")[:2][::-1] for v in compose["services"]["prometheus"]["volumes"])
     rule_files = []
     for rule_file in mine["rule_files"]:
@@ -251,7 +288,7 @@ def dockerfile(name: str) -> list[tuple[str, str]]:
             for line in text.splitlines() if line.strip()]
 
 
-@pytest.mark.parametrize("name", SERVICES)
+@pytest.mark.parametrize("name", IMAGES)
 def test_each_service_has_a_slim_multi_stage_non_root_image_with_a_readiness_check(name):
     steps = dockerfile(name)
     stages = [args for op, args in steps if op == "FROM"]
@@ -279,7 +316,7 @@ def test_each_service_has_a_slim_multi_stage_non_root_image_with_a_readiness_che
     assert "pip install -c requirements.lock" in " ".join(a for op, a in steps if op == "RUN")
 
 
-@pytest.mark.parametrize("name", SERVICES)
+@pytest.mark.parametrize("name", IMAGES)
 def test_what_the_image_copies_is_enough_to_build_the_service(name, tmp_path):
     """The files the Dockerfile copies, alone (no other service), build the service's app."""
     for op, args in dockerfile(name):
@@ -306,9 +343,9 @@ def test_what_the_image_copies_is_enough_to_build_the_service(name, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
 
 
-@pytest.mark.parametrize("name", SERVICES)
+@pytest.mark.parametrize("name", IMAGES)
 def test_a_service_imports_no_other_service(name):
-    others = "|".join(s for s in SERVICES if s != name)
+    others = "|".join(s for s in IMAGES if s != name)
     pattern = re.compile(rf"^\s*(from|import)\s+services\.({others})\b", re.MULTILINE)
     for path in (ROOT / "services" / name).rglob("*.py"):
         assert not pattern.search(path.read_text()), f"{path} imports another service"
@@ -510,22 +547,26 @@ def check_deployments(docs: list[dict]) -> None:
     for doc in docs:
         by_kind.setdefault(doc["kind"], []).append(doc)
     deployments = {d["metadata"]["name"]: d for d in by_kind["Deployment"]}
-    assert set(deployments) == set(SERVICES)
+    assert set(deployments) == {*SERVICES, "console", "oauth2-proxy"}
     pdbs = [p["spec"]["selector"]["matchLabels"] for p in by_kind["PodDisruptionBudget"]]
     services = [s["spec"]["selector"] for s in by_kind["Service"]]
     scaled = {s["spec"]["scaleTargetRef"]["name"]: s for s in by_kind["ScaledObject"]}
     for name, dep in deployments.items():
         labels = dep["spec"]["template"]["metadata"]["labels"]
         assert dep["spec"]["replicas"] >= 2, f"{name}: at least two consumers"
+        ready, live = ("/ready", "/ping") if name == "oauth2-proxy" else ("/readyz", "/healthz")
         for container in dep["spec"]["template"]["spec"]["containers"]:
-            assert container["readinessProbe"]["httpGet"]["path"] == "/readyz", name
-            assert container["livenessProbe"]["httpGet"]["path"] == "/healthz", name
+            assert container["readinessProbe"]["httpGet"]["path"] == ready, name
+            assert container["livenessProbe"]["httpGet"]["path"] == live, name
             requests = container["resources"]["requests"]
             assert requests.get("cpu") and requests.get("memory"), name
             assert container["securityContext"]["allowPrivilegeEscalation"] is False
         assert dep["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
         assert any(sel.items() <= labels.items() for sel in pdbs), f"{name} has no PDB"
         assert any(sel.items() <= labels.items() for sel in services), f"{name} has no Service"
+        if name not in SERVICES:
+            assert name not in scaled, f"{name} consumes no queue: nothing to scale on"
+            continue
         if name in SINGLE_ACTIVE_CONSUMER:  # standbys add no throughput: nothing to scale
             assert name not in scaled, f"{name} has one active consumer: no KEDA scaler"
             continue
@@ -543,6 +584,8 @@ def test_the_base_runs_every_service_as_probed_budgeted_autoscaled_consumers():
 def test_each_deployment_uses_its_own_broker_and_database_user():
     for dep in (d for d in k8s_documents() if d["kind"] == "Deployment"):
         name = dep["metadata"]["name"]
+        if name not in SERVICES:
+            continue  # the console: its own test below
         (container,) = dep["spec"]["template"]["spec"]["containers"]
         env = {e["name"]: e for e in container["env"]}
         assert env["RABBITMQ_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] \
@@ -553,6 +596,55 @@ def test_each_deployment_uses_its_own_broker_and_database_user():
             == f"qms-mongodb-admin-qms-{name}"
         assert list(env).index("RABBITMQ_PASSWORD") < list(env).index(
             f"QMS_{name.upper()}_AMQP_URL"), "$(VAR) expands only variables defined before it"
+
+
+def env_of(deployment: dict) -> dict[str, dict]:
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e for e in container["env"]}
+
+
+def test_kubernetes_console_is_reached_through_oauth2_proxy_with_the_dev_sign_in_off():
+    """Ingress -> oauth2-proxy -> console: the proxy forwards the person's access token, the
+    console verifies it with the identity provider's JWKS (qms-config) and has no
+    development sign-in; it uses its own read-only broker user and no database."""
+    docs = kustomize_build("overlays/production")
+    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
+    (ingress,) = [d for d in docs if d["kind"] == "Ingress"]
+    backends = {p["backend"]["service"]["name"] for rule in ingress["spec"]["rules"]
+                for p in rule["http"]["paths"]}
+    assert backends == {"oauth2-proxy"}, "nobody reaches the console around the proxy"
+    assert ingress["spec"]["tls"], "the proxy's cookie is Secure: HTTPS"
+    (proxy_container,) = deployments["oauth2-proxy"]["spec"]["template"]["spec"]["containers"]
+    assert "--pass-access-token=true" in proxy_container["args"]
+    proxy = env_of(deployments["oauth2-proxy"])
+    assert proxy["OAUTH2_PROXY_PROVIDER"]["value"] == "oidc"
+    upstream = proxy["OAUTH2_PROXY_UPSTREAMS"]["value"]
+    (port,) = services["console"]["spec"]["ports"]
+    assert upstream == f"http://console:{port['port']}/"
+    for key in ("OAUTH2_PROXY_CLIENT_SECRET", "OAUTH2_PROXY_COOKIE_SECRET"):
+        assert proxy[key]["valueFrom"]["secretKeyRef"]["name"] == "qms-oauth2-proxy", key
+    configs = {d["metadata"]["name"]: d.get("data", {}) for d in docs if d["kind"] == "ConfigMap"}
+    (proxy_config,) = [c for n, c in configs.items() if n.startswith("qms-oauth2-proxy")]
+    assert proxy_config["OAUTH2_PROXY_OIDC_ISSUER_URL"].startswith("https://")
+    assert proxy_config["OAUTH2_PROXY_REDIRECT_URL"] == \
+        f"https://{ingress['spec']['rules'][0]['host']}/oauth2/callback"
+
+    console = deployments["console"]
+    env = env_of(console)
+    assert env["QMS_CONSOLE_DEV_SIGNIN"]["value"] == "false"
+    assert env["RABBITMQ_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "qms-rabbitmq-console"
+    assert env["QMS_CONSOLE_AMQP_URL"]["value"].startswith("amqp://qms-console:$(RABBITMQ_PASSWORD)@")
+    assert list(env).index("RABBITMQ_PASSWORD") < list(env).index("QMS_CONSOLE_AMQP_URL")
+    assert not [k for k in env if "MONGO" in k], "the console writes no database"
+    assert env["QMS_CONSOLE_SESSION_SECRET"]["valueFrom"]["secretKeyRef"]["name"] == "qms-console"
+    for name in SERVICES:  # each service's HTTP port (notify's Service also has SMTP)
+        (port,) = [p for p in services[name]["spec"]["ports"] if p["name"] == "http"]
+        assert env[f"QMS_CONSOLE_{name.upper()}_URL"]["value"] == f"http://{name}:{port['port']}"
+    (container,) = console["spec"]["template"]["spec"]["containers"]
+    (from_config,) = [c["configMapRef"]["name"] for c in container["envFrom"]]
+    assert configs[from_config]["QMS_JWKS_URL"].startswith("https://")
+    assert configs[from_config]["QMS_JWT_AUDIENCE"]
 
 
 def test_rabbitmq_and_mongodb_come_from_their_operators_replicated():
@@ -654,13 +746,30 @@ def test_kubernetes_scrapes_give_the_job_names_the_rules_use():
             if r.get("targetLabel") == "job"}
     assert wanted == jobs
     (services,) = [m for m in monitors if m["kind"] == "PodMonitor"]
-    selected = services["spec"]["selector"]["matchLabels"]
+    scraped = set()
     for deployment in (d for d in k8s_documents() if d["kind"] == "Deployment"):
         labels = deployment["spec"]["template"]["metadata"]["labels"]
         ports = {p["name"] for c in deployment["spec"]["template"]["spec"]["containers"]
                  for p in c.get("ports", [])}
-        assert selected.items() <= labels.items() and "http" in ports, \
-            deployment["metadata"]["name"]
+        if selects(services["spec"]["selector"], labels):
+            assert "http" in ports, deployment["metadata"]["name"]
+            scraped.add(deployment["metadata"]["name"])
+    assert scraped == {*SERVICES, "console"}, "the services' and the console's /metrics"
+
+
+def selects(selector: dict, labels: dict[str, str]) -> bool:
+    """A Kubernetes label selector (matchLabels and In/NotIn/Exists expressions)."""
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for expr in selector.get("matchExpressions", []):
+        key, op, values = expr["key"], expr["operator"], expr.get("values", [])
+        present = key in labels
+        ok = {"In": present and labels[key] in values,
+              "NotIn": not present or labels[key] not in values,
+              "Exists": present, "DoesNotExist": not present}[op]
+        if not ok:
+            return False
+    return True
 
 
 def test_the_monitoring_builds_into_the_systems_namespace():
