@@ -30,6 +30,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from shared.events import Contract, Envelope, MalformedEvent, UnknownEvent, parse_event
 from shared.logs import correlation
+from shared.stallwatch import InFlight
 
 log = logging.getLogger("qms.messaging")
 
@@ -164,6 +165,7 @@ class EventConsumer:
         self.metrics = metrics
         self.handlers: dict[str, Handler] = {}
         self.any_handler: Handler | None = None
+        self.in_flight = InFlight()  # what the stall watch looks at (`shared.stallwatch`)
 
     def on_any(self, fn: Handler) -> Handler:
         """Handle every event on the exchange (reporting's history); binds `#`."""
@@ -190,6 +192,10 @@ class EventConsumer:
             await self.handle(message.raw_message)
 
     async def handle(self, raw: AbstractIncomingMessage) -> None:
+        with self.in_flight.handling(raw.message_id or "?", raw.type or "unknown"):
+            await self._handle(raw)
+
+    async def _handle(self, raw: AbstractIncomingMessage) -> None:
         headers = dict(raw.headers or {})
         attempt = _attempts_so_far(headers.get(ATTEMPT_HEADER)) + 1
         started = time.perf_counter()

@@ -29,6 +29,7 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared import taskdump
 from shared.api import audit_router, record_refusal
 from shared.asyncapi import event_catalogue
 from shared.auth import TokenVerifier, document_roles
@@ -48,6 +49,7 @@ from shared.openapi_errors import document_errors
 from shared.outbox import OutboxRelay
 from shared.periods import DayIndex
 from shared.settings import ServiceSettings
+from shared.stallwatch import StallWatch
 from shared.store import OpenWork, OutboxMarks, Repository, WriteLocks, database, mongo_client
 from shared.wordlists import SHARED_LISTS, WordList, vocabulary_router
 
@@ -72,6 +74,8 @@ class Service:
         self.publisher = EventPublisher(self.broker, self.topology.exchange)
         self.consumer = EventConsumer(name, self.topology, self.broker, infra.max_attempts,
                                       ConsumerMetrics(self.registry))
+        self.stall_watch = StallWatch(name, self.consumer.in_flight, self.registry,
+                                      infra.stall_after_s)
         self.extra_bindings: list[str] = []
         self.mongo: AsyncMongoClient | None = None
         self.db: AsyncDatabase | None = None  # None until started; see `database`
@@ -97,6 +101,7 @@ class Service:
         self._clean_start = False  # the last stop left the open-work summaries as saved
         self.lifecycle: Lifecycle | None = None
         self._heartbeat: asyncio.Task | None = None
+        self._watching: asyncio.Task | None = None
 
     # -- composition -----------------------------------------------------
     def collection(self, name: str, model: type[A], *,
@@ -199,6 +204,9 @@ class Service:
         assert self.lifecycle is not None
         self._heartbeat = asyncio.create_task(self.lifecycle.keep_beating(),
                                               name=f"{self.name}-heartbeat")
+        self._watching = asyncio.create_task(self.stall_watch.run(),
+                                             name=f"{self.name}-stall-watch")
+        taskdump.install()  # `kill -USR1 <pid>` logs where every task waits
         self._rebuilding = asyncio.create_task(self._reconcile_at_start(),
                                                name=f"{self.name}-open-work-rebuild")
         for hook in self.on_start:
@@ -277,9 +285,10 @@ class Service:
         if self.relay:
             await self.relay.stop()
         await self.broker.stop()
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            await asyncio.gather(self._heartbeat, return_exceptions=True)
+        for task in (self._heartbeat, self._watching):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if self.mongo:
             await self._note_clean_stop()
             await self.mongo.close()
@@ -403,7 +412,7 @@ class StoreBusy:
         return None
 
 
-def _http_metrics(app: FastAPI, service: str, registry: CollectorRegistry) -> None:
+def http_metrics(app: FastAPI, service: str, registry: CollectorRegistry) -> None:
     requests = Counter("qms_http_requests_total", "HTTP requests by route template",
                        ["service", "method", "route", "status"], registry=registry)
     latency = Histogram("qms_http_request_seconds", "HTTP latency by route template",
@@ -468,7 +477,7 @@ def create_app(service: Service, *, title: str, description: str,
     app.state.on_refusal = record_refusal
     install_error_handlers(app)
     app.add_middleware(StoreBusy)  # inside the metrics: its 503s are counted
-    _http_metrics(app, service.name, service.registry)
+    http_metrics(app, service.name, service.registry)
     app.add_middleware(BodySizeLimit, max_bytes=service.settings.infra.max_body_bytes,
                        overrides=upload_limit)
 

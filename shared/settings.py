@@ -35,6 +35,9 @@ class InfraSettings(BaseSettings):
     retry_delay_ms: int = Field(2000, ge=10, description="Wait before a failed event is retried.")
     relay_interval_s: float = Field(1.0, gt=0, description="How soon events the broker "
                                     "refused are offered again.")
+    stall_after_s: float = Field(
+        120.0, gt=0, description="An event handled this long is logged at ERROR with where its "
+        "handler waits, and counted (`shared.stallwatch`): its queue waits meanwhile.")
     relay_sweep_interval_s: float = Field(
         60.0, gt=0, description="How often the relay sweeps for events a crash (or a dead "
         "instance) left unpublished; also done at every start. The sweep reads the marks of "

@@ -30,6 +30,7 @@ Writes: the bucket entry before the index (a crash leaves an entry the next writ
 record finds again: the record document is written last), each under the per-document lock.
 """
 
+import asyncio
 import calendar
 from collections.abc import Awaitable, Callable
 from datetime import date, datetime
@@ -170,6 +171,11 @@ class Retention:
         self.buckets = db[BUCKETS]
         self.disposals = db[DISPOSALS]
         self.locks = locks
+        # One lock of their own for the buckets and their index: a bucket is written under its
+        # record's lock, and were both on one stripe of `locks`, its holder would wait on it for
+        # ever (issue 12); and two buckets written at once must not both rewrite the index
+        # (FerretDB does not apply an update's read and write atomically). Closures are rare.
+        self.bucket_lock = asyncio.Lock()
         self.years = years
         self._today = today
         self.offset_days = offset_days
@@ -211,7 +217,7 @@ class Retention:
 
     async def _list(self, held: Held) -> None:
         entry = held.model_dump(mode="json")
-        async with self.locks(BUCKETS, held.bucket):
+        async with self.bucket_lock:
             await self.buckets.update_one(
                 {"_id": held.bucket},
                 {"$set": {f"entries.{field_key(held.ref)}": entry, "type": held.type.value,
@@ -220,7 +226,7 @@ class Retention:
                                           upsert=True)
 
     async def _unlist(self, bucket: str, ref: str) -> None:
-        async with self.locks(BUCKETS, bucket):
+        async with self.bucket_lock:
             await self.buckets.update_one({"_id": bucket},
                                           {"$unset": {f"entries.{field_key(ref)}": ""}})
             doc = await self.buckets.find_one({"_id": bucket})

@@ -67,7 +67,7 @@ def test_p_f_5_alert_rules_fire_when_the_three_day_rule_is_breached(promtool):
             "QmsMajorComplaintOpenTooLong", "QmsDeadLetters", "QmsConsumerGone",
             "QmsQueueBacklogGrowing", "QmsServiceDown", "QmsNotificationsParked",
             "QmsComplaintsMailboxNotListening", "QmsRabbitMQDown", "QmsFerretDBDown",
-            "QmsServerErrors"} <= fired
+            "QmsServerErrors", "QmsEventHandlingStuck"} <= fired
 
 
 def _exported_names() -> set[str]:

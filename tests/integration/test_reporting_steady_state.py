@@ -20,14 +20,14 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from services.reporting.app import ReportingService, create
+from services.reporting.app import ReportingService
 from services.reporting.readmodels import REGISTER_DAYS
 from services.reporting.settings import Settings
-from shared.auth import make_token
-from shared.messaging import EventPublisher, Topology, new_broker
+from shared.messaging import EventPublisher
 from shared.vocabulary import Category, Channel
 from tests import reads
 from tests.conftest import infra_settings, test_namespace
+from tests.integration.reporting_in_process import reporting_in_process
 from tests.integration.test_reporting_standby import handled
 from tests.support import eventually, ok, refused
 from tests.unit.test_reporting_scenario import MONTH, Story, known_month
@@ -51,21 +51,9 @@ async def reporting() -> AsyncIterator[tuple[ReportingService, httpx.AsyncClient
     settings = Settings(infra=infra_settings(namespace, retry_delay_ms=200, max_attempts=3,
                                              relay_interval_s=0.2),
                         gauges_refresh_interval_s=3600)
-    app = create(settings)
-    service: ReportingService = app.state.service
-    await service.start()
-    broker = new_broker(settings.infra.amqp_url.get_secret_value())
-    await broker.connect()
-    exchange = Topology(namespace, "test-publisher").exchange
-    await broker.declare_exchange(exchange)
-    token = make_token(settings.infra.jwt_secret.get_secret_value(), "zhao.min", ["manager"])
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://reporting",
-                                 headers={"Authorization": f"Bearer {token}"}) as http:
-        yield service, http, EventPublisher(broker, exchange), log
-    await broker.stop()
-    if service.started:
-        await service.stop()
+    async with reporting_in_process(settings, "zhao.min", ["manager"]) as (service, http,
+                                                                           publisher):
+        yield service, http, publisher, log
 
 
 async def publish_all(service: ReportingService, publisher: EventPublisher, events) -> None:
