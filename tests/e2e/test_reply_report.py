@@ -1,9 +1,11 @@
 """P-F.4 / P-5.3.1 on the real services: Sales replies with the issued Complaint Handling
 Report, and the customer's mail carries that PDF byte for byte.
 
-Intake, quality, capa and notify run as processes on the real broker and database; notify
-sends through an SMTP server of the test's own. The report is a small valid PDF put in the
-attachment store (reporting stores the issued one there in the same way).
+The five services run as processes on the real broker and database; notify sends through an
+SMTP server of the test's own. One test carries the whole step: Quality approves the report
+reporting builds, Sales issues it, replies with it, and the customer's mail carries exactly
+the issued revision's bytes. The others put a small valid PDF in the attachment store
+(reporting stores the issued one there in the same way).
 """
 
 import hashlib
@@ -76,7 +78,8 @@ class Env:
 async def env():
     sink = MailSink(free_port())
     sink.start()
-    system = System(test_namespace("rpt"), services=("intake", "quality", "capa", "notify"),
+    system = System(test_namespace("rpt"), services=("intake", "quality", "capa", "notify",
+                                                     "reporting"),
                     env={"QMS_NOTIFY_SMTP_HOST": "127.0.0.1",
                          "QMS_NOTIFY_SMTP_PORT": str(sink.port),
                          "QMS_NOTIFY_SMTP_TIMEOUT_S": "2",
@@ -132,6 +135,41 @@ async def test_p_5_3_1_p_f_4_the_reply_mail_carries_the_issued_report_byte_ident
     assert "模具已更换" in text and f"随函附上我方的客诉处理报告 {number}-rev1.pdf" in text
     full = await env.notification(record["id"])
     assert [a["sha256"] for a in full["attachments"]] == [sha]  # what went out, on record
+
+
+async def test_p_5_3_1_p_f_4_quality_approves_sales_issues_and_the_customer_gets_that_pdf(
+        env, actors):
+    """The whole step on the real services: the report reporting issued is the one mailed."""
+    customer = new_customer("en")
+    fb = await Flow(actors).handle_quality_complaint(customer=customer)
+    number = fb["register_no"]
+    reporting = env.system
+    async with reporting.client("reporting", "quality", sub="li.wei") as quality, \
+            reporting.client("reporting", "sales", sub="wang.fang") as sales:
+        async def drafted() -> dict | None:
+            resp = await quality.get(f"/documents/complaint-reports/{number}")
+            body = resp.json() if resp.status_code == 200 else {}
+            return body if {"D6", "D8"} <= set(body.get("sections", [])) else None
+        state = await eventually(drafted, timeout=30, what="the report with the verification")
+        sha = state["content_sha256"]
+        ok(await quality.post(f"/documents/complaint-reports/{number}/approve",
+                              json={"content_sha256": sha}), 201)
+        issued = ok(await sales.post(f"/documents/complaint-reports/{number}/issue",
+                                     json={"content_sha256": sha}), 201)
+        rev1 = await sales.get(f"/documents/complaint-reports/{number}/revisions/1.pdf")
+        assert rev1.status_code == 200 and rev1.content.startswith(b"%PDF")
+
+    replied = ok(await actors.sales.post(f"/feedback/{number}/reply", json={
+        "reply": "The die was replaced; all stock was sorted.", "report": issued["pdf"]}))
+    assert replied["customer_reply"]["report"]["sha256"] == \
+        hashlib.sha256(rev1.content).hexdigest()
+
+    async def sent():
+        return [n for n in await env.notifications(feedback_id=fb["id"])
+                if n["purpose"] == "customer_reply" and n["status"] == "sent"]
+    [record] = await eventually(sent, what="the reply recorded as sent")
+    mail = await env.mail(record["event_id"], customer["email"])
+    assert the_attachment(mail) == ("application/pdf", f"{number}-rev1.pdf", rev1.content)
 
 
 async def test_p_f_4_a_report_that_is_not_a_stored_pdf_is_refused_with_422(env, actors):
