@@ -51,7 +51,7 @@ INBOX = (
 INBOX_ORDER = {"quality_record_ready": lambda fb: (fb.get("quality_record") or {}).get(
     "resolved_at") or "", "with_quality": lambda fb: fb.get("quality_due_at") or ""}
 CUSTOMERS_READ = 200  # the newest feedback whose customers the registration offers
-SEARCH_IN = ("text", "customer", "product")
+SEARCH_IN = ("text", "customer", "product", "lot")
 SEARCH_PAGE = 100
 
 
@@ -176,7 +176,7 @@ async def search_register(ctx: Ctx, token: str, q: str, where: str, since: str,
     matching the search; newest first, each feedback once."""
     backend = ctx.console.backend
     params: dict[str, Any] = {"text": {"q": q}, "customer": {"customer_id": q},
-                              "product": {"product_code": q}}[where]
+                              "product": {"product_code": q}, "lot": {"lot": q}}[where]
     if since:
         params["received_from"] = plant_time(f"{since}T00:00:00", ctx.tr.tz)
     if until:

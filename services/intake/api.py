@@ -334,6 +334,9 @@ async def _add(request: Request, response: Response, ref: str, apply: Any) -> Fe
 # history without filters loads only its records); declared as an index (app.py) for MongoDB.
 REGISTER_ORDER = [("received_at", -1), ("_id", -1)]
 LISTED = {"history": 0, "applied_events": 0, "outbox": 0, "outbox_pending": 0}
+# What `q` searches: each is also in the open summary, so Sales' inbox searches it too.
+SEARCHED = ("description", "customer.name", "customer.id", "register_no", "product.code",
+            "product.lot")
 OPEN_QUERY = {"status": {"$in": sorted(s.value for s in OPEN_STATUSES)}}
 
 
@@ -347,7 +350,7 @@ def open_summary(fb: Feedback) -> dict[str, Any] | None:
             "severity": fb.severity, "received_at": fb.received_at,
             "register_no": fb.register_no, "description": fb.description,
             "customer": {"id": fb.customer.id, "name": fb.customer.name},
-            "product": {"code": fb.product.code} if fb.product else None}
+            "product": {"code": fb.product.code, "lot": fb.product.lot} if fb.product else None}
 
 
 def _fingerprint(body: NewFeedback) -> str:
@@ -418,8 +421,9 @@ def router(settings: Settings) -> APIRouter:
 
     @api.get("/feedback", response_model=Page[FeedbackRead],
              summary="The Customer Feedback Register, filtered and paged (P-5.4.1)",
-             description="Newest received first. `q` searches description, customer name, "
-                         "register number and product code (case-insensitive, literal). An "
+             description="Newest received first. `q` searches description, customer name "
+                         "and number, register number, product code and lot "
+                         "(case-insensitive, literal); `lot` is an exact lot number. An "
                          "open `status` lists all open work (`received_from`/`received_to` "
                          "narrow it); any other list is of a period of receipt: "
                          "`received_from`/`received_to`, by default the last "
@@ -431,6 +435,7 @@ def router(settings: Settings) -> APIRouter:
         channel: Channel | None = None, severity: Severity | None = None,
         customer_id: Annotated[str | None, Query(max_length=64)] = None,
         product_code: Annotated[str | None, Query(max_length=64)] = None,
+        lot: Annotated[str | None, Query(max_length=64, description="Lot (exact)")] = None,
         received_from: Annotated[IsoDateTime | None, Query(
             description="Received at or after (ISO 8601, a year from 2000 to 2099; no offset "
                         "means UTC). Without `received_from` and `received_to`, a list of "
@@ -440,7 +445,7 @@ def router(settings: Settings) -> APIRouter:
                         "now)")] = None,
         q: Annotated[str | None, Query(max_length=200, description="Free text")] = None,
     ) -> Page[FeedbackRead]:
-        _check_filters(customer_id=customer_id, product_code=product_code, q=q)
+        _check_filters(customer_id=customer_id, product_code=product_code, lot=lot, q=q)
         period = period_of(request, received_from, received_to, end_inclusive=True,
                            names=("received_from", "received_to"))  # checked on every list
         query: dict[str, Any] = {}
@@ -452,10 +457,11 @@ def router(settings: Settings) -> APIRouter:
             query["customer.id"] = customer_id
         if product_code:
             query["product.code"] = product_code
+        if lot:
+            query["product.lot"] = lot
         if q:
             pattern = {"$regex": re.escape(q), "$options": "i"}  # user text is literal
-            query["$or"] = [{"description": pattern}, {"customer.name": pattern},
-                            {"register_no": pattern}, {"product.code": pattern}]
+            query["$or"] = [{f: pattern} for f in SEARCHED]
         repo = _repo(request)
         if status in OPEN_STATUSES:
             # Sales' inbox: all of its open work (a read bounded by open work), narrowed by

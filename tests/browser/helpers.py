@@ -6,7 +6,7 @@ import uuid
 import zlib
 from typing import Any
 
-from playwright.async_api import Locator, expect
+from playwright.async_api import Locator, Page, expect
 
 from tests.browser.conftest import Screen
 from tests.e2e.flow import Flow
@@ -83,3 +83,27 @@ async def quality_opens_new_form(screen: Screen, flow: Flow, selector: str) -> d
     await screen.sign_in("Li Wei", "quality")
     await screen.until_shown(f"/cases/{fb['id']}", selector)
     return fb
+
+
+async def fill_investigation(page: Page, containment: str) -> None:
+    """The responsible unit's investigation on its request's page, as a supervisor types it
+    (containment, five whys, 4M, root cause, one corrective and one preventive action)."""
+    await page.locator("#f-containment").fill(containment)
+    await page.locator("#f-five_whys").fill("Crack at boss\nPorosity\nDie worn")
+    await page.locator("#f-category").select_option("machine")
+    await page.locator("#f-statement").fill("Die worn beyond limit")
+    for kind, text in (("corrective", "Replace die"), ("preventive", "Die life counter")):
+        await page.locator(f"#f-{kind}_1_description").fill(text)
+        await page.locator(f"#f-{kind}_1_owner").fill("liu.gang")
+        await page.locator(f"#f-{kind}_1_due_date").fill("2026-12-20")
+
+
+async def quality_assigns_production(page: Page) -> None:
+    """Quality, on an open form: preliminary cause, defect code D03 and production asked to
+    investigate (P-F.3, P-3.2)."""
+    await page.locator("#f-preliminary_cause").fill("Porosity at the boss from a worn die")
+    await page.locator("#f-defect_code").select_option("D03")
+    await page.get_by_label("Production").check()
+    await page.locator("#f-request").fill("Find the root cause, contain stock, sort")
+    await page.get_by_role("button", name="Assign", exact=True).click()
+    await expect(page.locator("#status")).to_have_text("Awaiting units")

@@ -4,7 +4,12 @@ Chinese, with the keyboard alone, and a board that updates itself (issue 10, fir
 from playwright.async_api import expect
 
 from tests.browser.conftest import Screen
-from tests.browser.helpers import phone_call, register_by_phone
+from tests.browser.helpers import (
+    fill_investigation,
+    phone_call,
+    quality_assigns_production,
+    register_by_phone,
+)
 from tests.e2e.flow import Flow, feedback_body
 from tests.e2e.harness import Actors
 from tests.support import ok
@@ -35,12 +40,7 @@ async def test_p_f_1_to_p_f_4_a_complaint_from_the_phone_call_to_the_satisfied_c
     await page.locator(f"#board a:text-is('{register_no}')").click()
     await expect(page.locator("#status")).to_have_text("Open")
     await screen.shot()
-    await page.locator("#f-preliminary_cause").fill("Porosity at the boss from a worn die")
-    await page.locator("#f-defect_code").select_option("D03")
-    await page.get_by_label("Production").check()
-    await page.locator("#f-request").fill("Find the root cause, contain stock, sort")
-    await page.get_by_role("button", name="Assign", exact=True).click()
-    await expect(page.locator("#status")).to_have_text("Awaiting units")
+    await quality_assigns_production(page)
     await screen.shot("assigned")
     await screen.sign_out()
 
@@ -49,15 +49,7 @@ async def test_p_f_1_to_p_f_4_a_complaint_from_the_phone_call_to_the_satisfied_c
     await screen.until_shown("/unit", f"#requests a:text-is('{register_no}')")
     await page.locator(f"#requests a:text-is('{register_no}')").click()
     await expect(page.locator("#status")).to_have_text("Requested")
-    await page.locator("#f-containment").fill("Sort all stock at the customer and in the "
-                                              "warehouse")
-    await page.locator("#f-five_whys").fill("Crack at boss\nPorosity\nDie worn")
-    await page.locator("#f-category").select_option("machine")
-    await page.locator("#f-statement").fill("Die worn beyond limit")
-    for kind, text in (("corrective", "Replace die"), ("preventive", "Die life counter")):
-        await page.locator(f"#f-{kind}_1_description").fill(text)
-        await page.locator(f"#f-{kind}_1_owner").fill("liu.gang")
-        await page.locator(f"#f-{kind}_1_due_date").fill("2026-12-20")
+    await fill_investigation(page, "Sort all stock at the customer and in the warehouse")
     await page.locator("#f-disposition_type").select_option("rework")
     await page.locator("#f-disposition_quantity").fill("40")
     await page.locator("#f-disposition_cost").fill("860.00")

@@ -165,3 +165,25 @@ async def test_p_5_4_2_the_auditor_finds_a_complaint_by_number_and_reads_its_tim
     escalated = page.locator("li[data-type='complaint.escalated']")
     await expect(escalated).to_contain_text("Customer line stopped")
     await expect(page.locator("main form[method=post]")).to_have_count(0)
+
+
+async def test_p_3_3_a_unit_sees_only_its_own_action_requests(screen: Screen, actors: Actors):
+    """P-3.3: a complaint asked of production and logistics: production's supervisor lists
+    and opens only production's request; logistics' answers "not found" (404), as the
+    service says, without telling who else is responsible."""
+    flow = Flow(actors)
+    fb = await flow.register()
+    await flow.escalate(fb["id"])
+    assigned = await flow.assign(fb["id"], ["production", "logistics"])
+    ids = {u["unit"]: u["action_id"] for u in assigned["responsible_units"]}
+    await flow.action(ids["logistics"], "logistics")  # both requests are with the units
+    page = screen.page
+    await screen.sign_in("Liu Gang", "unit", unit="production")
+    await screen.until_shown("/unit", f"#requests a[href='/actions/{ids['production']}']")
+    await expect(page.locator(f"#requests a[href='/actions/{ids['logistics']}']")
+                 ).to_have_count(0)
+    screen.refusals += 1  # the 404 page Chromium notes in its console
+    answer = await page.goto(screen.base + f"/actions/{ids['logistics']}")
+    assert answer is not None and answer.status == 404
+    await expect(page.locator("#f-containment")).to_have_count(0)
+    await screen.shot("not-ours")

@@ -173,13 +173,15 @@ async def test_p_f_4_sales_returns_quality_s_record_with_a_reason(screen: Screen
     await quality_reads(screen, fb["id"], "#returned-reason", reason)
 
 
-async def test_p_5_4_1_search_by_register_number_and_by_customer(screen: Screen,
-                                                                  actors: Actors):
+async def test_p_5_4_1_search_by_register_number_by_customer_and_by_lot(screen: Screen,
+                                                                         actors: Actors):
     """P-5.4.1: the header's search opens a register number's record; a customer's name
-    finds all their feedback; a customer number too (exact); an unknown number says so."""
+    finds all their feedback; a customer number too (exact); a lot the customer quotes
+    (exact, or as text); an unknown number says so."""
     page = screen.page
     flow, customer = Flow(actors), new_customer()
-    first = await flow.register(customer=customer)
+    lot = f"L{customer['id']}-7"
+    first = await flow.register(customer=customer, product={"code": "HSG-220", "lot": lot})
     second = await flow.register(customer=customer, category="delivery")
     await screen.sign_in("Li Wei", "quality")  # any reader of the register searches it
     await page.locator("#header-q").fill(second["register_no"])
@@ -200,6 +202,18 @@ async def test_p_5_4_1_search_by_register_number_and_by_customer(screen: Screen,
     await page.locator("form[role=search].card button[type=submit]").click()
     await expect(page.locator("#results tbody tr")).to_have_count(2)
     await screen.shot("by-customer-number")
+
+    await page.locator("#f-q").fill(lot)
+    await page.locator("#f-in").select_option("lot")
+    await page.locator("form[role=search].card button[type=submit]").click()
+    await expect(page.locator("#results tbody tr")).to_have_count(1)
+    await expect(page.locator(f"#results a:text-is('{first['register_no']}')")).to_be_visible()
+    await expect(page.locator("#results")).to_contain_text(f"Lot {lot}")
+    await screen.shot("by-lot")
+    await page.locator("#header-q").fill(lot.lower())  # as text: any case
+    await page.locator("#header-q").press("Enter")
+    await expect(page.locator("#f-in")).to_have_value("text")  # the header's search is text
+    await expect(page.locator("#results tbody tr")).to_have_count(1)
 
     await page.locator("#f-q").fill("CF-2099-999999")
     status = await screen.refused(page.locator("form[role=search].card button[type=submit]"))

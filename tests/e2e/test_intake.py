@@ -368,6 +368,33 @@ async def test_p_5_4_1_register_lists_and_filters_everything_suggestions_include
     assert second["total"] == 3 and [f["id"] for f in second["items"]] == [made[0]["id"]]
 
 
+async def test_p_5_4_1_register_found_by_lot_and_by_customer_number_in_free_text(actors):
+    """P-5.4.1: a lot the customer quotes finds its feedback, open (Sales' inbox) and in the
+    period's history; `q` matches a customer number and a lot too, not only names."""
+    cust, tag = customer(), uuid.uuid4().hex[:8].upper()
+    lot = f"L{tag}-A"
+    product = {"code": f"HSG-{tag}", "name": "Motor housing", "lot": lot}
+    first = await register(actors.sales, cust=cust, product=product)
+    other = await register(actors.sales, cust=cust, product=product | {"lot": f"L{tag}-B"})
+    await register(actors.sales, product=product)  # the same lot at another customer
+    answered = await register(actors.sales, cust=cust, product=product, category="delivery")
+    ok(await actors.sales.post(f"/feedback/{answered['id']}/direct-reply",
+                               json={"reply": "The shipment leaves today."}))
+    by_lot = await listed(actors.sales, lot=lot)
+    assert by_lot["total"] == 3 and other["id"] not in {f["id"] for f in by_lot["items"]}
+    mine = await listed(actors.sales, lot=lot, customer_id=cust["id"])
+    assert {f["id"] for f in mine["items"]} == {first["id"], answered["id"]}
+    assert [f["id"] for f in (await listed(actors.sales, lot=lot, status="replied"))
+            ["items"]] == [answered["id"]]  # open work, read from the summaries
+    assert [f["id"] for f in (await listed(actors.sales, lot=lot.lower()))["items"]] == []
+    assert (await listed(actors.sales, q=lot.lower()))["total"] == 3  # text: any case
+    assert (await listed(actors.sales, q=f"L{tag}"))["total"] == 4
+    assert (await listed(actors.sales, q=cust["id"]))["total"] == 3
+    assert (await listed(actors.sales, q=cust["id"], status="registered"))["total"] == 2
+    err = refused(await actors.sales.get("/feedback", params={"lot": "L" * 65}), 422)
+    assert "lot" in str(err)
+
+
 async def test_p_5_4_2_history_attributable_nothing_deleted_withdraw_keeps_record(actors):
     fb = await register(actors.sales)
     ok(await actors.sales.post(f"/feedback/{fb['id']}/samples", json={
