@@ -11,7 +11,7 @@ from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
 
-from shared.periods import DayIndex, Period, _utc, load
+from shared.periods import PAGE_SIZE, DayIndex, Period, _utc, facet_key, load, page_id
 from shared.store import Repository
 
 Order = list[tuple[str, int]]
@@ -44,11 +44,21 @@ async def history_page(store: AsyncCollection, index: DayIndex, period: Period,
                        ) -> tuple[list[dict[str, Any]], int]:
     """A page of the records in `period` matching `query`, sorted by `order`, and the total.
 
-    Without a filter and in the index's own order (its time, then `_id`), only the page's
-    records are read; otherwise every record of the period is, then filtered and sorted."""
-    entries = await index.rows(period)
+    In the index's own order (its time, then `_id`), unfiltered or filtered by one facet,
+    the day heads say the total and only the page's day pages and records are read
+    (`index_page`); filtered by facets otherwise, the period's day entries and the page's
+    records; otherwise every record of the period, then filtered and sorted."""
     own_order = len(order) <= 2 and order[0][0] == index.field and \
         (len(order) == 1 or order[1][0] == "_id")
+    if own_order and not index.times_change and \
+            (not query or _one_text_facet(query, index.facets)):
+        # The default list, or one filtered by a facet: the page's days and pages only.
+        paged = await index_page(index, period, order[0][1] < 0, skip, limit,
+                                 ids_descending=len(order) == 2 and order[1][1] < 0,
+                                 facet=next(iter(query.items()), None))
+        if paged is not None:
+            return await _in_order(store, paged[0], projection), paged[1]
+    entries = await index.rows(period)
     if own_order and _by_facets(query, index.facets) and \
             all(f in e for e in entries for f in query):  # entries older than a facet: no
         # Filtered by fields the entries carry (or not at all): only the page is read.
@@ -61,6 +71,128 @@ async def history_page(store: AsyncCollection, index: DayIndex, period: Period,
     docs = sort_rows([d for d in found if not isinstance(d.get(index.field), datetime)
                       or period.holds(d[index.field])], order)
     return docs[skip:skip + limit], len(docs)
+
+
+async def index_page(index: DayIndex, period: Period, descending: bool, skip: int,
+                     limit: int, ids_descending: bool = False,
+                     facet: tuple[str, str] | None = None) -> tuple[list[Any], int] | None:
+    """The ids at [skip, skip + limit) of the period's records (those whose `facet` has
+    this value, if one is given) in the index's own order (time, newest first if
+    `descending`, then id), and how many the period holds.
+
+    Reads the period's day heads; the pages of days without a head, and those astride the
+    period's start or end, to count them; then, of the days the page falls in, only the
+    pages that can hold its records (by their newest and oldest times). So it costs the
+    page and at most a day's volume, not the period's. None: entries older than the facet
+    (they do not say its value) must be read with their records."""
+    days = period.days()
+    heads = {h["_id"]: h for h in await load(index.collection, days)}
+    by_head = {d: c for d in days
+               if d in heads and (c := _count(heads[d], period, facet)) is not None}
+    astride = [page_id(d, n) for d, (_, pages) in by_head.items() for n in pages]
+    unknown = [d for d in days if d not in by_head]  # no head: read the whole day
+    pages = await index.pages(unknown, also=astride)
+    if facet is not None and any(facet[0] not in e for p in pages for e in p.get("entries", [])):
+        return None
+    read = _by_day(pages, period, facet)
+    counts = {d: n + len(read.get(d, {})) for d, (n, _) in by_head.items()}
+    counts |= {d: len(read.get(d, {})) for d in unknown}
+    counted = set(by_head)
+    ids: list[Any] = []
+    at = 0  # the position of the day's first record in the whole list
+    for day in sorted(days, reverse=descending):
+        wanted = min(counts[day], skip + limit - at)
+        if at + counts[day] > skip and wanted > 0:
+            rows = await _top(index, heads[day], period, wanted, descending, ids_descending,
+                              facet) if day in counted else read.get(day, {})
+            ranked = _by_time_then_id(list(rows.values()), descending, ids_descending)
+            ids += [e["id"] for e in ranked[max(skip - at, 0):wanted]]
+        at += counts[day]
+    return ids, sum(counts.values())
+
+
+def _count(head: dict[str, Any], period: Period, facet: tuple[str, str] | None
+           ) -> tuple[int, list[int]] | None:
+    """How many records of the period (with the facet's value) a day's head says the day
+    holds, and its pages that hold times on both sides of the period's start or end (to be
+    read and counted); None if it cannot say (read the day's pages)."""
+    if facet is not None:  # counted by day only: a day the period covers in part is read
+        name, value = facet
+        if not period.holds_day(head["_id"]) or name not in head.get("fs", []):
+            return None
+        return int(head.get("f", {}).get(name, {}).get(facet_key(value), 0)), []
+    if period.holds_day(head["_id"]):
+        return int(head.get("n", 0)), []
+    pages, lo, hi = head.get("c", {}), head.get("lo", {}), head.get("hi", {})
+    if sum(pages.values()) != head.get("n") or any(p not in lo or p not in hi for p in pages):
+        return None  # a record added twice or forgotten since: pages no longer add up
+    inside = {p for p in pages if period.holds(lo[p]) and period.holds(hi[p])}
+    astride = [int(p) for p in pages if p not in inside
+               and _at(lo[p]) < period.end and _at(hi[p]) >= period.start]
+    return sum(pages[p] for p in inside), astride
+
+
+def _one_text_facet(query: dict[str, Any], facets: tuple[str, ...]) -> bool:
+    return len(query) == 1 and all(f in facets and isinstance(v, str) for f, v in query.items())
+
+
+async def _top(index: DayIndex, head: dict[str, Any], period: Period, wanted: int,
+               descending: bool, ids_descending: bool, facet: tuple[str, str] | None
+               ) -> dict[Any, dict[str, Any]]:
+    """At least the first `wanted` entries in the period of a day with a head, in the order
+    asked: its pages read from the one holding the newest (oldest) time on, until no page
+    left unread can hold an entry ranking among them."""
+    bound = head.get("hi" if descending else "lo", {})
+    lo, hi = head.get("lo", {}), head.get("hi", {})
+    pages = [n for n in range(head.get("pages", 1))  # not those wholly outside the period
+             if not (str(n) in lo and str(n) in hi and (_at(hi[str(n)]) < period.start
+                                                        or _at(lo[str(n)]) >= period.end))]
+    todo = [n for n in pages if str(n) not in bound] + sorted(  # times unknown: read first
+        (n for n in pages if str(n) in bound), key=lambda n: bound[str(n)], reverse=descending)
+    found: dict[Any, dict[str, Any]] = {}
+    batch = wanted // PAGE_SIZE + 2  # the newest page is seldom full
+    while todo:
+        if len(found) >= wanted:
+            last = _by_time_then_id(list(found.values()), descending,
+                                    ids_descending)[wanted - 1]["at"]
+            beyond = bound.get(str(todo[0]))
+            if beyond is not None and (_at(beyond) < _at(last) if descending
+                                       else _at(beyond) > _at(last)):
+                break  # every page left holds only entries ranking after these
+        read, todo = todo[:batch], todo[batch:]
+        for page in await load(index.collection, [page_id(head["_id"], n) for n in read]):
+            for e in page.get("entries", []):
+                if _listed(e, period, facet):
+                    found.setdefault(e["id"], e)
+        batch = 1
+    return found
+
+
+def _at(value: datetime) -> datetime:
+    return _utc(value) or value
+
+
+def _by_day(pages: list[dict[str, Any]], period: Period, facet: tuple[str, str] | None
+            ) -> dict[str, dict[Any, dict[str, Any]]]:
+    """The entries of these pages that are listed, by day, each record once."""
+    days: dict[str, dict[Any, dict[str, Any]]] = {}
+    for page in pages:
+        found = days.setdefault(page["_id"].split("/")[0], {})
+        for e in page.get("entries", []):
+            if _listed(e, period, facet):
+                found.setdefault(e["id"], e)
+    return days
+
+
+def _listed(entry: dict[str, Any], period: Period, facet: tuple[str, str] | None) -> bool:
+    return period.holds(entry["at"]) and (facet is None or entry.get(facet[0]) == facet[1])
+
+
+def _by_time_then_id(entries: list[dict[str, Any]], descending: bool,
+                     ids_descending: bool = False) -> list[dict[str, Any]]:
+    """As `sort_rows` orders records: by time, then by id."""
+    by_id = sorted(entries, key=lambda e: _sortable(e["id"]), reverse=ids_descending)
+    return sorted(by_id, key=lambda e: _sortable(e["at"]), reverse=descending)
 
 
 def _by_facets(query: dict[str, Any], facets: tuple[str, ...]) -> bool:

@@ -278,6 +278,8 @@ class Repository(Generic[A]):
         at = doc.get(self.days.field)
         if stored is None or not same_instant(stored.get(self.days.field), at):
             await self.days.forget(doc)
+        else:  # the same record, added again: its day counted it twice
+            await self.days.uncount(doc)
 
     async def _announce(self, agg: A, version: int) -> str | None:
         if self.marks is None or not agg.pending_events:

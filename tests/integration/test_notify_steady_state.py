@@ -36,6 +36,7 @@ from shared.auth import make_token
 from shared.contracts import ComplaintEscalated, FeedbackRegistered, MajorAlert, SlaBreached
 from shared.events import Actor, Contract, Envelope, make_event, utcnow
 from shared.messaging import EventPublisher, new_broker
+from shared.periods import PAGE_SIZE, Period
 from shared.service import Service, create_app
 from shared.store import mongo_client
 from shared.vocabulary import Customer, Head
@@ -43,10 +44,14 @@ from tests import reads
 from tests.conftest import infra_settings, test_namespace
 from tests.e2e.harness import free_port
 from tests.e2e.test_notify import HookReceiver, MailSink
+from tests.integration import pages_at_size
 from tests.support import eventually, ok, refused
 
 pytestmark = pytest.mark.infra
 WAIT = 60.0  # seconds: generous, the machine is shared
+# Documents each reply carries (before the fixtures make their clients: PyMongo gives
+# global listeners to new clients); counts only while a test records.
+REPLIES = pages_at_size.install(test_namespace())
 
 SALES = Actor(sub="wang.fang", roles=("sales",))
 # Configuration, not history: read whole (or by a non-`_id` filter) on the paths below, their
@@ -320,6 +325,56 @@ async def test_records_from_before_the_default_period_are_listed_when_it_is_aske
     unbounded = notify.log.unbounded(bounded_collections=CONFIGURATION)
     assert not unbounded, "reads that grow with history:\n" + "\n".join(
         f"{r.collection}.{r.command} {r.filter}" for r in unbounded)
+
+
+async def test_the_notification_list_reads_its_page_whatever_the_month_holds(notify: Notify_):
+    """Ops' default list (the last 31 days, newest first) costs its page: a month of 300
+    notifications a day instead of 2 changes its total, not its commands or the documents
+    it reads."""
+    svc, ops = notify.svc, notify.headers("ops")
+    repo = svc.repo("notifications")
+    today = []
+    for _ in range(70):  # today's, more than one day page, written by the service
+        fid = str(uuid.uuid4())
+        event = make_event(SlaBreached(feedback_id=fid, register_no="CF-2026-000001", round=1,
+                                       due_at=utcnow(), severity="normal"), producer="quality",
+                           correlation_id=fid, actor=Actor.system("quality"))
+        sent = Notification.create(channel=ChannelName.EMAIL, recipient="q@plant.example",
+                                   event=event, purpose="sla_breached", body="b", now=utcnow())
+        sent.delivered(utcnow(), "250 OK")
+        await repo.add(sent)
+        today.append(sent)
+    await eventually(lambda: _quiet(svc), timeout=WAIT, what="the start-up work to end")
+    template = today[0].to_document()
+
+    def stored(doc_id: str, at: datetime) -> dict:
+        return template | {"_id": doc_id, "created_at": at, "event_id": f"e-{doc_id}"}
+
+    async def cost() -> tuple[list[tuple[str, str]], dict[str, int], list[str], int]:
+        notify.log.reads.clear()
+        REPLIES.counts.clear()
+        notify.log.recording = REPLIES.recording = True
+        page = ok(await notify.http.get("/notifications", headers=ops))
+        notify.log.recording = REPLIES.recording = False
+        commands = [(r.collection, r.command) for r in notify.log.reads
+                    if r.collection in ("notifications", "notifications_days")]
+        return commands, dict(REPLIES.counts), [n["id"] for n in page["items"]], page["total"]
+
+    listed = Period.of(None, None, default_days=svc.settings.infra.history_days)
+    month = Period(listed.start, utcnow().replace(hour=0, minute=0, second=0, microsecond=0))
+    quiet = await pages_at_size.load_period(repo.collection, repo.days, month, 2, "quiet",
+                                            stored)
+    commands, read, page, total = await cost()
+    busy = await pages_at_size.load_period(repo.collection, repo.days, month, 300, "busy",
+                                           stored)
+    commands_after, read_after, page_after, total_after = await cost()
+
+    assert total == len(today) + quiet and total_after == total + busy, "every one counted"
+    assert page_after == page == [n.id for n in reversed(today)][:len(page)]
+    assert commands_after == commands, "the same commands, busy month or quiet"
+    assert read_after["day documents"] == read["day documents"], (read, read_after)
+    assert read_after["day entries"] <= read["day entries"] + PAGE_SIZE, (read, read_after)
+    assert read_after["records"] == read["records"] == len(page)
 
 
 TIME = {"/notifications": "created_at", "/mail": "received_at"}  # what each list orders by
