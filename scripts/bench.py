@@ -36,6 +36,8 @@ second carried through for SOAK_SECONDS (600), the backlog and each process's RS
 every SOAK_INTERVAL_S (30); SOAK_DRAIN_S (300) to let what is in flight finish. BENCH_PHASES
 (sizes,soak) chooses what runs: `BENCH_PHASES=soak make bench` runs the soak alone (its
 report is then reports/bench.md and bench.json on their own).
+`BENCH_PHASES=console` (not in the default): the console's pages at 10,000 complaints,
+scripts/bench_console.py, which writes reports/bench-console.md.
 """
 
 import asyncio
@@ -351,6 +353,10 @@ async def main() -> str:
             namespaces.append(f"{prefix}soak")
             result["soak"] = await measure_soak(f"{prefix}soak", client, env)
             write(result, began)
+        if "console" in CONFIG["phases"]:  # optional: the console's pages at 10,000
+            import bench_console  # noqa: PLC0415 - it imports this module
+            result["console"] = await bench_console.measure_pages(client, prefix, env, tz,
+                                                                  namespaces)
     finally:
         helpers.stop()
         keep = namespaces[-1:] if CONFIG["keep"] else []

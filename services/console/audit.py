@@ -6,6 +6,7 @@ feedback, oldest first); the number is looked up at intake, which takes the regi
 as well as the id.
 """
 
+import asyncio
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -129,8 +130,8 @@ def router(console: Console) -> APIRouter:
         ctx = await console.ctx(request)
         _, token = ctx.need(*READERS)
         path = f"/register/{quote(feedback_id, safe='')}"
-        row = await backend.get(token, "reporting", path)
-        events = await backend.get(token, "reporting", f"{path}/history")
+        row, events = await asyncio.gather(backend.get(token, "reporting", path),
+                                           backend.get(token, "reporting", f"{path}/history"))
         return ctx.render("audit.html", row=row, entries=timeline(events, ctx.tr))
 
     return r

@@ -5,6 +5,7 @@ Everything comes from the services' APIs with the person's token: reporting's ta
 and exports, quality's open major cases, capa's open CAPAs.
 """
 
+import asyncio
 from datetime import datetime
 
 from fastapi import APIRouter, Request, Response
@@ -80,9 +81,10 @@ def router(console: Console) -> APIRouter:
         by status: each read from the services' open work, never their history."""
         ctx = await console.ctx(request)
         _, token = ctx.need(*READERS)
-        major = await backend.get(token, "quality", "/cases", status=CASE_OPEN,
-                                  severity="major", page_size=200)
-        capas = await by_status(backend, token, "capa", "/capas", CAPA_OPEN)
+        major, capas = await asyncio.gather(  # two services: side by side
+            backend.get(token, "quality", "/cases", status=CASE_OPEN, severity="major",
+                        page_size=200),
+            by_status(backend, token, "capa", "/capas", CAPA_OPEN))
         return ctx.render("open_work.html", major=major, capas=capas)
 
     return r
