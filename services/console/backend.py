@@ -1,8 +1,19 @@
 """The five services' public HTTP APIs, called with the signed-in person's own token."""
 
+import asyncio
 from typing import Any
 
 import httpx
+
+IDEMPOTENT = frozenset({"GET", "HEAD"})
+RETRY_MAX_S = 2.0  # the longest a page waits for a service's Retry-After before asking again
+
+
+def _seconds(retry_after: str | None) -> float:
+    try:
+        return max(0.0, float(retry_after or 1))
+    except ValueError:
+        return 1.0
 
 
 class ApiError(Exception):
@@ -28,11 +39,23 @@ class Backend:
     async def raw(self, token: str, service: str, method: str, path: str,
                   **kw: Any) -> httpx.Response:
         headers = {"Authorization": f"Bearer {token}"} | kw.pop("headers", {})
-        try:
-            resp = await self.http.request(method, self.urls[service] + path, headers=headers,
-                                           **kw)
-        except httpx.HTTPError as exc:
-            raise ApiError(503, "unavailable", f"{service} is unreachable: {exc}") from exc
+        # A read is asked once more when the connection failed before an answer (a pooled
+        # keep-alive connection the service had just closed) or the service was briefly
+        # unavailable (503: its database busy or restarting); a write is the person's to
+        # send again, never ours.
+        tries = 2 if method in IDEMPOTENT else 1
+        for attempt in range(1, tries + 1):
+            try:
+                resp = await self.http.request(method, self.urls[service] + path,
+                                               headers=headers, **kw)
+            except httpx.TransportError as exc:
+                if attempt < tries and not isinstance(exc, httpx.TimeoutException):
+                    continue
+                raise ApiError(503, "unavailable", f"{service} is unreachable: {exc}") from exc
+            if resp.status_code == 503 and attempt < tries:
+                await asyncio.sleep(min(_seconds(resp.headers.get("Retry-After")), RETRY_MAX_S))
+                continue
+            break
         if resp.status_code >= 400:
             try:
                 error = resp.json()["error"]
