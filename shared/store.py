@@ -151,32 +151,62 @@ class OpenWork(Generic[A]):
     """
 
     def __init__(self, collection: AsyncCollection, model: type[A],
-                 summary: Callable[[A], dict[str, Any] | None], query: dict[str, Any]):
+                 summary: Callable[[A], dict[str, Any] | None], query: dict[str, Any],
+                 store: AsyncCollection | None = None):
         self.collection = collection
         self.model = model
         self.summary = summary
         self.query = query
+        self.store = store  # the aggregates' own collection, to check a write against
 
     async def record(self, agg: A, version: int) -> None:
         """Keep the summary of `agg` as saved at `version` (never overwrite a newer one)."""
+        if await self._write(agg, version):
+            await self._settle(agg.id, version)
+
+    async def _write(self, agg: A, version: int) -> bool:
+        """True when it inserted a summary of a changed aggregate that had none: a newer save
+        may have dropped it (done) just before, and a delete leaves nothing to compare with."""
         summary = self.summary(agg)
         not_newer = {"_id": agg.id, "version": {"$lte": version}}
         if summary is None:
             await self.collection.delete_one(not_newer)
-            return
+            return False
         doc = bson_safe(summary) | {"version": version, "recorded_at": _now()}
         if version == 1:  # a new aggregate: nobody recorded it yet, so insert (one write)
             try:
                 await self.collection.insert_one({"_id": agg.id} | doc)
-                return
+                return False
             except DuplicateKeyError:
                 pass  # a rebuild got there first: update it like any other save
         result = await self.collection.update_one(not_newer, {"$set": doc})
         if result.matched_count == 0 and version > 1:
             try:
                 await self.collection.insert_one({"_id": agg.id} | doc)
+                return True
             except DuplicateKeyError:
                 pass  # a newer save of the same aggregate recorded it first
+        return False
+
+    async def _settle(self, doc_id: Any, version: int,
+                      store: AsyncCollection | None = None) -> None:
+        """After writing the summary of `version`: if the store has moved on, write the
+        newest instead. A newer save whose own summary write came before ours would
+        otherwise leave ours (e.g. a closed complaint back on the board); one whose write
+        comes after ours replaces it anyway. One `_id` read, on a rare path only."""
+        store = store if store is not None else self.store
+        if store is None:
+            return
+        for _ in range(10):
+            doc = await store.find_one({"_id": doc_id}, projection={OUTBOX: 0, PENDING: 0})
+            if doc is None:
+                await self.collection.delete_one({"_id": doc_id, "version": {"$lte": version}})
+                return
+            if doc["version"] == version:
+                return
+            agg = self.model.viewed(doc)
+            version = agg.version
+            await self._write(agg, version)
 
     async def all(self, query: dict[str, Any] | None = None,
                   projection: dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -192,7 +222,9 @@ class OpenWork(Generic[A]):
         async for doc in store.find(self.query, projection={OUTBOX: 0, PENDING: 0}):
             agg = self.model.viewed(doc)
             seen.add(agg.id)
-            await self.record(agg, agg.version)
+            # The scan's copy may be older than a save made since: check it by `_id`.
+            await self._write(agg, agg.version)
+            await self._settle(agg.id, agg.version, store)
         # Closed while we were down, or never open: not open work, unless a save recorded it
         # after the rebuild began.
         before_rebuild = {"$or": [{"recorded_at": {"$lt": started}},

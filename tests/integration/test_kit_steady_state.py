@@ -145,6 +145,51 @@ async def test_open_work_follows_each_save_and_drops_what_is_done(pair_with_read
     assert await _open(ledger) == {}
 
 
+async def test_a_late_summary_write_never_puts_done_work_back_on_the_board(pair_with_reads):
+    """Another process saved version 2 and writes its summary late, after a newer save
+    (version 3, done) dropped the summary: the late write must not bring it back."""
+    ledger, _, _ = pair_with_reads
+    counters = ledger.repo("counters")
+    c = Counter(_id=str(uuid.uuid4()))
+    c.bump(1, ACTOR)
+    await counters.add(c)
+    await counters.change(c.id, lambda agg: agg.bump(1, ACTOR))
+    late = await counters.get(c.id)
+    await counters.change(c.id, lambda agg: agg.bump(OPEN_BELOW, ACTOR))  # done
+    assert await _open(ledger) == {}
+    await counters.open_work.record(late, late.version)
+    assert await _open(ledger) == {}
+
+
+class _ScanSeenBefore:
+    """The store as a start's scan saw it a moment ago; `_id` reads see it as it is now."""
+
+    def __init__(self, store, docs):
+        self.store, self.docs = store, docs
+
+    def find(self, *args, **kwargs):
+        async def scan():
+            for doc in self.docs:
+                yield doc
+        return scan()
+
+    async def find_one(self, *args, **kwargs):
+        return await self.store.find_one(*args, **kwargs)
+
+
+async def test_a_start_rebuild_that_read_a_record_before_it_was_done_drops_it(
+        pair_with_reads):
+    ledger, _, _ = pair_with_reads
+    counters = ledger.repo("counters")
+    await eventually(lambda: _quiet(ledger), what="the start-up rebuild to end")
+    c = Counter(_id=str(uuid.uuid4()))
+    await counters.add(c)
+    scanned = await counters.collection.find_one({"_id": c.id})  # open, version 1
+    await counters.change(c.id, lambda agg: agg.bump(OPEN_BELOW, ACTOR))  # done meanwhile
+    await counters.open_work.rebuild(_ScanSeenBefore(counters.collection, [scanned]))
+    assert await _open(ledger) == {}
+
+
 async def test_open_work_lost_in_a_crash_is_put_right_at_the_next_start(pair_with_reads):
     ledger, _, _ = pair_with_reads
     counters = ledger.repo("counters")
