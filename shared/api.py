@@ -11,7 +11,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from shared.auth import Principal, require
 from shared.errors import DomainError
 from shared.events import utcnow
-from shared.lists import Order, history_page, open_page
+from shared.lists import Order, history_page, open_page, open_rows
 from shared.periods import Period
 from shared.store import Repository
 from shared.vocabulary import IsoDateTime
@@ -100,6 +100,28 @@ async def list_page(request: Request, repo: Repository, query: dict[str, Any], o
                                          paging.skip, paging.page_size, projection)
     return Page(items=[view(d) for d in docs], total=total, page=paging.page,
                 page_size=paging.page_size, period=period_view(period) if period else None)
+
+
+class Rows(BaseModel, Generic[T]):
+    """Open work as lean rows (a board, an inbox): each group's first rows, and how many
+    each group holds."""
+    items: list[T]
+    counts: dict[str, int] = Field(description="Rows per group, all of them (items may "
+                                               "show fewer: `per_status`)")
+
+
+PerStatus = Annotated[int, Query(ge=1, le=500, description="At most this many rows of each "
+                                                           "status")]
+
+
+async def rows_of(repo: Repository, query: dict[str, Any], order: Order,
+                  view: Callable[[dict[str, Any]], T], *, fields: tuple[str, ...],
+                  per_status: int) -> Rows[T]:
+    """A board or inbox of open work, by status: `shared.lists.open_rows`, each row shown by
+    `view` (which reads only `fields`)."""
+    rows, counts = await open_rows(repo, query, order, fields=fields, group_by="status",
+                                   per_group=per_status)
+    return Rows(items=[view(r) for r in rows], counts=counts)
 
 
 class Refusal(BaseModel):

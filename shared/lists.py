@@ -6,13 +6,14 @@ was sorted in, so no list reads the whole store (see `shared.store.OpenWork` and
 `shared.periods`).
 """
 
+import asyncio
 from datetime import UTC, date, datetime
 from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
 
 from shared.periods import PAGE_SIZE, DayIndex, Period, _utc, facet_key, load, page_id
-from shared.store import Repository
+from shared.store import OUTBOX, PENDING, Repository
 
 Order = list[tuple[str, int]]
 
@@ -29,6 +30,46 @@ async def open_page(repo: Repository, query: dict[str, Any], order: Order, skip:
     summaries = sort_rows(await repo.open_work.all(query, projection=fields or None), order)
     wanted = [s["_id"] for s in summaries[skip:skip + limit]]
     return await _in_order(repo.collection, wanted, projection), len(summaries)
+
+
+async def open_rows(repo: Repository, query: dict[str, Any], order: Order, *,
+                    fields: tuple[str, ...], group_by: str, per_group: int
+                    ) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Open work as lean rows, grouped: each group's first `per_group` rows in `order`, and
+    each group's count. Read from the summaries in `<name>_open` alone, which keep `fields`
+    under the store's names and shapes, so no record is loaded (a board of 600 full records
+    took FerretDB half a second to decode). A summary written before it kept all of
+    `fields` is completed from its record, by `_id`."""
+    if repo.open_work is None:
+        raise ValueError(f"{repo.collection.name} keeps no open work (Service.collection)")
+    rows: list[dict[str, Any]] = []
+    counts: dict[str, int] = {}
+    for row in sort_rows(await repo.open_work.all(query), order):
+        group = str(_get(row, group_by))
+        counts[group] = counts.get(group, 0) + 1
+        if counts[group] <= per_group:
+            rows.append(row)
+    older = {r["_id"] for r in rows if any(f not in r for f in fields)}
+    if older:
+        renewed = await _renew(repo, older)
+        # A record gone since keeps its old row; one no longer open work leaves the list.
+        rows = [r for r in rows if renewed.get(r["_id"], r) is not None]
+        rows = [renewed.get(r["_id"]) or r for r in rows]
+    return rows, counts
+
+
+async def _renew(repo: Repository, ids: set[Any]) -> dict[Any, dict[str, Any] | None]:
+    """The summaries of these records as today's code writes them (None: no longer open),
+    kept for the next read. Under each record's write lock, like a save's summary."""
+    assert repo.open_work is not None
+    renewed: dict[Any, dict[str, Any] | None] = {}
+    for doc in await load(repo.collection, ids, None, {OUTBOX: 0, PENDING: 0}):
+        agg = repo.model.viewed(doc)
+        async with repo.lock(agg.id):
+            await repo.open_work.record(agg, agg.version)
+        summary = repo.open_work.summary(agg)
+        renewed[agg.id] = None if summary is None else {"_id": agg.id} | summary
+    return renewed
 
 
 async def _in_order(store: AsyncCollection, ids: list[Any],
@@ -91,23 +132,31 @@ async def index_page(index: DayIndex, period: Period, descending: bool, skip: in
                if d in heads and (c := _count(heads[d], period, facet)) is not None}
     astride = [page_id(d, n) for d, (_, pages) in by_head.items() for n in pages]
     unknown = [d for d in days if d not in by_head]  # no head: read the whole day
-    pages = await index.pages(unknown, also=astride)
-    if facet is not None and any(facet[0] not in e for p in pages for e in p.get("entries", [])):
+    day_pages = await index.pages(unknown, also=astride)
+    if facet is not None and any(facet[0] not in e for p in day_pages
+                                 for e in p.get("entries", [])):
         return None
-    read = _by_day(pages, period, facet)
+    read = _by_day(day_pages, period, facet)
     counts = {d: n + len(read.get(d, {})) for d, (n, _) in by_head.items()}
     counts |= {d: len(read.get(d, {})) for d in unknown}
     counted = set(by_head)
-    ids: list[Any] = []
+    wanted_of: list[tuple[str, int, int]] = []  # (day, its first n, from position)
     at = 0  # the position of the day's first record in the whole list
     for day in sorted(days, reverse=descending):
         wanted = min(counts[day], skip + limit - at)
         if at + counts[day] > skip and wanted > 0:
-            rows = await _top(index, heads[day], period, wanted, descending, ids_descending,
-                              facet) if day in counted else read.get(day, {})
-            ranked = _by_time_then_id(list(rows.values()), descending, ids_descending)
-            ids += [e["id"] for e in ranked[max(skip - at, 0):wanted]]
+            wanted_of.append((day, wanted, max(skip - at, 0)))
         at += counts[day]
+    # The days of the page side by side: a page across quiet days waits for one read, not
+    # one per day. The pages already read (astride the period's ends) are not read again.
+    cached = {p["_id"]: p for p in day_pages}
+    tops = await asyncio.gather(*(
+        _top(index, heads[day], period, wanted, descending, ids_descending, facet, cached)
+        if day in counted else _ready(read.get(day, {})) for day, wanted, _ in wanted_of))
+    ids: list[Any] = []
+    for (_, wanted, start), rows in zip(wanted_of, tops, strict=True):
+        ranked = _by_time_then_id(list(rows.values()), descending, ids_descending)
+        ids += [e["id"] for e in ranked[start:wanted]]
     return ids, sum(counts.values())
 
 
@@ -136,9 +185,13 @@ def _one_text_facet(query: dict[str, Any], facets: tuple[str, ...]) -> bool:
     return len(query) == 1 and all(f in facets and isinstance(v, str) for f, v in query.items())
 
 
+async def _ready(rows: dict[Any, dict[str, Any]]) -> dict[Any, dict[str, Any]]:
+    return rows
+
+
 async def _top(index: DayIndex, head: dict[str, Any], period: Period, wanted: int,
-               descending: bool, ids_descending: bool, facet: tuple[str, str] | None
-               ) -> dict[Any, dict[str, Any]]:
+               descending: bool, ids_descending: bool, facet: tuple[str, str] | None,
+               cache: dict[str, dict[str, Any]]) -> dict[Any, dict[str, Any]]:
     """At least the first `wanted` entries in the period of a day with a head, in the order
     asked: its pages read from the one holding the newest (oldest) time on, until no page
     left unread can hold an entry ranking among them."""
@@ -160,7 +213,10 @@ async def _top(index: DayIndex, head: dict[str, Any], period: Period, wanted: in
                                        else _at(beyond) > _at(last)):
                 break  # every page left holds only entries ranking after these
         read, todo = todo[:batch], todo[batch:]
-        for page in await load(index.collection, [page_id(head["_id"], n) for n in read]):
+        ids = [page_id(head["_id"], n) for n in read]
+        got = [cache[i] for i in ids if i in cache] + await load(
+            index.collection, [i for i in ids if i not in cache])  # no round trip if none
+        for page in got:
             for e in page.get("entries", []):
                 if _listed(e, period, facet):
                     found.setdefault(e["id"], e)

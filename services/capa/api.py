@@ -6,6 +6,7 @@ Roles (P-3): a `unit` user sees and acts on its own unit's action requests only;
 
 import re
 from datetime import datetime
+from enum import StrEnum
 from typing import Annotated, Any
 from uuid import uuid4
 
@@ -38,7 +39,18 @@ from services.capa.domain import (
 from services.capa.handlers import ACTIONS, CAPAS, add_numbered, capa_by_number
 from services.capa.open_work import ACTIONS_ORDER, CAPAS_ORDER, OPEN_ACTIONS, OPEN_CAPAS
 from services.capa.settings import Settings
-from shared.api import Page, PageParams, PeriodFrom, PeriodTo, list_page, page_params, service_of
+from shared.api import (
+    Page,
+    PageParams,
+    PeriodFrom,
+    PeriodTo,
+    PerStatus,
+    Rows,
+    list_page,
+    page_params,
+    rows_of,
+    service_of,
+)
 from shared.auth import Principal, require
 from shared.contracts import Disposition
 from shared.domain import HistoryEntry
@@ -136,6 +148,34 @@ class ItemDone(BaseModel):
     note: ShortText | None = Field(None, description="Evidence that it was done")
 
 
+class OpenActionStatus(StrEnum):
+    """The statuses of open action requests (`domain.OPEN_ACTION_STATUSES`)."""
+
+    REQUESTED = ActionStatus.REQUESTED.value
+    PROPOSED = ActionStatus.PROPOSED.value
+    ACCEPTED = ActionStatus.ACCEPTED.value
+    RETURNED = ActionStatus.RETURNED.value
+
+
+class ActionRow(BaseModel):
+    """One open action request as a unit's inbox lists it, from `action_requests_open`
+    alone (no record is loaded)."""
+
+    model_config = ConfigDict(extra="ignore")
+    id: str = Field(..., validation_alias="_id")
+    feedback_id: str
+    register_no: str
+    unit: str
+    request: str = Field(..., description="What Quality asks of the unit")
+    round: int
+    status: ActionStatus
+    requested_at: datetime
+
+
+# What ActionRow reads of a summary: a summary written before the inbox's rows lacks some.
+ACTION_ROW_FIELDS = ("register_no", "request", "round")
+
+
 def actions_router() -> APIRouter:
     router = APIRouter(prefix="/actions", tags=["action requests"])
 
@@ -180,6 +220,24 @@ def actions_router() -> APIRouter:
             query["feedback_id"] = feedback_id
         return await page_of(request, repo(request), query, paging, ACTIONS_ORDER,
                              ActionRequestView, OPEN_ACTIONS, start, end)
+
+    @router.get("/inbox", response_model=Rows[ActionRow],
+                summary="The open action requests as rows, newest first (a unit sees its own "
+                        "only; read from the open work alone, so it costs the same at any size)")
+    async def inbox(
+        request: Request, principal: Reader,
+        unit: Annotated[str | None, Query(pattern=UNIT_NAME, max_length=64)] = None,
+        status: Annotated[list[OpenActionStatus] | None, Query(
+            description="Repeat for several; default: every open status")] = None,
+        per_status: PerStatus = 100,
+    ) -> Rows[ActionRow]:
+        query: dict[str, Any] = {}
+        if (unit := scoped_unit(principal, unit)) is not None:
+            query["unit"] = unit
+        if status:
+            query["status"] = {"$in": [s.value for s in status]}
+        return await rows_of(repo(request), query, ACTIONS_ORDER, ActionRow.model_validate,
+                             fields=ACTION_ROW_FIELDS, per_status=per_status)
 
     @router.get("/{action_id}", response_model=ActionRequestView, summary="One action request")
     async def get_action(request: Request, action_id: str,

@@ -43,6 +43,9 @@ def action_summary(action: ActionRequest) -> dict[str, Any] | None:
         return None
     return {"status": action.status, "unit": action.unit, "feedback_id": action.feedback_id,
             "requested_at": action.requested_at,
+            # a unit's inbox row (api.ActionRow)
+            "register_no": action.register_no, "request": action.request,
+            "round": action.round,
             "corrective": [{"due_date": i.due_date, "status": i.status}
                            for i in action.corrective],
             "preventive": [{"due_date": i.due_date, "status": i.status}

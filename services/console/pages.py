@@ -198,6 +198,13 @@ def router(console: Console) -> APIRouter:
     return r
 
 
+def grouped(rows: dict[str, Any], statuses: tuple[str, ...]) -> list[dict[str, Any]]:
+    """A service's rows of open work (`shared.api.Rows`) as an inbox's groups, in the order
+    of `statuses`, each with its whole count."""
+    return [{"status": status, "rows": [row for row in rows["items"] if row["status"] == status],
+             "total": rows["counts"].get(status, 0)} for status in statuses]
+
+
 async def by_status(backend: Backend, token: str, service: str, path: str,
                      statuses: tuple[str, ...]) -> list[dict[str, Any]]:
     """An inbox: the open work of each status (a list bounded by open work, per status),
@@ -310,15 +317,14 @@ def _quality_routes(r: APIRouter, console: Console, backend: Backend) -> None:
     async def board(request: Request) -> Response:
         ctx = await console.ctx(request)
         _, token = ctx.need("quality", "manager", "auditor")
-        # The open forms side by side with the CAPAs (two services). One call for all open
-        # statuses: split per status, quality and the database only contend (measured,
-        # scripts/bench_console.py).
-        page, capas = await asyncio.gather(
-            backend.get(token, "quality", "/cases", status=list(BOARD_STATUSES),
-                        page_size=500),
+        # The open forms (lean rows from quality's open work, one call) side by side with
+        # the CAPAs (two services).
+        board, capas = await asyncio.gather(
+            backend.get(token, "quality", "/board", status=list(BOARD_STATUSES)),
             owners_to_confirm(backend, token))
-        cases = sorted(page["items"], key=_board_order)
-        return ctx.render("board.html", cases=cases, total=page["total"], capas=capas)
+        cases = sorted(board["items"], key=_board_order)
+        return ctx.render("board.html", cases=cases, total=sum(board["counts"].values()),
+                          capas=capas)
 
     async def case_page(ctx: Ctx, ref: str, error: dict[str, Any] | None = None,
                         form: Mapping[str, Any] | None = None) -> HTMLResponse:
@@ -463,8 +469,8 @@ def _unit_routes(r: APIRouter, console: Console, backend: Backend) -> None:
     async def requests(request: Request) -> Response:
         ctx = await console.ctx(request)
         _, token = ctx.need("unit", "quality", "manager", "auditor")
-        groups = await by_status(backend, token, "capa", "/actions", ACTION_OPEN)
-        return ctx.render("unit.html", groups=groups)
+        rows = await backend.get(token, "capa", "/actions/inbox", status=list(ACTION_OPEN))
+        return ctx.render("unit.html", groups=grouped(rows, ACTION_OPEN))
 
     async def action_page(ctx: Ctx, action_id: str, error: dict[str, Any] | None = None,
                           form: Mapping[str, Any] | None = None) -> HTMLResponse:

@@ -20,7 +20,7 @@ from starlette.datastructures import FormData, UploadFile
 from services.console import reports
 from services.console.backend import ApiError, Backend
 from services.console.i18n import N_
-from services.console.pages import Console, Ctx, number, plant_time, text
+from services.console.pages import Console, Ctx, grouped, number, plant_time, text
 from shared.vocabulary import REGISTER_NO_PATTERN
 
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")  # what intake's header accepts
@@ -134,18 +134,15 @@ def kept(form: FormData) -> dict[str, Any]:
 
 
 async def inbox_groups(backend: Backend, token: str) -> list[dict[str, Any]]:
-    """Each open status's work (a list bounded by open work), oldest waiting first where
-    the status has a time that says so. The statuses are asked side by side: the page
-    waits for the slowest list, not for their sum."""
-    pages = await asyncio.gather(*(backend.get(token, "intake", "/feedback", status=status,
-                                               page_size=100) for status, _, _ in INBOX))
-    groups = []
-    for (status, title, hint), page in zip(INBOX, pages, strict=True):
-        rows = page["items"]
+    """Each open status's work (intake's lean rows of open work, one call), oldest waiting
+    first where the status has a time that says so."""
+    statuses = tuple(status for status, _, _ in INBOX)
+    rows = await backend.get(token, "intake", "/inbox", status=list(statuses), per_status=100)
+    groups = grouped(rows, statuses)
+    for group, (status, title, hint) in zip(groups, INBOX, strict=True):
         if status in INBOX_ORDER:
-            rows = sorted(rows, key=INBOX_ORDER[status])
-        groups.append({"status": status, "title": title, "hint": hint, "rows": rows,
-                       "total": page["total"]})
+            group["rows"] = sorted(group["rows"], key=INBOX_ORDER[status])
+        group |= {"title": title, "hint": hint}
     return groups
 
 

@@ -11,6 +11,7 @@ import json
 import re
 import unicodedata
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO
 from uuid import UUID, uuid4, uuid5
@@ -34,7 +35,17 @@ from services.intake.domain import (
     register_number,
 )
 from services.intake.settings import Settings
-from shared.api import Page, PageParams, page_params, period_of, period_view, service_of
+from shared.api import (
+    Page,
+    PageParams,
+    PerStatus,
+    Rows,
+    page_params,
+    period_of,
+    period_view,
+    rows_of,
+    service_of,
+)
 from shared.attachments import (
     DOCX,
     EVIDENCE_NAMES,
@@ -350,7 +361,74 @@ def open_summary(fb: Feedback) -> dict[str, Any] | None:
             "severity": fb.severity, "received_at": fb.received_at,
             "register_no": fb.register_no, "description": fb.description,
             "customer": {"id": fb.customer.id, "name": fb.customer.name},
-            "product": {"code": fb.product.code, "lot": fb.product.lot} if fb.product else None}
+            "product": {"code": fb.product.code, "lot": fb.product.lot} if fb.product else None,
+            # Sales' inbox row (FeedbackRow): what waits, since when
+            "reopen_count": fb.reopen_count, "returned_to_quality": fb.returned_to_quality,
+            "needs_triage": fb.needs_triage, "quality_due_at": fb.quality_due_at,
+            "form": fb.form.model_dump() if fb.form else None,
+            "quality_record": _times(fb.quality_record, "resolved_at"),
+            "direct_reply": _times(fb.direct_reply, "replied_at"),
+            "customer_reply": _times(fb.customer_reply, "replied_at")}
+
+
+def _times(part: BaseModel | None, field: str) -> dict[str, Any] | None:
+    return None if part is None else {field: getattr(part, field)}
+
+
+class OpenFeedbackStatus(StrEnum):
+    """The statuses of open work (`domain.OPEN_STATUSES`): what the inbox lists."""
+
+    REGISTERED = FeedbackStatus.REGISTERED.value
+    WITH_QUALITY = FeedbackStatus.WITH_QUALITY.value
+    QUALITY_RECORD_READY = FeedbackStatus.QUALITY_RECORD_READY.value
+    REPLIED = FeedbackStatus.REPLIED.value
+
+
+class CustomerRow(BaseModel):
+    id: str
+    name: str
+
+
+class ProductRow(BaseModel):
+    code: str
+    lot: str | None = None
+
+
+class ReplyRow(BaseModel):
+    replied_at: datetime
+
+
+class RecordRow(BaseModel):
+    resolved_at: datetime
+
+
+class FeedbackRow(BaseModel):
+    """One open feedback as Sales' inbox lists it, from `feedback_open` alone (no record is
+    loaded): who, what, and since when it waits."""
+
+    model_config = ConfigDict(extra="ignore")
+    id: str = Field(..., validation_alias="_id")
+    register_no: str
+    status: FeedbackStatus
+    severity: Severity
+    category: Category
+    channel: Channel
+    received_at: datetime
+    customer: CustomerRow
+    product: ProductRow | None
+    reopen_count: int
+    returned_to_quality: int
+    needs_triage: bool
+    form: FormWhereabouts | None
+    quality_due_at: datetime | None
+    quality_record: RecordRow | None = Field(..., description="When Quality's record came")
+    direct_reply: ReplyRow | None
+    customer_reply: ReplyRow | None
+
+
+# What FeedbackRow reads of a summary: a summary written before the inbox's rows lacks some.
+ROW_FIELDS = ("reopen_count", "returned_to_quality", "needs_triage", "quality_due_at", "form",
+              "quality_record", "direct_reply", "customer_reply")
 
 
 def _fingerprint(body: NewFeedback) -> str:
@@ -418,6 +496,21 @@ def router(settings: Settings) -> APIRouter:
         response.status_code = 200
         response.headers["Idempotent-Replayed"] = "true"
         return FeedbackRead.of(existing)
+
+    @api.get("/inbox", response_model=Rows[FeedbackRow],
+             summary="Sales' inbox: the open feedback of each status as rows, newest received "
+                     "first (read from the open work alone, so it costs the same at any size)",
+             description="`counts` holds every open status's number of feedbacks; `items` at "
+                         "most `per_status` rows of each status asked (repeat `status`; "
+                         "default: every open status).")
+    async def inbox(
+        request: Request, _: Annotated[Principal, Depends(require(*READERS))],
+        status: Annotated[list[OpenFeedbackStatus] | None, Query()] = None,
+        per_status: PerStatus = 100,
+    ) -> Rows[FeedbackRow]:
+        query = {"status": {"$in": [s.value for s in status]}} if status else {}
+        return await rows_of(_repo(request), query, REGISTER_ORDER, FeedbackRow.model_validate,
+                             fields=ROW_FIELDS, per_status=per_status)
 
     @api.get("/feedback", response_model=Page[FeedbackRead],
              summary="The Customer Feedback Register, filtered and paged (P-5.4.1)",

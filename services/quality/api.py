@@ -6,12 +6,13 @@ role `quality` (P-3.2); Sales, managers and auditors read.
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Annotated, Any, TypeAlias
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from services.quality.clock import Clock, now_ms
+from services.quality.clock import Clock, clock_view, now_ms
 from services.quality.domain import (
     OPEN_WORK,
     RUNNING,
@@ -30,7 +31,18 @@ from services.quality.lookups import case_of
 from services.quality.recurrence import Detection, Kind, KindCapa
 from services.quality.settings import Settings
 from services.quality.sla import MOST_FREQUENT_FIRST, NEWEST_FIRST
-from shared.api import Page, PageParams, PeriodFrom, PeriodTo, list_page, page_params, service_of
+from shared.api import (
+    Page,
+    PageParams,
+    PeriodFrom,
+    PeriodTo,
+    PerStatus,
+    Rows,
+    list_page,
+    page_params,
+    rows_of,
+    service_of,
+)
 from shared.auth import Principal, require
 from shared.contracts import ResolutionReady
 from shared.domain import HistoryEntry
@@ -238,6 +250,56 @@ class CaseRead(BaseModel):
             withdrawn_reason=case.withdrawn_reason, version=case.version)
 
 
+class OpenCaseStatus(StrEnum):
+    """The statuses of open work (`domain.OPEN_WORK`): what the board lists."""
+
+    OPEN = CaseStatus.OPEN.value
+    AWAITING_UNITS = CaseStatus.AWAITING_UNITS.value
+    RESOLVED = CaseStatus.RESOLVED.value
+
+
+class CaseCustomer(BaseModel):
+    id: str
+    name: str
+
+
+class CaseProduct(BaseModel):
+    code: str
+    name: str | None = None
+
+
+class CaseRow(BaseModel):
+    """One open form as the board lists it, from `cases_open` alone (no record is loaded):
+    who, what, and the clock as of now."""
+
+    id: str = Field(..., description="The feedback id")
+    register_no: str = Field(..., examples=["CF-2026-000123"])
+    status: CaseStatus
+    severity: Severity
+    round: int
+    clock: Clock
+    customer: CaseCustomer
+    product: CaseProduct | None
+    defect_code: str | None
+    unit_names: list[str] = Field(..., description="This round's responsible units")
+
+    @classmethod
+    def of(cls, row: dict[str, Any], now: datetime) -> "CaseRow":
+        """`row`: a `cases_open` summary (`Case.open_summary`)."""
+        return cls(
+            id=row["_id"], register_no=row["register_no"], status=row["status"],
+            severity=row["severity"], round=row["current_round"],
+            clock=clock_view(received_at=row["round_received_at"], due_at=row["due_at"],
+                             at_risk_at=row["at_risk_at"], resolved_at=row["resolved_at"],
+                             stopped_at=row["stopped_at"], now=now),
+            customer=row["customer"], product=row["product"], defect_code=row["defect_code"],
+            unit_names=row["unit_names"])
+
+
+# What CaseRow reads of a summary: a summary written before the board's rows lacks some.
+ROW_FIELDS = ("customer", "product", "round_received_at", "stopped_at")
+
+
 class DefectCode(BaseModel):
     code: str = Field(..., examples=["D03"])
     name: str = Field(..., examples=["Functional failure"])
@@ -362,6 +424,26 @@ async def list_cases(
     return await list_page(request, _cases(request), query, NEWEST_FIRST, paging,
                            lambda d: CaseRead.of(Case.viewed(d), now), open_work=board,
                            start=start, end=end, projection=_LISTED)
+
+
+@router.get("/board", response_model=Rows[CaseRow],
+            summary="Quality's board: every open form as a row with its clock, newest first "
+                    "(read from the open work alone, so it costs the same at any size)")
+async def board(
+    request: Request, _: Reader,
+    status: Annotated[list[OpenCaseStatus] | None, Query(
+        description="Repeat for several; default: every open status")] = None,
+    severity: Severity | None = None, per_status: PerStatus = 500,
+) -> Rows[CaseRow]:
+    now = now_ms()
+    query: dict[str, Any] = {}
+    if status:
+        query["status"] = {"$in": [s.value for s in status]}
+    if severity:
+        query["severity"] = severity.value
+    return await rows_of(_cases(request), query, NEWEST_FIRST,
+                         lambda row: CaseRow.of(row, now), fields=ROW_FIELDS,
+                         per_status=per_status)
 
 
 @router.get("/cases/{ref}", response_model=CaseRead, summary="One case with its clock")

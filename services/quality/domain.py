@@ -691,8 +691,15 @@ class Case(Aggregate):
         so one query serves either collection."""
         if self.status not in OPEN_WORK:
             return None
+        rnd = self.current
+        product = self.product
         return {"register_no": self.register_no, "status": self.status,
-                "severity": self.severity, "customer": {"id": self.customer.id}} | self._flat()
+                "severity": self.severity,
+                "customer": {"id": self.customer.id, "name": self.customer.name},
+                "product": {"code": product.code, "name": product.name} if product else None,
+                # the board's row (api.CaseRow): the clock as the round keeps it
+                "round_received_at": rnd.received_at, "stopped_at": rnd.stopped_at,
+                } | self._flat()
 
     def _flat(self) -> dict[str, Any]:
         rnd = self.current

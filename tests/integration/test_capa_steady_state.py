@@ -293,6 +293,48 @@ async def test_timer_handlers_and_requests_read_by_id_or_open_work_only(capa: Ca
         f"{r.collection}.{r.command} {r.filter}" for r in unbounded)
 
 
+async def test_a_units_inbox_rows_come_from_the_open_work_alone_and_only_its_own(
+        capa: Capa_):
+    """`GET /actions/inbox`: open action requests as rows from `actions_open` alone (no
+    record read); a unit sees its own only; an older summary is completed once."""
+    await load_history(capa.svc, n=4)
+    fid = str(uuid.uuid4())
+    ids = {"production": f"{fid}-production-r1", "purchasing": f"{fid}-purchasing-r1"}
+    form = assigned(fid, ids)
+    await capa.publish(form, fid)
+    for action_id in ids.values():
+        await eventually(lambda a=action_id: capa.action(a), what="the request to arrive",
+                         timeout=WAIT)
+    capa.log.reads.clear()
+    capa.log.recording = True
+    every = ok(await capa.http.get("/actions/inbox", headers=capa.headers("quality")))
+    capa.log.recording = False
+    finds = [r.collection for r in capa.log.reads if r.command == "find"]
+    assert finds.count("actions_open") == 1 and "actions" not in finds, "no record read"
+    assert every["counts"] == {"requested": 2}
+    rows = {r["id"]: r for r in every["items"]}
+    assert set(rows) == set(ids.values())
+    full = ok(await capa.http.get(f"/actions/{ids['production']}",
+                                  headers=capa.headers("quality")))
+    row = rows[ids["production"]]
+    assert {k: row[k] for k in row} == {k: full[k] for k in row}
+    assert row["register_no"] == form.register_no and row["request"] == form.units[0].request
+
+    own = ok(await capa.http.get("/actions/inbox",
+                                 headers=capa.headers("unit", unit="purchasing")))
+    assert [r["id"] for r in own["items"]] == [ids["purchasing"]]
+    assert own["counts"] == {"requested": 1}, "another unit's requests are not even counted"
+    refused(await capa.http.get("/actions/inbox", params={"status": "completed"},
+                                headers=capa.headers("quality")), 422)
+
+    # A summary from before the inbox's rows: the row is made from the record, and kept.
+    opened = capa.svc.repo("actions").open_work.collection
+    await opened.update_one({"_id": ids["production"]}, {"$unset": {"register_no": ""}})
+    again = ok(await capa.http.get("/actions/inbox", headers=capa.headers("quality")))
+    assert {r["id"]: r for r in again["items"]}[ids["production"]] == row
+    assert (await opened.find_one({"_id": ids["production"]}))["register_no"] == form.register_no
+
+
 async def test_a_capa_older_than_the_number_lookup_is_found_after_the_next_start(
         capa: Capa_):
     """A CAPA stored before numbers were claimed first: asked for by number, it is not

@@ -208,6 +208,51 @@ async def test_the_inbox_is_the_open_work_and_matches_the_register(intake):
     assert closed["total"] == 2
 
 
+async def test_sales_inbox_rows_come_from_the_open_work_alone_and_match_the_records(intake):
+    """`GET /inbox`: Sales' open work by status, as rows read from `feedback_open` alone
+    (no record), each row what the record says; an older summary is completed once."""
+    await load_history(intake, closed=2, withdrawn=1)
+    new, sent, replied = (await intake.register(product={"code": "HSG-1", "lot": "L7"}),
+                          await intake.register(), await intake.register(category="delivery"))
+    await intake.post(f"/feedback/{sent['id']}/escalate")
+    await intake.post(f"/feedback/{replied['id']}/direct-reply", {"reply": "Ships Friday."})
+    await eventually(lambda: quiet(intake.service), what="the relay to publish everything")
+
+    intake.log.reads.clear()
+    intake.log.recording = True
+    inbox = ok(await intake.http.get("/inbox"))
+    intake.log.recording = False
+    finds = [r.collection for r in intake.log.reads if r.command == "find"]
+    assert finds.count("feedback_open") == 1 and "feedback" not in finds, "no record read"
+    assert inbox["counts"] == {"registered": 1, "with_quality": 1, "replied": 1}
+    rows = {r["id"]: r for r in inbox["items"]}
+    assert list(rows) == [replied["id"], sent["id"], new["id"]]  # newest received first
+    for fb in (new, sent, replied):
+        record = ok(await intake.http.get(f"/feedback/{fb['id']}"))
+        row = rows[fb["id"]]
+        for k in ("register_no", "status", "severity", "category", "channel", "received_at",
+                  "reopen_count", "returned_to_quality", "needs_triage", "form",
+                  "quality_due_at"):
+            assert row[k] == record[k], k
+        assert row["customer"] == {k: record["customer"][k] for k in ("id", "name")}
+    assert rows[new["id"]]["product"] == {"code": "HSG-1", "lot": "L7"}
+    assert rows[sent["id"]]["form"]["state"] == "sent_to_quality"
+    assert rows[replied["id"]]["direct_reply"]["replied_at"] == ok(await intake.http.get(
+        f"/feedback/{replied['id']}"))["direct_reply"]["replied_at"]
+
+    asked = ok(await intake.http.get("/inbox", params={"status": ["registered", "replied"],
+                                                       "per_status": 1}))
+    assert [r["id"] for r in asked["items"]] == [replied["id"], new["id"]]
+    refused(await intake.http.get("/inbox", params={"status": "closed"}), 422)
+
+    # A summary from before the inbox's rows: the row is made from the record, and kept.
+    opened = intake.service.repo(FEEDBACK).open_work.collection
+    await opened.update_one({"_id": sent["id"]}, {"$unset": {"form": "", "reopen_count": ""}})
+    again = {r["id"]: r for r in ok(await intake.http.get("/inbox"))["items"]}
+    assert again[sent["id"]] == rows[sent["id"]]
+    assert (await opened.find_one({"_id": sent["id"]}))["form"]["state"] == "sent_to_quality"
+
+
 async def test_an_unknown_register_number_reads_its_lookup_by_id_only(intake):
     """A typo said on the phone, or quoted in a mail: no record carries the number, and
     finding that out costs one `_id` read of `register_numbers`, never a scan."""

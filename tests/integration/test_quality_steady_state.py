@@ -391,3 +391,57 @@ def newest_first(items: list[dict]) -> bool:
 def _at(text: str) -> datetime:
     at = datetime.fromisoformat(text)
     return at.replace(tzinfo=UTC) if at.tzinfo is None else at
+
+
+async def test_the_board_lists_open_forms_as_rows_read_from_open_work_alone(quality: Quality):
+    """Quality's board: each open form's row (who, what, the clock) from `cases_open`, with
+    no case record read; a summary written before the rows existed is completed once."""
+    q = quality
+    await eventually(q.quiet, what="the start-up rebuild and the relay to finish")
+    customer = f"C-{uuid.uuid4().hex[:6]}"
+    a, b, c = escalated(customer), escalated(customer), escalated(customer, "major")
+    for form in (a, b, c):
+        await q.publish(form, form.feedback_id)
+    for form in (a, b, c):
+        await eventually(lambda f=form: q.case(f.feedback_id), what="the case to open")
+    ok(await q.http.post(f"/cases/{a.feedback_id}/responsibility", json={
+        "preliminary_cause": "Worn die", "defect_code": "D03",
+        "units": [{"unit": "production", "request": "Find the root cause"}]}))
+    full = {i["id"]: i for i in ok(await q.http.get(
+        "/cases", params={"status": ["open", "awaiting_units"]}))["items"]}
+
+    q.log.reads.clear()
+    q.log.recording = True
+    board = ok(await q.http.get("/board"))
+    q.log.recording = False
+    finds = [r.collection for r in q.log.reads if r.command == "find"]
+    assert finds.count("cases_open") == 1 and "cases" not in finds, "no record read"
+    assert board["counts"] == {"open": 2, "awaiting_units": 1}
+    rows = {r["id"]: r for r in board["items"]}
+    assert set(rows) == set(full)
+    for fid, row in rows.items():
+        case = full[fid]
+        assert {k: row[k] for k in ("register_no", "status", "severity", "round")} == {
+            k: case[k] for k in ("register_no", "status", "severity", "round")}
+        assert row["customer"] == {"id": customer, "name": "Bright Motors"}
+        assert row["product"] == {"code": "HSG-1", "name": None}
+        assert row["unit_names"] == [u["unit"] for u in case["responsible_units"]]
+        for k in ("received_at", "due_at", "at_risk_at", "running", "resolved_at"):
+            assert row["clock"][k] == case["clock"][k], k
+    assert rows[a.feedback_id]["unit_names"] == ["production"]
+
+    majors = ok(await q.http.get("/board", params={"severity": "major"}))
+    assert [r["id"] for r in majors["items"]] == [c.feedback_id]
+    one_each = ok(await q.http.get("/board", params={"per_status": 1}))
+    assert len(one_each["items"]) == 2 and one_each["counts"]["open"] == 2
+    refused(await q.http.get("/board", params={"status": "closed"}), 422)
+
+    # A summary from before the board's rows: the row is made from the record, and kept.
+    await q.cases.open_work.collection.update_one(
+        {"_id": b.feedback_id}, {"$unset": {"customer": "", "round_received_at": ""}})
+    again = {r["id"]: r for r in ok(await q.http.get("/board"))["items"]}
+    assert again[b.feedback_id]["customer"] == rows[b.feedback_id]["customer"]
+    assert again[b.feedback_id]["clock"]["received_at"] == \
+        rows[b.feedback_id]["clock"]["received_at"]
+    renewed = await q.cases.open_work.collection.find_one({"_id": b.feedback_id})
+    assert renewed["customer"]["name"] == "Bright Motors" and renewed["round_received_at"]
