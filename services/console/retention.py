@@ -1,6 +1,6 @@
 """Records retention (P-5.4.2): how long each record type is kept, what has passed its
-period and may be disposed of, disposing of selected records with a reason (Quality), and
-each disposal's record, kept for ever.
+period and may be disposed of, disposing of selected records with a reason (Quality), each
+disposal's record, kept for ever, and the list of every disposal (newest first, by year).
 
 reporting owns retention and refuses a record still within its period (409, naming the day
 it ends); the page says that day in the person's language.
@@ -25,6 +25,9 @@ BASE = "/records/retention"
 RECORD_ID = re.compile(r"^(complaint|complaint_report|monthly_report):[A-Za-z0-9_-]{1,64}$")
 MAX_RECORDS = 100  # reporting disposes of at most this many at once
 DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+YEAR = re.compile(r"^20\d{2}$")  # reporting keeps years 2000-2099
+LOG_PAGE = re.compile(r"^[1-9]\d{0,3}$")
+LOG_PAGE_SIZE = 50
 KEPT_UNTIL = N_("%(record)s is kept until %(day)s: it may be disposed of from the next day "
                 "on. Nothing was disposed of.")
 NOT_ENDED = N_("%(record)s has not ended (not closed, withdrawn or issued): its retention "
@@ -57,6 +60,16 @@ def _refusal(ctx: Ctx, exc: ApiError, records: list[str]) -> dict[str, Any]:
     return error
 
 
+def _log_params(year: str, page: str) -> dict[str, Any]:
+    """The list of disposals asked for: a year (else all) and a page (else the first)."""
+    params: dict[str, Any] = {"page_size": LOG_PAGE_SIZE}
+    if YEAR.match(year.strip()):
+        params["year"] = int(year)
+    if LOG_PAGE.match(page.strip()):
+        params["page"] = int(page)
+    return params
+
+
 def router(console: Console) -> APIRouter:
     r = APIRouter(include_in_schema=False)
     backend = console.backend
@@ -71,11 +84,15 @@ def router(console: Console) -> APIRouter:
         # Another day's list is for managers and auditors (reporting's rule): others see today
         if as_of and DAY.match(as_of) and principal.has_any(("manager", "auditor")):
             params["as_of"] = as_of
-        policy = await backend.get(token, "reporting", f"{BASE}/policy")
-        due = await backend.get(token, "reporting", f"{BASE}/due", **params)
+        listing = _log_params(query.get("year", ""), query.get("page", ""))
+        policy, due, log = await asyncio.gather(
+            backend.get(token, "reporting", f"{BASE}/policy"),
+            backend.get(token, "reporting", f"{BASE}/due", **params),
+            backend.get(token, "reporting", f"{BASE}/disposals", **listing))
         return ctx.render("retention.html", status=status, policy=policy, due=due,
                           error=error, done=done or [], typed=typed or {},
-                          as_of=params.get("as_of", ""),
+                          as_of=params.get("as_of", ""), log=log,
+                          log_year=listing.get("year", ""),
                           disposer=principal.has_any(("quality",)),
                           planner=principal.has_any(("manager", "auditor")))
 

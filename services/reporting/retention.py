@@ -17,7 +17,12 @@ Storage, in reporting's database, so that no read grows with history on FerretDB
   takes its record out of its bucket, so past buckets hold only what is due and not yet
   disposed of (the open work of disposal);
 - `retention_disposals`: the disposal log (`_id` = the record id): who, when, why. Never
-  removed.
+  removed;
+- `retention_disposed`: the log's list, one document per year of disposal in the plant's
+  time zone (`_id` = `"2026"`) naming each disposal with its moment, and `~years` naming the
+  years. The list of all disposals reads `~years` and the years' documents, sorts, then loads
+  one page from the log by `_id: {$in}`. A disposal enters it in the path that records it;
+  those recorded before it existed are listed by a one-time build at start (`~built`).
 
 Disposal keeps the bytes. The attachment store is shared by content hash with intake and
 notify (a customer may send the issued PDF back as evidence: the same hash), so deleting a
@@ -28,13 +33,16 @@ disposed document: it was issued.
 
 Writes: the bucket entry before the index (a crash leaves an entry the next write of the
 record finds again: the record document is written last), each under the per-document lock.
+A disposal: the log, then its entry in the year's list, then the record is marked disposed of;
+a crash in between leaves the record due, and disposing of it again finishes the rest.
 """
 
 import asyncio
 import calendar
 from collections.abc import Awaitable, Callable
-from datetime import date, datetime
+from datetime import UTC, date, datetime, tzinfo
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, Field
 from pymongo.asynchronous.database import AsyncDatabase
@@ -48,7 +56,9 @@ from shared.store import WriteLocks
 RECORDS = "retention_records"
 BUCKETS = "retention_due"
 DISPOSALS = "retention_disposals"
+DISPOSED = "retention_disposed"
 INDEX = "~index"
+YEARS = "~years"
 BUILT = "~built"
 
 
@@ -166,16 +176,20 @@ class Retention:
     """Holding records as they end, listing what is due, disposing of it."""
 
     def __init__(self, db: AsyncDatabase, locks: WriteLocks, years: dict[str, int],
-                 today: Callable[[], date], offset_days: int = 0):
+                 today: Callable[[], date], offset_days: int = 0, tz: tzinfo = UTC):
         self.records = db[RECORDS]
         self.buckets = db[BUCKETS]
         self.disposals = db[DISPOSALS]
+        self.disposed = db[DISPOSED]
         self.locks = locks
         # One lock of their own for the buckets and their index: a bucket is written under its
         # record's lock, and were both on one stripe of `locks`, its holder would wait on it for
         # ever (issue 12); and two buckets written at once must not both rewrite the index
         # (FerretDB does not apply an update's read and write atomically). Closures are rare.
         self.bucket_lock = asyncio.Lock()
+        # The same for the years' lists of disposals: taken only while no record lock is held.
+        self.disposed_lock = asyncio.Lock()
+        self.tz = tz
         self.years = years
         self._today = today
         self.offset_days = offset_days
@@ -253,7 +267,7 @@ class Retention:
     # -- disposing -----------------------------------------------------------------------
     async def disposal(self, kind: RecordType, ref: str) -> Disposal | None:
         doc = await self.disposals.find_one({"_id": record_id(kind, ref)})
-        return Disposal.model_validate(doc | {"id": doc["_id"]}) if doc else None
+        return _disposal(doc) if doc else None
 
     async def refuse_if_disposed(self, ref: str, *kinds: RecordType) -> None:
         """410 Gone, with the disposal record, when one of these records was disposed of."""
@@ -317,11 +331,63 @@ class Retention:
                         mode="json", exclude={"id"}) | {"disposed_at": done.disposed_at})
                 except DuplicateKeyError:  # disposed of at the same moment by someone else
                     created, done = False, await self.disposal(held.type, held.ref) or done
+            await self._list_disposal(done)  # no record lock held: see `disposed_lock`
             async with self.locks(RECORDS, held.id):
                 await self.records.update_one({"_id": held.id}, {"$set": {"disposed": True}})
                 await self._unlist(held.bucket, held.ref)
             out.append((done, created))
         return out
+
+    # -- the list of all disposals ---------------------------------------------------------
+    def year_of(self, at: datetime) -> str:
+        """The year of a disposal in the plant's time zone (the log's naive moments are UTC)."""
+        return str((at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(self.tz).year)
+
+    async def _list_disposal(self, done: Disposal) -> None:
+        """Name the disposal in its year's list; idempotent (a repeat sets the same entry).
+        The years' index first: a year it names without the entry lists nothing."""
+        await self._list_disposals(self.year_of(done.disposed_at),
+                                   {done.id: done.disposed_at})
+
+    async def _list_disposals(self, year: str, moments: dict[str, datetime]) -> None:
+        entries = {f"entries.{field_key(rid)}": {"id": rid, "at": at}
+                   for rid, at in moments.items()}
+        async with self.disposed_lock:
+            await self.disposed.update_one({"_id": YEARS}, {"$addToSet": {"years": year}},
+                                           upsert=True)
+            await self.disposed.update_one({"_id": year}, {"$set": entries}, upsert=True)
+
+    async def disposal_years(self) -> list[int]:
+        """The years with disposals, newest first."""
+        index = await self.disposed.find_one({"_id": YEARS})
+        return sorted((int(y) for y in (index or {}).get("years", [])), reverse=True)
+
+    async def disposals_page(self, years: list[int], skip: int, limit: int
+                             ) -> tuple[list[Disposal], int]:
+        """One page of the disposals of `years`, newest first, and how many there are: the
+        years' lists by `_id`, then the page's disposals from the log by `_id: {$in}`."""
+        ids = [str(y) for y in years]
+        lists = await self.disposed.find({"_id": {"$in": ids}}).to_list(None) if ids else []
+        entries = sorted((e for doc in lists for e in doc.get("entries", {}).values()),
+                         key=lambda e: (_utc(e["at"]), e["id"]), reverse=True)
+        page = [e["id"] for e in entries[skip:skip + limit]]
+        found = {d["_id"]: d for d in await self.disposals.find(
+            {"_id": {"$in": page}}).to_list(None)} if page else {}
+        return [_disposal(found[rid]) for rid in page if rid in found], len(entries)
+
+    async def list_disposals_once(self) -> int | None:
+        """Once ever: list the disposals recorded before the years' lists existed (a read of
+        the whole log, remembered by a marker). None when done before."""
+        if await self.disposed.find_one({"_id": BUILT}) is not None:
+            return None
+        by_year: dict[str, dict[str, datetime]] = {}
+        async for doc in self.disposals.find({}, projection={"disposed_at": 1}):
+            at = doc["disposed_at"]
+            by_year.setdefault(self.year_of(at), {})[doc["_id"]] = at
+        for year, moments in by_year.items():
+            await self._list_disposals(year, moments)
+        await self.disposed.update_one({"_id": BUILT}, {"$set": {"at": utcnow()}}, upsert=True)
+        return sum(map(len, by_year.values()))
 
     # -- the one-time build --------------------------------------------------------------
     async def built(self) -> bool:
@@ -330,3 +396,10 @@ class Retention:
     async def mark_built(self) -> None:
         await self.buckets.update_one({"_id": BUILT}, {"$set": {"at": utcnow()}}, upsert=True)
 
+
+def _disposal(doc: dict[str, Any]) -> Disposal:
+    return Disposal.model_validate(doc | {"id": doc["_id"]})
+
+
+def _utc(at: datetime) -> datetime:
+    return at if at.tzinfo else at.replace(tzinfo=UTC)

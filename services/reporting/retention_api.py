@@ -25,6 +25,7 @@ from services.reporting.retention import (
     parse_record_id,
 )
 from services.reporting.views import Views
+from shared.api import Page, PageParams, page_params
 from shared.auth import Principal, require
 from shared.errors import Forbidden, NotFound
 from shared.service import Service
@@ -51,7 +52,7 @@ class Kept:
             settings = self.views.settings
             self._retention = Retention(
                 self.service.database, self.service.locks, settings.retention_years,
-                self.views.today, settings.retention_clock_offset_days)
+                self.views.today, settings.retention_clock_offset_days, self.views.tz)
         return self._retention
 
     def _day(self, at: datetime) -> date:
@@ -106,6 +107,16 @@ class Kept:
 
     async def guard(self, feedback_id: str, *kinds: str) -> None:
         await self.retention.refuse_if_disposed(feedback_id, *map(RecordType, kinds))
+
+    async def list_old_disposals(self) -> None:
+        """At start, once ever: the disposals recorded before the list of all disposals."""
+        try:
+            count = await self.retention.list_disposals_once()
+        except Exception as exc:  # noqa: BLE001 - the next start tries again
+            log.error("could not list the disposals recorded before: %s", exc)
+            return
+        if count is not None:
+            log.info("records retention: %d earlier disposals listed", count)
 
     async def sweep(self) -> None:
         """At start: the monthly reports (one small document per month), and once ever the
@@ -167,6 +178,11 @@ class DisposalAnswer(BaseModel):
     disposals: list[Disposal]
     created: list[bool] = Field(..., description="Per record: False when it had been "
                                                  "disposed of before (nothing changed)")
+
+
+class DisposalsPage(Page[Disposal]):
+    years: list[int] = Field(..., description="The years with disposals, newest first "
+                                              "(values for `year`)")
 
 
 class Policy(BaseModel):
@@ -231,6 +247,22 @@ def router(kept: Kept) -> APIRouter:
         response.status_code = 201 if any(created for _, created in done) else 200
         return DisposalAnswer(disposals=[d for d, _ in done], created=[c for _, c in done])
 
+    @r.get(f"{BASE}/disposals", response_model=DisposalsPage,
+           summary="P-5.4.2: every disposal (what was destroyed, when, by whom, why)",
+           description="Newest first, by the moment of disposal; `year`: only those disposed "
+                       "of that year (in the plant's time zone). Each as its disposal record.")
+    async def disposals(_: Annotated[Principal, readers],
+                        paging: Annotated[PageParams, Depends(page_params)],
+                        year: Annotated[int | None, Query(
+                            ge=2000, le=2099, description="Only this year of disposal")] = None
+                        ) -> DisposalsPage:
+        retention = kept.retention
+        years = await retention.disposal_years()
+        items, total = await retention.disposals_page(
+            [year] if year is not None else years, paging.skip, paging.page_size)
+        return DisposalsPage(items=items, total=total, page=paging.page,
+                             page_size=paging.page_size, years=years)
+
     @r.get(f"{BASE}/disposals/{{record_id}}", response_model=Disposal,
            summary="The disposal record of one record (kept for ever)")
     async def disposal(record_id: Annotated[str, Path(pattern=RECORD_ID)],
@@ -252,4 +284,5 @@ def mount(service: Service, views: Views) -> None:
     views.month_hooks.append(kept.note_month)
     views.fetch_guards.append(kept.guard)
     service.background(kept.sweep)
+    service.background(kept.list_old_disposals)
     service.routers.append(router(kept))

@@ -1,6 +1,9 @@
 // Live updates: the console's Server-Sent Events say which complaint changed; parts of the
 // page marked data-live="<event type prefixes>" are fetched again and replaced, a record's
 // page says it has changed (its forms keep what is being typed).
+// A page shown after a refused form sits at the form's POST address (a GET there is 405): it
+// names its record's page in data-live-url, and the parts are fetched from there. A part
+// holding a field being typed in, or one the service refused, is left as it is.
 (function () {
   "use strict";
   if (!window.EventSource) { return; }
@@ -17,8 +20,25 @@
     return prefixes.some(function (p) { return p && note.type.indexOf(p) === 0; });
   }
 
+  // The address this page is read from; null for a refused form that names none.
+  function pageUrl() {
+    var here = window.location.href;
+    var named = document.querySelector("[data-live-url]");
+    if (!named) { return document.getElementById("error") ? null : here; }
+    var url = new URL(named.getAttribute("data-live-url"), here);
+    return url.pathname === window.location.pathname ? here : url.href;
+  }
+
+  function holdsTyping(el) {
+    var active = document.activeElement;
+    return (active && active !== document.body && el.contains(active)) ||
+      el.querySelector("[aria-invalid=true], #error") !== null;
+  }
+
   function refresh(ids) {
-    fetch(window.location.href, { credentials: "same-origin", headers: { "Accept": "text/html" } })
+    var url = pageUrl();
+    if (url === null) { return; }
+    fetch(url, { credentials: "same-origin", headers: { "Accept": "text/html" } })
       .then(function (resp) { return resp.ok ? resp.text() : null; })
       .then(function (html) {
         if (html === null) { return; }
@@ -26,7 +46,7 @@
         ids.forEach(function (id) {
           var now = document.getElementById(id);
           var next = fresh.getElementById(id);
-          if (now && next) { now.replaceWith(document.importNode(next, true)); }
+          if (now && next && !holdsTyping(now)) { now.replaceWith(document.importNode(next, true)); }
         });
         var status = document.getElementById("live-status");
         if (status) { status.textContent = status.getAttribute("data-updated"); }
@@ -41,12 +61,15 @@
     document.querySelectorAll("[data-live]").forEach(function (el) {
       if (el.id && wanted(el, note)) { ids.push(el.id); }
     });
+    var url = pageUrl();
     if (document.getElementById("on-its-way") && ids.indexOf("on-its-way") >= 0) {
-      window.location.reload();
+      if (url !== null) { window.location.assign(url); }  // never a POST sent again
       return;
     }
     var changed = document.getElementById("changed");
     if (changed && changed.getAttribute("data-feedback") === note.feedback_id) {
+      var reload = changed.querySelector("a");
+      if (reload && url !== null) { reload.href = url; }
       changed.hidden = false;
     }
     if (ids.length) {
