@@ -9,7 +9,8 @@ entries and pulls them once the broker has confirmed them.
 import asyncio
 import random
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
@@ -40,14 +41,37 @@ class WriteLocks:
     steps (upstream FerretDB#3040): two concurrent updates of one document can
     both "match" the old version and one is silently lost, even with `$inc`.
     Holding a per-document lock around every write keeps one process correct;
-    on MongoDB the version check alone would do. Striped, so memory stays bounded.
+    on MongoDB the version check alone would do.
+
+    One lock per document being written, dropped when nobody holds or waits for it (memory
+    follows the writes in flight). Not striped: with shared stripes, a task holding one
+    document's lock and taking another's waited for ever when both fell on one stripe (the
+    reporting stall of issue 12); with a lock per document, nesting two is safe.
     """
 
-    def __init__(self, stripes: int = 256):
-        self._locks = [asyncio.Lock() for _ in range(stripes)]
+    def __init__(self) -> None:
+        self._locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
 
-    def __call__(self, collection: str, doc_id: object) -> asyncio.Lock:
-        return self._locks[hash((collection, str(doc_id))) % len(self._locks)]
+    def __len__(self) -> int:
+        return len(self._locks)
+
+    def __bool__(self) -> bool:
+        return True  # a set of locks, even with none in use, is never "no locks"
+
+    @asynccontextmanager
+    async def __call__(self, collection: str, doc_id: object) -> AsyncIterator[None]:
+        key = (collection, str(doc_id))
+        lock, users = self._locks.get(key) or (asyncio.Lock(), 0)
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
 
 
 class ConcurrencyConflict(Conflict):
@@ -256,7 +280,10 @@ class Repository(Generic[A]):
         self.lookup = lookup
         self.model = model
         self._on_events = on_events or (lambda collection, doc_id, version, events: None)
-        self.locks = locks or WriteLocks()
+        # `is not None`, not `or`: the service's WriteLocks, empty at start, has no locks in
+        # use, and `or` once gave each repository locks of its own that the relay's
+        # `mark_sent` on the same document did not wait for (a lost save on FerretDB).
+        self.locks = locks if locks is not None else WriteLocks()
         self.open_work = open_work
         self.marks = marks
         # A save that failed or was cancelled between the store's write and its open-work
@@ -301,7 +328,7 @@ class Repository(Generic[A]):
         if self.marks is not None and mark is not None:
             await self.marks.withdraw(mark)
 
-    def lock(self, doc_id: object) -> asyncio.Lock:
+    def lock(self, doc_id: object) -> AbstractAsyncContextManager[None]:
         return self.locks(self.collection.name, doc_id)
 
     async def get(self, id: str) -> A | None:

@@ -448,7 +448,7 @@ def router(settings: Settings) -> APIRouter:
     api = APIRouter(tags=["feedback"])
     store = AttachmentStore(settings.attachment_dir)
     skew = timedelta(seconds=settings.clock_skew_s)
-    idempotency_locks = WriteLocks()  # its own stripes: never shares a lock with the repo's
+    idempotency_locks = WriteLocks()  # its own: never shares a lock with the repo's
 
     async def _register(request: Request, body: NewFeedback, who: Principal, fid: str,
                         fingerprint: str | None) -> Feedback:

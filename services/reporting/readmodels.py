@@ -183,7 +183,7 @@ class ReadModels:
         self.db = db
         self.tz = tz
         self.locks = locks
-        self.row_locks = WriteLocks()  # its own stripes: held around steps 1-4, never nested
+        self.row_locks = WriteLocks()  # its own: held around steps 1-4, never nested
         self.gate = gate or Gate()
         self._open_work_kept = False  # seen `open_work`: the gauges read only it
         # This process is the one writer (see `RowStore`): what it last wrote of each month's
