@@ -8,6 +8,7 @@ role may try and passes on the service's refusal beside the form it concerns.
 
 import asyncio
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -92,6 +93,28 @@ async def _register_numbers(backend: Backend, token: str, ids: list[str]) -> dic
     return {k: v for k, v in found if v}
 
 
+ENDED = ("closed", "withdrawn")  # a CAPA's end: what an auditor looks back on
+
+
+def _year(asked: str | None, ctx: Ctx) -> int:
+    """The year whose ended CAPAs are listed: asked (2000 to this year), else this year."""
+    this_year = datetime.now(ctx.tr.tz).year
+    return int(asked) if asked and asked.isdigit() and 2000 <= int(asked) <= this_year \
+        else this_year
+
+
+async def ended_capas(backend: Backend, token: str, year: int,
+                      ctx: Ctx) -> list[dict[str, Any]]:
+    """The CAPAs opened in `year` (the plant's calendar) that are closed or withdrawn: capa's
+    lists of history for that period, one per status, side by side."""
+    period = {"from": datetime(year, 1, 1, tzinfo=ctx.tr.tz).isoformat(),
+              "to": datetime(year + 1, 1, 1, tzinfo=ctx.tr.tz).isoformat()}
+    pages = await asyncio.gather(*(backend.get(token, "capa", "/capas", status=status,
+                                               page_size=100, **period) for status in ENDED))
+    return [{"status": status, "rows": page["items"], "total": page["total"]}
+            for status, page in zip(ENDED, pages, strict=True)]
+
+
 def router(console: Console) -> APIRouter:
     r = APIRouter(include_in_schema=False)
     backend = console.backend
@@ -100,10 +123,14 @@ def router(console: Console) -> APIRouter:
     async def capas(request: Request) -> Response:
         ctx = await console.ctx(request)
         _, token = ctx.need(*READERS)
-        groups = await by_status(backend, token, "capa", "/capas", CAPA_OPEN)
+        year = _year(request.query_params.get("year"), ctx)
+        groups, ended = await asyncio.gather(
+            by_status(backend, token, "capa", "/capas", CAPA_OPEN),
+            ended_capas(backend, token, year, ctx))
         confirm = ([c for g in groups for c in g["rows"] if not c["owner_confirmed"]]
                    if ctx.principal and ctx.principal.has_any(("quality",)) else [])
-        return ctx.render("capas.html", groups=groups, confirm=confirm)
+        return ctx.render("capas.html", groups=groups, confirm=confirm, ended=ended,
+                          year=year, years=range(datetime.now(ctx.tr.tz).year, 1999, -1))
 
     async def capa_page(ctx: Ctx, ref: str, error: dict[str, Any] | None = None,
                         form: Mapping[str, Any] | None = None) -> HTMLResponse:

@@ -129,6 +129,17 @@ async def test_p_5_3_4_quality_withdraws_a_capa_with_its_reason(screen: Screen,
     await expect(page.locator("#capa-status")).to_have_text("Withdrawn")
     await expect(page.locator("#withdrawal")).to_contain_text("Opened twice")
     await expect(page.locator("#owner form, #root-cause form, #close")).to_have_count(0)
+    # Looked back on: the CAPA list's ended ones of the year it was opened, with when.
+    await screen.goto("/capas")
+    ended = page.locator("#ended-capas")
+    await expect(ended.locator(f"tr[data-capa='{capa['number']}']")).to_contain_text(
+        "Scratched covers, opened twice")
+    await expect(page.locator("#capa-list")).not_to_contain_text(capa["number"])
+    await page.locator("#f-year").select_option(str(date.today().year - 1))
+    await page.get_by_role("button", name="Show", exact=True).click()
+    await expect(page.locator("#f-year")).to_have_value(str(date.today().year - 1))
+    await expect(ended).not_to_contain_text(capa["number"])
+    await screen.shot("ended-capas")
 
 
 def quiet_month(low: int, high: int) -> str:
