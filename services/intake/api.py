@@ -49,6 +49,7 @@ from shared.api import (
 from shared.attachments import (
     DOCX,
     EVIDENCE_NAMES,
+    EVIDENCE_TYPES,
     HEAD_BYTES,
     XLSX,
     AttachmentStore,
@@ -617,8 +618,9 @@ def router(settings: Settings) -> APIRouter:
              tags=["evidence"], summary="Download an attachment's bytes",
              description="Sales, Quality, managers and auditors; and the people of a unit "
                          "Quality made responsible for this complaint (P-5.3.2).",
-             responses={200: {"content": {"application/octet-stream": {}},
-                              "description": "The file, with its content type"}})
+             responses={200: {"content": {t: {} for t in EVIDENCE_TYPES},
+                              "description": "The file, with the content type it was "
+                                             "accepted as"}})
     async def get_attachment(request: Request, ref: Ref, sha256: Sha,
                              who: Annotated[Principal, Depends(require(*READERS, "unit"))]
                              ) -> FileResponse:
