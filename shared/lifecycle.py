@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pymongo.asynchronous.collection import AsyncCollection
 
 HEARTBEAT_S = 60.0
+ALONE_TTL_S = 5.0  # how long "no other instance is alive" is believed before asking again
 CLEAN_STOP = "clean_stop"
 RUNNING = "running/"
 
@@ -30,6 +31,7 @@ class Lifecycle:
         self.heartbeat_s = heartbeat_s
         self.instance = f"{RUNNING}{uuid.uuid4().hex}"
         self.began_at = _now()
+        self._alone_until: tuple[datetime, bool] | None = None  # (asked again after, answer)
 
     async def begin(self) -> bool:
         """Register this instance; True when the last stop left the summaries as saved."""
@@ -68,6 +70,18 @@ class Lifecycle:
                                          upsert=True)
         return True
 
+    async def alone(self) -> bool:
+        """No other instance of this service is alive (none beat within three heartbeats):
+        what only this process writes, it may keep in memory. Asked at most every
+        `ALONE_TTL_S`, so a replica that starts is seen within that."""
+        now = _now()
+        if self._alone_until is None or now >= self._alone_until[0]:
+            silent_since = now - timedelta(seconds=3 * self.heartbeat_s)
+            others = [d for d in await self._others()
+                      if d.get("at") is not None and d["at"] >= silent_since]
+            self._alone_until = (now + timedelta(seconds=ALONE_TTL_S), not others)
+        return self._alone_until[1]
+
     async def _others(self) -> list[dict]:
         # The collection holds one document per instance and the note: a read of a handful.
         return [d for d in await self.collection.find({}).to_list(None)
@@ -76,3 +90,4 @@ class Lifecycle:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+

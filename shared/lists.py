@@ -44,7 +44,7 @@ async def open_rows(repo: Repository, query: dict[str, Any], order: Order, *,
         raise ValueError(f"{repo.collection.name} keeps no open work (Service.collection)")
     rows: list[dict[str, Any]] = []
     counts: dict[str, int] = {}
-    for row in sort_rows(await repo.open_work.all(query), order):
+    for row in sort_rows(await repo.open_work.matching(query), order):
         group = str(_get(row, group_by))
         counts[group] = counts.get(group, 0) + 1
         if counts[group] <= per_group:

@@ -180,7 +180,7 @@ class Service:
             if name in self._open_work:
                 summary, query = self._open_work[name]
                 open_work = OpenWork(self.db[f"{name}_open"], model, summary, query,
-                                     store=self.db[name])
+                                     store=self.db[name], alone=self.lifecycle.alone)
             days = None
             if name in self._history_by:
                 days = DayIndex(self.db[f"{name}_days"], self._history_by[name],

@@ -9,6 +9,7 @@ repository keeps.
 
 import asyncio
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 
@@ -361,3 +362,41 @@ async def test_a_board_reads_all_its_open_work_in_one_round_trip(pair_with_reads
     assert len(await counters.open_work.all()) >= 130
     assert _commands(ledger, "counters_open", "find") - finds == 1
     assert _commands(ledger, "counters_open", "getMore") == before
+
+
+async def test_open_work_read_from_memory_follows_each_save_while_the_instance_is_alone(
+        pair_with_reads):
+    """Boards and inboxes (`OpenWork.matching`) keep the summaries in memory while no other
+    instance of the service runs: the next read follows every save of this process at
+    once, without reading the store again; a write the process did not make (another
+    replica's) is read from the store as soon as another instance is alive."""
+    ledger, _, log = pair_with_reads
+    counters = ledger.repo("counters")
+    await eventually(lambda: _quiet(ledger), what="the start-up rebuild to end")
+    open_work = counters.open_work
+
+    async def board(query=None) -> dict[str, int]:
+        return {r["_id"]: r["value"] for r in await open_work.matching(query or {})}
+
+    first, second = Counter(_id="a-" + uuid.uuid4().hex), Counter(_id="b-" + uuid.uuid4().hex)
+    await counters.add(first)
+    assert await board() == {first.id: 0}
+    log.reads.clear()
+    log.recording = True
+    await counters.add(second)
+    await counters.change(first.id, lambda agg: agg.bump(3, ACTOR))
+    assert await board() == {first.id: 3, second.id: 0}  # one read of the store, then kept
+    assert await board({"value": {"$in": [3, 4]}}) == {first.id: 3}
+    await counters.change(second.id, lambda agg: agg.bump(OPEN_BELOW, ACTOR))  # done
+    assert await board() == {first.id: 3}
+    log.recording = False
+    reads = [r for r in log.reads if r.collection == "counters_open" and r.command == "find"]
+    assert len(reads) == 2, "read again only after a save, never for an unchanged board"
+
+    # Another instance comes alive: what it writes must show, so the store is read.
+    lifecycle = ledger.lifecycle
+    await lifecycle.collection.insert_one({"_id": "running/other", "at": datetime.now(UTC)})
+    lifecycle._alone_until = None  # noqa: SLF001 - as ALONE_TTL_S later
+    await open_work.collection.update_one({"_id": first.id}, {"$set": {"value": 7}})
+    assert await board() == {first.id: 7}
+    await lifecycle.collection.delete_one({"_id": "running/other"})
