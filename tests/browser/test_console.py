@@ -160,6 +160,47 @@ async def test_p_5_1_registration_with_the_keyboard_alone(screen: Screen):
     await screen.shot()
 
 
+async def test_p_5_3_2_quality_assigns_and_rejects_with_the_keyboard_alone(screen: Screen,
+                                                                         actors: Actors):
+    """Quality's part without the mouse: from the board to the form (Tab, Enter), the cause,
+    a defect code (arrow keys), a unit (Space), the request; later the unit's
+    countermeasures rejected with a reason (arrow keys move the radio choice)."""
+    flow = Flow(actors)
+    fb = await flow.register()
+    await flow.escalate(fb["id"])
+    await flow.case(fb["id"])
+    page, keys = screen.page, screen.page.keyboard
+    await screen.sign_in("Li Wei", "quality")
+    await screen.until_shown("/quality", f"#board a[href='/cases/{fb['id']}']")
+    await tab_to(screen, f"#board a[href='/cases/{fb['id']}']")
+    await keys.press("Enter")
+    await page.wait_for_url(f"**/cases/{fb['id']}")
+    await tab_to(screen, "#f-preliminary_cause")
+    await keys.type("Porosity at the mounting boss")
+    await tab_to(screen, "#f-defect_code")
+    await keys.press("ArrowDown")  # D01 -> D02
+    await tab_to(screen, "input[name=units][value=production]")
+    await keys.press("Space")
+    await tab_to(screen, "#f-request")
+    await keys.type("Find the root cause; sort the stock")
+    await tab_to(screen, "form[action$='/responsibility'] button[type=submit]")
+    await keys.press("Enter")
+    await expect(page.locator("#status")).to_have_text("Awaiting units")
+    await screen.shot("assigned-by-keyboard")
+
+    await flow.propose(f"{fb['register_no']}-production-r1", "production")
+    await screen.until_shown(f"/cases/{fb['id']}", "form.verify")
+    await tab_to(screen, "form.verify input[value=accept]")
+    await keys.press("ArrowDown")  # the radio group: accept -> reject
+    await tab_to(screen, "#f-reason")
+    await keys.type("Containment does not cover the work in progress")
+    await tab_to(screen, "form.verify button[type=submit]")
+    await keys.press("Enter")
+    await expect(page.locator(".unit-status")).to_have_text("Rejected")
+    await expect(page.locator(".rejection")).to_contain_text("work in progress")
+    await screen.shot("rejected-by-keyboard")
+
+
 async def test_no_browser_console_errors_on_any_page_of_any_role(screen: Screen,
                                                                  actors: Actors):
     """Every page of every role opens without a console error (the fixture checks), and
