@@ -3,6 +3,7 @@
 from typing import Any
 
 from benchkit.report import _ms
+from benchkit.soak import FLOWS
 
 BACKLOG_S = 5.0
 RSS_GROWTH = 0.10
@@ -84,9 +85,8 @@ def markdown(soak: dict[str, Any]) -> list[str]:
     lines = [
         "", f"## Soak: {st['rate']:g} complaints/s for {st['seconds'] / 60:g} min",
         "",
-        "Each complaint, started at a fixed rate, is registered, escalated, assigned to a unit, "
-        "investigated, verified, replied to and its answer recorded, and its actions marked "
-        "done, each step as soon as the previous one shows. Every "
+        f"Each complaint, started at a fixed rate, {FLOWS[st.get('flow', 'whole')]}, each step "
+        "as soon as the previous one shows. Every "
         f"{st['interval_s']:g} s: *outbox*, saves whose events are not published yet (all "
         "services' `outbox_due` marks) and the oldest one's age; *broker*, messages ready or "
         "unacked in the namespace's queues (retry queues included), in the dead-letter queues, "
