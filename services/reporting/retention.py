@@ -11,9 +11,12 @@ of from the next day on.
 Storage, in reporting's database, so that no read grows with history on FerretDB:
 - `retention_records`: one document per record that has ended (`_id` = `<type>:<ref>`): its
   end, `retain_until`, the bucket that lists it, and `disposed` once disposed of;
-- `retention_due`: one bucket per type and year of `retain_until` (`_id` = `complaint:2036`)
-  naming the records still held that end then, and `~index` naming the buckets. The listing
-  reads the index and the buckets of years up to the one asked, each by `_id`; a disposal
+- `retention_due`: one bucket per type and day of `retain_until` (`_id` =
+  `complaint:2036-03-14`) naming the records still held that end then, and `~index` naming
+  the buckets. A day, not a year: FerretDB rewrites a whole document on each entry added, and
+  a year's bucket at 10,000 complaints a year was 1–2 MB rewritten per closure. (Buckets of a
+  year, `complaint:2036`, written before, are still read.) The listing reads the index and
+  the buckets up to the day asked, by `_id`; a disposal
   takes its record out of its bucket, so past buckets hold only what is due and not yet
   disposed of (the open work of disposal);
 - `retention_disposals`: the disposal log (`_id` = the record id): who, when, why. Never
@@ -31,8 +34,9 @@ file could silently remove another record. A disposed record is withdrawn from r
 destroy the copies by the Records Control Procedure. Verification still recognises a
 disposed document: it was issued.
 
-Writes: the bucket entry before the index (a crash leaves an entry the next write of the
-record finds again: the record document is written last), each under the per-document lock.
+Writes: a bucket new to this process is named in the index first, then the entry is added
+(a crash leaves the index naming a bucket that lists nothing), and the record document last
+(the next write of the record finds the entry again), under the record's lock.
 A disposal: the log, then its entry in the year's list, then the record is marked disposed of;
 a crash in between leaves the record due, and disposing of it again finishes the rest.
 """
@@ -51,6 +55,7 @@ from pymongo.errors import DuplicateKeyError
 from shared.auth import Principal
 from shared.errors import Conflict, DomainError, NotFound
 from shared.events import utcnow
+from shared.periods import load
 from shared.store import WriteLocks
 
 RECORDS = "retention_records"
@@ -118,8 +123,15 @@ def parse_record_id(text: str) -> tuple[RecordType, str]:
                        ) from exc
 
 
-def bucket_id(kind: RecordType, year: int) -> str:
-    return f"{kind.value}:{year}"
+def bucket_id(kind: RecordType, day: date) -> str:
+    return f"{kind.value}:{day.isoformat()}"
+
+
+def bucket_starts(bucket: str) -> date:
+    """The first day a bucket's records may be due from: its day, or for a bucket of a whole
+    year (written before buckets were of a day) the year's first day."""
+    when = bucket.rpartition(":")[2]
+    return date.fromisoformat(when) if len(when) > 4 else date(int(when), 1, 1)
 
 
 def field_key(ref: str) -> str:
@@ -141,7 +153,7 @@ class Held(BaseModel):
 
     @property
     def bucket(self) -> str:
-        return bucket_id(self.type, self.retain_until.year)
+        return bucket_id(self.type, self.retain_until)
 
 
 class Disposer(BaseModel):
@@ -189,6 +201,8 @@ class Retention:
         self.bucket_lock = asyncio.Lock()
         # The same for the years' lists of disposals: taken only while no record lock is held.
         self.disposed_lock = asyncio.Lock()
+        # Buckets this process knows the index names: a day's later entries skip the index.
+        self._indexed: set[str] = set()
         self.tz = tz
         self.years = years
         self._today = today
@@ -232,20 +246,29 @@ class Retention:
     async def _list(self, held: Held) -> None:
         entry = held.model_dump(mode="json")
         async with self.bucket_lock:
-            await self.buckets.update_one(
+            named = held.bucket in self._indexed
+            if not named:  # before the bucket: a crash leaves the index naming an empty one
+                await self._index(held.bucket)
+            written = await self.buckets.update_one(
                 {"_id": held.bucket},
                 {"$set": {f"entries.{field_key(held.ref)}": entry, "type": held.type.value,
-                          "year": held.retain_until.year}}, upsert=True)
-            await self.buckets.update_one({"_id": INDEX}, {"$addToSet": {"buckets": held.bucket}},
-                                          upsert=True)
+                          "day": held.retain_until.isoformat()}}, upsert=True)
+            if named and written.upserted_id is not None:  # emptied and dropped meanwhile
+                await self._index(held.bucket)
+
+    async def _index(self, bucket: str) -> None:
+        await self.buckets.update_one({"_id": INDEX}, {"$addToSet": {"buckets": bucket}},
+                                      upsert=True)
+        self._indexed.add(bucket)
 
     async def _unlist(self, bucket: str, ref: str) -> None:
         async with self.bucket_lock:
             await self.buckets.update_one({"_id": bucket},
                                           {"$unset": {f"entries.{field_key(ref)}": ""}})
-            doc = await self.buckets.find_one({"_id": bucket})
-            if doc is not None and not doc.get("entries"):  # empty: no longer read
+            emptied = await self.buckets.delete_one({"_id": bucket, "entries": {}})
+            if emptied.deleted_count:  # no longer read: out of the index
                 await self.buckets.update_one({"_id": INDEX}, {"$pull": {"buckets": bucket}})
+                self._indexed.discard(bucket)
 
     # -- listing --------------------------------------------------------------------
     async def due(self, as_of: date, kinds: set[RecordType] | None = None) -> list[Held]:
@@ -253,12 +276,11 @@ class Retention:
         oldest first: the index, then the buckets of the years up to `as_of`, by `_id`."""
         index = await self.buckets.find_one({"_id": INDEX})
         wanted = [b for b in (index or {}).get("buckets", [])
-                  if int(b.rpartition(":")[2]) <= as_of.year
+                  if bucket_starts(b) <= as_of
                   and (kinds is None or RecordType(b.rpartition(":")[0]) in kinds)]
         out: list[Held] = []
-        for bucket in sorted(wanted):
-            doc = await self.buckets.find_one({"_id": bucket})
-            for entry in (doc or {}).get("entries", {}).values():
+        for doc in await load(self.buckets, sorted(wanted)):  # by `_id: {$in}`, in chunks
+            for entry in doc.get("entries", {}).values():
                 held = Held.model_validate(entry)
                 if is_due(held.retain_until, as_of):
                     out.append(held)
@@ -333,8 +355,10 @@ class Retention:
                     created, done = False, await self.disposal(held.type, held.ref) or done
             await self._list_disposal(done)  # no record lock held: see `disposed_lock`
             async with self.locks(RECORDS, held.id):
-                await self.records.update_one({"_id": held.id}, {"$set": {"disposed": True}})
-                await self._unlist(held.bucket, held.ref)
+                before = await self.records.find_one_and_update({"_id": held.id},
+                                                                {"$set": {"disposed": True}})
+                # The bucket it is listed in: a year's, for a record held before buckets of a day.
+                await self._unlist((before or {}).get("bucket") or held.bucket, held.ref)
             out.append((done, created))
         return out
 

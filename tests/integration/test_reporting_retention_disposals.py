@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from services.reporting.app import ReportingService
-from services.reporting.retention import BUILT, DISPOSED
+from services.reporting.retention import BUCKETS, BUILT, DISPOSED, INDEX, RECORDS, field_key
 from services.reporting.settings import Settings
 from shared import contracts as c
 from shared.auth import make_token
@@ -154,3 +154,35 @@ async def _settled(service: ReportingService) -> bool:
     """The start's background work is over, the one-time listing of earlier disposals too."""
     built = await service.database[DISPOSED].find_one({"_id": BUILT})
     return service.settled() and built is not None
+
+
+async def test_p_5_4_2_records_are_held_in_buckets_of_a_day_and_a_years_bucket_still_serves(
+        reporting):
+    """A closure is listed in the bucket of the day its retention ends (small: FerretDB
+    rewrites a whole document per entry); a bucket of a whole year, as written before,
+    is still listed as due and emptied by disposal, leaving the index."""
+    service, http, publisher, _, _ = reporting
+    held = await close_complaints(service, publisher, 2)
+    buckets, records = service.database[BUCKETS], service.database[RECORDS]
+    day_bucket = (await records.find_one({"_id": held[0]}))["bucket"]
+    assert day_bucket == f"complaint:{CLOSED_AT.year + 10}-03-10"
+    assert set((await buckets.find_one({"_id": day_bucket}))["entries"]) == {
+        field_key(rid.partition(":")[2]) for rid in held}
+
+    # The second record as an older version held it: in its year's bucket.
+    ref = held[1].partition(":")[2]
+    entry = (await buckets.find_one({"_id": day_bucket}))["entries"][field_key(ref)]
+    year_bucket = f"complaint:{CLOSED_AT.year + 10}"
+    await buckets.update_one({"_id": day_bucket}, {"$unset": {f"entries.{field_key(ref)}": ""}})
+    await buckets.insert_one({"_id": year_bucket, "entries": {field_key(ref): entry}})
+    await buckets.update_one({"_id": INDEX}, {"$addToSet": {"buckets": year_bucket}})
+    await records.update_one({"_id": held[1]}, {"$set": {"bucket": year_bucket}})
+
+    due = ok(await http.get("/records/retention/due"))
+    assert [r["id"] for r in due["items"]] == sorted(held)
+    await dispose(http, held, "Retention period ended")
+    assert await buckets.find_one({"_id": year_bucket}) is None
+    assert await buckets.find_one({"_id": day_bucket}) is None
+    index = await buckets.find_one({"_id": INDEX})
+    assert year_bucket not in index["buckets"] and day_bucket not in index["buckets"]
+    assert ok(await http.get("/records/retention/due"))["items"] == []
