@@ -50,3 +50,14 @@ def refused(resp: httpx.Response, status: int) -> dict[str, Any]:
     assert resp.status_code == status, f"{resp.request.method} {resp.request.url}: " \
                                        f"expected {status}, got {resp.status_code} {resp.text}"
     return resp.json()["error"]
+
+
+def is_kit_error(response: Any) -> bool:
+    """The body is the kit's error shape, `{"error": {"code", "message", "details"}}` (an
+    httpx or a schemathesis response)."""
+    try:
+        error = response.json()["error"]
+    except (ValueError, KeyError, TypeError):
+        return False
+    return isinstance(error, dict) and isinstance(error.get("code"), str) \
+        and isinstance(error.get("message"), str) and isinstance(error.get("details"), list)

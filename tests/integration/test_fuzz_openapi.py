@@ -46,6 +46,7 @@ from services.reporting.settings import Settings as ReportingSettings
 from shared.auth import make_token
 from shared.service import Service
 from tests.conftest import infra_settings, test_namespace
+from tests.support import is_kit_error
 
 pytestmark = [pytest.mark.infra, pytest.mark.timeout(180),
               # schemathesis' own strategies, not ours; the run is still derandomized
@@ -97,15 +98,6 @@ def _describe(kw: dict[str, Any], response: httpx.Response | None) -> str:
     return f"{kw['method']} {kw['url']} {json.dumps(sent, default=repr)[:500]}{body}"
 
 
-def _is_kit_error(response: httpx.Response) -> bool:
-    try:
-        error = response.json()["error"]
-    except (ValueError, KeyError, TypeError):
-        return False
-    return isinstance(error, dict) and isinstance(error.get("code"), str) \
-        and isinstance(error.get("message"), str) and isinstance(error.get("details"), list)
-
-
 def _check(case: Any, mode: str, authorization: str | None,
            send: Callable[[dict[str, Any]], httpx.Response]) -> str | None:
     """Send one generated request; what is wrong with the answer, naming the request."""
@@ -120,7 +112,7 @@ def _check(case: Any, mode: str, authorization: str | None,
         return f"server error: {what}"
     if mode in ("none", "broken") and response.status_code != 401:
         return f"not refused with 401: {what}"
-    if response.status_code >= 400 and not _is_kit_error(response):
+    if response.status_code >= 400 and not is_kit_error(response):
         return f"4xx not in the kit's error shape: {what}"
     documented = case.operation.definition.raw.get("responses", {})
     if str(response.status_code) not in documented and "default" not in documented:

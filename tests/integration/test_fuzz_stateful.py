@@ -85,7 +85,7 @@ from shared.auth import make_token
 from tests.conftest import test_namespace
 from tests.e2e.flow import Flow
 from tests.e2e.harness import Actors, System
-from tests.support import eventually, ok
+from tests.support import eventually, is_kit_error, ok
 
 pytestmark = [pytest.mark.infra, pytest.mark.timeout(300),
               # schemathesis' own strategies, not ours; the run is still derandomized
@@ -264,15 +264,6 @@ def _describe(response: Response) -> str:
     return f"{request.method} {request.url}{sent} -> {response.status_code} {response.text[:300]}"
 
 
-def _is_kit_error(response: Response) -> bool:
-    try:
-        error = response.json()["error"]
-    except (ValueError, KeyError, TypeError):
-        return False
-    return isinstance(error, dict) and isinstance(error.get("code"), str) \
-        and isinstance(error.get("message"), str) and isinstance(error.get("details"), list)
-
-
 def _machine_starting_at(schema: Any, entries: tuple[str, ...]) -> type:
     """schemathesis' state machine, its sequences starting at `entries` and nowhere else.
 
@@ -338,7 +329,7 @@ def machine_for(name: str, system: System, run: Run) -> type:
             label = case.operation.label
             self.chain.append(f"{label} -> {response.status_code}")
             problems: list[tuple[str, str]] = []
-            if 400 <= response.status_code < 500 and not _is_kit_error(response):
+            if 400 <= response.status_code < 500 and not is_kit_error(response):
                 problems.append(("4xx not in the kit's error shape", ""))
             try:
                 case.validate_response(response, checks=CHECKS, recorder=self.recorder,
