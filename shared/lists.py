@@ -24,10 +24,8 @@ async def open_page(repo: Repository, query: dict[str, Any], order: Order, skip:
     """A page of open work matching `query`, sorted by `order`, and the total: matched and
     sorted on the summaries in `<name>_open` (which carry the fields lists filter and sort
     by, under the same names), then the page's records loaded by `_id`."""
-    if repo.open_work is None:
-        raise ValueError(f"{repo.collection.name} keeps no open work (Service.collection)")
     fields = {f: 1 for f, _ in order if f != "_id"}
-    summaries = sort_rows(await repo.open_work.all(query, projection=fields or None), order)
+    summaries = sort_rows(await repo.kept_open().all(query, projection=fields or None), order)
     wanted = [s["_id"] for s in summaries[skip:skip + limit]]
     return await _in_order(repo.collection, wanted, projection), len(summaries)
 
@@ -40,11 +38,9 @@ async def open_rows(repo: Repository, query: dict[str, Any], order: Order, *,
     under the store's names and shapes, so no record is loaded (a board of 600 full records
     took FerretDB half a second to decode). A summary written before it kept all of
     `fields` is completed from its record, by `_id`."""
-    if repo.open_work is None:
-        raise ValueError(f"{repo.collection.name} keeps no open work (Service.collection)")
     rows: list[dict[str, Any]] = []
     counts: dict[str, int] = {}
-    for row in sort_rows(await repo.open_work.matching(query), order):
+    for row in sort_rows(await repo.kept_open().matching(query), order):
         group = str(_get(row, group_by))
         counts[group] = counts.get(group, 0) + 1
         if counts[group] <= per_group:
@@ -61,13 +57,13 @@ async def open_rows(repo: Repository, query: dict[str, Any], order: Order, *,
 async def _renew(repo: Repository, ids: set[Any]) -> dict[Any, dict[str, Any] | None]:
     """The summaries of these records as today's code writes them (None: no longer open),
     kept for the next read. Under each record's write lock, like a save's summary."""
-    assert repo.open_work is not None
+    open_work = repo.kept_open()
     renewed: dict[Any, dict[str, Any] | None] = {}
     for doc in await load(repo.collection, ids, None, {OUTBOX: 0, PENDING: 0}):
         agg = repo.model.viewed(doc)
         async with repo.lock(agg.id):
-            await repo.open_work.record(agg, agg.version)
-        summary = repo.open_work.summary(agg)
+            await open_work.record(agg, agg.version)
+        summary = open_work.summary(agg)
         renewed[agg.id] = None if summary is None else {"_id": agg.id} | summary
     return renewed
 

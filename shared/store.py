@@ -343,6 +343,12 @@ class Repository(Generic[A]):
         # summary: this process cannot vouch for the summaries when it stops.
         self.open_work_unsure = False
 
+    def kept_open(self) -> OpenWork[A]:
+        """Its open-work summaries (`Service.collection(open_summary=...)`)."""
+        if self.open_work is None:
+            raise ValueError(f"{self.collection.name} keeps no open work (Service.collection)")
+        return self.open_work
+
     async def _claim(self, agg: A) -> bool:
         if self.lookup is None:
             return True

@@ -24,7 +24,6 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
 from services.capa.domain import OPEN_ACTION_STATUSES, ActionRequest, Capa, most_responsible
-from services.capa.open_work import open_work
 from services.capa.settings import Settings
 from shared.contracts import (
     CountermeasuresRejected,
@@ -141,7 +140,7 @@ def register(service: Service, settings: Settings) -> None:
                 return  # a redelivery: this event opened its CAPA already
             link = await links.find_one({"_id": event.id})
             if link is None and settings.link_recurrence_to_open_capa:
-                open_ones = await open_work(repo).all({"kind": payload.kind},
+                open_ones = await repo.kept_open().all({"kind": payload.kind},
                                                      projection={"opened_at": 1})
                 if open_ones:
                     oldest = min(open_ones, key=lambda c: (c["opened_at"], c["_id"]))
@@ -170,7 +169,7 @@ def register(service: Service, settings: Settings) -> None:
                                apply: Callable[[ActionRequest], None]) -> None:
         """Apply a Sales event to every open action request of the complaint (each once)."""
         repo = service.repo(ACTIONS)
-        open_ones = await open_work(repo).all({"feedback_id": feedback_id}, projection={"_id": 1})
+        open_ones = await repo.kept_open().all({"feedback_id": feedback_id}, projection={"_id": 1})
         for doc in open_ones:
             await repo.apply_event(doc["_id"], event, apply)
 

@@ -16,7 +16,6 @@ from typing import Any
 from prometheus_client import Gauge
 
 from services.capa.domain import ENDED_CAPA_STATUSES, CapaStatus, ItemStatus
-from services.capa.open_work import open_work
 from shared.service import Service
 
 log = logging.getLogger("qms.capa.metrics")
@@ -39,8 +38,8 @@ def register(service: Service, interval_s: float) -> None:
 
     async def refresh() -> None:
         today = datetime.now(UTC).date().isoformat()
-        actions = await open_work(service.repo("actions")).all()
-        capas = await open_work(service.repo("capas")).all()
+        actions = await service.repo("actions").kept_open().all()
+        capas = await service.repo("capas").kept_open().all()
         by_status = Counter(c["status"] for c in capas)
         for status in CapaStatus:
             if status not in ENDED_CAPA_STATUSES:

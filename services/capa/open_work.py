@@ -9,7 +9,7 @@ sort by, under the record's own field names (so a list's query runs on either), 
 due dates of the items for the overdue gauge.
 """
 
-from typing import Any, TypeVar
+from typing import Any
 
 from services.capa.domain import (
     ENDED_CAPA_STATUSES,
@@ -18,10 +18,6 @@ from services.capa.domain import (
     Capa,
     CapaStatus,
 )
-from shared.domain import Aggregate
-from shared.store import OpenWork, Repository
-
-A = TypeVar("A", bound=Aggregate)
 
 OPEN_ACTIONS = [s.value for s in OPEN_ACTION_STATUSES]  # withdrawn ones ask nothing more
 OPEN_CAPAS = [s.value for s in CapaStatus if s not in ENDED_CAPA_STATUSES]
@@ -61,10 +57,3 @@ def capa_summary(capa: Capa) -> dict[str, Any] | None:
             "feedback_ids": capa.feedback_ids,
             "opened_at": capa.opened_at,
             "actions": [{"due_date": a.due_date} for a in capa.actions]}
-
-
-def open_work(repo: Repository[A]) -> OpenWork[A]:
-    """The open-work collection of `repo` (both of capa's collections keep one)."""
-    if repo.open_work is None:
-        raise RuntimeError(f"{repo.collection.name} keeps no open work")
-    return repo.open_work

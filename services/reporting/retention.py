@@ -365,7 +365,7 @@ class Retention:
     # -- the list of all disposals ---------------------------------------------------------
     def year_of(self, at: datetime) -> str:
         """The year of a disposal in the plant's time zone (the log's naive moments are UTC)."""
-        return str((at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(self.tz).year)
+        return str(_utc(at).astimezone(self.tz).year)
 
     async def _list_disposal(self, done: Disposal) -> None:
         """Name the disposal in its year's list; idempotent (a repeat sets the same entry).
@@ -390,13 +390,11 @@ class Retention:
                              ) -> tuple[list[Disposal], int]:
         """One page of the disposals of `years`, newest first, and how many there are: the
         years' lists by `_id`, then the page's disposals from the log by `_id: {$in}`."""
-        ids = [str(y) for y in years]
-        lists = await self.disposed.find({"_id": {"$in": ids}}).to_list(None) if ids else []
+        lists = await load(self.disposed, [str(y) for y in years])
         entries = sorted((e for doc in lists for e in doc.get("entries", {}).values()),
                          key=lambda e: (_utc(e["at"]), e["id"]), reverse=True)
         page = [e["id"] for e in entries[skip:skip + limit]]
-        found = {d["_id"]: d for d in await self.disposals.find(
-            {"_id": {"$in": page}}).to_list(None)} if page else {}
+        found = {d["_id"]: d for d in await load(self.disposals, page)}
         return [_disposal(found[rid]) for rid in page if rid in found], len(entries)
 
     async def list_disposals_once(self) -> int | None:
