@@ -15,6 +15,7 @@ consumers are idempotent by event id, so several relays (several instances) are 
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,11 @@ from shared.store import MARK_GRACE_S, OUTBOX, PENDING, OutboxMarks, WriteLocks
 
 log = logging.getLogger("qms.outbox")
 
+# Documents whose events the relay publishes at once. Each costs a broker confirm and two
+# writes; one after another, notify's relay fell behind its saves in the soak (5/s) while
+# its process idled, waiting on FerretDB.
+RELAY_PARALLEL = 8
+
 
 @dataclass
 class Told:
@@ -35,6 +41,7 @@ class Told:
 
     version: int
     events: list[dict[str, Any]]
+    marks: list[str]  # their `outbox_due` marks, dropped by `_id` once the events are out
 
 
 class OutboxRelay:
@@ -62,16 +69,18 @@ class OutboxRelay:
                                 ["service"], registry=registry)
 
     def notify(self, collection: str | None = None, doc_id: Any = None, version: int = 0,
-               events: list[dict[str, Any]] | None = None) -> None:
-        """A save wrote `events` into `doc_id` at `version`: publish them now (without the
-        events, the document is read). Without a document, sweep."""
+               events: list[dict[str, Any]] | None = None,
+               marks: list[str] | None = None) -> None:
+        """A save wrote `events` into `doc_id` at `version`, announced by `marks`: publish
+        them now (without the events, the document is read). Without a document, sweep."""
         if collection is None or doc_id is None:
             self._next_sweep = 0.0
         else:
             due = self._due.setdefault(collection, {})
-            earlier = due[doc_id] if doc_id in due else Told(0, [])
+            earlier = due[doc_id] if doc_id in due else Told(0, [], [])
             due[doc_id] = None if events is None or earlier is None else \
-                Told(max(version, earlier.version), earlier.events + events)
+                Told(max(version, earlier.version), earlier.events + events,
+                     earlier.marks + (marks or []))
         self._wake.set()
 
     def settled(self) -> bool:
@@ -84,28 +93,47 @@ class OutboxRelay:
         return next((c for c in self.collections if c.name == name), None)
 
     async def publish_due(self) -> int:
-        """Publish the events saves told us about; those the broker refused stay due (and are
-        read from their document next time)."""
+        """Publish the events saves told us about, `RELAY_PARALLEL` documents at a time (in
+        order within each); those the broker refused stay due (and are read from their
+        document next time)."""
         due, self._due = self._due, {}
-        total = 0
+        slots = asyncio.Semaphore(RELAY_PARALLEL)
+
+        def again(name: str, doc_id: Any) -> None:
+            self._due.setdefault(name, {})[doc_id] = None
+
+        async def told_one(coll: AsyncCollection, doc_id: Any, told: Told) -> int:
+            try:
+                async with slots:
+                    sent = await self._publish_events(coll, doc_id, told.events, told.version,
+                                                      written=told.events, marks=told.marks)
+            except BaseException:
+                again(coll.name, doc_id)
+                raise
+            if sent < len(told.events):
+                again(coll.name, doc_id)
+            return sent
+
+        async def read_ones(name: str, ids: set) -> int:
+            async with slots:
+                sent, unread = await self._publish(name, ids)
+            for doc_id in unread:
+                again(name, doc_id)
+            return sent
+
+        jobs: list[Awaitable[int]] = []
         for name, docs in due.items():
             coll = self._collection(name)
             if coll is None:
                 continue
-            undone: set = set()
-            for doc_id, told in docs.items():
-                if told is not None:
-                    sent = await self._publish_events(coll, doc_id, told.events, told.version,
-                                                      written=told.events)
-                    total += sent
-                    if sent < len(told.events):
-                        undone.add(doc_id)
-            unknown = {doc_id for doc_id, told in docs.items() if told is None}
-            sent, unread = await self._publish(name, unknown)
-            total += sent
-            for doc_id in undone | unread:
-                self._due.setdefault(name, {})[doc_id] = None
-        return total
+            jobs += [told_one(coll, doc_id, told) for doc_id, told in docs.items()
+                     if told is not None]
+            if unknown := {doc_id for doc_id, told in docs.items() if told is None}:
+                jobs.append(read_ones(name, unknown))
+        results = await asyncio.gather(*jobs, return_exceptions=True)
+        if failed := [r for r in results if isinstance(r, BaseException)]:
+            raise failed[0]
+        return sum(r for r in results if isinstance(r, int))
 
     async def _send(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Publish in order; stop at the first the broker refuses (kept pending, in order)."""
@@ -131,7 +159,7 @@ class OutboxRelay:
         for m in marks:
             marked.setdefault(m["collection"], set()).add(m["doc_id"])
         for name, ids in marked.items():
-            sent, undone = await self._publish(name, ids)
+            sent, undone = await self._publish(name, ids, marks)
             total += sent
             for doc_id in ids - undone:
                 await self._drop_stale(name, doc_id, marks)
@@ -159,8 +187,10 @@ class OutboxRelay:
                         coll, doc["_id"], doc.get(OUTBOX) or [], doc.get("version", 0))
         return total
 
-    async def _publish(self, name: str, ids: set) -> tuple[int, set]:
+    async def _publish(self, name: str, ids: set,
+                       marks: list[dict[str, Any]] | None = None) -> tuple[int, set]:
         """Publish these documents' pending events: (events sent, ids with events left).
+        `marks`: every mark, as the sweep read them (their `_id`s settle by `_id`).
 
         The documents are read together by `_id` (`$in`, in chunks): under load one read
         serves every save since the last round."""
@@ -171,10 +201,15 @@ class OutboxRelay:
         # A document not found is not written (yet): its marks wait for their save or grace.
         for doc in await load(coll, ids, projection={OUTBOX: 1, "version": 1}):
             pending = doc.get(OUTBOX) or []
+            version = doc.get("version", 0)
+            of_doc = None if marks is None else [
+                m["_id"] for m in marks if (m["collection"], m["doc_id"]) == (name, doc["_id"])
+                and m.get("version", 0) <= version]
             if not pending:  # its events up to this version went out (here or elsewhere)
-                await self.marks.settle(name, doc["_id"], doc.get("version", 0))
+                await self.marks.settle(name, doc["_id"], version, of_doc)
                 continue
-            sent = await self._publish_events(coll, doc["_id"], pending, doc.get("version", 0))
+            sent = await self._publish_events(coll, doc["_id"], pending, version,
+                                              marks=of_doc)
             total += sent
             if sent < len(pending):
                 undone.add(doc["_id"])
@@ -190,20 +225,25 @@ class OutboxRelay:
 
     async def _publish_events(self, coll: AsyncCollection, doc_id: Any,
                               events: list[dict[str, Any]], version: int,
-                              written: list[dict[str, Any]] | None = None) -> int:
+                              written: list[dict[str, Any]] | None = None,
+                              marks: list[str] | None = None) -> int:
         """Publish a document's events in order, then take out those sent (settling the marks
-        once all are out). `written`: the events came from the saves, not from a read."""
+        once all are out). `written`: the events came from the saves, not from a read;
+        `marks`: the ids of their marks, when known."""
         sent = await self._send(events)
         if sent:
-            await self.mark_sent(coll, doc_id, sent, version, len(sent) == len(events), written)
+            await self.mark_sent(coll, doc_id, sent, version, len(sent) == len(events), written,
+                                 marks=marks)
             self.published.labels(self.service).inc(len(sent))
         return len(sent)
 
     async def mark_sent(self, coll: AsyncCollection, doc_id: str, events: list[dict],
                         version: int, everything: bool = False,
-                        written: list[dict] | None = None) -> None:
-        """Take the sent events out of the document; once its outbox is empty, the events
-        of every save up to `version` are out, and so are their marks. `written`: what the
+                        written: list[dict] | None = None,
+                        marks: list[str] | None = None) -> None:
+        """Take the sent events out of the document and drop their saves' marks: by `_id`
+        when `marks` names them and every event was sent; else, once the outbox is empty,
+        the marks of every save up to `version`, found by a filter. `written`: what the
         saves wrote, when the events came from them rather than from reading the document
         (which may also hold events of another process's saves: then it must match)."""
         async with self.locks(coll.name, doc_id):
@@ -218,7 +258,12 @@ class OutboxRelay:
                 await coll.update_one({"_id": doc_id}, {"$pullAll": {OUTBOX: events}})
                 emptied = await coll.update_one({"_id": doc_id, OUTBOX: []},
                                                 {"$set": {PENDING: False}})
-        if emptied.matched_count:
+        if marks is not None:
+            # Every event of these saves is out of the outbox now: their marks can go, even
+            # if a newer save pushed events meanwhile (that save has a mark of its own).
+            if everything:
+                await self.marks.settle(coll.name, doc_id, version, marks)
+        elif emptied.matched_count:
             await self.marks.settle(coll.name, doc_id, version)
 
     async def _round(self) -> None:

@@ -52,7 +52,8 @@ class RacyCollection:
 
 
 class Marks:
-    async def settle(self, collection: str, doc_id: Any, version: int) -> None:
+    async def settle(self, collection: str, doc_id: Any, version: int,
+                     mark_ids: list[str] | None = None) -> None:
         pass
 
 
