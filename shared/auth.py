@@ -8,7 +8,7 @@ live longer than `QMS_TOKEN_MAX_LIFETIME_S` (24 h), whoever signed it.
 
 import argparse
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 import jwt
@@ -26,7 +26,7 @@ ROLES = ("sales", "quality", "unit", "manager", "ops", "auditor")
 READERS = ("manager", "auditor")  # read everything, change nothing
 
 # The roles each `require(...)` dependency admits, so the API can say them (P-3).
-_ALLOWED: dict[Callable[..., "Principal"], tuple[str, ...]] = {}
+_ALLOWED: dict[Callable[..., Awaitable["Principal"]], tuple[str, ...]] = {}
 
 
 class Principal(BaseModel):
@@ -90,7 +90,7 @@ class TokenVerifier:
 _bearer = HTTPBearer(auto_error=False)
 
 
-def current_principal(
+async def current_principal(  # async: a sync dependency costs a worker-thread hop per request
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
@@ -102,10 +102,10 @@ def current_principal(
     return principal
 
 
-def require(*roles: str) -> Callable[..., Principal]:
+def require(*roles: str) -> Callable[..., Awaitable[Principal]]:
     """Dependency: the caller must hold one of `roles`, else 403 (and nothing changes)."""
 
-    def check(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+    async def check(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
         if not principal.has_any(roles):
             raise Forbidden(
                 f"This action needs role {' or '.join(repr(r) for r in roles)}; "

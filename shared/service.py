@@ -30,7 +30,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared import taskdump
-from shared.api import audit_router, record_refusal
+from shared.api import NO_TELEMETRY, audit_router, record_refusal
 from shared.asyncapi import event_catalogue
 from shared.auth import TokenVerifier, document_roles
 from shared.dbmetrics import DatabaseMetrics
@@ -68,7 +68,7 @@ class Service:
         self.topology = Topology(infra.namespace, name, infra.retry_delay_ms,
                                  single_active_consumer=single_active_consumer)
         self.broker = new_broker(
-            settings.broker_url,
+            settings.broker_url, prefetch=infra.consumer_prefetch,
             middlewares=[RabbitPrometheusMiddleware(registry=self.registry, app_name=name)],
         )
         self.publisher = EventPublisher(self.broker, self.topology.exchange)
@@ -471,6 +471,7 @@ def create_app(service: Service, *, title: str, description: str,
             await service.stop()
 
     app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan,
+                  telemetry=NO_TELEMETRY,
                   openapi_tags=openapi_tags, docs_url=None, redoc_url=None)
     _offline_docs(app, title)
     app.state.service = service

@@ -33,6 +33,10 @@ class InfraSettings(BaseSettings):
         "development and production tokens alike.")
     max_attempts: int = Field(5, ge=1, description="Deliveries of an event before the DLQ.")
     retry_delay_ms: int = Field(2000, ge=10, description="Wait before a failed event is retried.")
+    consumer_prefetch: int = Field(
+        8, ge=1, le=1000, description="Events a service handles at once (the broker's prefetch "
+        "per consumer). Handlers mostly wait on the database, so more in flight means more "
+        "throughput, until the database is the limit.")
     relay_interval_s: float = Field(1.0, gt=0, description="How soon events the broker "
                                     "refused are offered again.")
     stall_after_s: float = Field(

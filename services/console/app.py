@@ -31,6 +31,7 @@ from services.console.live import LiveFeed
 from services.console.pages import Console, CsrfRefused, NotAllowed, SignInNeeded, router
 from services.console.session import Sessions
 from services.console.settings import Settings
+from shared.api import NO_TELEMETRY
 from shared.service import http_metrics
 
 HERE = Path(__file__).resolve().parent
@@ -62,6 +63,7 @@ def create(settings: Settings | None = None) -> FastAPI:
             await http.aclose()
 
     app = FastAPI(title="Console", description=package.__doc__ or "", lifespan=lifespan,
+                  telemetry=NO_TELEMETRY,
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     # The services' HTTP metrics (qms_http_requests_total, qms_http_request_seconds), labelled
