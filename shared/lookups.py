@@ -18,6 +18,8 @@ from typing import Any
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from shared.batching import insert
+
 BUILT = "~built"
 BUILD_BATCH = 1000  # claims per insert when a lookup is built for older records
 DUPLICATE_KEY = 11000
@@ -34,7 +36,7 @@ class Lookup:
         """Name `doc_id` under `value`; False when another record holds the value."""
         for _ in range(2):  # the holder may be released between our insert and our read
             try:
-                await self.collection.insert_one({"_id": value, "id": doc_id})
+                await insert(self.collection, {"_id": value, "id": doc_id})
                 return True
             except DuplicateKeyError:
                 held = await self.collection.find_one({"_id": value})

@@ -128,6 +128,8 @@ class DayIndex:
         self._locks = [asyncio.Lock() for _ in range(stripes)]
         self._open_page: dict[str, int] = {}  # day -> the page adds go to (this process)
         self._counted: dict[str, bool] = {}   # day -> it keeps a head (this process)
+        # day -> the entries waiting for the day's next write, each with its caller's outcome
+        self._waiting: dict[str, list[tuple[dict[str, Any], asyncio.Future[None]]]] = {}
 
     def _lock(self, day: str) -> asyncio.Lock:
         return self._locks[hash(day) % len(self._locks)]
@@ -141,40 +143,66 @@ class DayIndex:
 
     async def record(self, doc: dict[str, Any]) -> None:
         """Add one record (idempotent). Before the record's own insert: a crash in between
-        leaves an entry without a record, which lists skip, never a record without one."""
+        leaves an entry without a record, which lists skip, never a record without one.
+
+        Group commit: the entries of a day that arrive while its write is in flight wait,
+        and the next write carries them all (one command, not one each, under the day's
+        lock: at 32 registrations at once, the day's page was the queue they all stood in)."""
         entry = self.entry_of(doc)
         if entry is None:
             return
         day = day_of(entry["at"])
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(day, []).append((entry, done))
         async with self._lock(day):
-            page = self._open_page.get(day)
-            if page is None:
-                page, self._counted[day] = await self._open_page_of(day)
-            while True:
-                # Onto the open page while it has room (a full one matches nothing), and
-                # the day's head in the same command (ordered: not if the page refused).
-                updates = [{"q": {"_id": page_id(day, page), "count": {"$lt": PAGE_SIZE}},
-                            "u": {"$addToSet": {"entries": entry}, "$inc": {"count": 1}},
-                            "upsert": True}]
-                if self._counted[day]:
-                    updates.append({"q": {"_id": day}, "u": _head_update(page, entry, self.facets),
-                                    "upsert": True})
-                # The command itself: FerretDB's reply to a refused statement lacks the
-                # `nModified` PyMongo's bulk_write requires.
-                reply = await self.collection.database.command(
-                    {"update": self.collection.name, "updates": updates, "ordered": True},
-                    codec_options=self.collection.codec_options)
-                errors = reply.get("writeErrors") or []
-                if not errors:
-                    break
-                if errors[0].get("index") != 0 or errors[0].get("code") != DUPLICATE_KEY:
-                    raise OperationFailure(errors[0].get("errmsg", "update failed"),
-                                           errors[0].get("code"), reply)
-                page += 1  # full (or created by another process): the next
-            if page > 0 and self._open_page.get(day) != page:
-                await self.collection.update_one({"_id": page_id(day, 0)},
-                                                 {"$max": {"pages": page + 1}}, upsert=True)
-            self._open_page[day] = page
+            if not done.done():  # not written by the holder before us: write what waits
+                batch = self._waiting.pop(day, [])
+                try:
+                    for n in range(0, len(batch), GROUP_MAX):
+                        await self._add(day, [e for e, _ in batch[n:n + GROUP_MAX]])
+                except Exception as exc:
+                    for _, waiter in batch:
+                        if not waiter.done():
+                            waiter.set_exception(exc)
+                else:
+                    for _, waiter in batch:
+                        if not waiter.done():
+                            waiter.set_result(None)
+        await done
+
+    async def _add(self, day: str, entries: list[dict[str, Any]]) -> None:
+        """Add entries of one day, under its lock: onto the open page while it has room for
+        them all (a page without matches nothing), and the head in the same command."""
+        page = self._open_page.get(day)
+        if page is None:
+            page, self._counted[day] = await self._open_page_of(day)
+        while True:
+            # Onto the open page while it has room (a full one matches nothing), and
+            # the day's head in the same command (ordered: not if the page refused).
+            updates = [{"q": {"_id": page_id(day, page),
+                              "count": {"$lte": PAGE_SIZE - len(entries)}},
+                        "u": {"$addToSet": {"entries": {"$each": entries}},
+                              "$inc": {"count": len(entries)}},
+                        "upsert": True}]
+            if self._counted[day]:
+                updates.append({"q": {"_id": day}, "u": _head_update(page, entries, self.facets),
+                                "upsert": True})
+            # The command itself: FerretDB's reply to a refused statement lacks the
+            # `nModified` PyMongo's bulk_write requires.
+            reply = await self.collection.database.command(
+                {"update": self.collection.name, "updates": updates, "ordered": True},
+                codec_options=self.collection.codec_options)
+            errors = reply.get("writeErrors") or []
+            if not errors:
+                break
+            if errors[0].get("index") != 0 or errors[0].get("code") != DUPLICATE_KEY:
+                raise OperationFailure(errors[0].get("errmsg", "update failed"),
+                                       errors[0].get("code"), reply)
+            page += 1  # full (or created by another process): the next
+        if page > 0 and self._open_page.get(day) != page:
+            await self.collection.update_one({"_id": page_id(day, 0)},
+                                             {"$max": {"pages": page + 1}}, upsert=True)
+        self._open_page[day] = page
 
     async def _open_page_of(self, day: str) -> tuple[int, bool]:
         """The page adds go to, and whether the day keeps a head (a day begun before heads
@@ -266,6 +294,7 @@ class DayIndex:
 
 
 PAGE_SIZE = 64  # entries a day page holds
+GROUP_MAX = 16  # entries one write adds at most (a page with less room is left for the next)
 DUPLICATE_KEY = 11000
 
 
@@ -304,12 +333,18 @@ def _head(day: str, chunks: list[list[dict[str, Any]]], facets: tuple[str, ...]
     return head | ({"f": counts} if counts else {})
 
 
-def _head_update(page: int, entry: dict[str, Any], facets: tuple[str, ...]) -> dict[str, Any]:
+def _head_update(page: int, entries: list[dict[str, Any]], facets: tuple[str, ...]
+                 ) -> dict[str, Any]:
     # `fs`: the facets the head counts from its first entry on (a facet declared later is
     # not counted for the days before).
-    at = entry["at"]
-    return {"$inc": {"n": 1, f"c.{page}": 1} | {p: 1 for p in _facet_paths(entry)},
-            "$max": {"pages": page + 1, f"hi.{page}": at}, "$min": {f"lo.{page}": at},
+    times = [e["at"] for e in entries]
+    incs: dict[str, int] = {"n": len(entries), f"c.{page}": len(entries)}
+    for entry in entries:
+        for path in _facet_paths(entry):
+            incs[path] = incs.get(path, 0) + 1
+    return {"$inc": incs,
+            "$max": {"pages": page + 1, f"hi.{page}": max(times)},
+            "$min": {f"lo.{page}": min(times)},
             "$setOnInsert": {"fs": list(facets)}}
 
 

@@ -21,6 +21,7 @@ from pymongo.errors import DuplicateKeyError
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
+from shared.batching import insert
 from shared.domain import Aggregate, bson_safe
 from shared.errors import Conflict, NotFound
 from shared.events import Envelope
@@ -131,8 +132,8 @@ class OutboxMarks:
 
     async def announce(self, collection: str, doc_id: Any, version: int) -> str:
         mark_id = f"{collection}/{doc_id}/{version}/{uuid.uuid4().hex[:12]}"
-        await self.collection.insert_one({"_id": mark_id, "collection": collection,
-                                          "doc_id": doc_id, "version": version, "at": _now()})
+        await insert(self.collection, {"_id": mark_id, "collection": collection,
+                                       "doc_id": doc_id, "version": version, "at": _now()})
         return mark_id
 
     async def withdraw(self, mark_id: str) -> None:
@@ -241,14 +242,14 @@ class OpenWork(Generic[A]):
         doc = bson_safe(summary) | {"version": version, "recorded_at": _now()}
         if version == 1:  # a new aggregate: nobody recorded it yet, so insert (one write)
             try:
-                await self.collection.insert_one({"_id": agg.id} | doc)
+                await insert(self.collection, {"_id": agg.id} | doc)
                 return False
             except DuplicateKeyError:
                 pass  # a rebuild got there first: update it like any other save
         result = await self.collection.update_one(not_newer, {"$set": doc})
         if result.matched_count == 0 and version > 1:
             try:
-                await self.collection.insert_one({"_id": agg.id} | doc)
+                await insert(self.collection, {"_id": agg.id} | doc)
                 return True
             except DuplicateKeyError:
                 pass  # a newer save of the same aggregate recorded it first
@@ -448,7 +449,7 @@ class Repository(Generic[A]):
         try:
             async with self.lock(agg.id):
                 try:
-                    await self.collection.insert_one(doc)
+                    await insert(self.collection, doc)
                 except DuplicateKeyError:
                     await self._withdraw(mark)
                     raise

@@ -12,6 +12,7 @@ from pymongo.errors import DuplicateKeyError
 
 from services.reporting.readmodels import HISTORY
 from services.reporting.views import Views
+from shared.batching import insert
 from shared.events import Contract, Envelope
 from shared.service import Service
 
@@ -32,6 +33,6 @@ def register(service: Service, views: Views) -> None:
 async def keep_history(service: Service, event: Envelope) -> None:
     doc = event.model_dump(mode="python") | {"_id": event.id}
     try:
-        await service.database[HISTORY].insert_one(doc)
+        await insert(service.database[HISTORY], doc)
     except DuplicateKeyError:
         pass  # a redelivery: already kept

@@ -71,6 +71,7 @@ from services.reporting.domain import (
     RowKind,
     split_part,
 )
+from shared.batching import insert
 from shared.errors import NotFound
 from shared.events import Contract, Envelope, MalformedEvent, UnknownEvent, parse_event
 from shared.lookups import Lookup
@@ -167,7 +168,7 @@ class RowStore:
     async def insert(self, row: ReadRow) -> None:
         row.version = 1
         async with self.locks(self.collection.name, row.id):
-            await self.collection.insert_one(row.to_document())
+            await insert(self.collection, row.to_document())
 
     async def save(self, row: ReadRow) -> None:
         row.version += 1

@@ -187,3 +187,22 @@ async def test_a_list_filtered_by_a_facet_reads_only_its_page_of_records(ledger_
     loaded = [r for r in log.reads if r.collection == "counters"]
     assert loaded and all(len(r.filter["_id"]["$in"]) <= 2 for r in loaded), \
         "only the page's records are read, not the period's"
+
+
+async def test_records_added_at_once_share_their_days_writes_and_are_all_counted(
+        ledger_with_reads):
+    """Group commit: 32 registrations at once queued on their day's page, one write each.
+    The entries that wait while the day is written go out together, and none is lost."""
+    ledger, log = ledger_with_reads
+    repo = ledger.repo("counters")
+    n = 32
+    log.recording = True
+    await asyncio.gather(*(repo.add(Counter(_id=f"together-{i:02d}", created_at=NOW -
+                                            timedelta(seconds=i))) for i in range(n)))
+    log.recording = False
+    page_writes = [r for r in log.reads if r.collection == "counters_days"
+                   and r.command == "update" and "/" in str(r.filter.get("_id"))]
+    assert len(page_writes) < n // 4, f"{len(page_writes)} writes of the day's pages for {n}"
+    docs, total = await _page(ledger, Period.of(None, None, default_days=31, now=NOW), limit=n)
+    assert total == n, "the day's head counts every record"
+    assert sorted(d["_id"] for d in docs) == [f"together-{i:02d}" for i in range(n)]

@@ -3,6 +3,7 @@ this process overlapped: such a read may predate the write, and kept, it would s
 board without that save until the next one."""
 
 import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 from pydantic import BaseModel
@@ -19,6 +20,8 @@ class SlowCollection:
     """A summaries collection whose reads wait for `gate` (the read is in flight)."""
 
     def __init__(self) -> None:
+        self.full_name = "db.rows_open"
+        self.database = SimpleNamespace(client=object())  # its own (inserts are batched)
         self.docs: dict[str, dict[str, Any]] = {}
         self.gate = asyncio.Event()
         self.gate.set()
@@ -32,8 +35,9 @@ class SlowCollection:
         await self.gate.wait()
         return snapshot
 
-    async def insert_one(self, doc: dict[str, Any]) -> None:
-        self.docs[doc["_id"]] = doc
+    async def insert_many(self, docs: list[dict[str, Any]], ordered: bool = True) -> None:
+        for doc in docs:
+            self.docs[doc["_id"]] = doc
 
 
 async def alone() -> bool:

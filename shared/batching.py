@@ -1,0 +1,87 @@
+"""Group commit for inserts: the inserts into one collection that are waiting while another
+is in flight go out together, as one `insert_many`.
+
+On FerretDB every command costs its parsing, a SQLite transaction and a round trip, whatever
+it carries, and a batch of documents is inserted in one transaction. A registration inserts
+its record, its number's claim, its outbox mark and its open summary: at 32 registrations at
+once, that was 128 commands where a few carry the same documents. Alone, an insert goes out
+at once (a batch of one); under load, each command carries what arrived while the last one
+was in flight, so nobody waits for a timer.
+
+Each caller gets its own outcome: a duplicate key is raised to the caller whose document it
+was (`DuplicateKeyError`, as `insert_one` would), the others are inserted (`ordered=False`).
+"""
+
+import asyncio
+from typing import Any
+
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import BulkWriteError, DuplicateKeyError, WriteError
+
+MAX_BATCH = 500  # documents per command: FerretDB and MongoDB take far more; keeps it < 16 MB
+DUPLICATE_KEY = 11000
+
+
+class InsertBatcher:
+    """The inserts into one collection, gathered while a command is in flight."""
+
+    def __init__(self) -> None:
+        self._waiting: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+        self._sender: asyncio.Task[None] | None = None
+
+    async def insert_one(self, collection: AsyncCollection, doc: dict[str, Any]) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((doc, done))
+        if self._sender is None or self._sender.done():
+            # A task of its own, not the caller's: a caller cancelled must not strand the rest.
+            self._sender = asyncio.create_task(self._send_waiting(collection))
+        await done
+
+    async def _send_waiting(self, collection: AsyncCollection) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
+            try:
+                await self._send(collection, batch)
+            except asyncio.CancelledError:  # the loop is closing: nobody gets an answer
+                for _, done in batch + self._waiting:
+                    done.cancel()
+                self._waiting = []
+                raise
+
+    @staticmethod
+    async def _send(collection: AsyncCollection,
+                    batch: list[tuple[dict[str, Any], asyncio.Future[None]]]) -> None:
+        failed: dict[int, Exception] = {}
+        try:
+            await collection.insert_many([doc for doc, _ in batch], ordered=False)
+        except BulkWriteError as exc:
+            for error in exc.details.get("writeErrors", []):
+                failed[error["index"]] = _error_of(error)
+        except Exception as exc:  # noqa: BLE001 - each caller learns it, as from insert_one
+            failed = dict.fromkeys(range(len(batch)), exc)
+        for n, (_, done) in enumerate(batch):
+            if done.done():  # its caller was cancelled meanwhile
+                continue
+            if n in failed:
+                done.set_exception(failed[n])
+            else:
+                done.set_result(None)
+
+
+def _error_of(error: dict[str, Any]) -> WriteError:
+    kind = DuplicateKeyError if error.get("code") == DUPLICATE_KEY else WriteError
+    return kind(error.get("errmsg", "write error"), error.get("code"), error)
+
+
+# One per client and collection. A batcher keeps no reference to either (the caller that
+# starts a command hands its collection), so a client closed and gone leaves two small
+# fields behind, and one made later at the same address simply reuses them.
+_batchers: dict[tuple[int, str], InsertBatcher] = {}
+
+
+async def insert(collection: AsyncCollection, doc: dict[str, Any]) -> None:
+    """`collection.insert_one(doc)`, sent with the other inserts into the same collection
+    that wait at the same moment."""
+    key = (id(collection.database.client), collection.full_name)
+    batcher = _batchers.get(key) or _batchers.setdefault(key, InsertBatcher())
+    await batcher.insert_one(collection, doc)
