@@ -15,7 +15,7 @@ consumers are idempotent by event id, so several relays (several instances) are 
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,8 +110,12 @@ class OutboxRelay:
             except BaseException:
                 again(coll.name, doc_id)
                 raise
-            if sent < len(told.events):
-                again(coll.name, doc_id)
+            if sent < len(told.events):  # the broker refused: the rest stays told, in order
+                due = self._due.setdefault(coll.name, {})
+                later = due.get(doc_id, Told(0, [], []))  # what a newer save told meanwhile
+                due[doc_id] = None if later is None else Told(
+                    max(told.version, later.version), told.events[sent:] + later.events,
+                    told.marks + later.marks)
             return sent
 
         async def read_ones(name: str, ids: set) -> int:
@@ -130,10 +134,7 @@ class OutboxRelay:
                      if told is not None]
             if unknown := {doc_id for doc_id, told in docs.items() if told is None}:
                 jobs.append(read_ones(name, unknown))
-        results = await asyncio.gather(*jobs, return_exceptions=True)
-        if failed := [r for r in results if isinstance(r, BaseException)]:
-            raise failed[0]
-        return sum(r for r in results if isinstance(r, int))
+        return await _total(jobs)
 
     async def _send(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Publish in order; stop at the first the broker refuses (kept pending, in order)."""
@@ -197,23 +198,31 @@ class OutboxRelay:
         coll = self._collection(name)
         if coll is None:
             return 0, set()
-        total, undone = 0, set()
-        # A document not found is not written (yet): its marks wait for their save or grace.
-        for doc in await load(coll, ids, projection={OUTBOX: 1, "version": 1}):
+        by_doc: dict[Any, list[dict[str, Any]]] = {}
+        for m in marks or []:
+            if m["collection"] == name:
+                by_doc.setdefault(m["doc_id"], []).append(m)
+        undone: set = set()
+        slots = asyncio.Semaphore(RELAY_PARALLEL)
+
+        async def one(doc: dict[str, Any]) -> int:
             pending = doc.get(OUTBOX) or []
             version = doc.get("version", 0)
             of_doc = None if marks is None else [
-                m["_id"] for m in marks if (m["collection"], m["doc_id"]) == (name, doc["_id"])
-                and m.get("version", 0) <= version]
-            if not pending:  # its events up to this version went out (here or elsewhere)
-                await self.marks.settle(name, doc["_id"], version, of_doc)
-                continue
-            sent = await self._publish_events(coll, doc["_id"], pending, version,
-                                              marks=of_doc)
-            total += sent
+                m["_id"] for m in by_doc.get(doc["_id"], []) if m.get("version", 0) <= version]
+            async with slots:
+                if not pending:  # its events up to this version went out (here or elsewhere)
+                    await self.marks.settle(name, doc["_id"], version, of_doc)
+                    return 0
+                sent = await self._publish_events(coll, doc["_id"], pending, version,
+                                                  marks=of_doc)
             if sent < len(pending):
                 undone.add(doc["_id"])
-        return total, undone
+            return sent
+
+        # A document not found is not written (yet): its marks wait for their save or grace.
+        docs = await load(coll, ids, projection={OUTBOX: 1, "version": 1})
+        return await _total(one(doc) for doc in docs), undone
 
     async def _drop_stale(self, name: str, doc_id: object, marks: list[dict]) -> None:
         """Marks of this document still there after it was published, older than the grace:
@@ -317,3 +326,11 @@ class OutboxRelay:
             await self.publish_due()
         except Exception as exc:  # noqa: BLE001
             log.warning("final outbox flush failed (will be sent at next start): %s", exc)
+
+
+async def _total(jobs: Iterable[Awaitable[int]]) -> int:
+    """Run the jobs side by side; their sum, or the first failure once all have ended."""
+    results = await asyncio.gather(*jobs, return_exceptions=True)
+    if failed := [r for r in results if isinstance(r, BaseException)]:
+        raise failed[0]
+    return sum(r for r in results if isinstance(r, int))
