@@ -18,8 +18,9 @@ from typing import Any
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, DuplicateKeyError, WriteError
 
+from shared.errors import DUPLICATE_KEY
+
 MAX_BATCH = 500  # documents per command: FerretDB and MongoDB take far more; keeps it < 16 MB
-DUPLICATE_KEY = 11000
 
 
 class InsertBatcher:

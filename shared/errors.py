@@ -53,6 +53,9 @@ _HTTP_CODES = {
 }
 
 
+DUPLICATE_KEY = 11000  # the server's code for a write refused by a unique index
+
+
 def store_busy(exc: BaseException) -> bool:
     """FerretDB's SQLite store answered "database is locked" (SQLITE_BUSY, after its own busy
     timeout): other writes held it under load. Not a fault of the request nor of the code:

@@ -19,10 +19,10 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from shared.batching import insert
+from shared.errors import DUPLICATE_KEY
 
 BUILT = "~built"
 BUILD_BATCH = 1000  # claims per insert when a lookup is built for older records
-DUPLICATE_KEY = 11000
 
 
 class Lookup:

@@ -94,8 +94,8 @@ class OutboxRelay:
 
     async def publish_due(self) -> int:
         """Publish the events saves told us about, `RELAY_PARALLEL` documents at a time (in
-        order within each); those the broker refused stay due (and are read from their
-        document next time)."""
+        order within each); what the broker refused stays told, ahead of what newer saves
+        told (a document whose events are not known is read, `_publish`)."""
         due, self._due = self._due, {}
         slots = asyncio.Semaphore(RELAY_PARALLEL)
 
@@ -119,8 +119,7 @@ class OutboxRelay:
             return sent
 
         async def read_ones(name: str, ids: set) -> int:
-            async with slots:
-                sent, unread = await self._publish(name, ids)
+            sent, unread = await self._publish(name, ids)  # side by side there too
             for doc_id in unread:
                 again(name, doc_id)
             return sent

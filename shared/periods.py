@@ -22,7 +22,7 @@ from urllib.parse import quote
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import OperationFailure
 
-from shared.errors import Invalid
+from shared.errors import DUPLICATE_KEY, Invalid
 
 FUTURE_SLACK = timedelta(hours=1)  # a default period's end lies this far after now
 BUILT = "~built"  # the index's marker document: the one-time build from the store is done
@@ -295,7 +295,6 @@ class DayIndex:
 
 PAGE_SIZE = 64  # entries a day page holds
 GROUP_MAX = 16  # entries one write adds at most (a page with less room is left for the next)
-DUPLICATE_KEY = 11000
 
 
 def page_id(day: str, page: int) -> str:
