@@ -10,10 +10,15 @@ was in flight, so nobody waits for a timer.
 
 Each caller gets its own outcome: a duplicate key is raised to the caller whose document it
 was (`DuplicateKeyError`, as `insert_one` would), the others are inserted (`ordered=False`).
+
+The same for the updates of one document that take turns under its write lock (a day's list,
+a month's counters): `Gathered` lets the lock's next holder write everything that waited.
 """
 
 import asyncio
-from typing import Any
+from collections.abc import Awaitable, Callable, Hashable
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Generic, TypeVar
 
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, DuplicateKeyError, WriteError
@@ -86,3 +91,50 @@ async def insert(collection: AsyncCollection, doc: dict[str, Any]) -> None:
     key = (id(collection.database.client), collection.full_name)
     batcher = _batchers.get(key) or _batchers.setdefault(key, InsertBatcher())
     await batcher.insert_one(collection, doc)
+
+
+T = TypeVar("T")
+
+
+class Gathered(Generic[T]):
+    """Group commit for the changes to one document that wait for its write lock: the next
+    holder of the lock writes every change waiting by then in one write, and each caller
+    learns that write's outcome. Alone, a change is written at once; under load, a write
+    carries what arrived while the last one was in flight (a busy document is written a few
+    times a second, not once per change)."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[Hashable, list[tuple[T, asyncio.Future[None]]]] = {}
+
+    async def add(self, key: Hashable, change: T, lock: AbstractAsyncContextManager[Any],
+                  write: Callable[[list[T]], Awaitable[None]]) -> None:
+        """Have `change` written to document `key` by `write` (called under `lock`, with
+        every change to `key` waiting at that moment, in their order of arrival)."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(key, []).append((change, done))
+        async with lock:
+            if not done.done():  # not written by the holder before us: write what waits
+                batch = self._waiting.pop(key, [])
+                try:
+                    await write([c for c, _ in batch])
+                except Exception as exc:
+                    _settle(batch, exc)
+                except BaseException:
+                    # Cancelled: the write may not have happened. The changes of others go
+                    # back in front, for the lock's next holder (writes must be idempotent).
+                    left = [(c, w) for c, w in batch if w is not done and not w.done()]
+                    self._waiting[key] = left + self._waiting.get(key, [])
+                    raise
+                else:
+                    _settle(batch, None)
+        await done
+
+
+def _settle(batch: list[tuple[Any, asyncio.Future[None]]], error: Exception | None) -> None:
+    for _, waiter in batch:
+        if waiter.done():  # its caller was cancelled meanwhile
+            continue
+        if error is None:
+            waiter.set_result(None)
+        else:
+            waiter.set_exception(error)

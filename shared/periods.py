@@ -22,6 +22,7 @@ from urllib.parse import quote
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import OperationFailure
 
+from shared.batching import Gathered
 from shared.errors import DUPLICATE_KEY, Invalid
 
 FUTURE_SLACK = timedelta(hours=1)  # a default period's end lies this far after now
@@ -128,8 +129,7 @@ class DayIndex:
         self._locks = [asyncio.Lock() for _ in range(stripes)]
         self._open_page: dict[str, int] = {}  # day -> the page adds go to (this process)
         self._counted: dict[str, bool] = {}   # day -> it keeps a head (this process)
-        # day -> the entries waiting for the day's next write, each with its caller's outcome
-        self._waiting: dict[str, list[tuple[dict[str, Any], asyncio.Future[None]]]] = {}
+        self._gathered: Gathered[dict[str, Any]] = Gathered()  # entries for a day's next write
 
     def _lock(self, day: str) -> asyncio.Lock:
         return self._locks[hash(day) % len(self._locks)]
@@ -152,23 +152,12 @@ class DayIndex:
         if entry is None:
             return
         day = day_of(entry["at"])
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.setdefault(day, []).append((entry, done))
-        async with self._lock(day):
-            if not done.done():  # not written by the holder before us: write what waits
-                batch = self._waiting.pop(day, [])
-                try:
-                    for n in range(0, len(batch), GROUP_MAX):
-                        await self._add(day, [e for e, _ in batch[n:n + GROUP_MAX]])
-                except Exception as exc:
-                    for _, waiter in batch:
-                        if not waiter.done():
-                            waiter.set_exception(exc)
-                else:
-                    for _, waiter in batch:
-                        if not waiter.done():
-                            waiter.set_result(None)
-        await done
+        await self._gathered.add(day, entry, self._lock(day),
+                                 lambda entries: self._add_all(day, entries))
+
+    async def _add_all(self, day: str, entries: list[dict[str, Any]]) -> None:
+        for n in range(0, len(entries), GROUP_MAX):
+            await self._add(day, entries[n:n + GROUP_MAX])
 
     async def _add(self, day: str, entries: list[dict[str, Any]]) -> None:
         """Add entries of one day, under its lock: onto the open page while it has room for

@@ -198,3 +198,44 @@ async def test_the_register_days_are_built_once_for_old_rows_and_by_a_rebuild(re
     assert ok(await http.get("/register", params={"month": MONTH, "sort": "register_no"})) \
         == before
     assert await models.register_days.built()
+
+
+async def test_p_f_6_a_busy_month_is_written_in_small_documents_and_grouped_writes(reporting):
+    """Every event of a month changes its counters. In one document, they grew with the
+    month's customers and products, and each event rewrote it in turn: the queue a busy
+    month stood in (the soak: 350 KB after 10 minutes). The counters by customer and product
+    live in the month's shards, and the events that wait for a document's write go out in
+    one; each still counts once, a redelivery not again."""
+    service, http, publisher, log = reporting
+    await publish_all(service, publisher, known_month(f"w{uuid.uuid4().hex[:6]}").events[:3])
+    await eventually(lambda: _done(service), what="the start-up rebuild and indexing")
+    story = Story(f"g{uuid.uuid4().hex[:6]}")
+    received = datetime(2031, 9, 10, 8, tzinfo=UTC)
+    for n in range(BUSY):  # every complaint from a customer new to the month, as in the soak
+        story.register(f"B{n}", received=received + timedelta(minutes=n),
+                       category=Category.DELIVERY, channel=Channel.EMAIL, customer=f"N{n}",
+                       product=f"P{n}")
+
+    log.recording = True
+    await publish_all(service, publisher, story.events)
+    await publish_all(service, publisher, story.events[:5])  # redeliveries
+    log.recording = False
+
+    table = ok(await http.get("/statistics/monthly", params={"month": "2031-09"}))
+    assert table["counts"]["feedbacks"] == BUSY and table["counts"]["complaints"] == BUSY
+    by_customer = {r["key"]: (r["feedbacks"], r["complaints"])
+                   for r in table["counts"]["by_customer"]}
+    assert by_customer == {story.customer(f"N{n}"): (1, 1) for n in range(BUSY)}
+    assert {r["key"]: r["feedbacks"] for r in table["counts"]["by_product"]} == {
+        story.product(f"P{n}"): 1 for n in range(BUSY)}
+
+    main = await service.views.models.db["monthly"].find_one({"_id": "2031-09"})
+    assert main is not None and "customer" not in main["data"] and "product" not in main["data"], \
+        "the month's main document does not grow with its customers and products"
+    writes = [r for r in log.reads if r.collection == "monthly" and r.command == "update"
+              and r.filter.get("_id") == "2031-09"]
+    assert 0 < len(writes) < BUSY * 3 // 4, \
+        f"{len(writes)} writes of the month's main document for {BUSY} registrations"
+
+
+BUSY = 40

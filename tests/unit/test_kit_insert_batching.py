@@ -1,5 +1,6 @@
-"""Group commit of inserts (`shared.batching`): the inserts that wait while one is in flight go
-out as one command, and each caller still gets its own outcome, as from `insert_one`."""
+"""Group commit (`shared.batching`): the inserts that wait while one is in flight go out as one
+command, and each caller still gets its own outcome, as from `insert_one`; the changes to one
+document that wait for its lock go out in the lock's next write (`Gathered`)."""
 
 import asyncio
 from typing import Any
@@ -7,7 +8,7 @@ from typing import Any
 import pytest
 from pymongo.errors import AutoReconnect, BulkWriteError, DuplicateKeyError
 
-from shared.batching import insert
+from shared.batching import Gathered, insert
 
 
 class Collection:
@@ -77,3 +78,63 @@ async def test_a_cancelled_caller_does_not_strand_the_others():
     leader.cancel()
     await asyncio.gather(*others)
     assert {"b", "c"} <= set(coll.docs)
+
+
+class Counter:
+    """One document's counter, written a few loop turns after it is read (as over a network)."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.writes: list[list[int]] = []
+        self.lock = asyncio.Lock()
+        self.gathered: Gathered[int] = Gathered()
+        self.failing: dict[int, Exception] = {}  # write number -> its failure
+
+    async def add(self, n: int) -> None:
+        await self.gathered.add("doc", n, self.lock, self._write)
+
+    async def _write(self, changes: list[int]) -> None:
+        self.writes.append(changes)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        if len(self.writes) in self.failing:
+            raise self.failing[len(self.writes)]
+        self.total += sum(changes)
+
+
+async def test_changes_waiting_for_a_documents_lock_go_out_in_its_next_write():
+    counter = Counter()
+    await asyncio.gather(*(counter.add(n) for n in range(1, 33)))
+    assert counter.total == sum(range(1, 33)), "every change written, once"
+    assert counter.writes == [[1], list(range(2, 33))], \
+        "the first goes at once, the 31 that waited for it in one write, in their order"
+    await counter.add(100)
+    assert counter.writes[-1] == [100], "alone, a change is written at once"
+
+
+async def test_a_failed_write_fails_each_change_it_carried_and_not_the_next():
+    counter = Counter()
+    counter.failing[2] = AutoReconnect("connection lost")
+    first = asyncio.create_task(counter.add(1))
+    await asyncio.sleep(0)
+    outcomes = await asyncio.gather(first, *(counter.add(n) for n in (2, 3)),
+                                    return_exceptions=True)
+    assert outcomes[0] is None and counter.writes[0] == [1]
+    assert all(isinstance(o, AutoReconnect) for o in outcomes[1:]), "each caller learns it"
+    await counter.add(4)
+    assert counter.total == 5
+
+
+async def test_a_cancelled_writer_leaves_the_changes_of_others_to_the_next_holder():
+    counter = Counter()
+    blocker = asyncio.create_task(counter.add(1))
+    await asyncio.sleep(0)
+    leader = asyncio.create_task(counter.add(10))
+    others = [asyncio.create_task(counter.add(n)) for n in (20, 30)]
+    while len(counter.writes) < 2:  # the leader writes what waited: 10, 20 and 30
+        await asyncio.sleep(0)
+    leader.cancel()
+    await asyncio.wait_for(asyncio.gather(blocker, *others), timeout=5)
+    assert counter.writes[1] == [10, 20, 30] and counter.writes[2] == [20, 30], \
+        "the cancelled write's other changes went out with the lock's next holder"
+    assert counter.total == 1 + 20 + 30
