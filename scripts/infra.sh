@@ -86,7 +86,7 @@ install_chromium() {
 install_ferretdb() {
   if [ -x "$FERRET_BIN" ]; then return; fi
   command -v go >/dev/null || die "Go is needed to build FerretDB (apt-get install golang or see go.dev)"
-  say "building FerretDB $FERRET_VERSION from its Go module with the project's patch (once; cached in $FERRET_BIN)"
+  say "building FerretDB $FERRET_VERSION from its Go module with the project's patches (once; cached in $FERRET_BIN)"
   local src dir
   src=$(go mod download -json "github.com/FerretDB/FerretDB@$FERRET_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
   [ -d "$src" ] || die "go mod download gave no source folder for FerretDB"
