@@ -28,6 +28,8 @@ from shared.events import Envelope
 from shared.lookups import Lookup
 from shared.periods import ALL_AT_ONCE, DayIndex, same_instant
 
+FOLD_BATCH = 500  # summaries per reply when a timer folds open work (`OpenWork.each`)
+
 A = TypeVar("A", bound=Aggregate)
 
 OUTBOX = "outbox"
@@ -281,6 +283,14 @@ class OpenWork(Generic[A]):
         """Every summary (matching `query`): a read bounded by open work."""
         return await self.collection.find(query or {}, projection,
                                           batch_size=ALL_AT_ONCE).to_list(None)
+
+    async def each(self, projection: dict[str, Any] | None = None
+                   ) -> AsyncIterator[dict[str, Any]]:
+        """Every summary, a batch at a time: for a timer that folds the open work into a few
+        figures, so the process holds a batch, never all of it (thousands of open records
+        read whole each minute raised a service's memory for good)."""
+        async for doc in self.collection.find({}, projection, batch_size=FOLD_BATCH):
+            yield doc
 
     async def rebuild(self, store: AsyncCollection) -> int:
         """Reconcile with the store: add what is open, drop what is not. Reads the store by
