@@ -66,12 +66,7 @@ class InsertBatcher:
         except Exception as exc:  # noqa: BLE001 - each caller learns it, as from insert_one
             failed = dict.fromkeys(range(len(batch)), exc)
         for n, (_, done) in enumerate(batch):
-            if done.done():  # its caller was cancelled meanwhile
-                continue
-            if n in failed:
-                done.set_exception(failed[n])
-            else:
-                done.set_result(None)
+            _resolve(done, failed.get(n))
 
 
 def _error_of(error: dict[str, Any]) -> WriteError:
@@ -132,9 +127,14 @@ class Gathered(Generic[T]):
 
 def _settle(batch: list[tuple[Any, asyncio.Future[None]]], error: Exception | None) -> None:
     for _, waiter in batch:
-        if waiter.done():  # its caller was cancelled meanwhile
-            continue
-        if error is None:
-            waiter.set_result(None)
-        else:
-            waiter.set_exception(error)
+        _resolve(waiter, error)
+
+
+def _resolve(waiter: asyncio.Future[None], error: Exception | None) -> None:
+    """Tell one caller its change's outcome (unless it was cancelled meanwhile)."""
+    if waiter.done():
+        return
+    if error is None:
+        waiter.set_result(None)
+    else:
+        waiter.set_exception(error)

@@ -380,15 +380,15 @@ class ReadModels:
                                      self.locks(collection, doc_id),
                                      lambda deltas: self._add_to_month(collection, doc_id, deltas))
 
-    async def _add_to_month(self, collection: str, month: str,
+    async def _add_to_month(self, collection: str, doc_id: str,
                             deltas: list[tuple[str, dict[str, int]]]) -> None:
-        """The counters and the delta ids change in one update, which also drops the ids of
-        deltas posted since (step 4). Under the month's write lock, matched on the `version`
-        this process last read or wrote."""
+        """The counters and the delta ids of one counters document change in one update, which
+        also drops the ids of deltas posted since (step 4). Under the document's write lock,
+        matched on the `version` this process last read or wrote."""
         coll = self.db[collection]
-        key = (collection, month)
+        key = (collection, doc_id)
         for _ in range(3):
-            doc = self._months.get(key) or await coll.find_one({"_id": month})
+            doc = self._months.get(key) or await coll.find_one({"_id": doc_id})
             inflight: list[str] = doc.get("inflight", []) if doc else []
             fresh: dict[str, dict[str, int]] = {}
             for delta_id, incs in deltas:
@@ -402,7 +402,7 @@ class ReadModels:
             for incs in fresh.values():
                 add_counters(counts, incs)
             if doc is None:
-                doc = {"_id": month, "version": 1, "data": _dump(counts),
+                doc = {"_id": doc_id, "version": 1, "data": _dump(counts),
                        "inflight": list(fresh)}
                 try:
                     await coll.insert_one(doc)
@@ -414,13 +414,13 @@ class ReadModels:
             new = {"version": doc.get("version", 0) + 1, "data": _dump(counts),
                    "inflight": [i for i in inflight if i not in posted] + list(fresh)}
             result = await coll.update_one(
-                {"_id": month, "version": doc.get("version")}, {"$set": new})
+                {"_id": doc_id, "version": doc.get("version")}, {"$set": new})
             if result.matched_count:
-                self._months[key] = {"_id": month, PARSED: counts} | new
+                self._months[key] = {"_id": doc_id, PARSED: counts} | new
                 return
             self._months.pop(key, None)  # outdated by another writer: read again
             self._posted.setdefault(key, set()).update(posted)
-        raise ConcurrencyConflict(f"{collection} {month} keeps changing under this writer")
+        raise ConcurrencyConflict(f"{collection} {doc_id} keeps changing under this writer")
 
     def _forget_copies(self) -> None:
         """The read models are being replaced (a take-over, a rebuild): what this process
