@@ -10,8 +10,9 @@ VAR="$ROOT/var"
 RUN="$VAR/run"
 FERRET_VERSION=v1.24.2
 CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/qms"
-# The project's patch to FerretDB (deploy/ferretdb/*.patch: the SQLite handler uses its _id
-# index). The cached binary is named by the patches' hash, so a build made without them (or
+# The project's patches to FerretDB (deploy/ferretdb/*.patch, each says why in its header: the
+# SQLite handler uses its _id index, a document's fields in linear time, scalars decoded
+# without a json.Decoder each). The cached binary is named by the patches' hash, so a build made without them (or
 # with an older version of them) is never reused.
 FERRET_PATCHES=("$ROOT"/deploy/ferretdb/*.patch)
 FERRET_PATCH_KEY=$(cat "${FERRET_PATCHES[@]}" | sha256sum | cut -c1-12)
