@@ -11,6 +11,9 @@ was in flight, so nobody waits for a timer.
 Each caller gets its own outcome: a duplicate key is raised to the caller whose document it
 was (`DuplicateKeyError`, as `insert_one` would), the others are inserted (`ordered=False`).
 
+Deletes by `_id` are gathered the same way (`delete_ids`: the relay drops the marks of the
+saves it published, several documents at once under load).
+
 The same for the updates of one document that take turns under its write lock (a day's list,
 a month's counters): `Gathered` lets the lock's next holder write everything that waited.
 """
@@ -25,19 +28,22 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, WriteError
 
 from shared.errors import DUPLICATE_KEY
 
-MAX_BATCH = 500  # documents per command: FerretDB and MongoDB take far more; keeps it < 16 MB
+MAX_BATCH = 500  # documents (or lists of ids) per command: far below the limits; < 16 MB
+
+T = TypeVar("T")
 
 
-class InsertBatcher:
-    """The inserts into one collection, gathered while a command is in flight."""
+class _Batcher(Generic[T]):
+    """Items for one collection, gathered while a command is in flight: `_send` writes a batch
+    in one command and tells each caller its outcome."""
 
     def __init__(self) -> None:
-        self._waiting: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+        self._waiting: list[tuple[T, asyncio.Future[None]]] = []
         self._sender: asyncio.Task[None] | None = None
 
-    async def insert_one(self, collection: AsyncCollection, doc: dict[str, Any]) -> None:
+    async def submit(self, collection: AsyncCollection, item: T) -> None:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.append((doc, done))
+        self._waiting.append((item, done))
         if self._sender is None or self._sender.done():
             # A task of its own, not the caller's: a caller cancelled must not strand the rest.
             self._sender = asyncio.create_task(self._send_waiting(collection))
@@ -54,8 +60,15 @@ class InsertBatcher:
                 self._waiting = []
                 raise
 
-    @staticmethod
-    async def _send(collection: AsyncCollection,
+    async def _send(self, collection: AsyncCollection,
+                    batch: list[tuple[T, asyncio.Future[None]]]) -> None:
+        raise NotImplementedError
+
+
+class InsertBatcher(_Batcher[dict[str, Any]]):
+    """The inserts into one collection: one `insert_many`; a duplicate key is its caller's."""
+
+    async def _send(self, collection: AsyncCollection,
                     batch: list[tuple[dict[str, Any], asyncio.Future[None]]]) -> None:
         failed: dict[int, Exception] = {}
         try:
@@ -69,26 +82,46 @@ class InsertBatcher:
             _resolve(done, failed.get(n))
 
 
+class DeleteBatcher(_Batcher[list[Any]]):
+    """The deletes by `_id` from one collection: one `delete_many` with every id waiting."""
+
+    async def _send(self, collection: AsyncCollection,
+                    batch: list[tuple[list[Any], asyncio.Future[None]]]) -> None:
+        try:
+            await collection.delete_many({"_id": {"$in": [i for ids, _ in batch for i in ids]}})
+        except Exception as exc:  # noqa: BLE001 - each caller learns it, as from delete_many
+            _settle(batch, exc)
+        else:
+            _settle(batch, None)
+
+
 def _error_of(error: dict[str, Any]) -> WriteError:
     kind = DuplicateKeyError if error.get("code") == DUPLICATE_KEY else WriteError
     return kind(error.get("errmsg", "write error"), error.get("code"), error)
 
 
-# One per client and collection. A batcher keeps no reference to either (the caller that
-# starts a command hands its collection), so a client closed and gone leaves two small
+# One per client, collection and kind. A batcher keeps no reference to either (the caller
+# that starts a command hands its collection), so a client closed and gone leaves two small
 # fields behind, and one made later at the same address simply reuses them.
-_batchers: dict[tuple[int, str], InsertBatcher] = {}
+_batchers: dict[tuple[int, str, type], _Batcher[Any]] = {}
+
+
+def _batcher(collection: AsyncCollection, kind: type[_Batcher[Any]]) -> _Batcher[Any]:
+    key = (id(collection.database.client), collection.full_name, kind)
+    return _batchers.get(key) or _batchers.setdefault(key, kind())
 
 
 async def insert(collection: AsyncCollection, doc: dict[str, Any]) -> None:
     """`collection.insert_one(doc)`, sent with the other inserts into the same collection
     that wait at the same moment."""
-    key = (id(collection.database.client), collection.full_name)
-    batcher = _batchers.get(key) or _batchers.setdefault(key, InsertBatcher())
-    await batcher.insert_one(collection, doc)
+    await _batcher(collection, InsertBatcher).submit(collection, doc)
 
 
-T = TypeVar("T")
+async def delete_ids(collection: AsyncCollection, ids: list[Any]) -> None:
+    """`collection.delete_many({"_id": {"$in": ids}})`, sent with the other deletes by `_id`
+    from the same collection that wait at the same moment."""
+    if ids:
+        await _batcher(collection, DeleteBatcher).submit(collection, ids)
 
 
 class Gathered(Generic[T]):

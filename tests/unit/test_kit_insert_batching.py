@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pymongo.errors import AutoReconnect, BulkWriteError, DuplicateKeyError
 
-from shared.batching import Gathered, insert
+from shared.batching import Gathered, delete_ids, insert
 
 
 class Collection:
@@ -21,14 +21,18 @@ class Collection:
         self.commands: list[int] = []  # documents per command
         self.fail_next: Exception | None = None
 
-    async def insert_many(self, docs: list[dict[str, Any]], ordered: bool = True) -> None:
-        assert ordered is False, "one duplicate must not stop the others"
-        self.commands.append(len(docs))
+    async def _command(self, size: int) -> None:
+        """A command carrying `size` documents (or ids): a few loop turns, or the failure."""
+        self.commands.append(size)
         for _ in range(3):
             await asyncio.sleep(0)
         if self.fail_next is not None:
             failure, self.fail_next = self.fail_next, None
             raise failure
+
+    async def insert_many(self, docs: list[dict[str, Any]], ordered: bool = True) -> None:
+        assert ordered is False, "one duplicate must not stop the others"
+        await self._command(len(docs))
         errors = []
         for n, doc in enumerate(docs):
             if doc["_id"] in self.docs:
@@ -37,6 +41,12 @@ class Collection:
                 self.docs[doc["_id"]] = doc
         if errors:
             raise BulkWriteError({"writeErrors": errors, "nInserted": len(docs) - len(errors)})
+
+    async def delete_many(self, query: dict[str, Any]) -> None:
+        ids = query["_id"]["$in"]
+        await self._command(len(ids))
+        for i in ids:
+            self.docs.pop(i, None)
 
 
 async def test_inserts_waiting_together_go_out_in_one_command_each_with_its_outcome():
@@ -138,3 +148,16 @@ async def test_a_cancelled_writer_leaves_the_changes_of_others_to_the_next_holde
     assert counter.writes[1] == [10, 20, 30] and counter.writes[2] == [20, 30], \
         "the cancelled write's other changes went out with the lock's next holder"
     assert counter.total == 1 + 20 + 30
+
+
+async def test_deletes_by_id_waiting_together_go_out_in_one_command():
+    coll = Collection("outbox_due", object())
+    coll.docs = {f"m-{n}": {"_id": f"m-{n}"} for n in range(10)}
+    await delete_ids(coll, ["m-0"])  # alone: at once
+    coll.fail_next = AutoReconnect("connection lost")
+    failed = await asyncio.gather(delete_ids(coll, ["m-1"]), delete_ids(coll, ["m-2", "m-3"]),
+                                  return_exceptions=True)
+    assert all(isinstance(o, AutoReconnect) for o in failed), "each caller learns it"
+    await asyncio.gather(*(delete_ids(coll, [f"m-{n}", f"m-{n + 1}"]) for n in range(1, 9, 2)))
+    assert coll.commands == [1, 3, 8], "one command for the deletes that waited together"
+    assert coll.docs == {f"m-{n}": {"_id": f"m-{n}"} for n in [9]}
