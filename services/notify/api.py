@@ -445,10 +445,12 @@ def _directory_routes(api: APIRouter, notify: Notify) -> None:
         entry = DirectoryEntry.create(email=body.email, name=body.name, language=body.language,
                                       groups=list(body.groups), actor=who.as_actor())
         try:
-            return await notify.directory.add(entry)
+            added = await notify.directory.add(entry)
         except AlreadyExists as exc:
             raise Conflict(f"{body.email} is already in the directory; change it with "
                            f"PATCH /directory/{body.email}.") from exc
+        notify.directory_copy.forget()  # the next event's mail reaches it
+        return added
 
     @api.get("/directory/{email}", response_model=DirectoryRead, tags=["directory"],
              summary="One entry with its history")
@@ -461,9 +463,11 @@ def _directory_routes(api: APIRouter, notify: Notify) -> None:
     async def update_entry(email: Id, body: DirectoryUpdate,
                            who: Annotated[Principal, Depends(require(*OPS))]) -> DirectoryEntry:
         values = body.model_dump(exclude_unset=True)
-        return await notify.directory.change(
+        changed = await notify.directory.change(
             email.lower(), lambda e: e.update(who.as_actor(), **values) or False,
             what="Directory entry")
+        notify.directory_copy.forget()
+        return changed
 
 
 def _customer_routes(api: APIRouter, notify: Notify) -> None:

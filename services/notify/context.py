@@ -43,24 +43,28 @@ META = "meta"
 SEEDED = "directory_seeded"
 
 
-class ActiveSubscriptions:
-    """The active webhook subscriptions, read at most once per `ttl_s` rather than once per
-    event: configuration that changes a few times a year, consulted for every event.
+class ConfigCopy:
+    """A configuration collection's entries (webhook subscriptions, the directory), read at
+    most once per `ttl_s` rather than once per event: configuration that changes a few times a
+    year, consulted for every event. Bounded by the configuration, not by history.
 
     A change through this replica's API is seen at once (`forget`); another replica's
     within `ttl_s`. A read that began before a `forget` is not kept."""
 
-    def __init__(self, ttl_s: float = 5.0):
+    def __init__(self, query: dict[str, Any], ttl_s: float = 5.0):
+        self.query = query
         self.ttl_s = ttl_s
         self._docs: list[dict[str, Any]] | None = None
         self._read_at = 0.0
         self._generation = 0
 
-    async def all(self, repo: Repository[Subscription]) -> list[dict[str, Any]]:
+    async def all(self, repo: Repository[Any]) -> list[dict[str, Any]]:
+        """The entries matching the query, in `_id` order. Shared: callers must not change
+        them."""
         if self._docs is not None and time.monotonic() - self._read_at < self.ttl_s:
             return self._docs
         generation, read_at = self._generation, time.monotonic()
-        docs = await repo.collection.find({"active": True}).to_list(None)
+        docs = await repo.collection.find(self.query).sort("_id", 1).to_list(None)
         if generation == self._generation:
             self._docs, self._read_at = docs, read_at
         return docs
@@ -79,7 +83,8 @@ class Notify:
         self.ready = asyncio.Event()
         self.channels: dict[ChannelName, Channel] = {}
         self._dispatcher: Dispatcher | None = None
-        self.active_subscriptions = ActiveSubscriptions()
+        self.active_subscriptions = ConfigCopy({"active": True})
+        self.directory_copy = ConfigCopy({})  # inactive entries too: a head on leave
         service.collection(NOTIFICATIONS, Notification, open_summary=notification_summary,
                            open_query=OPEN_QUERY, history_by=CREATED_AT,
                            history_facets=("feedback_id", "channel", "purpose"))
@@ -176,18 +181,18 @@ class Notify:
                 pass
         await meta.update_one({"_id": SEEDED}, {"$set": {"entries": len(
             self.settings.directory_seed)}}, upsert=True)
+        self.directory_copy.forget()
         log.info("directory seeded with %d entries", len(self.settings.directory_seed))
 
 
-async def add_once(repo: Repository[A], record: A) -> bool:
-    """Add `record`, unless one with its id was added before (a redelivered event, a mail
-    delivered twice): False then. Asked by `_id` first: an add that fails still lists the id
-    in `<name>_days` at the record's own new time (the kit records the day before the
-    insert), and the history lists would show it twice."""
+async def add_once(repo: Repository[A], record: A) -> A | None:
+    """Add `record` and return it as saved, unless one with its id was added before (a
+    redelivered event, a mail delivered twice): None then. Asked by `_id` first: an add
+    that fails still lists the id in `<name>_days` at the record's own new time (the kit
+    records the day before the insert), and the history lists would show it twice."""
     if await repo.exists(record.id):
-        return False
+        return None
     try:
-        await repo.add(record)
+        return await repo.add(record)
     except AlreadyExists:
-        return False
-    return True
+        return None

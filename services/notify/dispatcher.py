@@ -2,7 +2,8 @@
 
 All delivery state is in the `notifications` collection, so the loop picks up
 after a restart exactly where it was (an attempt cut off by a crash is due again
-once its lease expires). Handlers only insert notifications and `wake()` the loop.
+once its lease expires). Handlers insert notifications already taken for their first
+attempt and hand them over (`deliver`): no write to claim them, no sweep to find them.
 
 What is due, and the parked gauge, come from `notifications_open` (see
 `services.notify.open_work`), whose size follows the open work, not the history; taking
@@ -13,7 +14,9 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from collections.abc import Coroutine
 from datetime import timedelta
+from typing import Any
 
 from services.notify.channels import Channel, Delivered, DeliveryFailed
 from services.notify.domain import ChannelName, Notification, NotificationStatus, RetryPolicy
@@ -41,11 +44,25 @@ class Dispatcher:
         self._gauge_at = 0.0
         self._stopping = False
         self._task: asyncio.Task | None = None
+        self._handed: set[asyncio.Task] = set()  # first attempts in flight (`deliver`)
 
     def wake(self) -> None:
         """New notifications (or a manual retry): look now, not at the next tick."""
         self._gauge_at = 0.0
         self._wake.set()
+
+    def take_first(self, n: Notification) -> bool:
+        """Take `n`, about to be added, for its first attempt by this process (saved with
+        it, `deliver` once added): unless `batch` first attempts wait already (a backlog of
+        events is worked off without piling up attempts in memory; the sweep takes the rest)."""
+        return len(self._handed) < self.batch and n.claim(n.created_at, self.lease)
+
+    def deliver(self, n: Notification) -> None:
+        """Attempt `n` now: just added, already taken for this attempt (`take_first`). Should
+        this process stop first, its lease runs out and the sweep attempts it."""
+        task = asyncio.create_task(self._bounded(self._attempt(n), n.id))
+        self._handed.add(task)
+        task.add_done_callback(self._handed.discard)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self.run(), name="notify-dispatcher")
@@ -54,13 +71,13 @@ class Dispatcher:
         """Let attempts in flight finish and be recorded, then stop (cancel after the grace)."""
         self._stopping = True
         self._wake.set()
-        if self._task is None:
+        running = set(self._handed) | ({self._task} if self._task else set())
+        if not running:
             return
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), timeout=grace_s)
-        except TimeoutError:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        _, late = await asyncio.wait(running, timeout=grace_s)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
 
     async def run(self) -> None:
         while not self._stopping:
@@ -86,7 +103,8 @@ class Dispatcher:
             {"status": NotificationStatus.PENDING.value, "next_attempt_at": {"$lte": utcnow()}},
             projection={"next_attempt_at": 1})
         due = sorted(due, key=lambda d: d["next_attempt_at"])[:self.batch]
-        await asyncio.gather(*(self._bounded(doc["_id"]) for doc in due))
+        await asyncio.gather(*(self._bounded(self.attempt(doc["_id"]), doc["_id"])
+                               for doc in due))
         return len(due) >= self.batch
 
     @property
@@ -94,18 +112,21 @@ class Dispatcher:
         assert self.repo.open_work is not None, "notifications are declared with open work"
         return self.repo.open_work
 
-    async def _bounded(self, notification_id: str) -> None:
+    async def _bounded(self, attempt: Coroutine[Any, Any, None], notification_id: str) -> None:
         async with self._slots:
             try:
-                await self.attempt(notification_id)
+                await attempt
             except Exception as exc:  # noqa: BLE001 - one bad record must not stop the rest
                 log.error("attempt of %s failed unexpectedly: %s", notification_id, exc,
                           exc_info=exc)
 
     async def attempt(self, notification_id: str) -> None:
         n = await self._claim(notification_id)
-        if n is None:
-            return
+        if n is not None:
+            await self._attempt(n)
+
+    async def _attempt(self, n: Notification) -> None:
+        """One attempt of `n`, taken for it (as saved: `_record` writes without a read)."""
         channel = self.channels[n.channel]
         started = time.perf_counter()
         outcome: Delivered | DeliveryFailed

@@ -52,10 +52,8 @@ def register(notify: Notify) -> None:
             return
         await notify.ready.wait()  # the directory is seeded and the dispatcher exists
         case = await remember_case(notify, event, payload)
-        created = await fan_out(notify, event)
-        created += await tell_people(notify, event, payload, case)
-        if created:
-            notify.dispatcher.wake()
+        await fan_out(notify, event)
+        await tell_people(notify, event, payload, case)  # each attempted as it is added
 
     consumer.on_any(on_event)  # binds `#`: plant systems may subscribe to any type
 
@@ -92,14 +90,13 @@ async def remember_case(notify: Notify, event: Envelope,
 # ---------------------------------------------------------------- webhooks
 
 
-async def fan_out(notify: Notify, event: Envelope) -> int:
+async def fan_out(notify: Notify, event: Envelope) -> None:
     """One delivery per active subscription that wants this event type.
 
     The subscriptions are configuration (a few plant systems): a read bounded by them, and
-    at most one every few seconds (`ActiveSubscriptions`)."""
+    at most one every few seconds (`ConfigCopy`)."""
     docs = await notify.active_subscriptions.all(notify.subscriptions)
     body = event.model_dump_json()
-    created = 0
     for doc in docs:
         sub = Subscription.model_validate(doc)
         if not sub.wants(event.type):
@@ -107,25 +104,23 @@ async def fan_out(notify: Notify, event: Envelope) -> int:
         n = Notification.create(channel=ChannelName.WEBHOOK, recipient=sub.id, event=event,
                                 purpose="webhook", body=body, now=utcnow(),
                                 recipient_name=sub.name, target=sub.url)
-        created += await _insert_once(notify, n)
-    return created
+        await _insert_once(notify, n)
 
 
 # ---------------------------------------------------------------- e-mail to people
 
 
 async def tell_people(notify: Notify, event: Envelope, payload: Contract,
-                      case: CaseView | None = None) -> int:
+                      case: CaseView | None = None) -> None:
     rule = mail_rule(payload)
     if rule is None:
-        return 0
+        return
     if case is None:
         case = await notify.cases.get(event.correlation_id)
     recipients = await _resolve(notify, rule.audience, case)
     if not recipients:
         await _record_nobody(notify, rule.purpose, rule.audience, event, payload, case)
-        return 0
-    created = 0
+        return
     for r in recipients:
         subject, body = _render(notify, rule.purpose, r, event, payload, case)
         n = Notification.create(channel=ChannelName.EMAIL, recipient=r.address, event=event,
@@ -133,8 +128,7 @@ async def tell_people(notify: Notify, event: Envelope, payload: Contract,
                                 recipient_name=r.name, language=r.language,
                                 register_no=case.register_no if case else None,
                                 attachments=_attachments(payload))
-        created += await _insert_once(notify, n)
-    return created
+        await _insert_once(notify, n)
 
 
 def _attachments(payload: Contract) -> list[AttachmentMeta]:
@@ -171,7 +165,7 @@ async def _record_nobody(notify: Notify, purpose: str, audience: Audience, event
                             event=event, purpose=purpose, subject=subject, body=body,
                             now=utcnow(), language=reader.language,
                             register_no=case.register_no if case else None)
-    if await add_once(notify.notifications, n):
+    if await add_once(notify.notifications, n) is not None:
         notify.metrics.unresolved.labels(purpose).inc()
     log.warning("%s for event %s (%s): nobody to tell (%s); recorded as no_recipient",
                 purpose, event.id, event.type, reason)
@@ -204,10 +198,11 @@ def _customer(case: CaseView | None) -> list[Recipient]:
 
 
 async def _groups(notify: Notify, groups: tuple[str, ...]) -> list[Recipient]:
-    # The directory is configuration (mailboxes and people): a read bounded by it.
-    docs = await notify.directory.collection.find(
-        {"active": True, "groups": {"$in": list(groups)}}).sort("_id", 1).to_list(None)
-    return [Recipient(d["email"], d["name"], Language(d["language"])) for d in docs]
+    # The directory is configuration (mailboxes and people): a copy bounded by it.
+    wanted = set(groups)
+    return [Recipient(d["email"], d["name"], Language(d["language"]))
+            for d in await notify.directory_copy.all(notify.directory)
+            if d.get("active", True) and wanted.intersection(d.get("groups", []))]
 
 
 async def _heads(notify: Notify, heads: tuple[Head, ...]) -> list[Recipient]:
@@ -216,19 +211,29 @@ async def _heads(notify: Notify, heads: tuple[Head, ...]) -> list[Recipient]:
     A head the directory marks inactive (on leave, moved on) is not summoned: the unit's
     active `head:<unit>` entries (a deputy) are, as for a head named without an address."""
     out: list[Recipient] = []
+    entries = {d["_id"]: d for d in await notify.directory_copy.all(notify.directory)}
     for head in heads:
-        entry = await notify.directory.get(head.email.lower()) if head.email else None
-        if head.email and EMAIL.match(head.email) and (entry is None or entry.active):
-            language = entry.language if entry else notify.settings.default_language
+        entry = entries.get(head.email.lower()) if head.email else None
+        if head.email and EMAIL.match(head.email) and (entry is None or entry["active"]):
+            language = Language(entry["language"]) if entry \
+                else notify.settings.default_language
             out.append(Recipient(head.email.lower(), head.name, language))
         else:
             out += await _groups(notify, (f"head:{head.unit}",))
     return out
 
 
-async def _insert_once(notify: Notify, n: Notification) -> int:
-    if not await add_once(notify.notifications, n):
-        return 0
+async def _insert_once(notify: Notify, n: Notification) -> None:
+    # Added already taken for its first attempt, which this process makes at once: no
+    # write to claim it. Should the process stop first, the lease runs out and the
+    # dispatcher's sweep attempts it, as after any attempt cut off.
+    taken = notify.dispatcher.take_first(n)
+    added = await add_once(notify.notifications, n)
+    if added is None:
+        return
     notify.metrics.created.labels(n.channel.value, n.purpose).inc()
-    return 1
+    if taken:
+        notify.dispatcher.deliver(added)
+    else:
+        notify.dispatcher.wake()  # due now: the sweep takes it
 

@@ -68,7 +68,7 @@ class Inbox:
         mail.envelope_from = envelope_from
         mail.envelope_to = envelope_to
         mail.peer = peer
-        if not await add_once(self.mails, mail):
+        if await add_once(self.mails, mail) is None:
             await self.mails.change(mail.id, lambda m: m.received_again(
                 envelope_to=envelope_to, peer=peer))
             self.metrics.inbound_duplicates.inc()

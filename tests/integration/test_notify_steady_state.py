@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry
+from pymongo import monitoring
 
 from services.notify.app import build
 from services.notify.domain import (
@@ -52,6 +54,29 @@ WAIT = 60.0  # seconds: generous, the machine is shared
 # Documents each reply carries (before the fixtures make their clients: PyMongo gives
 # global listeners to new clients); counts only while a test records.
 REPLIES = pages_at_size.install(test_namespace())
+
+
+class Writes(monitoring.CommandListener):
+    """The updates of `notifications` documents, by `_id`, in the order they were sent."""
+
+    def __init__(self, database_prefix: str):
+        self.database_prefix = database_prefix
+        self.updates: list[tuple[Any, dict[str, Any]]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.database_name.startswith(self.database_prefix) and \
+                event.command_name == "update" and event.command["update"] == "notifications":
+            self.updates += [(u["q"].get("_id"), u["u"]) for u in event.command["updates"]]
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+WRITES = Writes(test_namespace())
+monitoring.register(WRITES)
 
 SALES = Actor(sub="wang.fang", roles=("sales",))
 # Configuration, not history: read whole (or by a non-`_id` filter) on the paths below, their
@@ -265,6 +290,33 @@ async def test_dispatcher_handlers_inbound_and_requests_read_by_id_open_work_or_
     unbounded = notify.log.unbounded(bounded_collections=CONFIGURATION)
     assert not unbounded, "reads that grow with history:\n" + "\n".join(
         f"{r.collection}.{r.command} {r.filter}" for r in unbounded)
+
+
+async def test_p_f_5_a_breach_mail_goes_out_without_a_write_to_claim_it(
+        notify: Notify_):
+    """The handler adds the notification already taken for its first attempt and hands it to
+    the dispatcher: the record's first write after its insert is the outcome (a write fewer
+    per notification than a claim, then the outcome)."""
+    fid = str(uuid.uuid4())
+    breached = await notify.publish(SlaBreached(feedback_id=fid, register_no="CF-2026-000001",
+                                                round=1, due_at=utcnow(), severity="major"), fid)
+
+    async def mailed() -> bool:
+        return bool(notify.sink.for_event(breached.id))
+    await eventually(mailed, timeout=WAIT, what="the breach's mails")
+    repo = notify.svc.repo("notifications")
+    ids = [n["_id"] for n in await repo.collection.find({"event_id": breached.id}).to_list(None)]
+    assert ids, "the breach concerns people"
+
+    async def recorded() -> bool:
+        return all(any(i == n for n, _ in WRITES.updates) for i in ids)
+    await eventually(recorded, timeout=WAIT, what="each outcome recorded")
+    for n_id in ids:
+        first = next(u for n, u in WRITES.updates if n == n_id)
+        assert first["$set"]["status"] == NotificationStatus.SENT.value, \
+            f"{n_id}: its first write after the insert is not its outcome: {first}"
+        n = await notify.notification(n_id)
+        assert n is not None and n.status == NotificationStatus.SENT and n.attempts == 1
 
 
 async def test_a_summary_left_behind_by_a_crash_heals_at_the_first_sweep_that_sees_it(

@@ -1,10 +1,11 @@
-"""Notify reads the active webhook subscriptions at most every few seconds, not per event;
-a change through its own API is seen by the very next event."""
+"""Notify reads its configuration (the active webhook subscriptions, the directory) at most
+every few seconds, not per event; a change through its own API is seen by the very next
+event."""
 
 import asyncio
 from types import SimpleNamespace
 
-from services.notify.context import ActiveSubscriptions
+from services.notify.context import ConfigCopy
 
 
 class Collection:
@@ -17,9 +18,15 @@ class Collection:
         outer = self
 
         class Cursor:
+            def sort(self, key, direction):
+                assert (key, direction) == ("_id", 1)
+                return self
+
             async def to_list(self, _):
                 outer.reads += 1
-                snapshot = [d for d in outer.docs if d.get("active") == query["active"]]
+                snapshot = sorted((d for d in outer.docs
+                                   if all(d.get(k) == v for k, v in query.items())),
+                                  key=lambda d: d["_id"])
                 if outer.gate is not None:
                     await outer.gate.wait()
                 return snapshot
@@ -29,7 +36,7 @@ class Collection:
 async def test_events_in_a_row_read_the_subscriptions_once():
     coll = Collection([{"_id": "erp", "active": True}])
     repo = SimpleNamespace(collection=coll)
-    cache = ActiveSubscriptions(ttl_s=60)
+    cache = ConfigCopy({"active": True}, ttl_s=60)
     for _ in range(10):
         assert [d["_id"] for d in await cache.all(repo)] == ["erp"]
     assert coll.reads == 1
@@ -38,7 +45,7 @@ async def test_events_in_a_row_read_the_subscriptions_once():
 async def test_a_subscription_made_here_is_seen_by_the_next_event():
     coll = Collection([{"_id": "erp", "active": True}])
     repo = SimpleNamespace(collection=coll)
-    cache = ActiveSubscriptions(ttl_s=60)
+    cache = ConfigCopy({"active": True}, ttl_s=60)
     await cache.all(repo)
     coll.docs.append({"_id": "mes", "active": True})
     cache.forget()
@@ -48,7 +55,7 @@ async def test_a_subscription_made_here_is_seen_by_the_next_event():
 async def test_a_read_begun_before_a_change_is_not_kept():
     coll = Collection([{"_id": "erp", "active": True}])
     repo = SimpleNamespace(collection=coll)
-    cache = ActiveSubscriptions(ttl_s=60)
+    cache = ConfigCopy({"active": True}, ttl_s=60)
     coll.gate = asyncio.Event()
     slow = asyncio.create_task(cache.all(repo))  # reads the old list, then waits
     await asyncio.sleep(0)
