@@ -9,11 +9,14 @@ entries and pulls them once the broker has confirmed them.
 import asyncio
 import random
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
+import bson
+from bson.codec_options import CodecOptions
 from pymongo import AsyncMongoClient, ReturnDocument, monitoring
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -29,6 +32,7 @@ from shared.lookups import Lookup
 from shared.periods import ALL_AT_ONCE, DayIndex, same_instant
 
 FOLD_BATCH = 500  # summaries per reply when a timer folds open work (`OpenWork.each`)
+RECENT_KEPT = 128  # documents per collection whose last write a process keeps (`RecentWrites`)
 
 A = TypeVar("A", bound=Aggregate)
 
@@ -340,6 +344,36 @@ async def _true() -> bool:
     return True
 
 
+class RecentWrites:
+    """What this process last wrote of the documents it wrote most recently, by `_id`: an
+    event about one of them starts from it instead of reading it back (on FerretDB a read is
+    a command, a decode of the whole document and an encode, however small the change).
+
+    Kept as BSON, so each recall is a fresh copy that no caller can have changed. At most
+    `size` documents (the most recently written), so memory does not follow history."""
+
+    def __init__(self, codec_options: CodecOptions, size: int):
+        self.codec_options = codec_options
+        self.size = size
+        self._docs: OrderedDict[Any, bytes] = OrderedDict()
+
+    def keep(self, doc: dict[str, Any]) -> None:
+        self._docs[doc["_id"]] = bson.encode(doc, codec_options=self.codec_options)
+        self._docs.move_to_end(doc["_id"])
+        while len(self._docs) > self.size:
+            self._docs.popitem(last=False)
+
+    def drop(self, doc_id: Any) -> None:
+        self._docs.pop(doc_id, None)
+
+    def clear(self) -> None:
+        self._docs.clear()
+
+    def recall(self, doc_id: Any) -> dict[str, Any] | None:
+        raw = self._docs.get(doc_id)
+        return None if raw is None else bson.decode(raw, codec_options=self.codec_options)
+
+
 class Repository(Generic[A]):
     """Loads and saves one kind of aggregate in its own collection."""
 
@@ -363,6 +397,10 @@ class Repository(Generic[A]):
         # A save that failed or was cancelled between the store's write and its open-work
         # summary: this process cannot vouch for the summaries when it stops.
         self.open_work_unsure = False
+        # Where `apply_event` starts. Safe beside other writers (other replicas, requests):
+        # a save matches the version, so an outdated copy costs a conflict and a read; and
+        # whether an event was applied only ever goes from no to yes.
+        self.recent = RecentWrites(collection.codec_options, RECENT_KEPT)
 
     def kept_open(self) -> OpenWork[A]:
         """Its open-work summaries (`Service.collection(open_summary=...)`)."""
@@ -467,6 +505,7 @@ class Repository(Generic[A]):
                     self.open_work_unsure = True  # written or not: nobody can tell
                     raise
                 self._tell(agg, 1, events, mark)
+                self.recent.keep({k: v for k, v in doc.items() if k not in (OUTBOX, PENDING)})
                 await self._record_open(agg, 1)
         except DuplicateKeyError as exc:
             # Which unique index refused it? Asking is portable; the error's keyPattern is
@@ -523,8 +562,10 @@ class Repository(Generic[A]):
                 raise
             if result.matched_count:
                 self._tell(agg, expected + 1, events, mark)
+                self.recent.keep(state | {"_id": agg.id, "version": expected + 1})
                 await self._record_open(agg, expected + 1)
             else:
+                self.recent.drop(agg.id)  # outdated: the next event reads it
                 await self._withdraw(mark)  # the save lost the race: its mark is void
         if result.matched_count == 0:
             raise ConcurrencyConflict(f"{self.model.__name__} {agg.id} changed since version "
@@ -597,9 +638,11 @@ class Repository(Generic[A]):
 
         Returns None when the aggregate does not exist and there is no `create`; with one,
         a missing aggregate is made, given the effect and inserted (one write). One `_id`
-        read per attempt: the read that loads the aggregate also tells whether it exists."""
+        read per attempt: the read that loads the aggregate also tells whether it exists;
+        none at first when this process wrote it lately (`recent`)."""
         for attempt in range(30):
-            agg = await self.get(id)
+            kept = self.recent.recall(id) if attempt == 0 else None
+            agg = self.model.model_validate(kept) if kept is not None else await self.get(id)
             if agg is None:
                 if create is None:
                     return None

@@ -51,6 +51,7 @@ import asyncio
 import json
 import time
 import zlib
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -80,7 +81,7 @@ from shared.errors import NotFound
 from shared.events import Contract, Envelope, MalformedEvent, UnknownEvent, parse_event
 from shared.lookups import Lookup
 from shared.periods import ALL_AT_ONCE, DayIndex, built_marker, day_of, day_pages, load
-from shared.store import ConcurrencyConflict, WriteLocks
+from shared.store import RECENT_KEPT, ConcurrencyConflict, RecentWrites, WriteLocks
 
 HISTORY = "event_history"
 REGISTER_DAYS = "register_days"  # the register's rows by the day they were received
@@ -158,9 +159,13 @@ class RowStore:
         self.collection = collection
         self.model = model
         self.locks = locks
+        # The rows this process wrote last, as written: the one writer need not read them
+        # back for their next event (a complaint's events come close together). Dropped
+        # whenever the read models are replaced (`ReadModels._forget_copies`).
+        self.recent = RecentWrites(collection.codec_options, RECENT_KEPT)
 
     async def get(self, row_id: str) -> ReadRow | None:
-        doc = await self.collection.find_one({"_id": row_id})
+        doc = self.recent.recall(row_id) or await self.collection.find_one({"_id": row_id})
         return self.model.model_validate(doc) if doc else None
 
     async def get_or_raise(self, row_id: str, what: str) -> ReadRow:
@@ -171,15 +176,22 @@ class RowStore:
 
     async def insert(self, row: ReadRow) -> None:
         row.version = 1
+        doc = row.to_document()
         async with self.locks(self.collection.name, row.id):
-            await insert(self.collection, row.to_document())
+            await insert(self.collection, doc)
+            self.recent.keep(doc)
 
     async def save(self, row: ReadRow) -> None:
         row.version += 1
         doc = row.to_document()
         doc.pop("_id")
         async with self.locks(self.collection.name, row.id):
-            await self.collection.update_one({"_id": row.id}, {"$set": doc})
+            try:
+                await self.collection.update_one({"_id": row.id}, {"$set": doc})
+            except BaseException:
+                self.recent.drop(row.id)  # written or not: read it
+                raise
+            self.recent.keep(doc | {"_id": row.id})
 
 
 class ReadModels:
@@ -198,7 +210,9 @@ class ReadModels:
         self._months: dict[tuple[str, str], dict[str, Any]] = {}
         self._posted: dict[tuple[str, str], set[str]] = {}  # step 4, left to the next write
         self._month_writes: Gathered[tuple[str, dict[str, int]]] = Gathered()
-        self._names: dict[str, domain.CustomerName] = {}
+        # The latest names of the customers seen lately (a customer's events come close
+        # together; an older one is read again): bounded, however many customers a month has.
+        self._names: OrderedDict[str, domain.CustomerName] = OrderedDict()
         self.rows: dict[RowKind, RowStore] = {
             kind: RowStore(db[name], ROW_MODELS[kind], locks)
             for kind, name in ROW_COLLECTIONS.items()}
@@ -355,6 +369,9 @@ class ReadModels:
                     "name": said.name, "said_at": said.said_at, "event_id": said.event_id}})
             self._names[said.id] = said if stored is None or domain.latest(stored, said) \
                 else stored
+            self._names.move_to_end(said.id)
+            if len(self._names) > RECENT_KEPT:
+                self._names.popitem(last=False)
 
     async def _post(self, store: RowStore, row: ReadRow) -> None:
         deltas = list(row.pending)
@@ -428,6 +445,8 @@ class ReadModels:
         self._months.clear()
         self._posted.clear()
         self._names.clear()
+        for store in self.rows.values():
+            store.recent.clear()
 
     async def recover(self) -> int:
         """When a replica becomes the writer (gate closed): post what a crash left pending,

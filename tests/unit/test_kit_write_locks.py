@@ -15,6 +15,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from bson.codec_options import CodecOptions
 from prometheus_client import CollectorRegistry
 
 from shared.domain import Aggregate
@@ -30,6 +31,8 @@ class RacyCollection:
     """FerretDB v1's SQLite handler in miniature: an update reads the document, lets other
     tasks run (the round trip between its read and its write), then writes back the whole
     document it read, changed."""
+
+    codec_options = CodecOptions(tz_aware=True)
 
     def __init__(self, name: str):
         self.name = name
