@@ -39,6 +39,7 @@ class Dispatcher:
         self.interval_s = interval_s
         self.batch = batch
         self.lease = timedelta(seconds=lease_s)
+        self.concurrency = concurrency
         self._slots = asyncio.Semaphore(concurrency)
         self._wake = asyncio.Event()
         self._gauge_at = 0.0
@@ -53,9 +54,11 @@ class Dispatcher:
 
     def take_first(self, n: Notification) -> bool:
         """Take `n`, about to be added, for its first attempt by this process (saved with
-        it, `deliver` once added): unless `batch` first attempts wait already (a backlog of
-        events is worked off without piling up attempts in memory; the sweep takes the rest)."""
-        return len(self._handed) < self.batch and n.claim(n.created_at, self.lease)
+        it, `deliver` once added), while fewer first attempts than `concurrency` are under way.
+        So a crash leaves no more notifications taken and not attempted than the attempts in
+        flight it cuts off (their leases run out, then the sweep attempts them), and a burst
+        of events piles up no attempts in memory: the rest are added due, for the sweep."""
+        return len(self._handed) < self.concurrency and n.claim(n.created_at, self.lease)
 
     def deliver(self, n: Notification) -> None:
         """Attempt `n` now: just added, already taken for this attempt (`take_first`). Should
