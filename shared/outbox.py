@@ -32,6 +32,11 @@ log = logging.getLogger("qms.outbox")
 # writes; one after another, notify's relay fell behind its saves in the soak (5/s) while
 # its process idled, waiting on FerretDB.
 RELAY_PARALLEL = 8
+# A publish not confirmed within this long counts as refused: kept pending and tried again
+# (a copy the broker did take is one more delivery, which consumers recognise by event id).
+# Without it, one publish that never completes (a confirm lost around a reconnect) would hold
+# the relay's round, and every document's events behind it, for good.
+PUBLISH_TIMEOUT_S = 15.0
 
 
 @dataclass
@@ -55,6 +60,7 @@ class OutboxRelay:
         self.publisher = publisher
         self.interval_s = interval_s  # how soon a document the broker refused is tried again
         self.sweep_interval_s = sweep_interval_s
+        self.publish_timeout_s = PUBLISH_TIMEOUT_S
         # collection name -> id of a document with news -> what its saves told (None: read it)
         self._due: dict[str, dict[Any, Told | None]] = {}
         self._wake = asyncio.Event()
@@ -136,15 +142,18 @@ class OutboxRelay:
         return await _total(jobs)
 
     async def _send(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Publish in order; stop at the first the broker refuses (kept pending, in order)."""
+        """Publish in order; stop at the first the broker refuses or does not confirm within
+        `publish_timeout_s` (kept pending, in order)."""
         sent: list[dict] = []
         for event in events:
             try:
-                await self.publisher.publish(event)
+                await asyncio.wait_for(self.publisher.publish(event), self.publish_timeout_s)
             except Exception as exc:  # noqa: BLE001 - keep it pending, keep the order
                 self.failures.labels(self.service).inc()
                 log.error("could not publish event %s (%s): %s; it stays pending",
-                          event.get("id"), event.get("type"), exc)
+                          event.get("id"), event.get("type"),
+                          f"not confirmed within {self.publish_timeout_s:g} s"
+                          if isinstance(exc, TimeoutError) else exc)
                 break
             sent.append(event)
         return sent

@@ -58,3 +58,34 @@ async def test_the_relay_publishes_documents_side_by_side_each_in_order():
         assert mine == [f"d{n}-e0", f"d{n}-e1", f"d{n}-e2"], "a document's events out of order"
         assert coll.docs[f"d{n}"][OUTBOX] == [] and coll.docs[f"d{n}"][PENDING] is False
     assert sorted(marks.settled) == sorted(f"mark-{n}" for n in range(documents))
+
+
+class HangingBroker(SlowBroker):
+    """Never confirms the first publish of `stuck` (a confirm lost around a reconnect)."""
+
+    def __init__(self, stuck: str) -> None:
+        super().__init__()
+        self.stuck: str | None = stuck
+
+    async def publish(self, event: dict[str, Any]) -> None:
+        if event["id"] == self.stuck:
+            self.stuck = None
+            await asyncio.Event().wait()  # forever
+        await super().publish(event)
+
+
+async def test_a_publish_never_confirmed_is_tried_again_and_holds_up_nothing_else():
+    coll, broker, marks = RacyCollection("feedback"), HangingBroker("d0-e0"), Marks()
+    relay = OutboxRelay("intake", [coll], broker, 0.2, CollectorRegistry(),  # type: ignore
+                        WriteLocks(), marks)  # type: ignore[arg-type]
+    relay.publish_timeout_s = 0.05
+    for n in range(2):
+        events = [{"id": f"d{n}-e{i}", "type": "feedback.registered"} for i in range(2)]
+        coll.docs[f"d{n}"] = {"_id": f"d{n}", "version": 1, OUTBOX: events, PENDING: True}
+        relay.notify("feedback", f"d{n}", 1, events, [f"mark-{n}"])
+
+    assert await asyncio.wait_for(relay.publish_due(), 5) == 2, "d1 went out beside it"
+    assert coll.docs["d0"][PENDING] is True, "the unconfirmed event stays pending"
+    assert await asyncio.wait_for(relay.publish_due(), 5) == 2, "tried again, in order"
+    assert broker.order == ["d1-e0", "d1-e1", "d0-e0", "d0-e1"]
+    assert coll.docs["d0"][OUTBOX] == [] and sorted(marks.settled) == ["mark-0", "mark-1"]
