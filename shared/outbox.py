@@ -1,22 +1,24 @@
-"""The outbox relay: publishes the events saved in documents, then marks them sent.
+"""The outbox relay: publishes the events saved in documents, then drops their saves' marks.
 
-Runs in every service. A save tells the relay which document it wrote (`notify`), and the
-relay reads that document by `_id` and publishes its events: the steady state costs one
-`_id` lookup per save, however much history the store holds. What a crash, or another
-instance that died, left unpublished is found by the sweep, at start and every
-`sweep_interval_s`: it reads `outbox_due` (`OutboxMarks`, one mark per save with events
-until they are published), never the stores' history. The stores themselves are swept for
-`outbox_pending` once per database, for events saved before marks existed.
+Runs in every service. A save hands the relay the events it wrote (`notify`), each naming
+its save's mark in `outbox_due` (`OutboxMarks`); the relay publishes them and drops the
+marks by `_id`. It writes nothing to the documents: a published event stays in its
+document's outbox until the next save of the document leaves it out (`Repository.save`),
+and a mark that is gone is what says it was published. What a crash, or another instance
+that died, left unpublished is found by the sweep, at start and every `sweep_interval_s`:
+it reads the marks (bounded by unpublished events), never the stores' history, and
+publishes the events in the marked documents that name a mark still there. The stores
+themselves are swept for `outbox_pending` once per database, for events saved before marks
+existed.
 
-A crash between publishing and marking only means the event is published again later:
-consumers are idempotent by event id, so several relays (several instances) are safe too.
+A crash between publishing and dropping the mark only means the event is published again
+later: consumers are idempotent by event id, so several relays (several instances) are safe.
 """
 
 import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
@@ -24,12 +26,12 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 from shared.messaging import EventPublisher
 from shared.periods import load
-from shared.store import MARK_GRACE_S, OUTBOX, PENDING, OutboxMarks, WriteLocks
+from shared.store import MARK, MARK_GRACE_S, OUTBOX, PENDING, OutboxMarks, WriteLocks
 
 log = logging.getLogger("qms.outbox")
 
-# Documents whose events the relay publishes at once. Each costs a broker confirm and two
-# writes; one after another, notify's relay fell behind its saves in the soak (5/s) while
+# Documents whose events the relay publishes at once. Each costs a broker confirm and a
+# mark's delete; one after another, notify's relay fell behind its saves in the soak (5/s) while
 # its process idled, waiting on FerretDB.
 RELAY_PARALLEL = 8
 # A publish not confirmed within this long counts as refused: kept pending and tried again
@@ -39,30 +41,20 @@ RELAY_PARALLEL = 8
 PUBLISH_TIMEOUT_S = 15.0
 
 
-@dataclass
-class Told:
-    """What this process's saves of one document wrote and have not published yet: the
-    events, in order, and the version the last of those saves wrote."""
-
-    version: int
-    events: list[dict[str, Any]]
-    marks: list[str]  # their `outbox_due` marks, dropped by `_id` once the events are out
-
-
 class OutboxRelay:
     def __init__(self, service: str, collections: list[AsyncCollection],
                  publisher: EventPublisher, interval_s: float, registry: CollectorRegistry,
                  locks: WriteLocks, marks: OutboxMarks, sweep_interval_s: float = 60.0):
         self.service = service
-        self.locks = locks
+        self.locks = locks  # for the one-time sweep of the stores, which empties outboxes
         self.marks = marks
         self.collections = collections
         self.publisher = publisher
         self.interval_s = interval_s  # how soon a document the broker refused is tried again
         self.sweep_interval_s = sweep_interval_s
         self.publish_timeout_s = PUBLISH_TIMEOUT_S
-        # collection name -> id of a document with news -> what its saves told (None: read it)
-        self._due: dict[str, dict[Any, Told | None]] = {}
+        # collection name -> id of a document with news -> the events its saves wrote, in order
+        self._due: dict[str, dict[Any, list[dict[str, Any]]]] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self.store_sweep: asyncio.Task | None = None  # once per database (`sweep_stores`)
@@ -74,19 +66,15 @@ class OutboxRelay:
                                 "Events the broker refused or could not route (kept pending)",
                                 ["service"], registry=registry)
 
-    def notify(self, collection: str | None = None, doc_id: Any = None, version: int = 0,
-               events: list[dict[str, Any]] | None = None,
-               marks: list[str] | None = None) -> None:
-        """A save wrote `events` into `doc_id` at `version`, announced by `marks`: publish
-        them now (without the events, the document is read). Without a document, sweep."""
+    def notify(self, collection: str | None = None, doc_id: Any = None,
+               events: list[dict[str, Any]] | None = None) -> None:
+        """A save wrote `events` into `doc_id` (each naming its save's mark): publish them
+        now. Without a document, sweep."""
         if collection is None or doc_id is None:
             self._next_sweep = 0.0
-        else:
+        elif events:
             due = self._due.setdefault(collection, {})
-            earlier = due[doc_id] if doc_id in due else Told(0, [], [])
-            due[doc_id] = None if events is None or earlier is None else \
-                Told(max(version, earlier.version), earlier.events + events,
-                     earlier.marks + (marks or []))
+            due[doc_id] = due.get(doc_id, []) + events
         self._wake.set()
 
     def settled(self) -> bool:
@@ -98,47 +86,33 @@ class OutboxRelay:
     def _collection(self, name: str) -> AsyncCollection | None:
         return next((c for c in self.collections if c.name == name), None)
 
+    def _again(self, name: str, doc_id: Any, events: list[dict[str, Any]]) -> None:
+        """Not published: told again, ahead of what newer saves told meanwhile."""
+        due = self._due.setdefault(name, {})
+        due[doc_id] = events + due.get(doc_id, [])
+
     async def publish_due(self) -> int:
         """Publish the events saves told us about, `RELAY_PARALLEL` documents at a time (in
-        order within each); what the broker refused stays told, ahead of what newer saves
-        told (a document whose events are not known is read, `_publish`)."""
+        order within each); what the broker refused stays told, in order."""
         due, self._due = self._due, {}
         slots = asyncio.Semaphore(RELAY_PARALLEL)
 
-        def again(name: str, doc_id: Any) -> None:
-            self._due.setdefault(name, {})[doc_id] = None
-
-        async def told_one(coll: AsyncCollection, doc_id: Any, told: Told) -> int:
+        async def one(coll: AsyncCollection, doc_id: Any, events: list[dict[str, Any]]) -> int:
             try:
                 async with slots:
-                    sent = await self._publish_events(coll, doc_id, told.events, told.version,
-                                                      written=told.events, marks=told.marks)
+                    sent = await self._publish_events(coll, doc_id, events)
             except BaseException:
-                again(coll.name, doc_id)
+                self._again(coll.name, doc_id, events)
                 raise
-            if sent < len(told.events):  # the broker refused: the rest stays told, in order
-                due = self._due.setdefault(coll.name, {})
-                later = due.get(doc_id, Told(0, [], []))  # what a newer save told meanwhile
-                due[doc_id] = None if later is None else Told(
-                    max(told.version, later.version), told.events[sent:] + later.events,
-                    told.marks + later.marks)
-            return sent
-
-        async def read_ones(name: str, ids: set) -> int:
-            sent, unread = await self._publish(name, ids)  # side by side there too
-            for doc_id in unread:
-                again(name, doc_id)
+            if sent < len(events):  # the broker refused: the rest stays told, in order
+                self._again(coll.name, doc_id, events[sent:])
             return sent
 
         jobs: list[Awaitable[int]] = []
         for name, docs in due.items():
             coll = self._collection(name)
-            if coll is None:
-                continue
-            jobs += [told_one(coll, doc_id, told) for doc_id, told in docs.items()
-                     if told is not None]
-            if unknown := {doc_id for doc_id, told in docs.items() if told is None}:
-                jobs.append(read_ones(name, unknown))
+            if coll is not None:
+                jobs += [one(coll, doc_id, events) for doc_id, events in docs.items()]
         return await _total(jobs)
 
     async def _send(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -159,26 +133,66 @@ class OutboxRelay:
         return sent
 
     async def flush(self) -> int:
-        """The sweep: publish every document `outbox_due` marks; returns how many events
+        """The sweep: publish the events of every save `outbox_due` marks; returns how many
         were sent. Reads the marks (bounded by unpublished events) and the marked documents
         by `_id`. (The stores themselves are swept once per database, beside: `sweep_stores`.)"""
+        marked: dict[str, dict[Any, list[dict[str, Any]]]] = {}
+        for m in await self.marks.all():
+            marked.setdefault(m["collection"], {}).setdefault(m["doc_id"], []).append(m)
         total = 0
-        marks = await self.marks.all()
-        marked: dict[str, set] = {}
-        for m in marks:
-            marked.setdefault(m["collection"], set()).add(m["doc_id"])
-        for name, ids in marked.items():
-            sent, undone = await self._publish(name, ids, marks)
-            total += sent
-            for doc_id in ids - undone:
-                await self._drop_stale(name, doc_id, marks)
+        for name, docs in marked.items():
+            total += await self._publish_marked(name, docs)
         return total
 
+    async def _publish_marked(self, name: str, marks: dict[Any, list[dict[str, Any]]]) -> int:
+        """Publish the marked events of these documents (`marks`: each one's marks, as the
+        sweep read them). The documents are read together by `_id` (`$in`, in chunks)."""
+        coll = self._collection(name)
+        if coll is None:
+            return 0
+        slots = asyncio.Semaphore(RELAY_PARALLEL)
+        waiting: list[dict[str, Any]] = []  # marks whose save is not in the document (yet)
+
+        async def one(doc: dict[str, Any]) -> int:
+            of_doc = marks[doc["_id"]]
+            ids = {m["_id"] for m in of_doc}
+            events = [e for e in doc.get(OUTBOX) or [] if e.get(MARK) in ids]
+            named = {e[MARK] for e in events}
+            version = doc.get("version", 0)
+            # The document is at or past the mark's save, but holds none of its events: a
+            # later save left them out (published), or the save never happened.
+            void = [m["_id"] for m in of_doc if m["_id"] not in named
+                    and m.get("version", 0) <= version]
+            waiting.extend(m for m in of_doc if m["_id"] not in named
+                           and m.get("version", 0) > version)
+            if void:
+                await self.mark_sent(coll, doc["_id"], void)
+            if not events:
+                return 0
+            async with slots:
+                return await self._publish_events(coll, doc["_id"], events)
+
+        docs = await load(coll, set(marks), projection={OUTBOX: 1, "version": 1})
+        total = await _total(one(doc) for doc in docs)
+        found = {doc["_id"] for doc in docs}
+        waiting.extend(m for doc_id, of_doc in marks.items() if doc_id not in found
+                       for m in of_doc)
+        await self._drop_stale(waiting)
+        return total
+
+    async def _drop_stale(self, marks: list[dict[str, Any]]) -> None:
+        """Marks whose save is not in their document, older than the grace: their saves
+        never happened (a crash between the mark and the write). Younger ones may still."""
+        stale = time.time() - MARK_GRACE_S
+        for m in marks:
+            if m["at"].timestamp() < stale:
+                await self.marks.withdraw(m["_id"])
+
     async def sweep_stores(self) -> int:
-        """Once per database: every pending event in the stores, by the `outbox_pending`
-        flag (events saved before marks existed). A scan on FerretDB's SQLite handler (at
-        100,000 complaints, minutes), an index on MongoDB: so it runs in its own task, and
-        events saved meanwhile go out as usual."""
+        """Once per database: every pending event in the stores saved before marks existed,
+        by the `outbox_pending` flag. A scan on FerretDB's SQLite handler (at 100,000
+        complaints, minutes), an index on MongoDB: so it runs in its own task, and events
+        saved meanwhile go out as usual."""
         if await self.marks.store_swept():
             return 0
         total = await self._sweep_stores()
@@ -188,100 +202,41 @@ class OutboxRelay:
     async def _sweep_stores(self) -> int:
         total = 0
         for coll in self.collections:
-            async for doc in coll.find({PENDING: True}, projection={OUTBOX: 1, "version": 1}):
-                # A marked document is the relay's (a save since marks exist): publishing it
-                # here as well would send its events twice.
-                if not await self.marks.has(coll.name, doc["_id"]):
-                    total += await self._publish_events(
-                        coll, doc["_id"], doc.get(OUTBOX) or [], doc.get("version", 0))
+            async for doc in coll.find({PENDING: True}, projection={OUTBOX: 1}):
+                # Events with a mark are the marks' sweep's (published here as well, they
+                # would go out twice).
+                events = [e for e in doc.get(OUTBOX) or [] if MARK not in e]
+                sent = await self._send(events)
+                update: dict[str, Any] = {}
+                if sent:  # $pullAll of the exact entries read: FerretDB's $pull matches
+                    update["$pullAll"] = {OUTBOX: sent}  # whole elements only
+                    self.published.labels(self.service).inc(len(sent))
+                if len(sent) == len(events):
+                    update["$set"] = {PENDING: False}
+                if update:
+                    async with self.locks(coll.name, doc["_id"]):
+                        await coll.update_one({"_id": doc["_id"]}, update)
+                total += len(sent)
         return total
 
-    async def _publish(self, name: str, ids: set,
-                       marks: list[dict[str, Any]] | None = None) -> tuple[int, set]:
-        """Publish these documents' pending events: (events sent, ids with events left).
-        `marks`: every mark, as the sweep read them (their `_id`s settle by `_id`).
-
-        The documents are read together by `_id` (`$in`, in chunks): under load one read
-        serves every save since the last round."""
-        coll = self._collection(name)
-        if coll is None:
-            return 0, set()
-        by_doc: dict[Any, list[dict[str, Any]]] = {}
-        for m in marks or []:
-            if m["collection"] == name:
-                by_doc.setdefault(m["doc_id"], []).append(m)
-        undone: set = set()
-        slots = asyncio.Semaphore(RELAY_PARALLEL)
-
-        async def one(doc: dict[str, Any]) -> int:
-            pending = doc.get(OUTBOX) or []
-            version = doc.get("version", 0)
-            of_doc = None if marks is None else [
-                m["_id"] for m in by_doc.get(doc["_id"], []) if m.get("version", 0) <= version]
-            async with slots:
-                if not pending:  # its events up to this version went out (here or elsewhere)
-                    await self.marks.settle(name, doc["_id"], version, of_doc)
-                    return 0
-                sent = await self._publish_events(coll, doc["_id"], pending, version,
-                                                  marks=of_doc)
-            if sent < len(pending):
-                undone.add(doc["_id"])
-            return sent
-
-        # A document not found is not written (yet): its marks wait for their save or grace.
-        docs = await load(coll, ids, projection={OUTBOX: 1, "version": 1})
-        return await _total(one(doc) for doc in docs), undone
-
-    async def _drop_stale(self, name: str, doc_id: object, marks: list[dict]) -> None:
-        """Marks of this document still there after it was published, older than the grace:
-        their saves never happened (a crash between the mark and the write)."""
-        stale = time.time() - MARK_GRACE_S
-        for m in marks:
-            if (m["collection"], m["doc_id"]) == (name, doc_id) and m["at"].timestamp() < stale:
-                await self.marks.withdraw(m["_id"])
-
     async def _publish_events(self, coll: AsyncCollection, doc_id: Any,
-                              events: list[dict[str, Any]], version: int,
-                              written: list[dict[str, Any]] | None = None,
-                              marks: list[str] | None = None) -> int:
-        """Publish a document's events in order, then take out those sent (settling the marks
-        once all are out). `written`: the events came from the saves, not from a read;
-        `marks`: the ids of their marks, when known."""
+                              events: list[dict[str, Any]]) -> int:
+        """Publish a document's events in order, then drop the marks whose events all went
+        out. Returns how many were sent."""
         sent = await self._send(events)
         if sent:
-            await self.mark_sent(coll, doc_id, sent, version, len(sent) == len(events), written,
-                                 marks=marks)
+            left = {e.get(MARK) for e in events[len(sent):]}
+            done = list(dict.fromkeys(m for e in sent if (m := e.get(MARK)) not in left
+                                      and m is not None))
+            await self.mark_sent(coll, doc_id, done)
             self.published.labels(self.service).inc(len(sent))
         return len(sent)
 
-    async def mark_sent(self, coll: AsyncCollection, doc_id: str, events: list[dict],
-                        version: int, everything: bool = False,
-                        written: list[dict] | None = None,
-                        marks: list[str] | None = None) -> None:
-        """Take the sent events out of the document and drop their saves' marks: by `_id`
-        when `marks` names them and every event was sent; else, once the outbox is empty,
-        the marks of every save up to `version`, found by a filter. `written`: what the
-        saves wrote, when the events came from them rather than from reading the document
-        (which may also hold events of another process's saves: then it must match)."""
-        async with self.locks(coll.name, doc_id):
-            emptied = None
-            if everything:  # the usual case, one write: nobody saved since we read
-                exact = {OUTBOX: written} if written is not None else {}
-                emptied = await coll.update_one({"_id": doc_id, "version": version} | exact,
-                                                {"$set": {OUTBOX: [], PENDING: False}})
-            if not emptied or not emptied.matched_count:
-                # $pullAll of the exact entries read: FerretDB's $pull matches whole
-                # elements only. Then clear the flag only if no save pushed new events.
-                await coll.update_one({"_id": doc_id}, {"$pullAll": {OUTBOX: events}})
-                emptied = await coll.update_one({"_id": doc_id, OUTBOX: []},
-                                                {"$set": {PENDING: False}})
-        if marks is not None:
-            # Every event of these saves is out of the outbox now: their marks can go, even
-            # if a newer save pushed events meanwhile (that save has a mark of its own).
-            if everything:
-                await self.marks.settle(coll.name, doc_id, version, marks)
-        elif emptied.matched_count:
-            await self.marks.settle(coll.name, doc_id, version)
+    async def mark_sent(self, coll: AsyncCollection, doc_id: Any, marks: list[str]) -> None:
+        """Every event of these marks' saves of `doc_id` is published: drop the marks. The
+        document is not written: its next save leaves the events out."""
+        self.marks.published(marks)
+        await self.marks.settle(marks)
 
     async def _round(self) -> None:
         if time.monotonic() >= self._next_sweep:

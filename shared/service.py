@@ -191,7 +191,7 @@ class Service:
                 lookup = Lookup(self.db[lookup_name], field)
             repo = Repository(self.db[name], model, on_events=self.relay.notify,
                               locks=self.locks, open_work=open_work, marks=marks, days=days,
-                              lookup=lookup)
+                              lookup=lookup, alone=self.lifecycle.alone)
             await repo.ensure_indexes()
             self._repos[name] = repo
             self.relay.collections.append(repo.collection)

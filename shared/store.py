@@ -2,8 +2,10 @@
 
 A save writes the new state and the events it produced in ONE single-document
 update, matched on `version` (atomic on MongoDB and FerretDB alike; no
-multi-document transactions). The relay (`shared.outbox`) publishes `outbox`
-entries and pulls them once the broker has confirmed them.
+multi-document transactions). Each event in `outbox` carries the mark of its save
+(`OutboxMarks`): the relay (`shared.outbox`) publishes it and drops the mark, and
+writes nothing to the document. The next save of the document leaves out the
+events whose marks are gone, in the same update it writes anyway.
 """
 
 import asyncio
@@ -37,8 +39,12 @@ RECENT_KEPT = 128  # documents per collection whose last write a process keeps (
 A = TypeVar("A", bound=Aggregate)
 
 OUTBOX = "outbox"
-PENDING = "outbox_pending"  # indexed flag, so the relay finds pending events without a scan
+MARK = "outbox_mark"  # on each event in an outbox: the mark of the save that wrote it
+# Indexed flag of the events saved before marks existed (events without `MARK`), found once
+# per database by the relay's sweep of the stores. Saves since marks exist leave it alone.
+PENDING = "outbox_pending"
 MARK_GRACE_S = 600.0  # a mark whose save has not happened after this long never will
+PUBLISHED_KEPT = 4096  # marks a process remembers publishing (`OutboxMarks.published`)
 
 
 class WriteLocks:
@@ -117,8 +123,10 @@ def database(client: AsyncMongoClient, namespace: str, service: str) -> AsyncDat
                                read_concern=ReadConcern("majority"))
 
 
-def _events(events: list[Envelope]) -> list[dict[str, Any]]:
-    return [e.model_dump(mode="json") for e in events]
+def _events(events: list[Envelope], mark: str | None) -> list[dict[str, Any]]:
+    """The outbox entries of a save's events: each names the save's mark (when it has one)."""
+    tag = {} if mark is None else {MARK: mark}
+    return [e.model_dump(mode="json") | tag for e in events]
 
 
 class OutboxMarks:
@@ -135,39 +143,56 @@ class OutboxMarks:
 
     def __init__(self, collection: AsyncCollection):
         self.collection = collection
+        # What this process knows without asking the store: the marks it announced whose
+        # events are not published yet, and those it saw published lately (bounded).
+        self._unpublished: set[str] = set()
+        self._published: OrderedDict[str, None] = OrderedDict()
 
     async def announce(self, collection: str, doc_id: Any, version: int) -> str:
         mark_id = f"{collection}/{doc_id}/{version}/{uuid.uuid4().hex[:12]}"
+        self._unpublished.add(mark_id)
         await insert(self.collection, {"_id": mark_id, "collection": collection,
                                        "doc_id": doc_id, "version": version, "at": _now()})
         return mark_id
 
     async def withdraw(self, mark_id: str) -> None:
+        self._unpublished.discard(mark_id)
         await self.collection.delete_one({"_id": mark_id})
+
+    def published(self, mark_ids: list[str]) -> None:
+        """The broker confirmed every event of these marks' saves (or they had none left):
+        a later save of their documents may leave the events out."""
+        for mark_id in mark_ids:
+            self._unpublished.discard(mark_id)
+            self._published[mark_id] = None
+            self._published.move_to_end(mark_id)
+        while len(self._published) > PUBLISHED_KEPT:
+            self._published.popitem(last=False)
+
+    async def unpublished(self, outbox: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The entries of an outbox still to be published: those whose mark is still there
+        (or that have none: saved before marks existed). Known here for the marks this
+        process announced or saw published lately; others (another instance's, or from before
+        a restart) are looked up by `_id`."""
+        marks = {e.get(MARK) for e in outbox} - {None}
+        unknown = [m for m in marks if m not in self._unpublished and m not in self._published]
+        there = set(self._unpublished)
+        if unknown:
+            found = self.collection.find({"_id": {"$in": unknown}}, {"_id": 1})
+            there |= {m["_id"] for m in await found.to_list(None)}
+        return [e for e in outbox if e.get(MARK) is None or e[MARK] in there]
 
     async def all(self) -> list[dict[str, Any]]:
         """Every mark: a read bounded by unpublished events."""
         return [m for m in await self.collection.find({}, batch_size=ALL_AT_ONCE).to_list(None)
                 if "doc_id" in m]
 
-    async def has(self, collection: str, doc_id: Any) -> bool:
-        """Whether a save of this document since marks exist is still unpublished."""
-        return await self.collection.find_one({"collection": collection, "doc_id": doc_id},
-                                              {"_id": 1}) is not None
-
-    async def settle(self, collection: str, doc_id: Any, version: int,
-                     mark_ids: list[str] | None = None) -> None:
-        """The document's events up to `version` are published: drop their marks. With
-        `mark_ids` (the marks of the saves whose events went out), by `_id`; without, by a
-        filter, which FerretDB answers by reading every mark: under a backlog of thousands,
-        each settle then cost more than the save (measured: deletes took a third of
-        FerretDB's CPU in the soak). Marks left by other saves go with the next sweep."""
-        if mark_ids is not None:
-            # Gathered with the other documents' settles under way (one delete for many).
+    async def settle(self, mark_ids: list[str]) -> None:
+        """These marks' events are published: drop the marks, by `_id` (by a filter, FerretDB
+        reads every mark: under a backlog of thousands each settle cost more than the save).
+        Gathered with the other documents' settles under way (one delete for many)."""
+        if mark_ids:
             await delete_ids(self.collection, mark_ids)
-            return
-        await self.collection.delete_many({"collection": collection, "doc_id": doc_id,
-                                           "version": {"$lte": version}})
 
     async def store_swept(self) -> bool:
         return await self.collection.find_one({"_id": self.STORE_SWEPT}) is not None
@@ -345,9 +370,11 @@ async def _true() -> bool:
 
 
 class RecentWrites:
-    """What this process last wrote of the documents it wrote most recently, by `_id`: an
-    event about one of them starts from it instead of reading it back (on FerretDB a read is
-    a command, a decode of the whole document and an encode, however small the change).
+    """What this process last wrote or read of the documents it handled most recently, by
+    `_id`: an event about one of them starts from it instead of reading it back (on FerretDB a
+    read is a command, a decode of the whole document and an encode, however small the
+    change); and the next save knows the document's outbox, so it can leave out what is
+    published in the update it writes anyway.
 
     Kept as BSON, so each recall is a fresh copy that no caller can have changed. At most
     `size` documents (the most recently written), so memory does not follow history."""
@@ -355,10 +382,19 @@ class RecentWrites:
     def __init__(self, codec_options: CodecOptions, size: int):
         self.codec_options = codec_options
         self.size = size
-        self._docs: OrderedDict[Any, bytes] = OrderedDict()
+        # _id -> (the document without its outbox, its version, its outbox if known)
+        self._docs: OrderedDict[Any, tuple[bytes, int, tuple[dict[str, Any], ...] | None]] = \
+            OrderedDict()
 
-    def keep(self, doc: dict[str, Any]) -> None:
-        self._docs[doc["_id"]] = bson.encode(doc, codec_options=self.codec_options)
+    def keep(self, doc: dict[str, Any], outbox: list[dict[str, Any]] | None = None) -> None:
+        """`doc` as stored (without `outbox`); `outbox`: its outbox, None when not known. An
+        older version than the one kept (a read that overlapped a save) is not kept."""
+        earlier = self._docs.get(doc["_id"])
+        if earlier is not None and earlier[1] > doc.get("version", 0):
+            return
+        self._docs[doc["_id"]] = (bson.encode(doc, codec_options=self.codec_options),
+                                  doc.get("version", 0), None if outbox is None else
+                                  tuple(outbox))
         self._docs.move_to_end(doc["_id"])
         while len(self._docs) > self.size:
             self._docs.popitem(last=False)
@@ -370,27 +406,35 @@ class RecentWrites:
         self._docs.clear()
 
     def recall(self, doc_id: Any) -> dict[str, Any] | None:
-        raw = self._docs.get(doc_id)
-        return None if raw is None else bson.decode(raw, codec_options=self.codec_options)
+        kept = self._docs.get(doc_id)
+        return None if kept is None else bson.decode(kept[0], codec_options=self.codec_options)
+
+    def outbox(self, doc_id: Any, version: int) -> list[dict[str, Any]] | None:
+        """The outbox the document had at `version`, if that is what was kept of it. Its
+        entries are shared: callers must not change them."""
+        kept = self._docs.get(doc_id)
+        return None if kept is None or kept[1] != version or kept[2] is None else \
+            list(kept[2])
 
 
 class Repository(Generic[A]):
     """Loads and saves one kind of aggregate in its own collection."""
 
     def __init__(self, collection: AsyncCollection, model: type[A],
-                 on_events: Callable[[str, Any, int, list[dict[str, Any]], list[str]], None]
-                 | None = None,
+                 on_events: Callable[[str, Any, list[dict[str, Any]]], None] | None = None,
                  locks: WriteLocks | None = None, open_work: OpenWork[A] | None = None,
                  marks: OutboxMarks | None = None, days: DayIndex | None = None,
-                 lookup: Lookup | None = None):
+                 lookup: Lookup | None = None,
+                 alone: Callable[[], Awaitable[bool]] | None = None):
         self.collection = collection
+        self.alone = alone  # no other instance of the service runs (`Lifecycle.alone`)
         self.days = days
         self.lookup = lookup
         self.model = model
-        self._on_events = on_events or (lambda collection, doc_id, version, events, marks: None)
+        self._on_events = on_events or (lambda collection, doc_id, events: None)
         # `is not None`, not `or`: the service's WriteLocks, empty at start, has no locks in
-        # use, and `or` once gave each repository locks of its own that the relay's
-        # `mark_sent` on the same document did not wait for (a lost save on FerretDB).
+        # use, and `or` once gave each repository locks of its own that the relay (which then
+        # wrote the outbox) did not wait for: a lost save on FerretDB.
         self.locks = locks if locks is not None else WriteLocks()
         self.open_work = open_work
         self.marks = marks
@@ -450,8 +494,32 @@ class Repository(Generic[A]):
         return self.locks(self.collection.name, doc_id)
 
     async def get(self, id: str) -> A | None:
-        doc = await self.collection.find_one({"_id": id}, projection={OUTBOX: 0, PENDING: 0})
-        return self.model.model_validate(doc) if doc else None
+        # With its outbox (the last save's events, mostly): kept, so that a save of what was
+        # read knows what the document holds and can leave out the published events.
+        doc = await self.collection.find_one({"_id": id}, projection={PENDING: 0})
+        if doc is None:
+            return None
+        outbox = doc.pop(OUTBOX, None)
+        self.recent.keep(doc, outbox if isinstance(outbox, list) else None)
+        return self.model.model_validate(doc)
+
+    async def for_change(self, id: str) -> A | None:
+        """The aggregate as a change starts from: what this process last wrote or read of it
+        (`recent`), else read. Safe beside other writers: the save matches the version, so an
+        outdated copy costs a conflict and a read (`change` reads again then). Only fields
+        that never change may be judged on it before the change (e.g. whose it is)."""
+        kept = self.recent.recall(id)
+        return self.model.model_validate(kept) if kept is not None else await self.get(id)
+
+    async def seen(self, id: str) -> A | None:
+        """For reading (a request's answer, a mail's facts): while no other instance of the
+        service runs, every write of the document is this process's, so what it last wrote
+        or read of it (`recent`) is what the store holds: no read. Else read."""
+        if self.alone is not None and await self.alone():
+            kept = self.recent.recall(id)
+            if kept is not None:
+                return self.model.model_validate(kept)
+        return await self.get(id)
 
     async def exists(self, id: str) -> bool:
         # find_one, not count_documents: a count is an aggregation, which FerretDB does not
@@ -485,12 +553,14 @@ class Repository(Generic[A]):
         """Insert a new aggregate with its events; AlreadyExists if the id is taken. With
         `claim`, its number is claimed in the lookup first (NumberTaken if another record
         holds it, and nothing is written)."""
-        events = _events(agg.pending_events)
-        doc = agg.to_document() | {"version": 1, OUTBOX: events, PENDING: bool(events)}
+        doc = agg.to_document() | {"version": 1}
         # All before the insert, side by side (none needs another): one round trip.
         claimed, _, mark = await asyncio.gather(
             self._claim(agg) if claim else _true(), self._record_day(agg.id, doc),
             self._announce(agg, 1))
+        events = _events(agg.pending_events, mark)
+        state = dict(doc)
+        doc |= {OUTBOX: events} | ({} if self.marks is not None else {PENDING: bool(events)})
         if not claimed:
             await asyncio.gather(self._forget_day(agg.id, doc, None), self._withdraw(mark))
             raise NumberTaken(str(getattr(agg, self.lookup.field)) if self.lookup else "")
@@ -504,8 +574,8 @@ class Repository(Generic[A]):
                 except BaseException:
                     self.open_work_unsure = True  # written or not: nobody can tell
                     raise
-                self._tell(agg, 1, events, mark)
-                self.recent.keep({k: v for k, v in doc.items() if k not in (OUTBOX, PENDING)})
+                self._tell(agg, events)
+                self.recent.keep(state, events)
                 await self._record_open(agg, 1)
         except DuplicateKeyError as exc:
             # Which unique index refused it? Asking is portable; the error's keyPattern is
@@ -543,26 +613,26 @@ class Repository(Generic[A]):
                                   "attempts; the unique index and the sequence disagree")
 
     async def save(self, agg: A) -> A:
-        """Write state and new events in one update, if nobody saved since we read."""
+        """Write state and new events in one update, if nobody saved since we read. The
+        events this process knows to be published leave the outbox in the same update."""
         state = agg.to_document()
         state.pop("_id")
         expected = state.pop("version")
         update: dict[str, Any] = {"$set": state | {"version": expected + 1}}
-        events = _events(agg.pending_events)
-        if events:
-            update["$push"] = {OUTBOX: {"$each": events}}
-            update["$set"][PENDING] = True
         async with self.lock(agg.id):
             mark = await self._announce(agg, expected + 1)
+            events = _events(agg.pending_events, mark)
+            outbox = await self._outbox_after(agg.id, expected, events, update)
             try:
                 result = await self.collection.update_one({"_id": agg.id, "version": expected},
                                                           update)
             except BaseException:
                 self.open_work_unsure = True  # written or not: nobody can tell
+                self.recent.drop(agg.id)
                 raise
             if result.matched_count:
-                self._tell(agg, expected + 1, events, mark)
-                self.recent.keep(state | {"_id": agg.id, "version": expected + 1})
+                self._tell(agg, events)
+                self.recent.keep(state | {"_id": agg.id, "version": expected + 1}, outbox)
                 await self._record_open(agg, expected + 1)
             else:
                 self.recent.drop(agg.id)  # outdated: the next event reads it
@@ -583,14 +653,32 @@ class Repository(Generic[A]):
                 self.open_work_unsure = True
                 raise
 
-    def _tell(self, agg: A, version: int, events: list[dict[str, Any]],
-              mark: str | None) -> None:
+    async def _outbox_after(self, doc_id: Any, version: int, events: list[dict[str, Any]],
+                            update: dict[str, Any]) -> list[dict[str, Any]] | None:
+        """Add the save's `events` to `update`; returns the outbox the save leaves, when known.
+
+        Known when this process last wrote or read the document at `version` (`recent`): then
+        the outbox is written whole, without the events whose marks are gone (published),
+        instead of the relay emptying it in a write of its own after each publish. Else the
+        events are pushed to what is there."""
+        known = None if self.marks is None else self.recent.outbox(doc_id, version)
+        if self.marks is None or known is None:
+            if events:
+                update["$push"] = {OUTBOX: {"$each": events}}
+                if self.marks is None:  # no relay: the flag is what finds them
+                    update["$set"][PENDING] = True
+            return None
+        outbox = await self.marks.unpublished(known) + events if known else events
+        if outbox != known:
+            update["$set"][OUTBOX] = outbox
+        return outbox
+
+    def _tell(self, agg: A, events: list[dict[str, Any]]) -> None:
         # The relay publishes as soon as the store has the events, before the open-work
         # summary is written: that write is not on the way to the consumers. It is handed
-        # the events written, so it need not read them back, and their mark, to drop by `_id`.
+        # the events written (each names its mark), so it need not read them back.
         if events:
-            self._on_events(self.collection.name, agg.id, version, events,
-                            [mark] if mark is not None else [])
+            self._on_events(self.collection.name, agg.id, events)
 
     def _saved(self, agg: A, version: int) -> A:
         return self.model.model_validate(agg.to_document() | {"version": version})
@@ -619,7 +707,10 @@ class Repository(Generic[A]):
             if attempt == 0 and loaded is not None and loaded.id == id:
                 agg = loaded
             else:
-                agg = await self.get_or_raise(id, what)
+                found = await (self.for_change(id) if attempt == 0 else self.get(id))
+                if found is None:
+                    raise NotFound(f"{what or self.model.__name__} {id!r} does not exist.")
+                agg = found
             result = apply(agg)
             if asyncio.iscoroutine(result):
                 result = await result
@@ -641,8 +732,7 @@ class Repository(Generic[A]):
         read per attempt: the read that loads the aggregate also tells whether it exists;
         none at first when this process wrote it lately (`recent`)."""
         for attempt in range(30):
-            kept = self.recent.recall(id) if attempt == 0 else None
-            agg = self.model.model_validate(kept) if kept is not None else await self.get(id)
+            agg = await (self.for_change(id) if attempt == 0 else self.get(id))
             if agg is None:
                 if create is None:
                     return None

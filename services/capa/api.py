@@ -182,10 +182,13 @@ def actions_router() -> APIRouter:
     def repo(request: Request) -> Repository:
         return service_of(request).repo(ACTIONS)
 
-    async def visible(request: Request, action_id: str, principal: Principal) -> ActionRequest:
+    async def visible(request: Request, action_id: str, principal: Principal,
+                      to_change: bool = False) -> ActionRequest:
         """Another unit's request does not exist for a unit user (the same 404, nothing
-        leaks)."""
-        action = await repo(request).get(action_id)
+        leaks). `to_change`: as a change starts from it (`Repository.for_change`; the unit
+        it is judged by never changes)."""
+        action = await (repo(request).for_change(action_id) if to_change else
+                        repo(request).seen(action_id))
         if action is None or (not sees_all(principal) and action.unit != principal.unit):
             raise NotFound(f"Action request {action_id!r} does not exist (yet): one Quality "
                            f"has just requested reaches capa within moments (Quality's case "
@@ -196,7 +199,7 @@ def actions_router() -> APIRouter:
                      apply: Any) -> ActionRequestView:
         # Another unit's request does not exist for writes either: 404 as on reads, never a
         # 403 saying whose it is (action ids are guessable).
-        action = await visible(request, action_id, principal)
+        action = await visible(request, action_id, principal, to_change=True)
         saved = await repo(request).change(action_id, apply, what="Action request",
                                            loaded=action)
         return ActionRequestView.of(saved)

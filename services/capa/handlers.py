@@ -87,16 +87,15 @@ def register(service: Service, settings: Settings) -> None:
         # either order: a request for a complaint already withdrawn opens withdrawn.
         withdrawn = await service.database[WITHDRAWN].find_one({"_id": payload.feedback_id})
         for unit in payload.units:
-            if await repo.get(unit.action_id) is not None:
-                continue  # a redelivery: this unit's request exists already
             request = ActionRequest.open(unit, payload, event.actor, event.id)
             if withdrawn is not None:
                 request.withdraw(withdrawn["reason"], Actor.model_validate(withdrawn["actor"]),
                                  withdrawn["event_id"])
             try:
+                # Not looked up first: a redelivery is rare, and the insert refuses it.
                 await repo.add(request)
             except AlreadyExists:
-                pass
+                pass  # a redelivery: this unit's request exists already
         if withdrawn is None:
             # A withdrawal handled meanwhile withdrew the requests it found in `actions_open`;
             # one added after its look is withdrawn here (each applies the withdrawal once).

@@ -319,23 +319,25 @@ def _repo(request: Request) -> Repository[Feedback]:
     return service_of(request).repo(FEEDBACK)
 
 
-async def _load(request: Request, ref: str) -> Feedback:
-    """By id, or by register number (the lookup, then the record)."""
+async def _load(request: Request, ref: str, *, to_change: bool = False) -> Feedback:
+    """By id, or by register number (the lookup, then the record). `to_change`: as a change
+    starts from it (`Repository.for_change`: without a read when this process has it)."""
     repo = _repo(request)
-    fb = await (repo.by_number(ref) if REGISTER_NO.match(ref) else repo.get(ref))
+    fb = await (repo.by_number(ref) if REGISTER_NO.match(ref) else
+                repo.for_change(ref) if to_change else repo.seen(ref))
     if fb is None:
         raise NotFound(f"Feedback {ref!r} does not exist.")
     return fb
 
 
 async def _change(request: Request, ref: str, apply: Any) -> Feedback:
-    fb = await _load(request, ref)
+    fb = await _load(request, ref, to_change=True)
     return await _repo(request).change(fb.id, apply, what="Feedback", loaded=fb)
 
 
 async def _add(request: Request, response: Response, ref: str, apply: Any) -> Feedback:
     """A change that may find nothing new (a retried request): then 200, not 201."""
-    fb = await _load(request, ref)
+    fb = await _load(request, ref, to_change=True)
     fb, wrote = await _repo(request).change_and_tell(fb.id, apply, what="Feedback", loaded=fb)
     if not wrote:
         response.status_code = 200
@@ -686,7 +688,7 @@ def router(settings: Settings) -> APIRouter:
                          422: {"description": "Bad input, or `report` names no stored PDF"}})
     async def reply(request: Request, ref: Ref, body: CustomerReplyBody,
                     who: Annotated[Principal, Depends(require(*SALES))]) -> FeedbackRead:
-        fb = await _load(request, ref)  # 404 before looking in the store
+        fb = await _load(request, ref, to_change=True)  # 404 before looking in the store
         report = None if body.report is None else await asyncio.to_thread(
             _stored_report, store, body.report, fb.register_no, who)
         return FeedbackRead.of(await _repo(request).change(

@@ -116,7 +116,7 @@ async def tell_people(notify: Notify, event: Envelope, payload: Contract,
     if rule is None:
         return
     if case is None:
-        case = await notify.cases.get(event.correlation_id)
+        case = await notify.cases.seen(event.correlation_id)
     recipients = await _resolve(notify, rule.audience, case)
     if not recipients:
         await _record_nobody(notify, rule.purpose, rule.audience, event, payload, case)

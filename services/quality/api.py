@@ -342,9 +342,9 @@ def _settings(request: Request) -> Settings:
     return service_of(request).settings
 
 
-async def _case(request: Request, ref: str) -> Case:
-    """By feedback id or register number (`_id` reads)."""
-    found = await case_of(_cases(request), ref)
+async def _case(request: Request, ref: str, *, to_change: bool = False) -> Case:
+    """By feedback id or register number (`_id` reads; `to_change`: see `case_of`)."""
+    found = await case_of(_cases(request), ref, to_change=to_change)
     if found is None:
         raise NotFound(f"No Complaint Handling Form {ref!r}: Sales has not opened one for "
                        f"this feedback, or it is on its way (a form Sales has just sent "
@@ -354,7 +354,7 @@ async def _case(request: Request, ref: str) -> Case:
 
 
 async def _change(request: Request, ref: str, apply: Callable[[Case], None]) -> CaseRead:
-    case = await _case(request, ref)
+    case = await _case(request, ref, to_change=True)
     case = await _cases(request).change(case.id, apply, what="Case", loaded=case)
     return CaseRead.of(case, now_ms())
 

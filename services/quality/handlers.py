@@ -181,7 +181,7 @@ def register(service: Service, settings: Settings) -> None:
 
     @service.consumer.on("complaint.responsibility_assigned")
     async def count_kinds(event: Envelope, p: ResponsibilityAssigned) -> None:
-        case = await cases().get(p.feedback_id)
+        case = await cases().seen(p.feedback_id)
         if case is not None and case.status == CaseStatus.WITHDRAWN:
             log.info("%s was withdrawn before it was counted: not counted", p.register_no)
             return
@@ -203,7 +203,7 @@ def register(service: Service, settings: Settings) -> None:
 
     @service.consumer.on("complaint.resolution_ready")
     async def handed_over(event: Envelope, p: ResolutionReady) -> None:
-        case = await cases().get(p.feedback_id)
+        case = await cases().seen(p.feedback_id)
         if case is None or not case.kinds:
             return  # concluded without responsibility assigned: never counted
         now = now_ms()

@@ -27,11 +27,14 @@ CASE_NUMBER_FIELD = "register_no"
 CAPA_KINDS = "capa_kinds"
 
 
-async def case_of(cases: Repository[Case], ref: str) -> Case | None:
+async def case_of(cases: Repository[Case], ref: str, *, to_change: bool = False) -> Case | None:
     """The case `ref` names (its feedback id or its register number), or None: `_id` reads.
+    `to_change`: as a change starts from it (`Repository.for_change`: without a read when
+    this process has it).
 
     Any `ref` may be a number: Quality takes the register numbers the forms bring."""
-    return await cases.get(ref) or await cases.by_number(ref)
+    return await (cases.for_change(ref) if to_change else cases.seen(ref)) or \
+        await cases.by_number(ref)
 
 
 class CapaKinds:

@@ -99,16 +99,20 @@ async def queue_depths(namespace: str, amqp_url: str) -> dict[str, int]:
 
 async def pending_outboxes(mongo_url: str, namespace: str,
                            services: tuple[str, ...]) -> dict[str, int]:
-    """Documents whose outbox still holds events, per `<service>.<collection>` (a test's
-    whole-collection read: the services themselves never do this)."""
+    """Saves whose events are not published yet, per `<service>.<collection>`: their marks in
+    each service's `outbox_due` (what the relays themselves sweep), and any document still
+    flagged with events from before marks existed."""
     client: AsyncMongoClient = AsyncMongoClient(mongo_url, serverSelectionTimeoutMS=20_000)
     pending: dict[str, int] = {}
     try:
         for service in services:
             db = client[f"{namespace}_{service}"]
+            async for mark in db["outbox_due"].find({"doc_id": {"$exists": True}}):
+                key = f"{service}.{mark['collection']}"
+                pending[key] = pending.get(key, 0) + 1
             for name in await db.list_collection_names():
                 if n := await db[name].count_documents({"outbox_pending": True}):
-                    pending[f"{service}.{name}"] = n
+                    pending[f"{service}.{name} (unmarked)"] = n
     finally:
         await client.close()
     return pending

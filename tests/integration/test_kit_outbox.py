@@ -42,9 +42,8 @@ async def test_saved_event_reaches_the_consumer_through_the_outbox(pair):
     await eventually(arrived, what="the tally to apply the event")
 
     async def marked_sent() -> bool:
-        raw = await counters.collection.find_one({"_id": c.id})
-        return raw["outbox"] == [] and raw["outbox_pending"] is False
-    await eventually(marked_sent, what="the relay to mark the event sent")
+        return await _marks_of(ledger, c.id) == []
+    await eventually(marked_sent, what="the relay to drop the save's mark")
 
 
 async def test_relay_dying_after_publish_before_marking_sent_applies_once(pair):
@@ -63,7 +62,8 @@ async def test_relay_dying_after_publish_before_marking_sent_applies_once(pair):
     with pytest.raises(RuntimeError):
         await ledger.relay.flush()
     raw = await counters.collection.find_one({"_id": c.id})
-    assert len(raw["outbox"]) == 1, "the event must still be pending after the crash"
+    assert len(raw["outbox"]) == 1 and len(await _marks_of(ledger, c.id)) == 1, \
+        "the event must still be pending after the crash"
 
     # A restarted relay publishes it again; the consumer must apply it once.
     del ledger.relay.mark_sent
@@ -180,3 +180,88 @@ async def test_events_flow_while_the_one_time_sweep_of_the_stores_is_still_readi
         await eventually(arrived, what="the new event, with the sweep still reading")
     finally:
         await restarted.stop()
+
+
+async def _stored(svc, doc_id: str) -> dict:
+    return await svc.repo("counters").collection.find_one({"_id": doc_id})
+
+
+async def _bumped_and_published(ledger, by: int) -> Counter:
+    """A counter added with one event, once the relay has published it."""
+    c = Counter(_id=str(uuid.uuid4()))
+    c.bump(by, ACTOR)
+    await ledger.repo("counters").add(c)
+    await eventually(lambda: _no_marks(ledger, c.id), what="the first event published")
+    return c
+
+
+async def test_the_relay_writes_nothing_to_the_document_and_the_next_save_leaves_out_what_went_out(
+        pair):
+    """One write fewer per save with events: the relay drops the save's mark and leaves the
+    document alone; the next save writes the outbox without the published event."""
+    ledger, tally = pair
+    counters = ledger.repo("counters")
+    c = await _bumped_and_published(ledger, 1)
+    after_publish = await _stored(ledger, c.id)
+    assert after_publish["version"] == 1 and len(after_publish["outbox"]) == 1, \
+        "the relay left the document as the save wrote it"
+
+    await counters.change(c.id, lambda agg: agg.bump(2, ACTOR))
+    raw = await _stored(ledger, c.id)
+    assert [e["payload"]["by"] for e in raw["outbox"]] == [2], \
+        "the published event left the outbox with the next save"
+    await eventually(lambda: _total_is(tally, c.id, 3), what="both events applied once")
+
+
+async def test_a_save_keeps_the_events_not_yet_published_and_both_go_out_once(pair):
+    ledger, tally = pair
+    counters = ledger.repo("counters")
+    await ledger.relay.stop()  # nothing is published until the sweep below
+    c = Counter(_id=str(uuid.uuid4()))
+    c.bump(1, ACTOR)
+    await counters.add(c)
+    await counters.change(c.id, lambda agg: agg.bump(2, ACTOR))
+    raw = await _stored(ledger, c.id)
+    assert [e["payload"]["by"] for e in raw["outbox"]] == [1, 2], \
+        "an event not published yet must stay in the outbox"
+
+    assert await ledger.relay.flush() == 2
+    assert await _marks_of(ledger, c.id) == []
+    await eventually(lambda: _total_is(tally, c.id, 3), what="both events applied once")
+
+
+async def test_after_a_restart_a_save_asks_the_marks_which_events_went_out(pair):
+    """A process that did not publish them itself (a restart, another instance) does not
+    know which of the outbox's events went out: the marks still there say."""
+    ledger, tally = pair
+    c = await _bumped_and_published(ledger, 1)
+    await ledger.stop()
+    restarted = ledger_service(ledger.settings.infra)
+    await restarted.start()
+    try:
+        await restarted.relay.stop()  # the second event stays unpublished
+        again = restarted.repo("counters")
+        await again.change(c.id, lambda agg: agg.bump(2, ACTOR))
+        raw = await _stored(restarted, c.id)
+        assert [e["payload"]["by"] for e in raw["outbox"]] == [2]
+        await again.change(c.id, lambda agg: agg.bump(4, ACTOR))
+        raw = await _stored(restarted, c.id)
+        assert [e["payload"]["by"] for e in raw["outbox"]] == [2, 4]
+
+        stopped = ledger_service(ledger.settings.infra)  # the next start forgets it all
+        await stopped.start()
+        try:
+            await eventually(lambda: _no_marks(stopped, c.id), what="the sweep to publish")
+            await eventually(lambda: _total_is(tally, c.id, 7), what="every event once")
+        finally:
+            await stopped.stop()
+    finally:
+        await restarted.stop()
+
+
+async def _no_marks(svc, doc_id: str) -> bool:
+    return await _marks_of(svc, doc_id) == []
+
+
+async def _total_is(tally, counter_id: str, total: int) -> bool:
+    return await tally_total(tally, counter_id) == total

@@ -104,3 +104,49 @@ async def test_what_is_kept_is_a_copy_no_caller_can_change(replicas):
         await here.apply_event(tally_id, bumped(tally_id, 1), change_and_fail)
     applied = await here.apply_event(tally_id, bumped(tally_id, 1), add(1))
     assert seen[0].total == 99 and applied is not None and applied.total == 1
+
+
+async def test_a_change_starts_from_what_this_process_wrote_and_an_outdated_copy_is_not_lost(
+        replicas):
+    """A request's change (`Repository.change`) starts from the last write here, like an
+    event; a save by another writer meanwhile costs a conflict and a read, never the save."""
+    here, there, finds = replicas
+    tally_id = str(uuid.uuid4())
+    await here.add(Tally(_id=tally_id))
+    await here.change(tally_id, add(1))
+    assert finds.ids == [], "read back what this process had just written"
+    await there.change(tally_id, add(10))  # the copy here is outdated now
+    changed = await here.change(tally_id, add(100))
+    assert changed.total == 111 and finds.ids == [tally_id]
+    await stored_as(here, tally_id, total=111, version=4)
+
+
+async def test_a_read_is_answered_from_the_last_write_only_while_no_other_instance_runs(
+        mongo_url: str):
+    """`Repository.seen`: alone, every write is this process's, so its copy is what the store
+    holds; with another instance running, it reads (the other's save must show)."""
+    finds = Finds()
+    name = test_namespace(uuid.uuid4().hex[:6])
+    here, there = mongo_client(mongo_url, [finds]), mongo_client(mongo_url)
+    alone = True
+
+    async def is_alone() -> bool:
+        return alone
+    mine = Repository(here[name]["tallies"], Tally, alone=is_alone)
+    other = Repository(there[name]["tallies"], Tally)
+    try:
+        tally_id = str(uuid.uuid4())
+        await mine.add(Tally(_id=tally_id))
+        await mine.change(tally_id, add(2))
+        read = await mine.seen(tally_id)
+        assert read is not None and read.total == 2 and finds.ids == [], "alone: no read"
+
+        alone = False  # another instance started, and wrote
+        await other.change(tally_id, add(5))
+        read = await mine.seen(tally_id)
+        assert read is not None and read.total == 7, "another instance's save must show"
+        assert finds.ids == [tally_id]
+    finally:
+        await here.drop_database(name)
+        await here.close()
+        await there.close()

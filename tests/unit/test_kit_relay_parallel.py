@@ -1,6 +1,6 @@
 """The outbox relay publishes several documents at once, each document's events in order.
 
-One document after another, each costing a broker confirm and two writes, notify's relay fell
+One document after another, each costing a broker confirm and writes, notify's relay fell
 behind its saves in the soak at 5 complaints/s while its process idled waiting on FerretDB:
 the oldest unpublished event grew to 30 s. `RELAY_PARALLEL` documents now go out side by side.
 """
@@ -11,7 +11,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from shared.outbox import RELAY_PARALLEL, OutboxRelay
-from shared.store import OUTBOX, PENDING, WriteLocks
+from shared.store import MARK, WriteLocks
 from tests.unit.test_kit_write_locks import RacyCollection
 
 
@@ -35,10 +35,13 @@ class SlowBroker:
 class Marks:
     def __init__(self) -> None:
         self.settled: list[str] = []
+        self.seen_published: list[str] = []
 
-    async def settle(self, collection: str, doc_id: Any, version: int,
-                     mark_ids: list[str] | None = None) -> None:
-        self.settled += mark_ids or []
+    def published(self, mark_ids: list[str]) -> None:
+        self.seen_published += mark_ids
+
+    async def settle(self, mark_ids: list[str]) -> None:
+        self.settled += mark_ids
 
 
 async def test_the_relay_publishes_documents_side_by_side_each_in_order():
@@ -47,17 +50,17 @@ async def test_the_relay_publishes_documents_side_by_side_each_in_order():
                         WriteLocks(), marks)  # type: ignore[arg-type]
     documents = 3 * RELAY_PARALLEL
     for n in range(documents):
-        events = [{"id": f"d{n}-e{i}", "type": "feedback.registered"} for i in range(3)]
-        coll.docs[f"d{n}"] = {"_id": f"d{n}", "version": 1, OUTBOX: events, PENDING: True}
-        relay.notify("feedback", f"d{n}", 1, events, [f"mark-{n}"])
+        events = [{"id": f"d{n}-e{i}", "type": "feedback.registered", MARK: f"mark-{n}"}
+                  for i in range(3)]
+        relay.notify("feedback", f"d{n}", events)
 
     assert await relay.publish_due() == 3 * documents
     assert broker.most_at_once == RELAY_PARALLEL, "documents were not published side by side"
     for n in range(documents):
         mine = [e for e in broker.order if e.startswith(f"d{n}-")]
         assert mine == [f"d{n}-e0", f"d{n}-e1", f"d{n}-e2"], "a document's events out of order"
-        assert coll.docs[f"d{n}"][OUTBOX] == [] and coll.docs[f"d{n}"][PENDING] is False
     assert sorted(marks.settled) == sorted(f"mark-{n}" for n in range(documents))
+    assert coll.docs == {}, "the relay writes no document: the next save empties the outbox"
 
 
 class HangingBroker(SlowBroker):
@@ -80,12 +83,31 @@ async def test_a_publish_never_confirmed_is_tried_again_and_holds_up_nothing_els
                         WriteLocks(), marks)  # type: ignore[arg-type]
     relay.publish_timeout_s = 0.05
     for n in range(2):
-        events = [{"id": f"d{n}-e{i}", "type": "feedback.registered"} for i in range(2)]
-        coll.docs[f"d{n}"] = {"_id": f"d{n}", "version": 1, OUTBOX: events, PENDING: True}
-        relay.notify("feedback", f"d{n}", 1, events, [f"mark-{n}"])
+        events = [{"id": f"d{n}-e{i}", "type": "feedback.registered", MARK: f"mark-{n}"}
+                  for i in range(2)]
+        relay.notify("feedback", f"d{n}", events)
 
     assert await asyncio.wait_for(relay.publish_due(), 5) == 2, "d1 went out beside it"
-    assert coll.docs["d0"][PENDING] is True, "the unconfirmed event stays pending"
+    assert marks.settled == ["mark-1"], "the unconfirmed event's mark stays"
     assert await asyncio.wait_for(relay.publish_due(), 5) == 2, "tried again, in order"
     assert broker.order == ["d1-e0", "d1-e1", "d0-e0", "d0-e1"]
-    assert coll.docs["d0"][OUTBOX] == [] and sorted(marks.settled) == ["mark-0", "mark-1"]
+    assert sorted(marks.settled) == ["mark-0", "mark-1"]
+
+
+async def test_a_mark_is_dropped_only_once_every_event_of_its_save_is_out():
+    """Two saves of one document told together: the broker takes the first save's event and
+    refuses the second's second event. The first save's mark goes, the second's stays."""
+
+    class RefusingBroker(SlowBroker):
+        async def publish(self, event: dict[str, Any]) -> None:
+            if event["id"] == "b2":
+                raise ConnectionError("refused")
+            await super().publish(event)
+
+    coll, broker, marks = RacyCollection("feedback"), RefusingBroker(), Marks()
+    relay = OutboxRelay("intake", [coll], broker, 0.2, CollectorRegistry(),  # type: ignore
+                        WriteLocks(), marks)  # type: ignore[arg-type]
+    relay.notify("feedback", "d", [{"id": "a1", MARK: "a"}])
+    relay.notify("feedback", "d", [{"id": "b1", MARK: "b"}, {"id": "b2", MARK: "b"}])
+    assert await relay.publish_due() == 2
+    assert marks.settled == ["a"] and marks.seen_published == ["a"]
