@@ -12,7 +12,7 @@ from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
 
-from shared.periods import PAGE_SIZE, DayIndex, Period, _utc, facet_key, load, page_id
+from shared.periods import PAGE_SIZE, DayIndex, Period, _utc, facet_key, load, page_id, value_id
 from shared.store import OUTBOX, PENDING, Repository
 
 Order = list[tuple[str, int]]
@@ -124,8 +124,9 @@ async def index_page(index: DayIndex, period: Period, descending: bool, skip: in
     (they do not say its value) must be read with their records."""
     days = period.days()
     heads = {h["_id"]: h for h in await load(index.collection, days)}
+    apart = await _apart_counts(index, heads, facet)
     by_head = {d: c for d in days
-               if d in heads and (c := _count(heads[d], period, facet)) is not None}
+               if d in heads and (c := _count(heads[d], period, facet, apart)) is not None}
     astride = [page_id(d, n) for d, (_, pages) in by_head.items() for n in pages]
     unknown = [d for d in days if d not in by_head]  # no head: read the whole day
     day_pages = await index.pages(unknown, also=astride)
@@ -156,14 +157,32 @@ async def index_page(index: DayIndex, period: Period, descending: bool, skip: in
     return ids, sum(counts.values())
 
 
-def _count(head: dict[str, Any], period: Period, facet: tuple[str, str] | None
-           ) -> tuple[int, list[int]] | None:
+async def _apart_counts(index: DayIndex, heads: dict[str, dict[str, Any]],
+                        facet: tuple[str, str] | None) -> dict[str, int]:
+    """Day -> how many of its records have the facet's value, for the days whose heads count
+    that facet apart (a document per value: `DayIndex`, `many_valued`). One `$in` read."""
+    if facet is None:
+        return {}
+    name, value = facet
+    ids = {value_id(day, name, value): day for day, head in heads.items()
+           if name in head.get("fa", [])}
+    return {ids[doc["_id"]]: int(doc.get("n", 0))
+            for doc in await load(index.collection, ids)} if ids else {}
+
+
+def _count(head: dict[str, Any], period: Period, facet: tuple[str, str] | None,
+           apart: dict[str, int]) -> tuple[int, list[int]] | None:
     """How many records of the period (with the facet's value) a day's head says the day
     holds, and its pages that hold times on both sides of the period's start or end (to be
-    read and counted); None if it cannot say (read the day's pages)."""
+    read and counted); None if it cannot say (read the day's pages). `apart`: the counts of
+    the facet's value on the days that count it apart."""
     if facet is not None:  # counted by day only: a day the period covers in part is read
         name, value = facet
-        if not period.holds_day(head["_id"]) or name not in head.get("fs", []):
+        if not period.holds_day(head["_id"]):
+            return None
+        if name in head.get("fa", []):
+            return apart.get(head["_id"], 0), []
+        if name not in head.get("fs", []):
             return None
         return int(head.get("f", {}).get(name, {}).get(facet_key(value), 0)), []
     if period.holds_day(head["_id"]):

@@ -94,6 +94,24 @@ def day_of(at: datetime) -> str:
     return _utc(at).date().isoformat()  # type: ignore[union-attr]
 
 
+def value_id(day: str, facet: str, value: str) -> str:
+    """The document that counts a many-valued facet's value on a day."""
+    return f"{day}#{facet}={facet_key(value)}"
+
+
+@dataclass(frozen=True)
+class Counted:
+    """How a day's head counts facets: in itself (`fs`), or apart, a document per value
+    (`fa`, `value_id`)."""
+
+    in_head: tuple[str, ...]
+    apart: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, head: dict[str, Any]) -> "Counted":
+        return cls(tuple(head.get("fs", ())), tuple(head.get("fa", ())))
+
+
 class DayIndex:
     """`<name>_days`: which records each day brought, by their ordering time `field`.
 
@@ -111,11 +129,20 @@ class DayIndex:
     entries: their pages 200 ms, the heads 3 ms). A day written before heads existed has
     none: it is counted by reading its pages.
 
+    A facet with as many values as records (`many_valued`, e.g. the complaint an action
+    request is for) is not counted in the head, which would then grow with the day and be
+    rewritten, whole, with every add (capa's was 128 KB after 3,000 requests in a day, and
+    FerretDB's CPU grew with it): each value's count of a day is a small document of its
+    own (`_id` "YYYY-MM-DD#<facet>=<value>"), written in the same command, and a list
+    filtered by it reads its period's few (one `$in`). The head names the facets it counts
+    (`fs`) and those counted apart (`fa`), from its first entry on.
+
     Every write to a day's pages holds that day's lock (FerretDB's SQLite handler does not
     run an update's read and write atomically: two at once would lose one)."""
 
     def __init__(self, collection: AsyncCollection, field: str, stripes: int = 64,
-                 facets: tuple[str, ...] = (), times_change: bool = False):
+                 facets: tuple[str, ...] = (), times_change: bool = False,
+                 many_valued: tuple[str, ...] = ()):
         self.collection = collection
         self.field = field
         # A record's time may change after it is added (reporting's register: a form may
@@ -126,9 +153,12 @@ class DayIndex:
         # request's unit): kept in each entry, so a list filtered by them reads only its
         # page's records (`shared.lists.history_page`).
         self.facets = facets
+        self.counts = Counted(tuple(f for f in facets if f not in many_valued),
+                              tuple(f for f in facets if f in many_valued))
         self._locks = [asyncio.Lock() for _ in range(stripes)]
         self._open_page: dict[str, int] = {}  # day -> the page adds go to (this process)
-        self._counted: dict[str, bool] = {}   # day -> it keeps a head (this process)
+        # day -> how its head counts (None: the day keeps no head) (this process)
+        self._counted: dict[str, Counted | None] = {}
         self._gathered: Gathered[dict[str, Any]] = Gathered()  # entries for a day's next write
 
     def _lock(self, day: str) -> asyncio.Lock:
@@ -165,6 +195,7 @@ class DayIndex:
         page = self._open_page.get(day)
         if page is None:
             page, self._counted[day] = await self._open_page_of(day)
+        counted = self._counted[day]
         while True:
             # Onto the open page while it has room (a full one matches nothing), and
             # the day's head in the same command (ordered: not if the page refused).
@@ -173,9 +204,11 @@ class DayIndex:
                         "u": {"$addToSet": {"entries": {"$each": entries}},
                               "$inc": {"count": len(entries)}},
                         "upsert": True}]
-            if self._counted[day]:
-                updates.append({"q": {"_id": day}, "u": _head_update(page, entries, self.facets),
-                                "upsert": True})
+            if counted is not None:
+                updates.append({"q": {"_id": day}, "u": _head_update(
+                    page, entries, counted, self.counts), "upsert": True})
+                updates += [{"q": {"_id": value_id}, "u": {"$inc": {"n": n}}, "upsert": True}
+                            for value_id, n in _apart(day, entries, counted).items()]
             # The command itself: FerretDB's reply to a refused statement lacks the
             # `nModified` PyMongo's bulk_write requires.
             reply = await self.collection.database.command(
@@ -193,14 +226,26 @@ class DayIndex:
                                              {"$max": {"pages": page + 1}}, upsert=True)
         self._open_page[day] = page
 
-    async def _open_page_of(self, day: str) -> tuple[int, bool]:
-        """The page adds go to, and whether the day keeps a head (a day begun before heads
-        existed keeps none: its count would miss the entries written before)."""
-        head = await self.collection.find_one({"_id": day}, {"pages": 1})
+    async def _open_page_of(self, day: str) -> tuple[int, Counted | None]:
+        """The page adds go to, and how the day's head counts (None: the day keeps no head;
+        a day begun before heads existed keeps none: its count would miss the entries
+        written before)."""
+        head = await self.collection.find_one({"_id": day}, {"pages": 1, "fs": 1, "fa": 1})
         if head is not None:
-            return max(head.get("pages", 1), 1) - 1, True
+            return max(head.get("pages", 1), 1) - 1, Counted.of(head)
         first = await self.collection.find_one({"_id": page_id(day, 0)}, {"pages": 1})
-        return ((first or {}).get("pages", 1) - 1, first is None)
+        return ((first or {}).get("pages", 1) - 1, self.counts if first is None else None)
+
+    async def _uncount(self, day: str, entry: dict[str, Any]) -> None:
+        """Take one entry out of its day's counts (under the day's lock)."""
+        head = await self.collection.find_one({"_id": day}, {"fs": 1, "fa": 1})
+        if head is None:
+            return  # a day without a head: counted by reading
+        counted = Counted.of(head)
+        await self.collection.update_one({"_id": day}, {"$inc": {"n": -1} | {
+            p: -1 for p in _facet_paths(entry, counted.in_head)}})
+        for value_id, n in _apart(day, [entry], counted).items():
+            await self.collection.update_one({"_id": value_id}, {"$inc": {"n": -n}})
 
     async def uncount(self, doc: dict[str, Any]) -> None:
         """The record was added again (its insert refused, the stored one has this entry):
@@ -210,7 +255,7 @@ class DayIndex:
             return
         day = day_of(entry["at"])
         async with self._lock(day):  # FerretDB's `$inc` is not atomic: one writer a day
-            await self.collection.update_one({"_id": day}, _uncount(entry))
+            await self._uncount(day, entry)
 
     async def pages(self, days: list[str], also: Sequence[str] = ()) -> list[dict[str, Any]]:
         """Every page of these days (and the pages named `also`): their first pages, then
@@ -245,8 +290,8 @@ class DayIndex:
             for page in pages:
                 await self.collection.update_one({"_id": page["_id"]},
                                                  {"$pull": {"entries": entry}})
-            if pages:  # a day without a head matches nothing
-                await self.collection.update_one({"_id": day_of(at)}, _uncount(entry))
+            if pages:
+                await self._uncount(day_of(at), entry)
 
     async def built(self) -> bool:
         return await self.collection.find_one({"_id": BUILT}) is not None
@@ -266,9 +311,9 @@ class DayIndex:
             async with self._lock(day):
                 first = await self.collection.find_one({"_id": page_id(day, 0)}, {"pages": 1})
                 after = (first or {}).get("pages", 1) if first else 0
-                pages = day_pages(day, entries, first_page=after, facets=self.facets)
+                pages = day_pages(day, entries, first_page=after, counts=self.counts)
                 if first is not None:  # live adds came first: the day is counted by reading
-                    pages = [p for p in pages if p["_id"] != day]
+                    pages = [p for p in pages if p["_id"] != day and "#" not in p["_id"]]
                     await self.collection.delete_one({"_id": day})
                 await self.collection.insert_many(pages)
                 if first is not None:
@@ -291,9 +336,9 @@ def page_id(day: str, page: int) -> str:
 
 
 def day_pages(day: str, entries: list[dict[str, Any]], first_page: int = 0,
-              facets: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+              counts: Counted = Counted(())) -> list[dict[str, Any]]:
     """A day's entries as the documents `DayIndex` keeps (full pages, from `first_page`;
-    from page 0, the day's head too)."""
+    from page 0, the day's head too, and its values' counts)."""
     # In time order: each page then spans a stretch of the day, and a list reads only the
     # pages its page of records falls in (`shared.lists.index_page`).
     entries = sorted(entries, key=lambda e: _utc(e["at"]) or e["at"])
@@ -302,49 +347,60 @@ def day_pages(day: str, entries: list[dict[str, Any]], first_page: int = 0,
              for n, chunk in enumerate(chunks)]
     if first_page == 0:
         pages[0]["pages"] = len(pages)
-        pages.append(_head(day, chunks, facets))
+        distinct = list({e["id"]: e for chunk in chunks for e in chunk}.values())
+        pages.append(_head(day, chunks, distinct, counts))
+        pages += [{"_id": value, "n": n} for value, n in _apart(day, distinct, counts).items()]
     return pages
 
 
-def _head(day: str, chunks: list[list[dict[str, Any]]], facets: tuple[str, ...]
-          ) -> dict[str, Any]:
-    distinct = {e["id"]: e for chunk in chunks for e in chunk}
-    head = {"_id": day, "n": len(distinct), "fs": list(facets),
+def _head(day: str, chunks: list[list[dict[str, Any]]], distinct: list[dict[str, Any]],
+          counted: Counted) -> dict[str, Any]:
+    head = {"_id": day, "n": len(distinct), "fs": list(counted.in_head),
+            "fa": list(counted.apart),
             "pages": len(chunks), "c": {str(n): len(c) for n, c in enumerate(chunks)},
             "hi": {str(n): max(e["at"] for e in c) for n, c in enumerate(chunks) if c},
             "lo": {str(n): min(e["at"] for e in c) for n, c in enumerate(chunks) if c}}
     counts: dict[str, dict[str, int]] = {}
-    for e in distinct.values():
-        for path in _facet_paths(e):
+    for e in distinct:
+        for path in _facet_paths(e, counted.in_head):
             facet, key = path.split(".")[1:]
             counts.setdefault(facet, {})[key] = counts.get(facet, {}).get(key, 0) + 1
     return head | ({"f": counts} if counts else {})
 
 
-def _head_update(page: int, entries: list[dict[str, Any]], facets: tuple[str, ...]
-                 ) -> dict[str, Any]:
-    # `fs`: the facets the head counts from its first entry on (a facet declared later is
-    # not counted for the days before).
+def _head_update(page: int, entries: list[dict[str, Any]], counted: Counted,
+                 declared: Counted) -> dict[str, Any]:
+    """`counted`: how this day's head counts; `declared`: how a head made now will."""
+    # `fs` and `fa`: the facets the head counts from its first entry on (a facet declared
+    # later is not counted for the days before).
     times = [e["at"] for e in entries]
     incs: dict[str, int] = {"n": len(entries), f"c.{page}": len(entries)}
     for entry in entries:
-        for path in _facet_paths(entry):
+        for path in _facet_paths(entry, counted.in_head):
             incs[path] = incs.get(path, 0) + 1
     return {"$inc": incs,
             "$max": {"pages": page + 1, f"hi.{page}": max(times)},
             "$min": {f"lo.{page}": min(times)},
-            "$setOnInsert": {"fs": list(facets)}}
+            "$setOnInsert": {"fs": list(declared.in_head), "fa": list(declared.apart)}}
 
 
-def _uncount(entry: dict[str, Any]) -> dict[str, Any]:
-    return {"$inc": {"n": -1} | {p: -1 for p in _facet_paths(entry)}}
-
-
-def _facet_paths(entry: dict[str, Any]) -> list[str]:
+def _facet_paths(entry: dict[str, Any], facets: tuple[str, ...]) -> list[str]:
     """Where a day's head counts the entry's facets: `f.<facet>.<value>`, for text values
     (a list filtered by one reads its count: `shared.lists.index_page`)."""
     return [f"f.{name}.{facet_key(value)}" for name, value in entry.items()
-            if name not in ("id", "at") and isinstance(value, str)]
+            if name in facets and isinstance(value, str)]
+
+
+def _apart(day: str, entries: list[dict[str, Any]], counted: Counted) -> dict[str, int]:
+    """The day's documents of many-valued facets' values these entries add to, and by how
+    much."""
+    counts: dict[str, int] = {}
+    for entry in entries:
+        for name in counted.apart:
+            if isinstance(value := entry.get(name), str):
+                key = value_id(day, name, value)
+                counts[key] = counts.get(key, 0) + 1
+    return counts
 
 
 def facet_key(value: str) -> str:

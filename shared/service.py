@@ -83,6 +83,7 @@ class Service:
         self._models: dict[str, type[Aggregate]] = {}
         self._history_by: dict[str, str] = {}  # collection -> the field its history lists use
         self._history_facets: dict[str, tuple[str, ...]] = {}
+        self._many_valued: dict[str, tuple[str, ...]] = {}
         self._lookups: dict[str, tuple[str, str]] = {}  # collection -> (lookup, field)
         self._open_work: dict[str, tuple[Callable[[Any], dict[str, Any] | None],
                                          dict[str, Any]]] = {}
@@ -108,6 +109,7 @@ class Service:
                    open_summary: Callable[[A], dict[str, Any] | None] | None = None,
                    open_query: dict[str, Any] | None = None,
                    history_by: str | None = None, history_facets: tuple[str, ...] = (),
+                   many_valued: tuple[str, ...] = (),
                    lookup: tuple[str, str] | None = None) -> None:
         """Declare an aggregate collection; its repository exists once the service starts.
 
@@ -116,7 +118,9 @@ class Service:
         `history_by` (the field lists of its history are ordered by, e.g. `received_at`), it
         keeps `<name>_days`, which those lists read by period (see `shared.periods`); its
         `history_facets` are top-level fields that never change once a record is added,
-        which a list may filter by without reading more than its page. With
+        which a list may filter by without reading more than its page; those of them with
+        about as many values as records (`many_valued`, e.g. the complaint a record is for)
+        are counted a document per value, not in the day's head. With
         `lookup` (collection, field), a number people quote is found by `_id` there
         (`shared.lookups`); `Repository.add_numbered` claims each number in it first."""
         self._models[name] = model
@@ -125,6 +129,7 @@ class Service:
         if history_by is not None:
             self._history_by[name] = history_by
             self._history_facets[name] = history_facets
+            self._many_valued[name] = many_valued
         if open_summary is not None:
             if open_query is None:
                 raise ValueError(f"{name}: open_summary needs open_query for the rebuild")
@@ -134,11 +139,14 @@ class Service:
         return self._repos[name]
 
     @property
-    def histories(self) -> dict[str, tuple[str, tuple[str, ...]]]:
-        """Collection -> (the field its history lists order by, its facets), for those
-        keeping `<name>_days`."""
-        return {name: (field, self._history_facets[name])
-                for name, field in self._history_by.items()}
+    def histories(self) -> list[str]:
+        """The collections keeping `<name>_days` (`history_by`)."""
+        return list(self._history_by)
+
+    def day_index(self, name: str, db: AsyncDatabase) -> DayIndex:
+        """The day index of a collection declared with `history_by`, in `db`."""
+        return DayIndex(db[f"{name}_days"], self._history_by[name],
+                        facets=self._history_facets[name], many_valued=self._many_valued[name])
 
     @property
     def database(self) -> AsyncDatabase:
@@ -181,10 +189,7 @@ class Service:
                 summary, query = self._open_work[name]
                 open_work = OpenWork(self.db[f"{name}_open"], model, summary, query,
                                      store=self.db[name], alone=self.lifecycle.alone)
-            days = None
-            if name in self._history_by:
-                days = DayIndex(self.db[f"{name}_days"], self._history_by[name],
-                                facets=self._history_facets[name])
+            days = self.day_index(name, self.db) if name in self._history_by else None
             lookup = None
             if name in self._lookups:
                 lookup_name, field = self._lookups[name]

@@ -14,6 +14,7 @@ from bson import ObjectId
 from pymongo import monitoring
 
 OUTBOX_MARKS = "outbox_due"  # shared.store.OutboxMarks: bounded by unpublished events
+LIFECYCLE = "lifecycle"  # shared.lifecycle: one document per running instance, and a note
 READS = {"find": "filter", "count": "query", "findAndModify": "query", "distinct": "query",
          "update": "updates", "delete": "deletes", "aggregate": "pipeline"}
 
@@ -70,9 +71,11 @@ class ReadLog(monitoring.CommandListener):
 
     def unbounded(self, bounded_collections: set[str] = frozenset()) -> list[Read]:
         """Reads that are neither `_id` lookups nor of open-work, the outbox's marks of
-        unpublished events, or named small collections."""
+        unpublished events, the running instances (`Lifecycle.alone`), or named small
+        collections."""
         return [r for r in self.reads if not r.is_id_lookup()
-                and not r.collection.endswith("_open") and r.collection != OUTBOX_MARKS
+                and not r.collection.endswith("_open")
+                and r.collection not in (OUTBOX_MARKS, LIFECYCLE)
                 and r.collection not in bounded_collections]
 
 

@@ -25,7 +25,7 @@ from pymongo.errors import BulkWriteError
 from benchkit.stamp import HISTORY, Recorded, Template
 from services.reporting import domain
 from services.reporting.readmodels import ReadModels, parse_history_doc
-from shared.periods import DayIndex
+from shared.service import Service
 from shared.store import OutboxMarks, WriteLocks
 
 DAY = 86400
@@ -127,10 +127,11 @@ async def load_service(client: AsyncMongoClient, namespace: str, service: str,
     # relay's one-time sweep of a database (`OutboxRelay.sweep_stores`) would find nothing in.
     await db["outbox_due"].update_one({"_id": OutboxMarks.STORE_SWEPT},
                                       {"$set": {"at": datetime.now(UTC)}}, upsert=True)
-    for name, (field, facets) in histories(service).items():
+    composed = composition(service)
+    for name in composed.histories:
         # What the service's first start would do once (`Service._reconcile_at_start`): index
         # the loaded history by day, so that lists of a period find it.
-        await DayIndex(db[f"{name}_days"], field, facets=facets).build(db[name])
+        await composed.day_index(name, db).build(db[name])
     loaded.index_seconds[service] = round(time.perf_counter() - inserted, 1)
     if fold is not None:
         count += await fold.write(db)
@@ -139,12 +140,12 @@ async def load_service(client: AsyncMongoClient, namespace: str, service: str,
     loaded.seconds[service] = round(time.perf_counter() - started, 1)
 
 
-def histories(service: str) -> dict[str, tuple[str, tuple[str, ...]]]:
-    """The service's history lists (collection -> ordering field), as its composition
-    declares them (`Service.collection(history_by=...)`)."""
+def composition(service: str) -> Service:
+    """The service as its composition declares it (`Service.collection(history_by=...)`),
+    not started: what its history lists are."""
     app = importlib.import_module(f"services.{service}.app")
     settings = importlib.import_module(f"services.{service}.settings").Settings()
-    return app.build(settings).histories
+    return app.build(settings)
 
 
 class Folder:

@@ -43,7 +43,7 @@ def build(settings: Settings) -> Service:
     service = Service(NAME, settings)
     service.collection(ACTIONS, ActionRequest, open_summary=action_summary,
                        open_query=ACTIONS_OPEN_QUERY, history_by=ACTIONS_BY,
-                       history_facets=("unit", "feedback_id"))
+                       history_facets=("unit", "feedback_id"), many_valued=("feedback_id",))
     # A CAPA number is found through `capa_numbers` by `_id`; `add_numbered` claims it there
     # before the CAPA is written.
     service.collection(CAPAS, Capa, open_summary=capa_summary, open_query=CAPAS_OPEN_QUERY,

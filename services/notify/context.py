@@ -87,7 +87,8 @@ class Notify:
         self.directory_copy = ConfigCopy({})  # inactive entries too: a head on leave
         service.collection(NOTIFICATIONS, Notification, open_summary=notification_summary,
                            open_query=OPEN_QUERY, history_by=CREATED_AT,
-                           history_facets=("feedback_id", "channel", "purpose"))
+                           history_facets=("feedback_id", "channel", "purpose"),
+                           many_valued=("feedback_id",))
         service.collection(MAIL, InboundMail, history_by=RECEIVED_AT)
         for name, model in ((SUBSCRIPTIONS, Subscription), (DIRECTORY, DirectoryEntry),
                             (CUSTOMERS, CustomerEntry), (CASES, CaseView)):

@@ -99,15 +99,21 @@ async def queue_depths(namespace: str, amqp_url: str) -> dict[str, int]:
 
 async def pending_outboxes(mongo_url: str, namespace: str,
                            services: tuple[str, ...]) -> dict[str, int]:
-    """Saves whose events are not published yet, per `<service>.<collection>`: their marks in
-    each service's `outbox_due` (what the relays themselves sweep), and any document still
-    flagged with events from before marks existed."""
+    """Saves whose events are not published yet, per `<service>.<collection>`: the marks in
+    each service's `outbox_due` (what the relays themselves sweep) whose document holds
+    events naming them (a mark whose save a kill cut off names none, and its relay drops it
+    after a grace), and any document still flagged with events from before marks existed."""
     client: AsyncMongoClient = AsyncMongoClient(mongo_url, serverSelectionTimeoutMS=20_000)
     pending: dict[str, int] = {}
     try:
         for service in services:
             db = client[f"{namespace}_{service}"]
             async for mark in db["outbox_due"].find({"doc_id": {"$exists": True}}):
+                doc = await db[mark["collection"]].find_one({"_id": mark["doc_id"]},
+                                                            {"outbox": 1})
+                if doc is None or all(e.get("outbox_mark") != mark["_id"]
+                                      for e in doc.get("outbox") or []):
+                    continue
                 key = f"{service}.{mark['collection']}"
                 pending[key] = pending.get(key, 0) + 1
             for name in await db.list_collection_names():

@@ -44,12 +44,12 @@ class Tally(Aggregate):
 OPEN_BELOW = 10  # a counter is "open work" until it reaches this value
 
 
-def ledger_service(infra: InfraSettings) -> Service:
+def ledger_service(infra: InfraSettings, many_valued: tuple[str, ...] = ()) -> Service:
     svc = Service("ledger", ServiceSettings(infra=infra))
     svc.collection("counters", Counter,
                    open_summary=lambda c: {"value": c.value} if c.value < OPEN_BELOW else None,
                    open_query={"value": {"$lt": OPEN_BELOW}}, history_by="created_at",
-                   history_facets=("kind",))
+                   history_facets=("kind",), many_valued=many_valued)
     return svc
 
 

@@ -79,5 +79,6 @@ async def load_period(store: Any, days: DayIndex, period: Period, per_day: int, 
         old = await days.pages([day])
         entries += [e for p in old for e in p.get("entries", [])]
         await days.collection.delete_many({"_id": {"$in": [p["_id"] for p in old] + [day]}})
-        await days.collection.insert_many(day_pages(day, entries, facets=days.facets))
+        await days.collection.delete_many({"_id": {"$regex": f"^{day}#"}})  # values' counts
+        await days.collection.insert_many(day_pages(day, entries, counts=days.counts))
     return inside
