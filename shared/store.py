@@ -585,7 +585,7 @@ class Repository(Generic[A]):
             if stored is not None:
                 raise AlreadyExists(agg.id) from exc
             raise DuplicateValue(str(exc)) from exc
-        return self._saved(agg, 1)
+        return self.model.model_validate(state)  # as saved: no pending events
 
     async def add_numbered(self, sequence: str, make: Callable[[int], A]) -> A:
         """Insert `make(n)` with the next free number `n` of `sequence`.
@@ -640,7 +640,8 @@ class Repository(Generic[A]):
         if result.matched_count == 0:
             raise ConcurrencyConflict(f"{self.model.__name__} {agg.id} changed since version "
                                       f"{expected}")
-        return self._saved(agg, expected + 1)
+        # As saved (no pending events), from the document written: not dumped again.
+        return self.model.model_validate(state | {"_id": agg.id, "version": expected + 1})
 
     async def _record_open(self, agg: A, version: int) -> None:
         # After the store's write, under its lock: a crash in between leaves the open-work
@@ -679,9 +680,6 @@ class Repository(Generic[A]):
         # the events written (each names its mark), so it need not read them back.
         if events:
             self._on_events(self.collection.name, agg.id, events)
-
-    def _saved(self, agg: A, version: int) -> A:
-        return self.model.model_validate(agg.to_document() | {"version": version})
 
     async def change(self, id: str, apply: Callable[[A], Awaitable[bool | None] | bool | None],
                      *, attempts: int = 30, what: str | None = None,

@@ -84,6 +84,7 @@ from shared.periods import ALL_AT_ONCE, DayIndex, built_marker, day_of, day_page
 from shared.store import RECENT_KEPT, ConcurrencyConflict, RecentWrites, WriteLocks
 
 HISTORY = "event_history"
+NAMES_KEPT = 1024  # customers whose latest name a process keeps (bounded: not one per customer)
 REGISTER_DAYS = "register_days"  # the register's rows by the day they were received
 REGISTER_NUMBERS = "register_numbers"  # register number -> feedback id (`shared.lookups`)
 REGISTER_ORDER = [("received_at", -1), ("_id", 1)]  # the register report's default order
@@ -370,7 +371,7 @@ class ReadModels:
             self._names[said.id] = said if stored is None or domain.latest(stored, said) \
                 else stored
             self._names.move_to_end(said.id)
-            if len(self._names) > RECENT_KEPT:
+            if len(self._names) > NAMES_KEPT:
                 self._names.popitem(last=False)
 
     async def _post(self, store: RowStore, row: ReadRow) -> None:
