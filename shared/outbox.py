@@ -169,8 +169,17 @@ class OutboxRelay:
                 await self.mark_sent(coll, doc["_id"], void)
             if not events:
                 return 0
-            async with slots:
-                return await self._publish_events(coll, doc["_id"], events)
+            try:
+                async with slots:
+                    sent = await self._publish_events(coll, doc["_id"], events)
+            except BaseException:
+                self._again(name, doc["_id"], events)
+                raise
+            if sent < len(events):
+                # The broker refused (an outage): tried again with the told events, every
+                # `interval_s`, not left for the next sweep a minute later.
+                self._again(name, doc["_id"], events[sent:])
+            return sent
 
         docs = await load(coll, set(marks), projection={OUTBOX: 1, "version": 1})
         total = await _total(one(doc) for doc in docs)
@@ -241,8 +250,15 @@ class OutboxRelay:
     async def _round(self) -> None:
         if time.monotonic() >= self._next_sweep:
             self._next_sweep = time.monotonic() + self.sweep_interval_s
-            self._due = {}  # the sweep publishes them too
-            await self.flush()
+            told, self._due = self._due, {}  # the sweep publishes them too
+            try:
+                await self.flush()
+            except BaseException:
+                # Not swept (the store or the broker away): what saves told stays told.
+                for name, docs in told.items():
+                    for doc_id, events in docs.items():
+                        self._again(name, doc_id, events)
+                raise
         else:
             await self.publish_due()
 
