@@ -15,6 +15,7 @@ import subprocess
 import sys
 import uuid
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -527,8 +528,19 @@ async def test_p_f_6_p_5_3_3_answered_directly_and_loss_by_responsible_unit(repo
                 for r in data["losses"]["by_unit"]}
 
     async def shows(wanted: dict):
+        """The table once it shows `wanted` and is whole: reporting writes a month's main
+        counters and its shards (by customer, by product) side by side, so a read between
+        the two writes sees the units' figures before the customers'."""
         data = await table(reporting, month=month)
-        return data if units(data) == wanted else None
+        if units(data) != wanted or await table(reporting, month=month) != data:
+            return None
+        by_customer = data["counts"]["by_customer"]
+        losses = data["losses"]
+        whole = sum(c["feedbacks"] for c in by_customer) == data["counts"]["feedbacks"] and all(
+            sum(Decimal(c["amount"]) for c in losses["by_customer"]
+                if c["currency"] == t["currency"]) == Decimal(t["amount"])
+            for t in losses["total"])
+        return data if whole else None
 
     # Responsibility assigned to two units: the estimate is theirs at once, half each.
     await publish_all(reporting, s.events[:first])
