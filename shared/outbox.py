@@ -97,23 +97,27 @@ class OutboxRelay:
         due, self._due = self._due, {}
         slots = asyncio.Semaphore(RELAY_PARALLEL)
 
-        async def one(coll: AsyncCollection, doc_id: Any, events: list[dict[str, Any]]) -> int:
-            try:
-                async with slots:
-                    sent = await self._publish_events(coll, doc_id, events)
-            except BaseException:
-                self._again(coll.name, doc_id, events)
-                raise
-            if sent < len(events):  # the broker refused: the rest stays told, in order
-                self._again(coll.name, doc_id, events[sent:])
-            return sent
-
         jobs: list[Awaitable[int]] = []
         for name, docs in due.items():
             coll = self._collection(name)
             if coll is not None:
-                jobs += [one(coll, doc_id, events) for doc_id, events in docs.items()]
+                jobs += [self._publish_or_again(coll, doc_id, events, slots)
+                         for doc_id, events in docs.items()]
         return await _total(jobs)
+
+    async def _publish_or_again(self, coll: AsyncCollection, doc_id: Any,
+                                events: list[dict[str, Any]], slots: asyncio.Semaphore) -> int:
+        """Publish a document's events (in one of `slots`); what the broker refused, or a
+        failure cut off, stays told, in order, and is tried again every `interval_s`."""
+        try:
+            async with slots:
+                sent = await self._publish_events(coll, doc_id, events)
+        except BaseException:
+            self._again(coll.name, doc_id, events)
+            raise
+        if sent < len(events):
+            self._again(coll.name, doc_id, events[sent:])
+        return sent
 
     async def _send(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Publish in order; stop at the first the broker refuses or does not confirm within
@@ -167,19 +171,10 @@ class OutboxRelay:
                            and m.get("version", 0) > version)
             if void:
                 await self.mark_sent(coll, doc["_id"], void)
-            if not events:
-                return 0
-            try:
-                async with slots:
-                    sent = await self._publish_events(coll, doc["_id"], events)
-            except BaseException:
-                self._again(name, doc["_id"], events)
-                raise
-            if sent < len(events):
-                # The broker refused (an outage): tried again with the told events, every
-                # `interval_s`, not left for the next sweep a minute later.
-                self._again(name, doc["_id"], events[sent:])
-            return sent
+            # What the broker refuses (an outage) is tried again with the told events, every
+            # `interval_s`, not left for the next sweep a minute later.
+            return await self._publish_or_again(coll, doc["_id"], events, slots) \
+                if events else 0
 
         docs = await load(coll, set(marks), projection={OUTBOX: 1, "version": 1})
         total = await _total(one(doc) for doc in docs)
