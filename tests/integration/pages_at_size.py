@@ -53,9 +53,11 @@ def install(database_prefix: str) -> Replies:
 
 
 async def load_period(store: Any, days: DayIndex, period: Period, per_day: int, tag: str,
-                      record: Callable[[str, datetime], dict[str, Any]]) -> int:
+                      record: Callable[[str, datetime], dict[str, Any]],
+                      around_start: bool = True) -> int:
     """`per_day` records on every day the period touches, at times spread over each day
-    (and two around the period's start, so its first day always has a page astride it);
+    (and, if `around_start`, two a minute either side of the period's start, so its first
+    day always has a page astride it);
     `record(id, at)` makes a record as the service stores it (its day entry, facets too, is
     what the service's `DayIndex` keeps). Returns how many lie in the
     period (the first day's earlier ones do not)."""
@@ -66,7 +68,7 @@ async def load_period(store: Any, days: DayIndex, period: Period, per_day: int, 
         midnight = datetime.fromisoformat(day).replace(tzinfo=period.start.tzinfo)
         for i in range(per_day):
             at = midnight + timedelta(seconds=rng.randrange(0, 86400))
-            if i < 2 and day == day_of(period.start):
+            if around_start and i < 2 and day == day_of(period.start):
                 at = period.start + timedelta(minutes=1 if i else -1)
             if at >= period.end:
                 continue
