@@ -25,6 +25,7 @@ from shared.contracts import (
     UnitRequest,
 )
 from shared.events import Actor
+from tests.e2e.flow import received_a_little_ago
 from tests.support import eventually, ok, refused
 
 QUALITY = Actor(sub="li.wei", name="Li Wei", roles=("quality",))
@@ -40,7 +41,7 @@ def customer() -> dict[str, Any]:
 def body(cust: dict | None = None, **kw: Any) -> dict[str, Any]:
     return {
         "customer": cust or customer(), "channel": "phone",
-        "received_at": (datetime.now(UTC) - timedelta(minutes=5)).isoformat(),
+        "received_at": received_a_little_ago().isoformat(),
         "category": "product_quality", "severity": "normal",
         "product": {"code": f"HSG-{uuid.uuid4().hex[:6]}", "name": "Motor housing",
                     "lot": "L2026-11-03", "order_no": "SO-88123"},
