@@ -188,11 +188,8 @@ class Notify:
 
 async def add_once(repo: Repository[A], record: A) -> A | None:
     """Add `record` and return it as saved, unless one with its id was added before (a
-    redelivered event, a mail delivered twice): None then. Asked by `_id` first: an add
-    that fails still lists the id in `<name>_days` at the record's own new time (the kit
-    records the day before the insert), and the history lists would show it twice."""
-    if await repo.exists(record.id):
-        return None
+    redelivered event, a mail delivered twice): None then. Not asked first: the insert
+    refuses the id, and the kit takes back the day entry it wrote for the refused add."""
     try:
         return await repo.add(record)
     except AlreadyExists:
