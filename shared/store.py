@@ -9,6 +9,7 @@ events whose marks are gone, in the same update it writes anyway.
 """
 
 import asyncio
+import logging
 import random
 import uuid
 from collections import OrderedDict
@@ -32,6 +33,8 @@ from shared.errors import Conflict, NotFound
 from shared.events import Envelope
 from shared.lookups import Lookup
 from shared.periods import ALL_AT_ONCE, DayIndex, same_instant
+
+log = logging.getLogger("qms.store")
 
 FOLD_BATCH = 500  # summaries per reply when a timer folds open work (`OpenWork.each`)
 RECENT_KEPT = 128  # documents per collection whose last write a process keeps (`RecentWrites`)
@@ -549,10 +552,11 @@ class Repository(Generic[A]):
             raise NotFound(f"{what or self.model.__name__} {id!r} does not exist.")
         return agg
 
-    async def add(self, agg: A, *, claim: bool = False) -> A:
+    async def add(self, agg: A, *, claim: bool = False, number_shared: bool = False) -> A:
         """Insert a new aggregate with its events; AlreadyExists if the id is taken. With
-        `claim`, its number is claimed in the lookup first (NumberTaken if another record
-        holds it, and nothing is written)."""
+        `claim`, its number is claimed in the lookup first, so that a record readable by its
+        id is found by its number too (NumberTaken if another record holds it, and nothing is
+        written; with `number_shared`, it is written all the same, found by its id only)."""
         doc = agg.to_document() | {"version": 1}
         # All before the insert, side by side (none needs another): one round trip.
         claimed, _, mark = await asyncio.gather(
@@ -561,7 +565,12 @@ class Repository(Generic[A]):
         events = _events(agg.pending_events, mark)
         state = dict(doc)
         doc |= {OUTBOX: events} | ({} if self.marks is not None else {PENDING: bool(events)})
-        if not claimed:
+        if not claimed and number_shared:
+            log.error("%s %s names another record of %s; %s is found by its id only",
+                      self.lookup.field if self.lookup else "number",
+                      getattr(agg, self.lookup.field) if self.lookup else "", self.collection.name,
+                      agg.id)
+        elif not claimed:
             await asyncio.gather(self._forget_day(agg.id, doc, None), self._withdraw(mark))
             raise NumberTaken(str(getattr(agg, self.lookup.field)) if self.lookup else "")
         try:

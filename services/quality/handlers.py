@@ -7,7 +7,6 @@ case change writes one document and the kinds follow from the event, one idempot
 update each: a crash in between only means a redelivery.
 """
 
-import asyncio
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -76,26 +75,16 @@ def register(service: Service, settings: Settings) -> None:
         case = Case.receive(form, event_id=event.id, actor=event.actor,
                             now=clock_start(form.form_opened_at or event.occurred_at),
                             policy=policy, heads=heads)
-        # The number beside the case, so that `case_numbers` names every case: a miss there
-        # is an unknown number, never a case to look for in the store
-        # (services.quality.lookups). The event is acknowledged only after both writes, so a
-        # crash between them is repaired by the redelivery, which finds the number claimed
-        # for this case already and the case added.
-        lookup = cases().lookup
-        assert lookup is not None, "cases are declared with their lookup (app.build)"
-        claimed, added = await asyncio.gather(lookup.claim(form.register_no, form.feedback_id),
-                                              cases().add(case), return_exceptions=True)
-        if isinstance(claimed, BaseException):
-            raise claimed
-        if not claimed:
-            # Another feedback came with the same number (e.g. the register restored from a
-            # backup reused it): the form is still handled, found by its id.
-            log.error("register number %s names another case; case %s is found by its id only",
-                      form.register_no, form.feedback_id)
-        if isinstance(added, AlreadyExists):
+        # The number claimed before the case is written, so that `case_numbers` names every
+        # case one can read (a miss there is an unknown number, never a case to look for in
+        # the store: services.quality.lookups). A crash between the two is repaired by the
+        # redelivery, which finds the number claimed for this case already. Another feedback
+        # with the same number (the register restored from a backup reused it): the form is
+        # still handled, found by its id.
+        try:
+            await cases().add(case, claim=True, number_shared=True)
+        except AlreadyExists:
             log.info("form %s already received; event %s ignored", form.register_no, event.id)
-        elif isinstance(added, BaseException):
-            raise added
 
     @service.consumer.on("feedback.evidence_added")
     async def evidence_added(event: Envelope, p: EvidenceAdded) -> None:

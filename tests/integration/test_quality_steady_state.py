@@ -9,6 +9,7 @@ The service runs in this process on the real broker and database; a little close
 is stored first, then the steady-state paths are driven while every command is recorded.
 """
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -290,6 +291,33 @@ async def test_a_form_claims_its_number_before_its_case_once_whatever_the_delive
         "_id": form.register_no, "id": form.feedback_id}
     assert ok(await q.http.get(f"/cases/{form.register_no}"))["id"] == form.feedback_id
     assert ok(await q.http.get(f"/cases/{again.feedback_id}"))["id"] == again.feedback_id
+
+
+async def test_a_case_readable_by_its_id_is_found_by_its_number_too(quality: Quality):
+    """The number is claimed before the case is written: a person who sees the case (or
+    the plant systems told it was accepted) can ask for it by its register number at once,
+    however slow the claim (a busy store)."""
+    q = quality
+    await eventually(q.quiet, what="the start-up rebuild and the relay to finish")
+    lookup, claimed = q.cases.lookup, asyncio.Event()
+    real_claim = lookup.claim
+
+    async def slow_claim(value: str, doc_id: str) -> bool:
+        await asyncio.sleep(0.5)
+        try:
+            return await real_claim(value, doc_id)
+        finally:
+            claimed.set()
+    lookup.claim = slow_claim
+    try:
+        form = escalated(f"C-{uuid.uuid4().hex[:6]}")
+        await q.publish(form, form.feedback_id)
+        await eventually(lambda: q.case(form.feedback_id), interval=0.02,
+                         what="the case to open")
+        assert ok(await q.http.get(f"/cases/{form.register_no}"))["id"] == form.feedback_id
+        assert claimed.is_set()
+    finally:
+        del lookup.claim
 
 
 async def test_a_case_older_than_the_lookup_is_found_by_number_after_the_next_start(
