@@ -39,10 +39,19 @@ def service_broker_urls() -> dict[str, str]:
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
+_GIVEN: set[int] = set()  # ports this test process handed out
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free now and never handed out before in this process: the OS may give the
+    same free port to two calls in a row (a CI run had notify and reporting on one)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
 
 
 class System:
@@ -90,9 +99,11 @@ class System:
                     raise RuntimeError(f"{name} exited with {self.procs[name].returncode}; see "
                                        f"{LOGS / f'{self.namespace}-{name}.log'}")
                 try:
-                    if (await http.get(f"{self.url(name)}/readyz")).status_code == 200:
+                    resp = await http.get(f"{self.url(name)}/readyz")
+                    # Ready, and the service asked for: not another process on its port.
+                    if resp.status_code == 200 and resp.json().get("service") == name:
                         return
-                except httpx.HTTPError:
+                except (httpx.HTTPError, ValueError):
                     pass
                 await asyncio.sleep(0.2)
         raise RuntimeError(f"{name} not ready after {deadline_s}s")
