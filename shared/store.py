@@ -565,14 +565,13 @@ class Repository(Generic[A]):
         events = _events(agg.pending_events, mark)
         state = dict(doc)
         doc |= {OUTBOX: events} | ({} if self.marks is not None else {PENDING: bool(events)})
-        if not claimed and number_shared:
-            log.error("%s %s names another record of %s; %s is found by its id only",
-                      self.lookup.field if self.lookup else "number",
-                      getattr(agg, self.lookup.field) if self.lookup else "", self.collection.name,
-                      agg.id)
-        elif not claimed:
-            await asyncio.gather(self._forget_day(agg.id, doc, None), self._withdraw(mark))
-            raise NumberTaken(str(getattr(agg, self.lookup.field)) if self.lookup else "")
+        if not claimed:
+            number = str(getattr(agg, self.lookup.field)) if self.lookup else ""
+            if not number_shared:
+                await asyncio.gather(self._forget_day(agg.id, doc, None), self._withdraw(mark))
+                raise NumberTaken(number)
+            log.error("number %s names another record of %s; %s is found by its id only",
+                      number, self.collection.name, agg.id)
         try:
             async with self.lock(agg.id):
                 try:
