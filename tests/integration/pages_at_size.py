@@ -52,6 +52,16 @@ def install(database_prefix: str) -> Replies:
     return replies
 
 
+def first_day_and_the_rest(period: Period, now: datetime) -> tuple[Period, Period]:
+    """The part of the period's first day it covers, and the whole days after it up to
+    today's midnight: a list's first day is cut by its period (whether a page lies astride
+    the cut depends on the hour, so tests load it the same way in every measure)."""
+    second_day = period.start.replace(hour=0, minute=0, second=0, microsecond=0) + \
+        timedelta(days=1)
+    return Period(period.start, second_day), \
+        Period(second_day, now.replace(hour=0, minute=0, second=0, microsecond=0))
+
+
 async def load_period(store: Any, days: DayIndex, period: Period, per_day: int, tag: str,
                       record: Callable[[str, datetime], dict[str, Any]],
                       around_start: bool = True) -> int:

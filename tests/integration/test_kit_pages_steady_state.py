@@ -91,10 +91,7 @@ def _expected(svc_docs: list[dict[str, Any]], order, query) -> list[str]:
 async def test_the_default_page_reads_the_same_whatever_the_period_holds(ledger):
     svc, log, replies = ledger
     await _today(svc, PAGE_SIZE + 20)  # today spans two pages, written by the service
-    today = NOW.replace(hour=0, minute=0, second=0)
-    second_day = LISTED.start.replace(hour=0, minute=0, second=0) + timedelta(days=1)
-    first_day = Period(LISTED.start, second_day)
-    month = Period(first_day.end, today)  # the whole days between the first and today
+    first_day, month = pages_at_size.first_day_and_the_rest(LISTED, NOW)
     # The period's first day, cut by it, busy from the start: filtered by a facet it is
     # read whole, in one read of its first page and one of its others (the latter shared
     # with today's others when today is cut by the period too: it depends on the hour).

@@ -417,12 +417,9 @@ async def test_the_notification_list_reads_its_page_whatever_the_month_holds(not
 
     listed = Period.of(None, None, default_days=svc.settings.infra.history_days)
     period = {"from": listed.start.isoformat(), "to": listed.end.isoformat()}
-    second_day = listed.start.replace(hour=0, minute=0, second=0, microsecond=0) + \
-        timedelta(days=1)
-    month = Period(second_day, utcnow().replace(hour=0, minute=0, second=0, microsecond=0))
-    loaded = await pages_at_size.load_period(repo.collection, repo.days,
-                                            Period(listed.start, second_day), 300, "first",
-                                            stored)
+    first_day, month = pages_at_size.first_day_and_the_rest(listed, utcnow())
+    loaded = await pages_at_size.load_period(repo.collection, repo.days, first_day, 300,
+                                            "first", stored)
     loaded += await pages_at_size.load_period(repo.collection, repo.days, month, 2, "quiet",
                                               stored, around_start=False)
     commands, read, page, total = await cost()
